@@ -1,0 +1,60 @@
+"""Variational autoencoders as Pyro probabilistic programs.
+
+    vae, guide = build_model(load_config("experiments/vae_2d.toml"), num_data=60000)
+    svi = pyro.infer.SVI(vae.model, guide, adam(1e-3), pyro.infer.Trace_ELBO())
+"""
+
+from .build import build_model, check_config
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import Config, ConfigError, load_config
+from .data import DataError, ImageData, load_data, resolve_data_dir
+from .evaluate import elbo_terms, kl_term, posterior_means
+from .guides import AmortizedFullNormal, AmortizedNormal, Guide, MeanField, fit_local
+from .likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood
+from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .optim import adam
+from .priors import CorrelatedPrior, LearnedPrior, MixturePrior, StandardNormalPrior
+from .runs import Run, load_run
+from .train import TrainingError, redraw_figures, train
+from .vae import VAE, data_plate
+
+__all__ = [
+    "AmortizedFullNormal",
+    "AmortizedNormal",
+    "BernoulliLikelihood",
+    "CheckpointError",
+    "Config",
+    "ConfigError",
+    "ContinuousBernoulliLikelihood",
+    "ConvDecoder",
+    "ConvEncoder",
+    "CorrelatedPrior",
+    "DataError",
+    "Guide",
+    "ImageData",
+    "LearnedPrior",
+    "MLPDecoder",
+    "MLPEncoder",
+    "MeanField",
+    "MixturePrior",
+    "Run",
+    "StandardNormalPrior",
+    "TrainingError",
+    "VAE",
+    "adam",
+    "build_model",
+    "check_config",
+    "data_plate",
+    "elbo_terms",
+    "fit_local",
+    "kl_term",
+    "load_checkpoint",
+    "load_config",
+    "load_data",
+    "load_run",
+    "posterior_means",
+    "redraw_figures",
+    "resolve_data_dir",
+    "save_checkpoint",
+    "train",
+]

@@ -1,0 +1,62 @@
+"""Build the parts a config names (prior, networks, likelihood, guide) and check the names.
+
+Everything here runs before data are loaded or training starts, so a bad name or a
+bad covariance fails at once with a :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import Config, ConfigError
+from .data import DATASETS, PIXEL_MODES
+from .guides import Guide, build_guide
+from .likelihoods import build_likelihood
+from .nets import NETS, build_networks
+from .objectives import build_objective
+from .priors import build_prior
+from .vae import VAE
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` (cuda when available) as a :class:`torch.device`."""
+    if name not in DEVICES:
+        raise ConfigError(f"unknown train.device {name!r}; valid devices: {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def build_model(config: Config, num_data: int) -> tuple[VAE, Guide]:
+    """``(vae, guide)`` for ``config`` with a training set of ``num_data`` points (on the CPU)."""
+    m = config.model
+    if m.net not in NETS:
+        raise ConfigError(f"unknown model.net {m.net!r}; valid nets: {', '.join(NETS)}")
+    encoder, decoder = build_networks(m.net, m.z_dim, m.hidden)
+    prior = build_prior(
+        config.prior.type, m.z_dim, config.prior.covariance, config.prior.loc, config.prior.components
+    )
+    likelihood = build_likelihood(m.likelihood, config.data.pixels)
+    vae = VAE(prior, decoder, likelihood, num_data)
+    guide = build_guide(config.guide.type, encoder, m.z_dim, num_data, config.guide.init_scale)
+    return vae, guide
+
+
+def check_config(config: Config) -> None:
+    """Check every name and matrix in ``config`` by building its parts once; raises ConfigError."""
+    if config.data.dataset not in DATASETS:
+        raise ConfigError(
+            f"unknown data.dataset {config.data.dataset!r}; valid datasets: {', '.join(DATASETS)}"
+        )
+    if config.data.pixels not in PIXEL_MODES:
+        raise ConfigError(
+            f"unknown data.pixels {config.data.pixels!r}; valid modes: {', '.join(PIXEL_MODES)}"
+        )
+    resolve_device(config.train.device)
+    build_objective(config.train.objective, config.train.num_particles)
+    with torch.random.fork_rng(devices=[]):  # building must not move the run's random stream
+        build_model(config, num_data=1)

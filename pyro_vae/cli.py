@@ -1,0 +1,81 @@
+"""The ``pyro-vae`` command line: ``train`` a run, ``plot`` a run's figures again.
+
+Every input error prints one line on stderr naming the problem and the fix and exits
+with status 2, writing nothing over an existing run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, load_config
+from .data import DATA_ENV, DataError
+
+EXIT_BAD_INPUT = 2
+EXIT_TRAINING_FAILED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a VAE from a TOML config and write a run directory")
+    train.add_argument("--config", required=True, help="TOML file, e.g. experiments/vae_2d.toml")
+    train.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override a config value (a TOML literal), e.g. --set train.epochs=1; repeatable",
+    )
+    train.add_argument("--out", help="run directory (default: runs/<config name>)")
+    train.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
+    train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    plot = commands.add_parser("plot", help="redraw the figures of a run directory")
+    plot.add_argument("--run", required=True, help="a run directory written by pyro-vae train")
+    plot.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
+    return parser
+
+
+def _train(args) -> None:
+    from .train import train
+
+    config = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    train(config, out, args.data_dir, progress=not args.no_progress, overwrite=args.overwrite)
+
+
+def _plot(args) -> None:
+    from .train import redraw_figures
+
+    for path in redraw_figures(args.run, args.data_dir):
+        print(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .train import TrainingError
+
+    try:
+        {"train": _train, "plot": _plot}[args.command](args)
+    except (ConfigError, DataError, CheckpointError) as err:
+        print(f"pyro-vae: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingError as err:
+        print(f"pyro-vae: training failed: {err}", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
+    except KeyboardInterrupt:
+        print("pyro-vae: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

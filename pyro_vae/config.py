@@ -1,0 +1,195 @@
+"""Experiment configuration: small dataclasses, TOML files, ``--set`` overrides.
+
+A config has five sections, ``[data]``, ``[model]``, ``[prior]``, ``[guide]`` and
+``[train]``. Values are checked here for type and range; part names (which prior,
+which guide, ...) are checked against the part registries when the parts are built
+(:mod:`pyro_vae.build`), still before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import tomli_w
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message is one line naming the problem and the fix."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mnist"  # mnist | fashion_mnist
+    pixels: str = "grayscale"  # grayscale | dynamic | threshold
+    train_size: int = 0  # use the first n training images; 0 = all
+    test_size: int = 0  # use the first n test images; 0 = all
+
+
+@dataclass
+class ModelConfig:
+    net: str = "mlp"  # mlp | conv
+    z_dim: int = 2
+    hidden: list = field(default_factory=lambda: [512, 256])  # MLP encoder widths
+    likelihood: str = "bernoulli"
+
+
+@dataclass
+class PriorConfig:
+    type: str = "standard"  # standard | correlated | learned | mixture
+    loc: list = field(default_factory=list)  # correlated prior mean; [] = zeros
+    covariance: list = field(default_factory=list)  # correlated prior; [] = default
+    components: int = 10  # mixture prior
+
+
+@dataclass
+class GuideConfig:
+    type: str = "amortized"  # amortized | amortized_full | mean_field
+    init_scale: float = 0.1  # mean_field: initial posterior standard deviation
+    local_steps: int = 300  # fit_local: SVI steps on per-datapoint parameters
+    local_lr: float = 0.05  # fit_local: Adam learning rate
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"  # cpu | cuda | auto
+    objective: str = "trace"  # trace | trace_mean_field
+    num_particles: int = 1
+    eval_batch_size: int = 1000
+    validate: bool = False  # Pyro's distribution argument checks (slower)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    guide: GuideConfig = field(default_factory=GuideConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        """Write the resolved config as TOML (every key, defaults included)."""
+        Path(path).write_text(tomli_w.dumps(self.to_dict()))
+
+
+_SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+
+# (section, key) -> (lowest allowed value, inclusive?)
+_LOWER_BOUNDS = {
+    ("data", "train_size"): (0, True),
+    ("data", "test_size"): (0, True),
+    ("model", "z_dim"): (1, True),
+    ("prior", "components"): (1, True),
+    ("guide", "init_scale"): (0, False),
+    ("guide", "local_steps"): (1, True),
+    ("guide", "local_lr"): (0, False),
+    ("train", "epochs"): (1, True),
+    ("train", "batch_size"): (1, True),
+    ("train", "lr"): (0, False),
+    ("train", "seed"): (0, True),
+    ("train", "num_particles"): (1, True),
+    ("train", "eval_batch_size"): (1, True),
+}
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Split ``section.key=value``; the value is a TOML literal, else a bare string."""
+    name, sep, raw = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ConfigError(
+            f"override {text!r} is not of the form section.key=value; "
+            "for example --set train.epochs=1"
+        )
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # bare words such as prior.type=standard
+    return section, key.strip(), value
+
+
+def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
+    where = f"{section}.{key}"
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(
+            f"{where} must be a {type(default).__name__}, got {value!r}; "
+            f"for example {where}={default!r}"
+        )
+    bound = _LOWER_BOUNDS.get((section, key))
+    if bound is not None:
+        low, inclusive = bound
+        if value < low or (not inclusive and value == low):
+            relation = ">=" if inclusive else ">"
+            raise ConfigError(f"{where} must be {relation} {low}, got {value!r}")
+    if (section, key) == ("model", "hidden") and not (
+        value and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in value)
+    ):
+        raise ConfigError(
+            f"model.hidden must be a non-empty list of positive integers, got {value!r}; "
+            "for example model.hidden=[512, 256]"
+        )
+    return value
+
+
+def from_dict(tree: dict) -> Config:
+    """Build a checked :class:`Config` from nested dicts, defaults for missing keys."""
+    config = Config()
+    for section, entries in tree.items():
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"unknown config section [{section}]; valid sections: {', '.join(_SECTIONS)}"
+            )
+        if not isinstance(entries, dict):
+            raise ConfigError(f"[{section}] must be a table of key = value lines, got {entries!r}")
+        target = getattr(config, section)
+        valid = [f.name for f in dataclasses.fields(target)]
+        for key, value in entries.items():
+            if key not in valid:
+                raise ConfigError(
+                    f"unknown key '{section}.{key}'; valid keys of [{section}]: {', '.join(valid)}"
+                )
+            default = getattr(target, key)
+            setattr(target, key, _check_value(section, key, value, default))
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read a TOML config (or start from defaults) and apply ``section.key=value`` overrides."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(
+                f"config file '{path}' not found; pass an existing TOML file, "
+                "for example --config experiments/vae_2d.toml"
+            )
+        try:
+            tree = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file '{path}' is not valid TOML: {err}") from None
+    for text in overrides:
+        section, key, value = parse_override(text)
+        entries = tree.setdefault(section, {})
+        if not isinstance(entries, dict):
+            raise ConfigError(f"[{section}] must be a table of key = value lines")
+        entries[key] = value
+    return from_dict(tree)

@@ -1,0 +1,62 @@
+"""Likelihoods p(x|z) built from decoder logits; each returns a distribution with event_dim 1.
+
+``bernoulli`` on binary pixels is a true likelihood. On grey values in [0, 1] its
+``log_prob`` is minus the binary cross-entropy (the reference experiments' loss), which
+is *not* a normalised density: metrics computed that way are labelled ``bce``.
+``continuous_bernoulli`` is the normalised density for pixels in [0, 1].
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from .config import ConfigError
+
+
+class BernoulliLikelihood(nn.Module):
+    """p(x|z) = prod_d Bernoulli(x_d; sigmoid(logits_d)).
+
+    :param grey_values: the data are grey values, not bits: skip the support check
+        (log_prob is then -BCE, a loss rather than a log-density).
+    """
+
+    def __init__(self, grey_values: bool = False):
+        super().__init__()
+        self.grey_values = grey_values
+
+    @property
+    def convention(self) -> str:
+        return "bce" if self.grey_values else "log_likelihood"
+
+    def forward(self, logits: torch.Tensor) -> dist.Distribution:
+        validate = False if self.grey_values else None
+        return dist.Bernoulli(logits=logits, validate_args=validate).to_event(1)
+
+    def mean(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+
+class ContinuousBernoulliLikelihood(nn.Module):
+    """p(x|z) = prod_d CB(x_d; sigmoid(logits_d)), normalised on [0, 1] (Loaiza-Ganem & Cunningham 2019)."""
+
+    convention = "log_likelihood"
+
+    def forward(self, logits: torch.Tensor) -> dist.Distribution:
+        return dist.ContinuousBernoulli(logits=logits).to_event(1)
+
+    def mean(self, logits: torch.Tensor) -> torch.Tensor:
+        return dist.ContinuousBernoulli(logits=logits).mean
+
+
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli")
+
+
+def build_likelihood(kind: str, pixels: str) -> nn.Module:
+    """The likelihood named ``kind`` (one of :data:`LIKELIHOODS`) for data in pixel mode ``pixels``."""
+    if kind == "bernoulli":
+        return BernoulliLikelihood(grey_values=pixels == "grayscale")
+    if kind == "continuous_bernoulli":
+        return ContinuousBernoulliLikelihood()
+    raise ConfigError(f"unknown model.likelihood {kind!r}; valid likelihoods: {', '.join(LIKELIHOODS)}")

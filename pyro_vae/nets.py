@@ -1,0 +1,101 @@
+"""Encoder bodies and decoders (plain ``torch.nn.Module``).
+
+An encoder *body* maps images ``(B, 784)`` to features ``(B, out_features)``; the
+guide owns the heads that turn features into the parameters of q(z|x). A decoder maps
+``z`` ``(B, z_dim)`` to Bernoulli-style logits ``(B, 784)`` (no sigmoid inside: the
+likelihood takes logits, which is stabler).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+IMAGE_SIZE = 28
+NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+
+
+def _mlp(widths: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """``784 -> hidden[0] -> ... -> hidden[-1]`` with ReLU; the reference is 784-512-256."""
+
+    def __init__(self, hidden: Sequence[int] = (512, 256), in_features: int = NUM_PIXELS):
+        super().__init__()
+        self.net = _mlp([in_features, *hidden])
+        self.out_features = hidden[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, hidden[-1])
+
+
+class MLPDecoder(nn.Module):
+    """``z -> hidden[-1] -> ... -> hidden[0] -> 784`` logits; the reference is z-256-512-784."""
+
+    def __init__(self, z_dim: int, hidden: Sequence[int] = (512, 256), out_features: int = NUM_PIXELS):
+        super().__init__()
+        self.net = nn.Sequential(_mlp([z_dim, *reversed(hidden)]), nn.Linear(hidden[0], out_features))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)  # (B, 784) logits
+
+
+class ConvEncoder(nn.Module):
+    """Conv(32, 3x3, s2) -> 14x14x32, Conv(64, 3x3, s2) -> 7x7x64, Dense(16), all ReLU."""
+
+    def __init__(self, features: int = 16):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Unflatten(1, (1, IMAGE_SIZE, IMAGE_SIZE)),
+            nn.Conv2d(1, 32, 3, stride=2, padding=1),
+            nn.ReLU(),  # (B, 32, 14, 14)
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),  # (B, 64, 7, 7)
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, features),
+            nn.ReLU(),
+        )
+        self.out_features = features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, 16)
+
+
+class ConvDecoder(nn.Module):
+    """Dense(7*7*64) -> ConvT(64, s2) -> ConvT(32, s2) -> ConvT(1) -> 28x28 logits."""
+
+    def __init__(self, z_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(z_dim, 64 * 7 * 7),
+            nn.ReLU(),
+            nn.Unflatten(1, (64, 7, 7)),
+            nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1),
+            nn.ReLU(),  # (B, 64, 14, 14)
+            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1),
+            nn.ReLU(),  # (B, 32, 28, 28)
+            nn.ConvTranspose2d(32, 1, 3, stride=1, padding=1),
+            nn.Flatten(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)  # (B, 784) logits
+
+
+def build_networks(net: str, z_dim: int, hidden: Sequence[int]) -> tuple[nn.Module, nn.Module]:
+    """``(encoder_body, decoder)`` for ``net`` in ``{"mlp", "conv"}``."""
+    if net == "mlp":
+        return MLPEncoder(hidden), MLPDecoder(z_dim, hidden)
+    if net == "conv":
+        return ConvEncoder(), ConvDecoder(z_dim)
+    raise KeyError(net)
+
+
+NETS = ("mlp", "conv")

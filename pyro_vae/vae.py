@@ -1,0 +1,58 @@
+"""The generative model p(x, z) = p(z) p(x | z) as a Pyro program."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from torch import nn
+
+
+def data_plate(x: torch.Tensor, idx: torch.Tensor | None, num_data: int) -> pyro.plate:
+    """The ``data`` plate: rows ``idx`` subsampled from ``num_data`` points, or all of ``x``.
+
+    With ``idx`` the log-likelihood of the minibatch is scaled by ``num_data / len(idx)``,
+    so the loss estimates the full-data -ELBO; without it the plate is ``x`` itself.
+    """
+    if idx is None:
+        return pyro.plate("data", x.shape[0])
+    return pyro.plate("data", size=num_data, subsample=idx)
+
+
+class VAE(nn.Module):
+    """p(x, z) = p(z) p(x | z):  z ~ prior(),  x ~ likelihood(decoder(z)).
+
+    :param prior: a module whose ``forward()`` returns p(z) (event_dim 1).
+    :param decoder: any ``nn.Module`` mapping z ``(B, z_dim)`` to logits ``(B, D)``.
+    :param likelihood: a module mapping logits to p(x|z) (event_dim 1).
+    :param num_data: N, the training-set size that minibatches are scaled to.
+    """
+
+    def __init__(self, prior: nn.Module, decoder: nn.Module, likelihood: nn.Module, num_data: int):
+        super().__init__()
+        self.prior = prior
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.num_data = num_data
+
+    @property
+    def z_dim(self) -> int:
+        return self.prior.z_dim
+
+    def model(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> None:
+        """The Pyro model; ``x`` is ``(B, D)``, ``idx`` the rows' indices in the training set."""
+        pyro.module("vae", self)
+        with data_plate(x, idx, self.num_data):
+            z = pyro.sample("z", self.prior())  # (B, z_dim)
+            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+
+    forward = model
+
+    @torch.no_grad()
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x | z] for latent codes ``(..., z_dim)``: the images the decoder draws."""
+        return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def sample_prior(self, num_samples: int) -> torch.Tensor:
+        """``num_samples`` codes z ~ p(z), shape ``(num_samples, z_dim)``."""
+        return self.prior().sample((num_samples,))

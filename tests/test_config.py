@@ -1,0 +1,109 @@
+from pathlib import Path
+
+import pytest
+
+from pyro_vae.build import check_config
+from pyro_vae.config import Config, ConfigError, load_config, parse_override
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.toml"))
+
+
+def test_defaults_are_the_reference_mlp():
+    config = Config()
+    assert (config.model.net, config.model.z_dim, config.model.hidden) == ("mlp", 2, [512, 256])
+    assert (config.train.batch_size, config.train.lr, config.train.epochs) == (128, 1e-3, 20)
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_every_experiment_config_loads_and_checks(path):
+    check_config(load_config(path))
+
+
+def test_vae_2d_is_the_reference_run():
+    config = load_config(Path(__file__).resolve().parents[1] / "experiments" / "vae_2d.toml")
+    assert config.model.z_dim == 2 and config.model.hidden == [512, 256]
+    assert config.train.epochs == 20 and config.train.batch_size == 128 and config.train.lr == 1e-3
+    assert config.data.pixels == "grayscale"
+
+
+def test_overrides_are_toml_literals_or_bare_words():
+    config = load_config(
+        None,
+        [
+            "train.epochs=1",
+            "train.batch_size=256",
+            "prior.type=correlated",
+            "guide.type=amortized",
+            "prior.covariance=[[1.0, 0.5], [0.5, 1.0]]",
+            "train.lr=3e-4",
+            'data.pixels="dynamic"',
+        ],
+    )
+    assert config.train.epochs == 1 and config.train.batch_size == 256
+    assert config.prior.type == "correlated" and config.guide.type == "amortized"
+    assert config.prior.covariance == [[1.0, 0.5], [0.5, 1.0]]
+    assert config.train.lr == 3e-4 and config.data.pixels == "dynamic"
+
+
+def test_int_is_accepted_for_a_float_field():
+    assert load_config(None, ["train.lr=1"]).train.lr == 1.0
+
+
+def test_save_and_load_round_trip(tmp_path):
+    config = load_config(None, ["prior.type=correlated", "model.z_dim=2", "train.epochs=3"])
+    config.save(tmp_path / "config.toml")
+    assert load_config(tmp_path / "config.toml") == config
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", r"unknown key 'train.epoch'; valid keys of \[train\]: epochs"),
+        ("optim.lr=1", r"unknown config section \[optim\]; valid sections: data, model"),
+        ("train.epochs=ten", r"train.epochs must be a int, got 'ten'"),
+        ("train.epochs=0", r"train.epochs must be >= 1, got 0"),
+        ("train.batch_size=-5", r"train.batch_size must be >= 1"),
+        ("train.lr=0", r"train.lr must be > 0"),
+        ("model.z_dim=0", r"model.z_dim must be >= 1"),
+        ("model.hidden=[]", r"model.hidden must be a non-empty list of positive integers"),
+        ("model.hidden=[512, -1]", r"model.hidden must be a non-empty list"),
+        ("train.validate=1", r"train.validate must be a bool"),
+        ("train.epochs", r"is not of the form section.key=value"),
+        ("epochs=3", r"is not of the form section.key=value"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_fix(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_parse_override_keeps_bare_words_as_strings():
+    assert parse_override("prior.type=standard") == ("prior", "type", "standard")
+    assert parse_override("train.epochs=2") == ("train", "epochs", 2)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found; pass an existing TOML file"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nepochs = 1")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("prior.type=gaussian", r"unknown prior.type 'gaussian'; valid priors: standard, correlated"),
+        ("guide.type=flow", r"unknown guide.type 'flow'; valid guides: amortized"),
+        ("model.net=resnet", r"unknown model.net 'resnet'; valid nets: mlp, conv"),
+        ("model.likelihood=poisson", r"unknown model.likelihood 'poisson'"),
+        ("train.objective=renyi", r"unknown train.objective 'renyi'"),
+        ("data.pixels=binary", r"unknown data.pixels 'binary'; valid modes: grayscale, dynamic"),
+        ("data.dataset=cifar", r"unknown data.dataset 'cifar'; valid datasets: mnist"),
+        ("train.device=tpu", r"unknown train.device 'tpu'"),
+    ],
+)
+def test_unknown_part_names_list_the_valid_ones(override, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(load_config(None, [override]))
