@@ -13,7 +13,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 from torch.distributions import constraints, transform_to
@@ -124,7 +123,10 @@ class MeanField(Guide):
 
 @contextlib.contextmanager
 def _frozen(module: nn.Module):
+    """Hold a module's parameters fixed (no gradients; Pyro then leaves them out of SVI)."""
     flags = [(p, p.requires_grad) for p in module.parameters()]
+    training = module.training
+    module.train(False)
     for p, _ in flags:
         p.requires_grad_(False)
     try:
@@ -132,6 +134,7 @@ def _frozen(module: nn.Module):
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+        module.train(training)
 
 
 def _diagonal_of(q: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,7 +175,7 @@ def fit_local(
         local.name = "local_guide"
         with pyro.get_param_store().scope(), _frozen(vae):
             svi = SVI(
-                poutine.block(vae.model, hide_types=["param"]),
+                vae.model,
                 local,
                 pyro.optim.Adam({"lr": lr}),
                 Trace_ELBO(num_particles=num_particles),

@@ -1,0 +1,126 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from torchvision import datasets
+
+from pyro_vae.checkpoint import load_checkpoint
+from pyro_vae.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "experiments" / "vae_2d.toml")
+SMALL = ["--set", "data.train_size=1000", "--set", "data.test_size=500", "--set", "train.epochs=1"]
+FIGURES = ["training_curves.png", "reconstructions.png", "prior_samples.png", "latent_scatter.png", "manifold.png"]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(self):
+        raise OSError("no network")
+
+    for cls in (datasets.MNIST, datasets.FashionMNIST):
+        monkeypatch.setattr(cls, "download", refuse)
+
+
+def _files(path: Path) -> dict:
+    return {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+@pytest.mark.mnist
+def test_train_smoke_run_writes_every_output(tmp_path, data_dir):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "pyro_vae", "train", "--config", CONFIG, *SMALL,
+         "--out", str(out), "--data-dir", str(data_dir), "--no-progress"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "epoch   1/1" in result.stdout and "test loss" in result.stdout
+    assert "train_size = 1000" in (out / "config.toml").read_text()
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1
+    assert {"epoch", "train_loss", "test_loss", "test_recon", "test_kl", "seconds"} <= set(history[0])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"test_elbo", "test_recon", "test_kl", "test_loss", "num_parameters"} <= set(metrics)
+    assert metrics["num_parameters"]["total"] > 1_000_000  # the reference 784-512-256-2 nets
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert {"vae", "guide", "optimizer", "history", "config", "epoch"} <= set(state)
+    for name in FIGURES:
+        assert (out / "figures" / name).stat().st_size > 5000, name
+
+    for name in FIGURES:
+        (out / "figures" / name).unlink()
+    assert main(["plot", "--run", str(out), "--data-dir", str(data_dir)]) == 0
+    for name in FIGURES:
+        assert (out / "figures" / name).is_file(), name
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "train.epoch=1"], "unknown key 'train.epoch'; valid keys of [train]"),
+        (["--set", "model.z_dim=-2"], "model.z_dim must be >= 1"),
+        (["--set", "prior.type=gauss"], "unknown prior.type 'gauss'"),
+        (["--set", "prior.type=correlated", "--set", "prior.covariance=[[1, 2], [2, 1]]"],
+         "is not positive-definite"),
+        (["--set", "nonsense"], "is not of the form section.key=value"),
+    ],
+)
+def test_bad_config_gives_one_line_and_exit_2(tmp_path, capsys, args, message):
+    code = main(["train", "--config", CONFIG, *args, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_missing_data_gives_one_line_and_exit_2(tmp_path, capsys, no_network):
+    code = main(["train", "--config", CONFIG, *SMALL, "--out", str(tmp_path / "r"),
+                 "--data-dir", str(tmp_path / "empty")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "train-images-idx3-ubyte" in err and str(tmp_path / "empty" / "MNIST" / "raw") in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "none.toml")]) == 2
+    assert "not found; pass an existing TOML file" in capsys.readouterr().err
+
+
+@pytest.mark.mnist
+def test_an_existing_run_is_left_untouched(tmp_path, capsys, data_dir):
+    out = tmp_path / "run"
+    assert main(["train", "--config", CONFIG, *SMALL, "--out", str(out), "--data-dir", str(data_dir),
+                 "--no-progress"]) == 0
+    before = _files(out)
+    capsys.readouterr()
+    code = main(["train", "--config", CONFIG, *SMALL, "--set", "train.lr=0.01", "--out", str(out),
+                 "--data-dir", str(data_dir)])
+    assert code == 2 and "already holds a run" in capsys.readouterr().err
+    assert _files(out) == before
+
+
+def test_plot_of_a_missing_run(tmp_path, capsys):
+    assert main(["plot", "--run", str(tmp_path)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--config" in err
+
+
+def test_help_lists_the_commands():
+    result = subprocess.run([sys.executable, "-m", "pyro_vae", "--help"], capture_output=True, text=True,
+                            env={**os.environ}, timeout=120)
+    assert result.returncode == 0 and "train" in result.stdout and "plot" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "pyro_vae", "train", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert "--set" in result.stdout and "--out" in result.stdout and "--data-dir" in result.stdout

@@ -1,0 +1,96 @@
+import json
+import math
+
+import pytest
+import torch
+
+from pyro_vae.checkpoint import load_checkpoint
+from pyro_vae.config import ConfigError
+from pyro_vae.data import ImageData
+from pyro_vae.train import TrainingError, epoch_generator, train, train_epoch
+
+from .helpers import tiny_config
+
+pytestmark = pytest.mark.mnist
+
+
+def _small(**sections):
+    config = tiny_config(**sections)
+    config.data.pixels = "grayscale"
+    config.data.train_size, config.data.test_size = 600, 200
+    config.train.epochs, config.train.batch_size = 2, 64
+    return config
+
+
+def _without_times(history):
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+def test_same_seed_same_history_and_weights(tmp_path, data_dir):
+    config = _small()
+    first = train(config, tmp_path / "a", data_dir, progress=False, log=lambda line: None)
+    second = train(config, tmp_path / "b", data_dir, progress=False, log=lambda line: None)
+    h1 = json.loads((first / "history.json").read_text())
+    h2 = json.loads((second / "history.json").read_text())
+    assert _without_times(h1) == _without_times(h2)
+    w1, w2 = load_checkpoint(first / "checkpoint.pt"), load_checkpoint(second / "checkpoint.pt")
+    assert all(torch.equal(w1["vae"][k], w2["vae"][k]) for k in w1["vae"])
+    config.train.seed = 1
+    third = train(config, tmp_path / "c", data_dir, progress=False, log=lambda line: None)
+    assert _without_times(json.loads((third / "history.json").read_text())) != _without_times(h1)
+
+
+def test_history_and_metrics_agree(tmp_path, data_dir):
+    run = train(_small(), tmp_path / "r", data_dir, progress=False, log=lambda line: None)
+    history = json.loads((run / "history.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert metrics["test_loss"] == pytest.approx(history[-1]["test_loss"])  # evaluation is seeded
+    assert metrics["test_convention"] == "bce" and metrics["test_kl_estimator"] == "analytic"
+
+
+def test_mean_field_run_fits_the_test_set_locally(tmp_path, data_dir):
+    config = _small(guide={"type": "mean_field", "local_steps": 20})
+    config.train.lr = 1e-2
+    run = train(config, tmp_path / "mf", data_dir, progress=False, log=lambda line: None)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_local_fit_steps"] == 20 and metrics["test_local_fit_seconds"] > 0
+    assert math.isfinite(metrics["test_elbo"])
+    assert metrics["num_parameters"]["guide"] == 2 * 600 * 2
+    assert (run / "figures" / "latent_scatter.png").is_file()
+
+
+def test_correlated_prior_run_draws_the_tilted_manifold(tmp_path, data_dir):
+    run = train(_small(prior={"type": "correlated"}), tmp_path / "c", data_dir, progress=False,
+                log=lambda line: None)
+    assert (run / "figures" / "manifold_tilted.png").is_file()
+
+
+def test_a_run_directory_is_not_clobbered(tmp_path, data_dir):
+    run = train(_small(), tmp_path / "r", data_dir, progress=False, log=lambda line: None)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="already holds a run; pass --out NEW_DIR"):
+        train(_small(), run, data_dir, progress=False, log=lambda line: None)
+    assert before == {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+class _NaNSVI:
+    def __init__(self, bad_step):
+        self.calls, self.bad_step = 0, bad_step
+
+    def step(self, x, idx):
+        self.calls += 1
+        return float("nan") if self.calls == self.bad_step else 1.0
+
+
+@pytest.mark.parametrize("bad_step", [1, 3])
+def test_a_nan_loss_stops_with_epoch_and_step(bad_step):
+    data = ImageData(torch.rand(40, 5), torch.zeros(40, dtype=torch.long))
+    with pytest.raises(TrainingError, match=f"at epoch 4, step {bad_step}; lower train.lr"):
+        train_epoch(_NaNSVI(bad_step), data, 10, epoch_generator(0, 4), epoch=4, progress=False)
+
+
+def test_epoch_generators_differ_by_epoch_and_seed():
+    draw = lambda seed, epoch: torch.randperm(100, generator=epoch_generator(seed, epoch))  # noqa: E731
+    assert torch.equal(draw(0, 1), draw(0, 1))
+    assert not torch.equal(draw(0, 1), draw(0, 2)) and not torch.equal(draw(0, 1), draw(1, 1))
