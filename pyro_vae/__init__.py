@@ -15,7 +15,7 @@ from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .optim import adam
 from .priors import CorrelatedPrior, LearnedPrior, MixturePrior, StandardNormalPrior
 from .runs import Run, load_run
-from .train import TrainingError, redraw_figures, train
+from .train import Interrupted, Trainer, TrainingError, redraw_figures, resume, train
 from .vae import VAE, data_plate
 
 __all__ = [
@@ -39,6 +39,8 @@ __all__ = [
     "MixturePrior",
     "Run",
     "StandardNormalPrior",
+    "Interrupted",
+    "Trainer",
     "TrainingError",
     "VAE",
     "adam",
@@ -54,6 +56,7 @@ __all__ = [
     "load_run",
     "posterior_means",
     "redraw_figures",
+    "resume",
     "resolve_data_dir",
     "save_checkpoint",
     "train",

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -66,11 +67,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if found:
+            raise CheckpointError(
+                f"checkpoint {path} was refused: it holds a Python object ({found.group(1)}) that could "
+                "run code when loaded; only load checkpoints written by pyro_vae"
+            ) from None
+        detail = [line for line in str(err).splitlines() if line.startswith("Unsupported")][:1]
         raise CheckpointError(
-            f"checkpoint {path} was refused: it holds objects other than tensors and plain "
-            f"containers, which could run code when loaded ({reason[:160]}); "
-            "only load checkpoints written by pyro_vae"
+            f"checkpoint {path} is corrupt or truncated, or not a torch checkpoint "
+            f"({detail[0] if detail else 'unpickling failed'}); use an earlier copy or retrain"
         ) from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(

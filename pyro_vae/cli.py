@@ -16,6 +16,7 @@ from .data import DATA_ENV, DataError
 
 EXIT_BAD_INPUT = 2
 EXIT_TRAINING_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,8 +28,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = commands.add_parser("train", help="train a VAE from a TOML config and write a run directory")
-    train.add_argument("--config", required=True, help="TOML file, e.g. experiments/vae_2d.toml")
+    train = commands.add_parser(
+        "train", help="train a VAE from a TOML config and write a run directory, or --resume one"
+    )
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="TOML file, e.g. experiments/vae_2d.toml")
+    source.add_argument(
+        "--resume", metavar="DIR",
+        help="continue the run in DIR from its last checkpoint (--set train.epochs=N trains longer)",
+    )
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override a config value (a TOML literal), e.g. --set train.epochs=1; repeatable",
@@ -45,8 +53,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> None:
-    from .train import train
+    from .train import resume, train
 
+    if args.resume:
+        if args.out or args.overwrite:
+            raise ConfigError("--resume continues a run in place; drop --out and --overwrite")
+        resume(args.resume, args.overrides, args.data_dir, progress=not args.no_progress)
+        return
     config = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     train(config, out, args.data_dir, progress=not args.no_progress, overwrite=args.overwrite)
@@ -61,7 +74,7 @@ def _plot(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .train import TrainingError
+    from .train import Interrupted, TrainingError
 
     try:
         {"train": _train, "plot": _plot}[args.command](args)
@@ -71,9 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as err:
         print(f"pyro-vae: training failed: {err}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
+    except Interrupted as err:
+        print(f"pyro-vae: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print("pyro-vae: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
-        return 130
+        print("pyro-vae: interrupted; the last checkpoint is kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -9,12 +9,15 @@ which guide, ...) are checked against the part registries when the parts are bui
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import tomli_w
+
+from .checkpoint import atomic_write_bytes
 
 
 class ConfigError(ValueError):
@@ -78,8 +81,18 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        """Write the resolved config as TOML (every key, defaults included)."""
-        Path(path).write_text(tomli_w.dumps(self.to_dict()))
+        """Write the resolved config as TOML (every key, defaults included), atomically."""
+        atomic_write_bytes(path, tomli_w.dumps(self.to_dict()).encode())
+
+    def differences(self, other: "Config", ignore: Iterable[str] = ()) -> list[str]:
+        """The ``section.key`` names whose values differ from ``other``'s (less ``ignore``)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [
+            f"{section}.{key}"
+            for section, values in mine.items()
+            for key, value in values.items()
+            if theirs[section][key] != value and f"{section}.{key}" not in ignore
+        ]
 
 
 _SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
@@ -134,6 +147,8 @@ def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
             f"{where} must be a {type(default).__name__}, got {value!r}; "
             f"for example {where}={default!r}"
         )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
     bound = _LOWER_BOUNDS.get((section, key))
     if bound is not None:
         low, inclusive = bound

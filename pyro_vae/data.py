@@ -52,21 +52,32 @@ def load_images(
     dataset_cls = DATASETS[dataset]
     root = resolve_data_dir(data_dir)
     raw_folder = root / dataset_cls.__name__ / "raw"
-    try:
-        ds = dataset_cls(root, train=train, download=False)
-    except RuntimeError:
-        ds = None
-    if ds is None and download:
+    needed = _required_files(dataset_cls)
+    if not all((raw_folder / name).is_file() for name in needed) and download:
         try:  # torchvision prints progress and mirror failures to stdout
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                ds = dataset_cls(root, train=train, download=True)
+                dataset_cls(root, train=train, download=True)
         except Exception:  # no network, a mirror down, a read-only folder, ...
-            ds = None
-    if ds is None:
+            pass
+    missing = [name for name in needed if not (raw_folder / name).is_file()]
+    if missing:
         raise DataError(
             f"{dataset} files not found in {raw_folder} and could not be downloaded; "
-            f"put {', '.join(_required_files(dataset_cls))} there, or point --data-dir "
+            f"put {', '.join(needed)} there, or point --data-dir "
             f"or ${DATA_ENV} at a folder holding {dataset_cls.__name__}/raw/"
+        )
+    try:
+        ds = dataset_cls(root, train=train, download=False)
+    except Exception as err:  # truncated or foreign files: torchvision's IDX reader fails
+        raise DataError(
+            f"{dataset} files in {raw_folder} could not be read as IDX image/label files "
+            f"({type(err).__name__}); replace them with the official {', '.join(needed)}"
+        ) from None
+    if ds.data.shape[1:] != IMAGE_SHAPE or len(ds.data) != len(ds.targets):
+        raise DataError(
+            f"{dataset} files in {raw_folder} hold images of shape {tuple(ds.data.shape)} and "
+            f"{len(ds.targets)} labels; expected (N, 28, 28) images with N labels: replace them "
+            "with the official files"
         )
     images = ds.data.reshape(len(ds.data), -1).to(torch.float32) / 255.0
     return images, ds.targets.to(torch.int64)
@@ -118,23 +129,30 @@ class ImageData:
             return torch.bernoulli(grey, generator=generator)
         return grey
 
+    def order(self, generator: torch.Generator | None = None, shuffle: bool = True) -> torch.Tensor:
+        """A random permutation of the rows drawn from ``generator`` (or ``0..N-1``)."""
+        n = len(self)
+        if not shuffle:
+            return torch.arange(n, device=self.device)
+        return torch.randperm(n, generator=generator, device=self.device)
+
+    def batches_in(
+        self, order: torch.Tensor, batch_size: int, generator: torch.Generator | None = None, start: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(idx, x)`` minibatches along ``order``, skipping the first ``start`` batches."""
+        for begin in range(start * batch_size, len(order), batch_size):
+            idx = order[begin : begin + batch_size]
+            yield idx, self.pixels_at(idx, generator)
+
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(idx, x)`` minibatches covering every image once.
 
-        The order is a permutation drawn from ``generator`` (the same generator also
-        draws dynamic binarizations), so a seeded generator gives a repeatable epoch.
+        The order is a permutation drawn from ``generator`` (the same generator then
+        draws the dynamic binarizations), so a seeded generator gives a repeatable epoch.
         """
-        n = len(self)
-        order = (
-            torch.randperm(n, generator=generator, device=self.device)
-            if shuffle
-            else torch.arange(n, device=self.device)
-        )
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            yield idx, self.pixels_at(idx, generator)
+        yield from self.batches_in(self.order(generator, shuffle), batch_size, generator)
 
 
 def load_data(

@@ -32,11 +32,11 @@ def holds_run(path: Path) -> bool:
     return any((path / name).exists() for name in RUN_FILES)
 
 
-def prepare_run_dir(path: str | Path, config: Config, overwrite: bool = False) -> Path:
+def prepare_run_dir(path: str | Path, config: Config, overwrite: bool = False, dry_run: bool = False) -> Path:
     """Create the run directory and write ``config.toml``; refuse to clobber another run.
 
     Raises :class:`ConfigError` (before writing anything) when ``path`` already holds a
-    run and ``overwrite`` is false.
+    run and ``overwrite`` is false. With ``dry_run`` only the checks are made.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -45,8 +45,11 @@ def prepare_run_dir(path: str | Path, config: Config, overwrite: bool = False) -
         if not overwrite:
             raise ConfigError(
                 f"run directory {path} already holds a run; pass --out NEW_DIR for a new run "
-                "or --overwrite to replace it"
+                "or --overwrite to replace it, or --resume it"
             )
+    if dry_run:
+        return path
+    if holds_run(path):
         for name in RUN_FILES:
             (path / name).unlink(missing_ok=True)
         shutil.rmtree(path / FIGURES_DIR, ignore_errors=True)

@@ -1,16 +1,20 @@
-"""The SVI training loop and a whole training run (data -> parts -> SVI -> files).
+"""The SVI training loop and a whole training run (data -> parts -> SVI -> files), resumable.
 
 Each step is ``svi.step(x, idx)`` on a minibatch; the returned loss estimates the
 full-data -ELBO (the ``data`` plate scales the batch by N / B), so per-image numbers
 divide by N. Epoch e's order (and dynamic binarization) comes from a generator seeded
-by ``(seed, e)``, so a run is repeatable and any epoch can be replayed on its own.
+by ``(seed, e)``; a checkpoint holds that generator's state, torch's global RNG state,
+the parameters and the optimizer moments, so a run stopped anywhere and resumed from
+its last checkpoint ends bit-for-bit where an uninterrupted run ends (on the CPU).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,19 +25,33 @@ from tqdm.auto import tqdm
 
 from . import plots
 from .build import build_model, check_config, resolve_device
-from .checkpoint import save_checkpoint, write_json
-from .config import Config
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
+from .config import Config, ConfigError, from_dict, load_config
 from .data import ImageData, load_data
 from .evaluate import elbo_terms, posterior_means
 from .guides import Guide, fit_local, is_amortized
 from .objectives import build_objective
 from .optim import adam
-from .runs import CHECKPOINT_FILE, FIGURES_DIR, HISTORY_FILE, METRICS_FILE, load_run, prepare_run_dir
+from .runs import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    FIGURES_DIR,
+    HISTORY_FILE,
+    METRICS_FILE,
+    load_run,
+    prepare_run_dir,
+)
 from .vae import VAE
+
+CHECKPOINT_FORMAT = 1
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (for example a NaN loss); the message says where and why."""
+    """Training cannot go on (a NaN loss, a failed save); the message says where and why."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training; a checkpoint of the last finished step was written first."""
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -62,6 +80,28 @@ def seeded(seed: int, device: torch.device | str = "cpu"):
         yield
 
 
+class _StopRequest:
+    """While active, Ctrl-C only sets ``requested``; the loop stops at the next step boundary."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def train_epoch(
     svi: SVI,
     data: ImageData,
@@ -69,15 +109,25 @@ def train_epoch(
     generator: torch.Generator,
     epoch: int,
     progress: bool = True,
-) -> float:
-    """One pass of SVI steps over ``data``; returns the mean training loss (-ELBO) per image."""
+    position: dict | None = None,
+    stop: _StopRequest | None = None,
+) -> tuple[float, dict | None]:
+    """One pass of SVI steps over ``data``.
+
+    :param position: where a previous, interrupted pass of this epoch stopped
+        (``step``, ``generator`` state, ``loss_sum``, ``seen``); the pass goes on from there.
+    :returns: ``(mean training loss per image, None)``, or ``(nan, position)`` when a
+        stop was requested: ``position`` then says where to go on from.
+    """
     n = len(data)
-    total, seen = 0.0, 0
-    bar = tqdm(
-        total=n, desc=f"epoch {epoch}", unit="img", leave=False, disable=None if progress else True,
-        file=sys.stderr,
-    )
-    for step, (idx, x) in enumerate(data.batches(batch_size, generator), start=1):
+    order = data.order(generator)
+    done, total, seen = 0, 0.0, 0
+    if position is not None:
+        done, total, seen = position["step"], position["loss_sum"], position["seen"]
+        generator.set_state(position["generator"])
+    bar = tqdm(total=n, initial=seen, desc=f"epoch {epoch}", unit="img", leave=False,
+               disable=None if progress else True, file=sys.stderr)
+    for step, (idx, x) in enumerate(data.batches_in(order, batch_size, generator, start=done), start=done + 1):
         loss = svi.step(x, idx) / n  # per-image -ELBO estimate from this batch
         if not math.isfinite(loss):
             bar.close()
@@ -89,49 +139,171 @@ def train_epoch(
         seen += len(idx)
         bar.update(len(idx))
         bar.set_postfix(loss=f"{total / seen:.2f}")
+        if stop is not None and stop.requested and seen < n:
+            bar.close()
+            return math.nan, {"step": step, "generator": generator.get_state(), "loss_sum": total, "seen": seen}
     bar.close()
-    return total / seen
+    return total / seen, None
 
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_metrics(
-    vae: VAE, guide: Guide, test: ImageData, config: Config, device
-) -> tuple[dict, Guide]:
+def test_metrics(vae: VAE, guide: Guide, test: ImageData, config: Config, device) -> tuple[dict, Guide]:
     """Test-set ELBO terms and the guide they used (mean-field: fitted locally, decoder frozen).
 
     Runs under :func:`seeded`, so the same parameters always give the same numbers.
     """
     with seeded(config.train.seed + 1, device):
-        return _test_metrics(vae, guide, test, config, device)
-
-
-def _test_metrics(vae, guide, test, config, device):
-    local = {}
-    if not is_amortized(guide):
-        start = time.perf_counter()
-        guide = fit_local(
-            vae,
-            test.pixels_at(torch.arange(len(test), device=device), eval_generator(config.train.seed, device)),
-            steps=config.guide.local_steps,
-            lr=config.guide.local_lr,
-            init_scale=config.guide.init_scale,
-            batch_size=config.train.eval_batch_size,
-        ).to(device)
-        local = {"local_fit_steps": config.guide.local_steps, "local_fit_seconds": time.perf_counter() - start}
-    terms = elbo_terms(
-        vae, guide, test, config.train.eval_batch_size, eval_generator(config.train.seed, device)
-    )
+        local = {}
+        if not is_amortized(guide):
+            start = time.perf_counter()
+            x = test.pixels_at(torch.arange(len(test), device=device), eval_generator(config.train.seed, device))
+            guide = fit_local(
+                vae, x, steps=config.guide.local_steps, lr=config.guide.local_lr,
+                init_scale=config.guide.init_scale, batch_size=config.train.eval_batch_size,
+            ).to(device)
+            local = {"local_fit_steps": config.guide.local_steps,
+                     "local_fit_seconds": time.perf_counter() - start}
+        terms = elbo_terms(vae, guide, test, config.train.eval_batch_size, eval_generator(config.train.seed, device))
     return {**terms, **local}, guide
 
 
-def _record(epoch: int, train_loss: float, seconds: float, terms: dict | None) -> dict:
-    record = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds}
-    if terms is not None:
-        record.update({f"test_{k}": terms[k] for k in ("loss", "elbo", "recon", "kl")})
-    return record
+class Trainer:
+    """One training run in one run directory: start fresh or resume, train, finish.
+
+    :param config: the resolved config (checked before anything is loaded or written).
+    :param out: the run directory.
+    """
+
+    def __init__(self, config: Config, out: Path, data_dir=None, progress: bool = True, log=print):
+        check_config(config)
+        self.config, self.out, self.progress, self.log = config, Path(out), progress, log
+        self.device = resolve_device(config.train.device)
+        self.train_data, self.test_data = load_data(
+            config.data.dataset, config.data.pixels, data_dir,
+            config.data.train_size, config.data.test_size, self.device,
+        )
+        pyro.clear_param_store()
+        pyro.set_rng_seed(config.train.seed)
+        pyro.enable_validation(config.train.validate)
+        self.vae, self.guide = build_model(config, len(self.train_data))
+        self.vae.to(self.device)
+        self.guide.to(self.device)
+        self.optimizer = adam(config.train.lr)
+        self.svi = SVI(self.vae.model, self.guide, self.optimizer,
+                       build_objective(config.train.objective, config.train.num_particles))
+        self.history: list[dict] = []
+        self.epoch = 0  # epochs finished
+        self.position: dict | None = None  # inside epoch + 1, if it was interrupted
+        self.seconds = 0.0  # training time so far, over all sessions
+
+    # --- checkpoints -------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": self.epoch,
+            "position": self.position,
+            "num_data": len(self.train_data),
+            "vae": self.vae.state_dict(),
+            "guide": self.guide.state_dict(),
+            "optimizer": self.optimizer.get_state(),
+            "rng": torch.get_rng_state(),
+            "history": self.history,
+            "seconds": self.seconds,
+            "config": self.config.to_dict(),
+        }
+
+    def save(self) -> None:
+        path = self.out / CHECKPOINT_FILE
+        try:
+            save_checkpoint(path, self.state())
+            write_json(self.out / HISTORY_FILE, self.history)
+        except OSError as err:
+            raise TrainingError(
+                f"could not save {path} ({err.strerror or err}); the previous checkpoint is kept: "
+                f"free disk space and continue with --resume {self.out}"
+            ) from None
+
+    def restore(self, state: dict) -> None:
+        path = self.out / CHECKPOINT_FILE
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"checkpoint {path} has format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+        if state["num_data"] != len(self.train_data):
+            raise CheckpointError(
+                f"checkpoint {path} was trained on {state['num_data']} images but the data now have "
+                f"{len(self.train_data)}; restore data.train_size or start a new run"
+            )
+        self.vae.load_state_dict(state["vae"])
+        self.guide.load_state_dict(state["guide"])
+        self.optimizer.set_state(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        self.epoch, self.position = state["epoch"], state["position"]
+        self.history, self.seconds = list(state["history"]), state["seconds"]
+
+    # --- the loop ----------------------------------------------------------------------
+    def run(self) -> Path:
+        """Train the remaining epochs, checkpointing after each; then metrics and figures."""
+        cfg = self.config.train
+        with _StopRequest() as stop:
+            while self.epoch < cfg.epochs:
+                epoch = self.epoch + 1
+                start = time.perf_counter()
+                self.vae.train(), self.guide.train()
+                loss, self.position = train_epoch(
+                    self.svi, self.train_data, cfg.batch_size, epoch_generator(cfg.seed, epoch, self.device),
+                    epoch, self.progress, self.position, stop,
+                )
+                self.seconds += time.perf_counter() - start
+                if self.position is not None:
+                    self.save()
+                    raise Interrupted(
+                        f"interrupted in epoch {epoch} after step {self.position['step']}; "
+                        f"checkpoint saved: continue with pyro-vae train --resume {self.out}"
+                    )
+                self.epoch = epoch
+                self.vae.eval(), self.guide.eval()
+                record = {"epoch": epoch, "train_loss": loss, "seconds": time.perf_counter() - start}
+                if is_amortized(self.guide):
+                    terms, _ = test_metrics(self.vae, self.guide, self.test_data, self.config, self.device)
+                    record.update({f"test_{k}": terms[k] for k in ("loss", "elbo", "recon", "kl")})
+                self.history.append(record)
+                self.save()
+                self.log(_epoch_line(record, cfg.epochs))
+                if stop.requested:
+                    raise Interrupted(
+                        f"interrupted after epoch {epoch}; checkpoint saved: continue with "
+                        f"pyro-vae train --resume {self.out}"
+                    )
+        return self.finish()
+
+    def finish(self) -> Path:
+        self.vae.eval(), self.guide.eval()
+        terms, test_guide = test_metrics(self.vae, self.guide, self.test_data, self.config, self.device)
+        metrics = {f"test_{k}": v for k, v in terms.items()}
+        metrics.update({
+            "train_loss": self.history[-1]["train_loss"],
+            "epochs": self.epoch,
+            "train_images": len(self.train_data),
+            "test_images": len(self.test_data),
+            "train_seconds": self.seconds,
+            "num_parameters": {
+                "model": count_parameters(self.vae),
+                "guide": count_parameters(self.guide),
+                "total": count_parameters(self.vae) + count_parameters(self.guide),
+            },
+            "device": str(self.device),
+        })
+        write_json(self.out / METRICS_FILE, metrics)
+        codes = posterior_means(test_guide, self.test_data, self.config.train.eval_batch_size)
+        with seeded(self.config.train.seed + 2, self.device):  # prior samples for the figures
+            plots.draw_figures(self.out / FIGURES_DIR, self.vae, self.test_data, codes, self.history)
+        self.log(
+            f"test loss {metrics['test_loss']:.2f} per image (recon {-metrics['test_recon']:.2f} + "
+            f"KL {metrics['test_kl']:.2f}); run written to {self.out}"
+        )
+        return self.out
 
 
 def train(
@@ -144,83 +316,59 @@ def train(
 ) -> Path:
     """Train the VAE ``config`` describes and write the run directory ``out_dir``.
 
-    Writes ``config.toml`` first, then after every epoch ``history.json`` and
-    ``checkpoint.pt`` (atomically), and at the end ``metrics.json`` and ``figures/``.
+    Writes ``config.toml`` first, then after every epoch ``checkpoint.pt`` and
+    ``history.json`` (atomically), and at the end ``metrics.json`` and ``figures/``.
     """
     check_config(config)
-    device = resolve_device(config.train.device)
-    cfg = config.train
-    train_data, test_data = load_data(
-        config.data.dataset, config.data.pixels, data_dir,
-        config.data.train_size, config.data.test_size, device,
-    )
-    out = prepare_run_dir(out_dir, config, overwrite)
+    out = Path(out_dir)
+    prepare_run_dir(out, config, overwrite, dry_run=True)  # refuse early, write nothing
+    trainer = Trainer(config, out, data_dir, progress, log)
+    prepare_run_dir(out, config, overwrite)
+    return trainer.run()
 
-    pyro.clear_param_store()
-    pyro.set_rng_seed(cfg.seed)
-    pyro.enable_validation(cfg.validate)
-    vae, guide = build_model(config, len(train_data))
-    vae.to(device)
-    guide.to(device)
-    optimizer = adam(cfg.lr)
-    svi = SVI(vae.model, guide, optimizer, build_objective(cfg.objective, cfg.num_particles))
 
-    history: list[dict] = []
-    run_start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        start = time.perf_counter()
-        vae.train(), guide.train()
-        train_loss = train_epoch(
-            svi, train_data, cfg.batch_size, epoch_generator(cfg.seed, epoch, device), epoch, progress
+def resume(
+    run_dir: str | Path,
+    overrides: list[str] | None = None,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    log=print,
+) -> Path:
+    """Continue the run in ``run_dir`` from its last checkpoint.
+
+    ``overrides`` may raise ``train.epochs`` (train longer); any other change to the
+    saved config is refused, since the run would no longer be one experiment.
+    """
+    out = Path(run_dir)
+    if not (out / CONFIG_FILE).is_file():
+        raise ConfigError(f"{out} is not a run directory (no {CONFIG_FILE}); pass the --out of a training run")
+    saved = load_config(out / CONFIG_FILE)
+    config = load_config(out / CONFIG_FILE, overrides or [])
+    changed = config.differences(saved, ignore=["train.epochs"])
+    if changed:
+        raise ConfigError(
+            f"cannot resume {out} with a changed config ({', '.join(changed)}); only train.epochs may "
+            "change: start a new run with --out NEW_DIR instead"
         )
-        seconds = time.perf_counter() - start
-        vae.eval(), guide.eval()
-        terms = None
-        if is_amortized(guide):
-            terms, _ = test_metrics(vae, guide, test_data, config, device)
-        history.append(_record(epoch, train_loss, seconds, terms))
-        save_checkpoint(
-            out / CHECKPOINT_FILE,
-            {
-                "format": 1,
-                "epoch": epoch,
-                "num_data": len(train_data),
-                "vae": vae.state_dict(),
-                "guide": guide.state_dict(),
-                "optimizer": optimizer.get_state(),
-                "rng": torch.get_rng_state(),
-                "history": history,
-                "config": config.to_dict(),
-            },
+    if config.train.epochs < saved.train.epochs:
+        raise ConfigError(
+            f"train.epochs = {config.train.epochs} is below the run's {saved.train.epochs}; "
+            "resume can only train longer"
         )
-        write_json(out / HISTORY_FILE, history)
-        log(_epoch_line(history[-1], cfg.epochs))
-
-    terms, test_guide = test_metrics(vae, guide, test_data, config, device)
-    metrics = {f"test_{k}": v for k, v in terms.items()}
-    metrics.update(
-        {
-            "train_loss": history[-1]["train_loss"],
-            "epochs": cfg.epochs,
-            "train_images": len(train_data),
-            "test_images": len(test_data),
-            "train_seconds": time.perf_counter() - run_start,
-            "num_parameters": {
-                "model": count_parameters(vae),
-                "guide": count_parameters(guide),
-                "total": count_parameters(vae) + count_parameters(guide),
-            },
-            "device": str(device),
-        }
-    )
-    write_json(out / METRICS_FILE, metrics)
-    codes = posterior_means(test_guide, test_data, cfg.eval_batch_size)
-    plots.draw_figures(out / FIGURES_DIR, vae, test_data, codes, history)
-    log(
-        f"test loss {metrics['test_loss']:.2f} per image (recon {-metrics['test_recon']:.2f} + "
-        f"KL {metrics['test_kl']:.2f}); run written to {out}"
-    )
-    return out
+    trainer = Trainer(config, out, data_dir, progress, log)
+    if (out / CHECKPOINT_FILE).exists():
+        state = load_checkpoint(out / CHECKPOINT_FILE, map_location=trainer.device)
+        if from_dict(state["config"]).differences(saved, ignore=["train.epochs"]):
+            raise CheckpointError(
+                f"{out / CHECKPOINT_FILE} belongs to another config than {out / CONFIG_FILE}; "
+                "restore the run's config.toml or start a new run"
+            )
+        trainer.restore(state)
+    if config.train.epochs != saved.train.epochs:
+        config.save(out / CONFIG_FILE)
+    done = f"epoch {trainer.epoch}" + (f", step {trainer.position['step']}" if trainer.position else "")
+    log(f"resuming {out} after {done} of {config.train.epochs}")
+    return trainer.run()
 
 
 def redraw_figures(run_dir: str | Path, data_dir: str | Path | None = None) -> list[Path]:
@@ -230,10 +378,10 @@ def redraw_figures(run_dir: str | Path, data_dir: str | Path | None = None) -> l
     _, test_data = load_data(
         config.data.dataset, config.data.pixels, data_dir, config.data.train_size, config.data.test_size
     )
-    pyro.set_rng_seed(config.train.seed)
     _, test_guide = test_metrics(run.vae, run.guide, test_data, config, "cpu")
     codes = posterior_means(test_guide, test_data, config.train.eval_batch_size)
-    return plots.draw_figures(run.path / FIGURES_DIR, run.vae, test_data, codes, run.history)
+    with seeded(config.train.seed + 2):
+        return plots.draw_figures(run.path / FIGURES_DIR, run.vae, test_data, codes, run.history)
 
 
 def _epoch_line(record: dict, epochs: int) -> str:

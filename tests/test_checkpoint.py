@@ -39,7 +39,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pt"
     torch.save({"epoch": 1, "payload": _RunsCode()}, path)
-    with pytest.raises(CheckpointError, match="was refused: it holds objects other than tensors"):
+    with pytest.raises(CheckpointError, match=r"was refused: it holds a Python object \(posix.system\) that could run code"):
         load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()
 
@@ -48,7 +48,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
 def test_plain_pickle_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     path.write_bytes(pickle.dumps(_RunsCode()))
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="corrupt or truncated, or not a torch checkpoint"):
         load_checkpoint(path)
 
 

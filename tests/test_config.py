@@ -68,6 +68,8 @@ def test_save_and_load_round_trip(tmp_path):
         ("model.hidden=[]", r"model.hidden must be a non-empty list of positive integers"),
         ("model.hidden=[512, -1]", r"model.hidden must be a non-empty list"),
         ("train.validate=1", r"train.validate must be a bool"),
+        ("train.lr=nan", r"train.lr must be a finite number, got nan"),
+        ("train.lr=inf", r"train.lr must be a finite number, got inf"),
         ("train.epochs", r"is not of the form section.key=value"),
         ("epochs=3", r"is not of the form section.key=value"),
     ],
@@ -107,3 +109,56 @@ def test_missing_and_invalid_files(tmp_path):
 def test_unknown_part_names_list_the_valid_ones(override, message):
     with pytest.raises(ConfigError, match=message):
         check_config(load_config(None, [override]))
+
+
+# --- property-based: parsing never fails in an unexpected way -----------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pyro_vae.config import from_dict  # noqa: E402
+
+_KEYS = [(s, k) for s, section in Config().to_dict().items() for k in section]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(_KEYS), st.text(max_size=40))
+def test_any_override_gives_a_config_or_a_config_error(key, raw):
+    section, name = key
+    try:
+        config = load_config(None, [f"{section}.{name}={raw}"])
+    except ConfigError as err:
+        assert "\n" not in str(err)
+    else:
+        assert isinstance(getattr(getattr(config, section), name), type(getattr(getattr(Config(), section), name)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=20), st.text(min_size=1, max_size=20), st.integers())
+def test_unknown_names_are_config_errors(section, key, value):
+    if section in Config().to_dict() and key in Config().to_dict()[section]:
+        return
+    try:
+        from_dict({section: {key: value}})
+    except ConfigError as err:
+        assert "unknown" in str(err)
+    else:
+        raise AssertionError(f"{section}.{key} was accepted")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    epochs=st.integers(1, 10**6),
+    batch_size=st.integers(1, 10**5),
+    lr=st.floats(1e-8, 10, allow_nan=False),
+    hidden=st.lists(st.integers(1, 4096), min_size=1, max_size=4),
+    z_dim=st.integers(1, 64),
+    pixels=st.sampled_from(["grayscale", "dynamic", "threshold"]),
+)
+def test_valid_configs_round_trip_through_toml(tmp_path_factory, epochs, batch_size, lr, hidden, z_dim, pixels):
+    overrides = [f"train.epochs={epochs}", f"train.batch_size={batch_size}", f"train.lr={lr!r}",
+                 f"model.hidden={hidden}", f"model.z_dim={z_dim}", f'data.pixels="{pixels}"']
+    config = load_config(None, overrides)
+    assert (config.train.epochs, config.train.lr, config.model.hidden) == (epochs, lr, hidden)
+    path = tmp_path_factory.mktemp("cfg") / "config.toml"
+    config.save(path)
+    assert load_config(path) == config

@@ -1,0 +1,166 @@
+"""The bad-input table: every config and CLI error is one line on stderr, exit status 2,
+no traceback, and nothing written over an existing run."""
+
+import shutil
+
+import pytest
+import torch
+from torchvision import datasets
+
+from pyro_vae.cli import main
+
+from .conftest import REPO, mnist_dir
+from .helpers import tiny_config
+
+CONFIG = str(REPO / "experiments" / "vae_2d.toml")
+
+# name -> (arguments, part of the message); {run} is a directory holding a run,
+# {fresh} a path that does not exist yet, {empty} an empty folder, {file} a plain file.
+CASES = {
+    "unknown key": (["--set", "train.epoch=1"], "unknown key 'train.epoch'; valid keys of [train]"),
+    "unknown section": (["--set", "optim.lr=1"], "unknown config section [optim]"),
+    "word for an int": (["--set", "train.epochs=ten"], "train.epochs must be a int, got 'ten'"),
+    "number for a list": (["--set", "model.hidden=512"], "model.hidden must be a list"),
+    "zero epochs": (["--set", "train.epochs=0"], "train.epochs must be >= 1, got 0"),
+    "negative batch size": (["--set", "train.batch_size=-1"], "train.batch_size must be >= 1"),
+    "zero learning rate": (["--set", "train.lr=0"], "train.lr must be > 0"),
+    "negative z_dim": (["--set", "model.z_dim=-2"], "model.z_dim must be >= 1"),
+    "empty hidden list": (["--set", "model.hidden=[]"], "model.hidden must be a non-empty list"),
+    "negative train size": (["--set", "data.train_size=-1"], "data.train_size must be >= 0"),
+    "zero mixture components": (["--set", "prior.components=0"], "prior.components must be >= 1"),
+    "zero initial scale": (["--set", "guide.init_scale=0"], "guide.init_scale must be > 0"),
+    "zero particles": (["--set", "train.num_particles=0"], "train.num_particles must be >= 1"),
+    "zero eval batch": (["--set", "train.eval_batch_size=0"], "train.eval_batch_size must be >= 1"),
+    "override without value": (["--set", "train.epochs"], "is not of the form section.key=value"),
+    "override without section": (["--set", "epochs=3"], "is not of the form section.key=value"),
+    "unknown prior": (["--set", "prior.type=gauss"], "unknown prior.type 'gauss'; valid priors"),
+    "unknown guide": (["--set", "guide.type=flow"], "unknown guide.type 'flow'; valid guides"),
+    "unknown likelihood": (["--set", "model.likelihood=poisson"], "unknown model.likelihood 'poisson'"),
+    "unknown objective": (["--set", "train.objective=renyi"], "unknown train.objective 'renyi'"),
+    "unknown net": (["--set", "model.net=resnet"], "unknown model.net 'resnet'"),
+    "unknown dataset": (["--set", "data.dataset=cifar"], "unknown data.dataset 'cifar'"),
+    "unknown pixel mode": (["--set", "data.pixels=binary"], "unknown data.pixels 'binary'"),
+    "unknown device": (["--set", "train.device=tpu"], "unknown train.device 'tpu'"),
+    "covariance not positive-definite": (
+        ["--set", "prior.type=correlated", "--set", "prior.covariance=[[1, 2], [2, 1]]"],
+        "is not positive-definite (smallest eigenvalue -1)"),
+    "covariance not symmetric": (
+        ["--set", "prior.type=correlated", "--set", "prior.covariance=[[1, 0.5], [0.1, 1]]"],
+        "is not symmetric"),
+    "covariance not square": (
+        ["--set", "prior.type=correlated", "--set", "prior.covariance=[[1, 0.5, 0]]"], "is not square"),
+    "covariance of the wrong size": (
+        ["--set", "prior.type=correlated", "--set", "model.z_dim=3", "--set", "prior.covariance=[[1, 0], [0, 1]]"],
+        "is 2 x 2 but model.z_dim = 3"),
+    "prior loc of the wrong size": (
+        ["--set", "prior.type=correlated", "--set", "prior.loc=[0, 0, 0]"], "prior.loc has 3 entries"),
+    "3-D correlated prior without covariance": (
+        ["--set", "prior.type=correlated", "--set", "model.z_dim=3"], "prior.covariance is required"),
+}
+
+RAW_CASES = {
+    "missing config file": (["train", "--config", "{fresh}/none.toml", "--out", "{run}"], "not found; pass an existing TOML"),
+    "invalid TOML": (["train", "--config", "{bad_toml}", "--out", "{run}"], "is not valid TOML"),
+    "section that is not a table": (["train", "--config", "{flat_toml}", "--out", "{run}"], "[train] must be a table"),
+    "missing data files": (["train", "--config", CONFIG, "--out", "{fresh}", "--data-dir", "{empty}"],
+                           "files not found in"),
+    "run directory holds another run": (["train", "--config", CONFIG, "--out", "{run}"], "already holds a run"),
+    "--out is a file": (["train", "--config", CONFIG, "--out", "{file}"], "is a file, not a directory"),
+    "resume a folder that is no run": (["train", "--resume", "{empty}"], "is not a run directory"),
+    "resume with a changed config": (["train", "--resume", "{run}", "--set", "train.lr=0.5"],
+                                     "cannot resume {run} with a changed config (train.lr)"),
+    "resume with --out": (["train", "--resume", "{run}", "--out", "{fresh}"], "drop --out and --overwrite"),
+    "plot a folder that is no run": (["plot", "--run", "{empty}"], "is not a run directory"),
+    "unknown flag": (["train", "--config", CONFIG, "--bogus"], "unrecognized arguments: --bogus"),
+    "no config and no resume": (["train"], "one of the arguments --config --resume is required"),
+    "config and resume together": (["train", "--config", CONFIG, "--resume", "{run}"], "not allowed with argument"),
+    "unknown command": (["fit"], "invalid choice: 'fit'"),
+}
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    def no_network(self):
+        raise OSError("no network")
+
+    monkeypatch.setattr(datasets.MNIST, "download", no_network)
+    run = tmp_path / "run"
+    (run / "figures").mkdir(parents=True)
+    tiny_config().save(run / "config.toml")
+    (run / "history.json").write_text("[]\n")
+    (run / "checkpoint.pt").write_bytes(b"weights that must survive")
+    (run / "figures" / "manifold.png").write_bytes(b"a figure")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "bad.toml").write_text("[train\nepochs = 1\n")
+    (tmp_path / "flat.toml").write_text("train = 3\n")
+    names = {"run": run, "fresh": tmp_path / "fresh", "empty": tmp_path / "empty", "file": tmp_path / "file",
+             "bad_toml": tmp_path / "bad.toml", "flat_toml": tmp_path / "flat.toml"}
+    return {k: str(v) for k, v in names.items()}
+
+
+def _snapshot(root):
+    from pathlib import Path
+
+    return {p: p.read_bytes() for p in Path(root).rglob("*") if p.is_file()}
+
+
+def _check(argv, message, places, capsys):
+    before = _snapshot(places["run"])
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse usage errors
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1, err  # one line
+    assert message.format(**places) in err, err
+    assert "Traceback" not in err
+    assert _snapshot(places["run"]) == before  # the existing run is untouched
+    from pathlib import Path
+
+    assert not Path(places["fresh"]).exists()  # nothing new written either
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_config_error(name, places, capsys):
+    extra, message = CASES[name]
+    _check(["train", "--config", CONFIG, *extra, "--out", places["run"]], message, places, capsys)
+
+
+@pytest.mark.parametrize("name", list(RAW_CASES))
+def test_command_line_error(name, places, capsys):
+    argv, message = RAW_CASES[name]
+    _check([a.format(**places) for a in argv], message, places, capsys)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_cuda_requested_without_a_gpu(places, capsys):
+    _check(["train", "--config", CONFIG, "--set", "train.device=cuda", "--out", places["run"]],
+           "train.device = 'cuda' but no CUDA device is available", places, capsys)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_unreadable_data_files(tmp_path, places, capsys, damage):
+    source = mnist_dir()
+    if source is None:
+        pytest.skip("MNIST not found")
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    shutil.copytree(source / "MNIST" / "raw", raw)
+    target = raw / "train-images-idx3-ubyte"
+    data = target.read_bytes()
+    target.write_bytes(data[:1000] if damage == "truncated" else b"\x00\x01" * 500)
+    _check(["train", "--config", CONFIG, "--out", places["fresh"], "--data-dir", str(tmp_path / "data")],
+           "could not be read as IDX image/label files", places, capsys)
+
+
+def test_resume_with_a_corrupt_checkpoint(places, capsys):
+    source = mnist_dir()
+    if source is None:
+        pytest.skip("MNIST not found")
+    _check(["train", "--resume", places["run"], "--data-dir", str(source)],
+           "checkpoint.pt is corrupt or truncated", places, capsys)
+
+
+def test_the_table_is_long_enough():
+    assert len(CASES) + len(RAW_CASES) + 4 >= 25
