@@ -12,7 +12,7 @@ from .config import Config, ConfigError
 from .data import DATASETS, PIXEL_MODES
 from .guides import Guide, build_guide
 from .likelihoods import build_likelihood
-from .nets import NETS, build_networks
+from .nets import INITS, NETS, build_networks, glorot_init_
 from .objectives import build_objective
 from .priors import build_prior
 from .vae import VAE
@@ -40,9 +40,14 @@ def build_model(config: Config, num_data: int) -> tuple[VAE, Guide]:
     prior = build_prior(
         config.prior.type, m.z_dim, config.prior.covariance, config.prior.loc, config.prior.components
     )
-    likelihood = build_likelihood(m.likelihood, config.data.pixels)
+    likelihood = build_likelihood(m.likelihood, config.data.pixels, m.normal_scale, m.learn_scale)
     vae = VAE(prior, decoder, likelihood, num_data)
     guide = build_guide(config.guide.type, encoder, m.z_dim, num_data, config.guide.init_scale)
+    if m.init not in INITS:
+        raise ConfigError(f"unknown model.init {m.init!r}; valid inits: {', '.join(INITS)}")
+    if m.init == "glorot":
+        glorot_init_(decoder)
+        glorot_init_(guide)
     return vae, guide
 
 

@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command line: ``train`` a run, ``plot`` a run's figures again.
+"""The ``pyro-vae`` command line: ``train`` (or resume) a run, ``evaluate`` it, ``plot`` it again.
 
 Every input error prints one line on stderr naming the problem and the fix and exits
 with status 2, writing nothing over an existing run.
@@ -46,6 +46,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    evaluate = commands.add_parser(
+        "evaluate", help="importance-sampled log p(x), ELBO terms and active units of a run"
+    )
+    evaluate.add_argument("--run", required=True, help="a run directory written by pyro-vae train")
+    evaluate.add_argument("--num-samples", type=int, default=5000, help="K importance samples (default 5000)")
+    evaluate.add_argument("--split", default="test", help="test (default) or train")
+    evaluate.add_argument("--gap", action="store_true", help="also measure the amortization gap (Cremer et al.)")
+    evaluate.add_argument("--limit", type=int, default=0, help="only the first N images (default: all)")
+    evaluate.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
+
     plot = commands.add_parser("plot", help="redraw the figures of a run directory")
     plot.add_argument("--run", required=True, help="a run directory written by pyro-vae train")
     plot.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
@@ -72,12 +82,20 @@ def _plot(args) -> None:
         print(path)
 
 
+def _evaluate(args) -> None:
+    from .study import EVALUATION_FILE, evaluate_run, format_report
+
+    report = evaluate_run(args.run, args.num_samples, args.split, args.data_dir, gap=args.gap, limit=args.limit)
+    print(format_report(report))
+    print(f"written to {Path(args.run) / EVALUATION_FILE}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .train import Interrupted, TrainingError
 
     try:
-        {"train": _train, "plot": _plot}[args.command](args)
+        {"train": _train, "evaluate": _evaluate, "plot": _plot}[args.command](args)
     except (ConfigError, DataError, CheckpointError) as err:
         print(f"pyro-vae: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -37,7 +37,10 @@ class ModelConfig:
     net: str = "mlp"  # mlp | conv
     z_dim: int = 2
     hidden: list = field(default_factory=lambda: [512, 256])  # MLP encoder widths
-    likelihood: str = "bernoulli"
+    likelihood: str = "bernoulli"  # bernoulli | continuous_bernoulli | normal
+    normal_scale: float = 0.1  # normal likelihood: standard deviation (start value if learned)
+    learn_scale: bool = False  # normal likelihood: learn the standard deviation
+    init: str = "glorot"  # glorot (Keras, the reference) | torch (PyTorch's default)
 
 
 @dataclass
@@ -102,6 +105,7 @@ _LOWER_BOUNDS = {
     ("data", "train_size"): (0, True),
     ("data", "test_size"): (0, True),
     ("model", "z_dim"): (1, True),
+    ("model", "normal_scale"): (0, False),
     ("prior", "components"): (1, True),
     ("guide", "init_scale"): (0, False),
     ("guide", "local_steps"): (1, True),

@@ -6,6 +6,8 @@ pixels under a Bernoulli, ``loss = BCE + KL``, the reference experiments' number
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pyro.distributions.kl import kl_divergence
 
@@ -69,3 +71,57 @@ def posterior_means(guide: Guide, data: ImageData, batch_size: int = 1000) -> to
     """E_q[z | x_n] for every row of ``data``, shape ``(N, z_dim)``."""
     means = [guide.posterior(x, idx).mean for idx, x in data.batches(batch_size, shuffle=False)]
     return torch.cat(means)
+
+
+@torch.no_grad()
+def log_weights(vae: VAE, q, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Importance log-weights log p(x, z_k) - log q(z_k | x), z_k ~ q, shape ``(K, B)``."""
+    z = q.sample((num_samples,))  # (K, B, z_dim)
+    k, b = z.shape[:2]
+    logits = vae.decoder(z.reshape(k * b, -1)).reshape(k, b, -1)  # (K, B, D)
+    return vae.likelihood(logits).log_prob(x) + vae.prior().log_prob(z) - q.log_prob(z)
+
+
+@torch.no_grad()
+def importance_log_likelihood(
+    vae: VAE,
+    guide: Guide,
+    data: ImageData,
+    num_samples: int = 5000,
+    chunk_size: int = 250,
+    batch_size: int = 100,
+    generator: torch.Generator | None = None,
+) -> dict:
+    """Per-datapoint importance-sampled log p(x) with q(z|x) as proposal.
+
+    ``log p(x) ~= logsumexp_k [log p(x | z_k) + log p(z_k) - log q(z_k | x)] - log K``, z_k ~ q(z|x).
+
+    For a given K this is also the IWAE bound L_K (Burda et al. 2015): E[L_K] <= log p(x),
+    rising to log p(x) as K grows. Memory is bounded by ``chunk_size * batch_size * D``
+    numbers: samples are drawn ``chunk_size`` at a time and folded into a running logsumexp.
+
+    :returns: ``log_likelihood`` (mean over the data), ``stderr`` (its standard error
+        over datapoints), ``per_datapoint`` ``(N,)`` and ``num_samples``.
+    """
+    per_point = []
+    for idx, x in data.batches(batch_size, generator, shuffle=False):
+        q = guide.posterior(x, idx)
+        running = torch.full((x.shape[0],), -math.inf, device=x.device)
+        for start in range(0, num_samples, chunk_size):
+            k = min(chunk_size, num_samples - start)
+            running = torch.logaddexp(running, torch.logsumexp(log_weights(vae, q, x, k), 0))
+        per_point.append(running - math.log(num_samples))
+    values = torch.cat(per_point)
+    return {
+        "log_likelihood": values.mean().item(),
+        "stderr": (values.std() / math.sqrt(len(values))).item() if len(values) > 1 else float("nan"),
+        "per_datapoint": values,
+        "num_samples": num_samples,
+    }
+
+
+@torch.no_grad()
+def active_units(guide: Guide, data: ImageData, threshold: float = 0.01, batch_size: int = 1000) -> dict:
+    """Latent dimensions in use (Burda et al. 2015): A_u = Cov_x(E_q[z_u | x]) > ``threshold``."""
+    activity = posterior_means(guide, data, batch_size).var(0)  # (z_dim,)
+    return {"active_units": int((activity > threshold).sum()), "activity": activity.tolist()}

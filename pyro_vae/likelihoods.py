@@ -3,7 +3,8 @@
 ``bernoulli`` on binary pixels is a true likelihood. On grey values in [0, 1] its
 ``log_prob`` is minus the binary cross-entropy (the reference experiments' loss), which
 is *not* a normalised density: metrics computed that way are labelled ``bce``.
-``continuous_bernoulli`` is the normalised density for pixels in [0, 1].
+``continuous_bernoulli`` is the normalised density for pixels in [0, 1]; ``normal`` a
+Gaussian around the decoder output with a fixed or learned scale.
 """
 
 from __future__ import annotations
@@ -50,13 +51,39 @@ class ContinuousBernoulliLikelihood(nn.Module):
         return dist.ContinuousBernoulli(logits=logits).mean
 
 
-LIKELIHOODS = ("bernoulli", "continuous_bernoulli")
+class NormalLikelihood(nn.Module):
+    """p(x|z) = prod_d N(x_d; loc_d, scale^2): the decoder output is the mean, one scale for all pixels.
+
+    :param scale: the standard deviation (its starting value when ``learn_scale``).
+    :param learn_scale: learn log(scale) with the model.
+    """
+
+    convention = "log_likelihood"
+
+    def __init__(self, scale: float = 0.1, learn_scale: bool = False):
+        super().__init__()
+        log_scale = torch.tensor(float(scale)).log()
+        if learn_scale:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+
+    def forward(self, loc: torch.Tensor) -> dist.Distribution:
+        return dist.Normal(loc, self.log_scale.exp().expand_as(loc)).to_event(1)
+
+    def mean(self, loc: torch.Tensor) -> torch.Tensor:
+        return loc
 
 
-def build_likelihood(kind: str, pixels: str) -> nn.Module:
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "normal")
+
+
+def build_likelihood(kind: str, pixels: str, scale: float = 0.1, learn_scale: bool = False) -> nn.Module:
     """The likelihood named ``kind`` (one of :data:`LIKELIHOODS`) for data in pixel mode ``pixels``."""
     if kind == "bernoulli":
         return BernoulliLikelihood(grey_values=pixels == "grayscale")
     if kind == "continuous_bernoulli":
         return ContinuousBernoulliLikelihood()
+    if kind == "normal":
+        return NormalLikelihood(scale, learn_scale)
     raise ConfigError(f"unknown model.likelihood {kind!r}; valid likelihoods: {', '.join(LIKELIHOODS)}")

@@ -89,6 +89,23 @@ class ConvDecoder(nn.Module):
         return self.net(z)  # (B, 784) logits
 
 
+def glorot_init_(module: nn.Module) -> nn.Module:
+    """Glorot-uniform weights and zero biases for every dense and conv layer (Keras' defaults).
+
+    The reference experiments were trained with this initialisation. With PyTorch's default
+    (smaller) initialisation the conv encoder's 16-unit ReLU bottleneck dies in the first
+    hundred steps and the posterior collapses (test loss stuck near 206 nats, KL near 0).
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return module
+
+
+INITS = ("glorot", "torch")
+
+
 def build_networks(net: str, z_dim: int, hidden: Sequence[int]) -> tuple[nn.Module, nn.Module]:
     """``(encoder_body, decoder)`` for ``net`` in ``{"mlp", "conv"}``."""
     if net == "mlp":

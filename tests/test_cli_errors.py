@@ -38,6 +38,7 @@ CASES = {
     "unknown likelihood": (["--set", "model.likelihood=poisson"], "unknown model.likelihood 'poisson'"),
     "unknown objective": (["--set", "train.objective=renyi"], "unknown train.objective 'renyi'"),
     "unknown net": (["--set", "model.net=resnet"], "unknown model.net 'resnet'"),
+    "unknown init": (["--set", "model.init=he"], "unknown model.init 'he'; valid inits: glorot, torch"),
     "unknown dataset": (["--set", "data.dataset=cifar"], "unknown data.dataset 'cifar'"),
     "unknown pixel mode": (["--set", "data.pixels=binary"], "unknown data.pixels 'binary'"),
     "unknown device": (["--set", "train.device=tpu"], "unknown train.device 'tpu'"),

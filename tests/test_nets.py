@@ -46,3 +46,17 @@ def test_decoders_output_logits_not_probabilities():
     with torch.no_grad():
         decoder.net[-1].bias.fill_(-5.0)
     assert decoder(torch.zeros(1, 2)).max() < 0  # a sigmoid output could not be negative
+
+
+def test_glorot_init_matches_keras_defaults():
+    from pyro_vae.build import build_model
+    from pyro_vae.config import load_config
+
+    config = load_config(None, ["model.net=conv"])
+    vae, guide = build_model(config, 10)
+    dense = guide.encoder.net[6]  # Dense(3136 -> 16)
+    bound = (6 / (3136 + 16)) ** 0.5
+    assert dense.weight.abs().max() <= bound and dense.weight.abs().max() > 0.9 * bound
+    assert all((m.bias == 0).all() for m in vae.decoder.modules() if hasattr(m, "bias") and m.bias is not None)
+    torch_default = build_model(load_config(None, ["model.net=conv", "model.init=torch"]), 10)[1]
+    assert torch_default.encoder.net[6].weight.abs().max() <= 1 / 3136**0.5  # PyTorch's smaller bound

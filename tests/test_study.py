@@ -1,0 +1,70 @@
+import json
+
+import pytest
+
+from pyro_vae.cli import main
+from pyro_vae.config import ConfigError
+from pyro_vae.study import evaluate_run
+from pyro_vae.train import train
+
+from .helpers import tiny_config
+
+pytestmark = pytest.mark.mnist
+QUIET = {"progress": False, "log": lambda line: None}
+
+
+def _run(tmp_path, data_dir, name, **sections):
+    config = tiny_config(**sections)
+    config.data.pixels = sections.get("data", {}).get("pixels", "dynamic")
+    config.data.train_size, config.data.test_size = 2000, 200
+    config.model.hidden = [128]
+    config.train.epochs, config.train.batch_size, config.train.lr = 2, 64, 3e-3
+    config.guide.local_steps = 50
+    return train(config, tmp_path / name, data_dir, **QUIET)
+
+
+@pytest.fixture(scope="module")
+def amortized_run(tmp_path_factory, data_dir):
+    return _run(tmp_path_factory.mktemp("study"), data_dir, "amortized")
+
+
+def test_evaluation_report(amortized_run, data_dir):
+    report = evaluate_run(amortized_run, num_samples=200, data_dir=data_dir, gap=True)
+    assert json.loads((amortized_run / "evaluation.json").read_text())["num_samples"] == 200
+    assert report["images"] == 200 and report["convention"] == "log_likelihood"
+    ll, iwae, elbo = report["log_likelihood"]["value"], report["iwae"], report["elbo"]["elbo"]
+    assert ll > iwae["10"] > iwae["1"] and report["log_likelihood"]["stderr"] > 0
+    assert abs(iwae["1"] - elbo) < 1.0  # L_1 is the ELBO (other draws)
+    gap = report["gap"]
+    assert gap["amortization_gap"] > 0  # q* fitted from the encoder beats the encoder
+    assert gap["approximation_gap"] > -0.5  # log p(x) >= L[q*], up to Monte-Carlo noise
+    assert gap["elbo_optimal"] == pytest.approx(gap["elbo_amortized"] + gap["amortization_gap"])
+    assert 0 <= report["active_units"] <= 2
+
+
+def test_grey_values_get_no_log_likelihood(tmp_path, data_dir):
+    run = _run(tmp_path, data_dir, "grey", data={"pixels": "grayscale"})
+    report = evaluate_run(run, num_samples=10, data_dir=data_dir)
+    assert report["log_likelihood"] is None and "not a normalised log-density" in report["note"]
+    with pytest.raises(ConfigError, match="needs a proper likelihood"):
+        evaluate_run(run, num_samples=10, data_dir=data_dir, gap=True)
+
+
+def test_mean_field_run_is_fitted_on_the_test_set(tmp_path, data_dir):
+    run = _run(tmp_path, data_dir, "mf", guide={"type": "mean_field"})
+    report = evaluate_run(run, num_samples=50, data_dir=data_dir)
+    assert report["local_fit"]["steps"] == 50 and report["log_likelihood"]["value"] < 0
+    train_report = evaluate_run(run, num_samples=20, split="train", data_dir=data_dir, limit=100)
+    assert "local_fit" not in train_report and train_report["images"] == 100  # its own rows
+    with pytest.raises(ConfigError, match="needs an amortized guide"):
+        evaluate_run(run, num_samples=10, data_dir=data_dir, gap=True)
+
+
+def test_evaluate_command(amortized_run, data_dir, capsys):
+    assert main(["evaluate", "--run", str(amortized_run), "--num-samples", "20", "--limit", "50",
+                 "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "log p(x), K=20" in out and "IWAE bound, K=10" in out and "active units" in out
+    assert main(["evaluate", "--run", str(amortized_run), "--split", "valid", "--data-dir", str(data_dir)]) == 2
+    assert "unknown split 'valid'; valid splits: test, train" in capsys.readouterr().err
+    assert main(["evaluate", "--run", str(amortized_run), "--num-samples", "0"]) == 2
