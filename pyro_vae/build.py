@@ -62,6 +62,19 @@ def check_config(config: Config) -> None:
             f"unknown data.pixels {config.data.pixels!r}; valid modes: {', '.join(PIXEL_MODES)}"
         )
     resolve_device(config.train.device)
-    build_objective(config.train.objective, config.train.num_particles)
+    t = config.train
+    build_objective(t.objective, t.num_particles, t.free_bits, t.beta)
+    if t.objective == "jit_trace_mean_field" and config.guide.type == "amortized_full" and (
+        config.prior.type in ("correlated", "learned")
+    ):
+        raise ConfigError(
+            "train.objective = 'jit_trace_mean_field' cannot trace torch's KL between two "
+            "MultivariateNormals (full-covariance guide and Gaussian prior); use 'trace_mean_field'"
+        )
+    if t.free_bits > 0 and (config.prior.type != "standard" or config.guide.type == "amortized_full"):
+        raise ConfigError(
+            "train.free_bits needs a per-dimension KL: prior.type = 'standard' and a diagonal guide "
+            f"('amortized' or 'mean_field'), got prior {config.prior.type!r} and guide {config.guide.type!r}"
+        )
     with torch.random.fork_rng(devices=[]):  # building must not move the run's random stream
         build_model(config, num_data=1)

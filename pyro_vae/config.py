@@ -66,8 +66,11 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | auto
-    objective: str = "trace"  # trace | trace_mean_field
-    num_particles: int = 1
+    objective: str = "trace"  # trace | trace_mean_field | jit_trace | jit_trace_mean_field | iwae
+    num_particles: int = 1  # samples per datapoint (K for iwae)
+    beta: float = 1.0  # KL weight (beta-VAE)
+    kl_anneal_steps: int = 0  # raise the KL weight linearly from 0 to beta over this many steps
+    free_bits: float = 0.0  # nats per latent dimension (Kingma et al. 2016); needs trace_mean_field
     eval_batch_size: int = 1000
     validate: bool = False  # Pyro's distribution argument checks (slower)
 
@@ -115,6 +118,9 @@ _LOWER_BOUNDS = {
     ("train", "lr"): (0, False),
     ("train", "seed"): (0, True),
     ("train", "num_particles"): (1, True),
+    ("train", "beta"): (0, True),
+    ("train", "kl_anneal_steps"): (0, True),
+    ("train", "free_bits"): (0, True),
     ("train", "eval_batch_size"): (1, True),
 }
 

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from pyro.infer import SVI, Trace_ELBO
 from torch import nn
-from torch.distributions import constraints, transform_to
+from pyro.distributions import constraints
+from torch.distributions import transform_to
 
 from .config import ConfigError
 from .vae import VAE, data_plate
@@ -56,9 +57,10 @@ class AmortizedNormal(Guide):
 
 
 class AmortizedFullNormal(Guide):
-    """q(z | x) = N(loc(x), L(x) L(x)^T), L = lower_cholesky(raw(x)): a full-covariance posterior.
+    """q(z | x) = N(loc(x), L(x) L(x)^T), L = softplus_lower_cholesky(raw(x)): a full-covariance posterior.
 
-    ``lower_cholesky(raw) = tril(raw, -1) + diag(exp(diag(raw)))``, so L is always valid.
+    ``L = tril(raw, -1) + diag(softplus(diag(raw)))``, so L is always a valid factor (softplus,
+    not exp, keeps early steps from blowing the scales up).
     """
 
     def __init__(self, encoder: nn.Module, z_dim: int, num_data: int):
@@ -74,7 +76,7 @@ class AmortizedFullNormal(Guide):
         h = self.encoder(x)
         raw = h.new_zeros(h.shape[0], self.z_dim, self.z_dim)  # (B, z_dim, z_dim)
         raw[:, self._tril_rows, self._tril_cols] = self.tril_head(h)
-        scale_tril = transform_to(constraints.lower_cholesky)(raw)
+        scale_tril = transform_to(constraints.softplus_lower_cholesky)(raw)
         return dist.MultivariateNormal(self.loc_head(h), scale_tril=scale_tril)
 
 

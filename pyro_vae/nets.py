@@ -86,7 +86,8 @@ class ConvDecoder(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)  # (B, 784) logits
+        batch = z.shape[:-1]  # any leading dims, e.g. (K, B) importance samples
+        return self.net(z.reshape(-1, z.shape[-1])).reshape(*batch, NUM_PIXELS)  # (..., 784) logits
 
 
 def glorot_init_(module: nn.Module) -> nn.Module:

@@ -30,7 +30,7 @@ from .config import Config, ConfigError, from_dict, load_config
 from .data import ImageData, load_data
 from .evaluate import elbo_terms, posterior_means
 from .guides import Guide, fit_local, is_amortized
-from .objectives import build_objective
+from .objectives import KLWeight, build_objective, kl_weighted
 from .optim import adam
 from .runs import (
     CHECKPOINT_FILE,
@@ -111,11 +111,13 @@ def train_epoch(
     progress: bool = True,
     position: dict | None = None,
     stop: _StopRequest | None = None,
+    on_step=None,
 ) -> tuple[float, dict | None]:
     """One pass of SVI steps over ``data``.
 
     :param position: where a previous, interrupted pass of this epoch stopped
         (``step``, ``generator`` state, ``loss_sum``, ``seen``); the pass goes on from there.
+    :param on_step: called with the step number (1-based, within the epoch) before each step.
     :returns: ``(mean training loss per image, None)``, or ``(nan, position)`` when a
         stop was requested: ``position`` then says where to go on from.
     """
@@ -128,6 +130,8 @@ def train_epoch(
     bar = tqdm(total=n, initial=seen, desc=f"epoch {epoch}", unit="img", leave=False,
                disable=None if progress else True, file=sys.stderr)
     for step, (idx, x) in enumerate(data.batches_in(order, batch_size, generator, start=done), start=done + 1):
+        if on_step is not None:
+            on_step(step)
         loss = svi.step(x, idx) / n  # per-image -ELBO estimate from this batch
         if not math.isfinite(loss):
             bar.close()
@@ -191,9 +195,15 @@ class Trainer:
         self.vae, self.guide = build_model(config, len(self.train_data))
         self.vae.to(self.device)
         self.guide.to(self.device)
-        self.optimizer = adam(config.train.lr)
-        self.svi = SVI(self.vae.model, self.guide, self.optimizer,
-                       build_objective(config.train.objective, config.train.num_particles))
+        t = config.train
+        self.optimizer = adam(t.lr)
+        self.kl_weight = KLWeight(t.beta, t.kl_anneal_steps)
+        model, guide = self.vae.model, self.guide
+        if self.kl_weight.active:
+            model, guide = kl_weighted(model, self.kl_weight), kl_weighted(guide, self.kl_weight)
+        objective = build_objective(t.objective, t.num_particles, t.free_bits, t.beta)
+        self.svi = SVI(model, guide, self.optimizer, objective)
+        self.steps_per_epoch = math.ceil(len(self.train_data) / t.batch_size)
         self.history: list[dict] = []
         self.epoch = 0  # epochs finished
         self.position: dict | None = None  # inside epoch + 1, if it was interrupted
@@ -251,9 +261,11 @@ class Trainer:
                 epoch = self.epoch + 1
                 start = time.perf_counter()
                 self.vae.train(), self.guide.train()
+                first_step = (epoch - 1) * self.steps_per_epoch
                 loss, self.position = train_epoch(
                     self.svi, self.train_data, cfg.batch_size, epoch_generator(cfg.seed, epoch, self.device),
                     epoch, self.progress, self.position, stop,
+                    on_step=lambda step: self.kl_weight.set_step(first_step + step),
                 )
                 self.seconds += time.perf_counter() - start
                 if self.position is not None:
