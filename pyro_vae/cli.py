@@ -56,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=0, help="only the first N images (default: all)")
     evaluate.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
 
+    compare = commands.add_parser(
+        "compare", help="train amortized and mean-field guides on one config and measure the amortization gap"
+    )
+    compare.add_argument("--config", required=True, help="TOML file, e.g. experiments/amortized_vs_meanfield.toml")
+    compare.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                         help="override a config value (both runs)")
+    compare.add_argument("--out", help="folder for both runs (default: runs/<config name>)")
+    compare.add_argument("--num-samples", type=int, default=5000, help="K importance samples (default 5000)")
+    compare.add_argument("--limit", type=int, default=0, help="evaluate on the first N test images (default: all)")
+    compare.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     plot = commands.add_parser("plot", help="redraw the figures of a run directory")
     plot.add_argument("--run", required=True, help="a run directory written by pyro-vae train")
     plot.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
@@ -90,12 +102,20 @@ def _evaluate(args) -> None:
     print(f"written to {Path(args.run) / EVALUATION_FILE}")
 
 
+def _compare(args) -> None:
+    from .study import compare
+
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    compare(args.config, out, args.data_dir, args.num_samples, args.limit, args.overrides,
+            progress=not args.no_progress)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .train import Interrupted, TrainingError
 
     try:
-        {"train": _train, "evaluate": _evaluate, "plot": _plot}[args.command](args)
+        {"train": _train, "evaluate": _evaluate, "compare": _compare, "plot": _plot}[args.command](args)
     except (ConfigError, DataError, CheckpointError) as err:
         print(f"pyro-vae: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -56,7 +56,7 @@ class GuideConfig:
     type: str = "amortized"  # amortized | amortized_full | mean_field
     init_scale: float = 0.1  # mean_field: initial posterior standard deviation
     local_steps: int = 300  # fit_local: SVI steps on per-datapoint parameters
-    local_lr: float = 0.05  # fit_local: Adam learning rate
+    local_lr: float = 0.05  # Adam learning rate of per-datapoint parameters (mean_field, fit_local)
 
 
 @dataclass

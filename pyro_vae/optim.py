@@ -13,13 +13,14 @@ import torch
 from pyro.optim import PyroOptim
 
 
-def _adam_dense_or_sparse(params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+def _adam_dense_or_sparse(params, lr: float, local_lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
     (param,) = params
     if param.grad is not None and param.grad.is_sparse:
-        return torch.optim.SparseAdam(params, lr=lr, betas=betas, eps=eps)
+        return torch.optim.SparseAdam(params, lr=local_lr, betas=betas, eps=eps)
     return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
 
 
-def adam(lr: float) -> PyroOptim:
-    """Adam with learning rate ``lr``; row-wise (SparseAdam) for sparse-gradient parameters."""
-    return PyroOptim(_adam_dense_or_sparse, {"lr": lr})
+def adam(lr: float, local_lr: float | None = None) -> PyroOptim:
+    """Adam with learning rate ``lr``; row-wise SparseAdam with ``local_lr`` (default ``lr``) for
+    sparse-gradient parameters, the per-datapoint tables, which get one update per epoch each."""
+    return PyroOptim(_adam_dense_or_sparse, {"lr": lr, "local_lr": lr if local_lr is None else local_lr})

@@ -198,3 +198,20 @@ def has_tilt(vae: VAE) -> bool:
     """Whether p(z) is a Gaussian whose principal axes differ in scale (so its grid is tilted)."""
     found = principal_axes(vae)
     return found is not None and not torch.allclose(found[2], found[2][0].expand_as(found[2]), rtol=1e-3)
+
+
+def plot_amortization_gap(gap: dict, path: Path) -> Path:
+    """Bar figure: log p(x) - L[q_amortized] split into approximation and amortization gaps."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    parts = [("approximation gap\nlog p(x) - L[q*]", gap["approximation_gap"], "C0"),
+             ("amortization gap\nL[q*] - L[q amortized]", gap["amortization_gap"], "C1")]
+    bottom = 0.0
+    for label, value, color in parts:
+        ax.bar(["inference gap"], [value], bottom=[bottom], color=color, label=f"{label.splitlines()[0]}: {value:.2f}")
+        bottom += value
+    ax.bar(["amortization\ngap alone"], [gap["amortization_gap"]], color="C1")
+    ax.set_ylabel("nats per image")
+    ax.set_title("Inference gap on the test set (Cremer et al. 2018)")
+    ax.legend(loc="upper right", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

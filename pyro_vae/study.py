@@ -100,19 +100,24 @@ def evaluate_run(
             report["log_likelihood"] = None
             report["note"] = NOT_A_DENSITY
         if gap:
-            report["gap"] = amortization_gap(run, observed, num_samples)
+            report["gap"] = amortization_gap(run, observed, num_samples, elbo_amortized=report["elbo"]["elbo"])
     write_json(Path(run_dir) / EVALUATION_FILE, report)
     return report
 
 
-def amortization_gap(run: Run, data: ImageData, num_samples: int = 5000) -> dict:
-    """Cremer et al. (2018) decomposition of log p(x) - L[q_amortized] on ``data`` (nats per image)."""
+def amortization_gap(
+    run: Run, data: ImageData, num_samples: int = 5000, elbo_amortized: float | None = None
+) -> dict:
+    """Cremer et al. (2018) decomposition of log p(x) - L[q_amortized] on ``data`` (nats per image).
+
+    :param elbo_amortized: L[q_amortized] if already estimated on ``data`` (else estimated here).
+    """
     if not is_amortized(run.guide):
         raise ConfigError("the amortization gap needs an amortized guide; this run's guide is mean_field")
     if run.vae.likelihood.convention != "log_likelihood":
         raise ConfigError(f"the amortization gap needs a proper likelihood: {NOT_A_DENSITY}")
     batch = run.config.train.eval_batch_size
-    amortized = elbo_terms(run.vae, run.guide, data, batch)["elbo"]
+    amortized = elbo_terms(run.vae, run.guide, data, batch)["elbo"] if elbo_amortized is None else elbo_amortized
     optimal_guide, seconds = _local_guide(run, data.images, init=run.guide)
     optimal = elbo_terms(run.vae, optimal_guide, data, batch)["elbo"]
     ll = importance_log_likelihood(run.vae, optimal_guide, data, num_samples)
@@ -154,3 +159,110 @@ def format_report(report: dict) -> str:
         ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _inference_seconds(run: Run, x: torch.Tensor, repeats: int = 5) -> float:
+    """Median seconds to infer q(z | x) for one new image: an encoder pass, or a local fit."""
+    times = []
+    for _ in range(repeats if is_amortized(run.guide) else 1):
+        start = time.perf_counter()
+        with torch.no_grad():
+            if is_amortized(run.guide):
+                run.guide.posterior(x[:1]).mean
+            else:
+                _local_guide(run, x[:1], init=None)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def compare(
+    config_path: str | Path,
+    out: str | Path,
+    data_dir=None,
+    num_samples: int = 5000,
+    limit: int = 0,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Amortized vs mean-field on the same decoder, data, epochs and seed; then the amortization gap.
+
+    Trains ``out/amortized`` and ``out/mean_field`` (or resumes them when present),
+    evaluates both on the test set (the first ``limit`` images; 0 = all) and writes
+    ``out/comparison.json``, ``out/comparison.md`` and ``out/amortization_gap.png``.
+    """
+    from . import plots
+    from .config import load_config
+    from .runs import CHECKPOINT_FILE
+    from .train import resume, train
+
+    out = Path(out)
+    rows = {}
+    for kind in ("amortized", "mean_field"):
+        config = load_config(config_path, [*(overrides or []), f"guide.type={kind}"])
+        run_dir = out / kind
+        if (run_dir / CHECKPOINT_FILE).exists():
+            resume(run_dir, [f"train.epochs={config.train.epochs}"], data_dir, progress, log)
+        else:
+            train(config, run_dir, data_dir, progress, log=log)
+        report = evaluate_run(run_dir, num_samples, "test", data_dir, iwae_samples=(), gap=kind == "amortized",
+                              limit=limit)
+        train_report = evaluate_run(run_dir, 1, "train", data_dir, iwae_samples=(), limit=limit or 10000)
+        run = load_run(run_dir)
+        test = _observed(_split(run, "test", data_dir).subset(limit), run.config.train.seed)
+        rows[kind] = {
+            "train_elbo": train_report["elbo"]["elbo"],
+            "test_elbo": report["elbo"]["elbo"],
+            "test_log_likelihood": report["log_likelihood"]["value"] if report["log_likelihood"] else None,
+            "test_log_likelihood_stderr": report["log_likelihood"]["stderr"] if report["log_likelihood"] else None,
+            "seconds_per_epoch": sum(r["seconds"] for r in run.history) / len(run.history),
+            "variational_parameters": sum(p.numel() for p in run.guide.parameters()),
+            "seconds_to_infer_one_image": _inference_seconds(run, test.images),
+            "test_local_fit": report.get("local_fit"),
+            "gap": report.get("gap"),
+        }
+        write_json(run_dir / EVALUATION_FILE, report)
+    result = {"num_samples": num_samples, "test_images": report["images"], "epochs": len(run.history), **rows}
+    write_json(out / "comparison.json", result)
+    (out / "comparison.md").write_text(comparison_table(result))
+    plots.plot_amortization_gap(rows["amortized"]["gap"], out / "amortization_gap.png")
+    log(comparison_table(result))
+    return result
+
+
+def comparison_table(result: dict) -> str:
+    """Markdown: amortized and mean-field side by side, then the gap decomposition (nats per image)."""
+    a, m = result["amortized"], result["mean_field"]
+
+    def num(value, fmt="{:.2f}"):
+        return "n/a" if value is None else fmt.format(value)
+
+    fit = m["test_local_fit"] or {}
+    lines = [
+        f"| {result['epochs']} epochs, test: first {result['test_images']} images, K = {result['num_samples']} "
+        "| amortized | mean-field |",
+        "|---|---|---|",
+        f"| train ELBO per image | {num(a['train_elbo'])} | {num(m['train_elbo'])} |",
+        f"| test ELBO per image | {num(a['test_elbo'])} | {num(m['test_elbo'])} "
+        f"(local fit: {fit.get('steps', '?')} steps, {num(fit.get('seconds'), '{:.0f}')} s) |",
+        f"| test log p(x) (importance sampled) | {num(a['test_log_likelihood'])} +- "
+        f"{num(a['test_log_likelihood_stderr'])} | {num(m['test_log_likelihood'])} +- "
+        f"{num(m['test_log_likelihood_stderr'])} |",
+        f"| seconds per epoch | {num(a['seconds_per_epoch'], '{:.1f}')} | {num(m['seconds_per_epoch'], '{:.1f}')} |",
+        f"| variational parameters | {a['variational_parameters']:,} | {m['variational_parameters']:,} |",
+        f"| seconds to infer one new image | {num(a['seconds_to_infer_one_image'], '{:.4f}')} | "
+        f"{num(m['seconds_to_infer_one_image'], '{:.2f}')} |",
+    ]
+    g = a["gap"]
+    if g:
+        lines += [
+            "",
+            "| amortization gap (Cremer et al. 2018), nats per image | value |",
+            "|---|---|",
+            f"| log p(x) (K = {result['num_samples']}, q* proposal) | {g['log_likelihood']:.2f} |",
+            f"| L[q*] (per-image Gaussians, decoder frozen, from the encoder) | {g['elbo_optimal']:.2f} |",
+            f"| L[q amortized] | {g['elbo_amortized']:.2f} |",
+            f"| approximation gap log p(x) - L[q*] | {g['approximation_gap']:.2f} |",
+            f"| amortization gap L[q*] - L[q amortized] | {g['amortization_gap']:.2f} |",
+        ]
+    return "\n".join(lines) + "\n"

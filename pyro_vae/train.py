@@ -196,7 +196,7 @@ class Trainer:
         self.vae.to(self.device)
         self.guide.to(self.device)
         t = config.train
-        self.optimizer = adam(t.lr)
+        self.optimizer = adam(t.lr, config.guide.local_lr)
         self.kl_weight = KLWeight(t.beta, t.kl_anneal_steps)
         model, guide = self.vae.model, self.guide
         if self.kl_weight.active:

@@ -96,3 +96,13 @@ def test_fit_local_starts_at_the_encoder(tiny_data):
     cold = fit_local(vae, x, steps=0, init_scale=0.3)
     assert torch.equal(cold.loc, torch.zeros(5, 2))
     assert torch.allclose(cold.log_scale.exp(), torch.full((5, 2), 0.3))
+
+
+def test_per_datapoint_rows_use_their_own_learning_rate(tiny_data):
+    vae, guide = _parts(guide={"type": "mean_field"})
+    optimizer = adam(1e-4, local_lr=0.3)
+    svi = SVI(vae.model, guide, optimizer, Trace_ELBO())
+    idx = torch.tensor([1, 2])
+    svi.step(tiny_data.pixels_at(idx), idx)
+    rates = {type(opt).__name__: opt.param_groups[0]["lr"] for opt in optimizer.optim_objs.values()}
+    assert rates == {"Adam": 1e-4, "SparseAdam": 0.3}

@@ -68,3 +68,24 @@ def test_evaluate_command(amortized_run, data_dir, capsys):
     assert main(["evaluate", "--run", str(amortized_run), "--split", "valid", "--data-dir", str(data_dir)]) == 2
     assert "unknown split 'valid'; valid splits: test, train" in capsys.readouterr().err
     assert main(["evaluate", "--run", str(amortized_run), "--num-samples", "0"]) == 2
+
+
+def test_compare_amortized_and_mean_field(tmp_path, data_dir, capsys):
+    from pyro_vae.study import compare
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[data]\npixels = "dynamic"\ntrain_size = 1500\ntest_size = 300\n[model]\nz_dim = 3\nhidden = [64]\n'
+        "[guide]\nlocal_steps = 20\n[train]\nepochs = 2\nbatch_size = 64\nlr = 3e-3\n"
+    )
+    result = compare(config, tmp_path / "cmp", data_dir, num_samples=30, limit=60, progress=False,
+                     log=lambda line: None)
+    a, m = result["amortized"], result["mean_field"]
+    assert a["variational_parameters"] > m["variational_parameters"] == 2 * 1500 * 3
+    assert m["test_local_fit"]["steps"] == 20 and a["test_local_fit"] is None
+    assert a["seconds_to_infer_one_image"] < m["seconds_to_infer_one_image"]
+    assert a["gap"]["amortization_gap"] == pytest.approx(a["gap"]["elbo_optimal"] - a["test_elbo"])
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| amortization gap L[q*] - L[q amortized] |" in table and "K = 30" in table
+    assert (tmp_path / "cmp" / "amortization_gap.png").stat().st_size > 5000
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["test_images"] == 60

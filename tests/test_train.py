@@ -94,3 +94,25 @@ def test_epoch_generators_differ_by_epoch_and_seed():
     draw = lambda seed, epoch: torch.randperm(100, generator=epoch_generator(seed, epoch))  # noqa: E731
     assert torch.equal(draw(0, 1), draw(0, 1))
     assert not torch.equal(draw(0, 1), draw(0, 2)) and not torch.equal(draw(0, 1), draw(1, 1))
+
+
+def test_a_full_disk_keeps_the_last_checkpoint(tmp_path, data_dir, monkeypatch):
+    from pyro_vae import checkpoint
+
+    out = train(_small(), tmp_path / "r", data_dir, progress=False, log=lambda line: None)
+    good = (out / "checkpoint.pt").read_bytes()
+    real_replace = checkpoint.os.replace
+
+    def disk_full(src, dst):
+        if str(dst).endswith("checkpoint.pt"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", disk_full)
+    from pyro_vae.train import resume
+
+    with pytest.raises(TrainingError, match=r"could not save .*checkpoint.pt \(No space left on device\); "
+                                            r"the previous checkpoint is kept"):
+        resume(out, ["train.epochs=3"], data_dir, progress=False, log=lambda line: None)
+    assert (out / "checkpoint.pt").read_bytes() == good
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
