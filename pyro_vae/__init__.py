@@ -8,7 +8,7 @@ from .build import build_model, check_config
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError, load_config
 from .data import DataError, ImageData, load_data, resolve_data_dir
-from .evaluate import elbo_terms, kl_term, posterior_means
+from .evaluate import active_units, elbo_terms, importance_log_likelihood, kl_term, log_likelihood, posterior_means
 from .guides import AmortizedFullNormal, AmortizedNormal, Guide, MeanField, fit_local
 from .likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood
 from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -47,7 +47,10 @@ __all__ = [
     "build_model",
     "check_config",
     "data_plate",
+    "active_units",
     "elbo_terms",
+    "importance_log_likelihood",
+    "log_likelihood",
     "fit_local",
     "kl_term",
     "load_checkpoint",

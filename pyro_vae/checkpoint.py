@@ -26,8 +26,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded; one line naming the file and the reason."""
 
 
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via temp file + fsync + rename; the old file survives failures."""
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes, keep_previous: str | os.PathLike | None = None) -> None:
+    """Write ``payload`` to ``path`` via temp file + fsync + rename; the old file survives failures.
+
+    :param keep_previous: move the file being replaced there first (the last good copy).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -35,7 +38,15 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        moved = keep_previous is not None and path.exists()
+        if moved:
+            os.replace(path, keep_previous)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if moved:  # put the last good file back where it was
+                os.replace(keep_previous, path)
+            raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -52,11 +63,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Save a dict of tensors and plain values (no custom objects) atomically."""
+def save_checkpoint(path: str | os.PathLike, state: dict, keep_previous: str | os.PathLike | None = None) -> None:
+    """Save a dict of tensors and plain values (no custom objects) atomically.
+
+    :param keep_previous: where the checkpoint being replaced is kept (None: not kept).
+    """
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), keep_previous)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -1,7 +1,8 @@
-"""Evaluation: the ELBO per image split into reconstruction and KL terms.
+"""Evaluation: ELBO terms, importance-sampled log-likelihood, IWAE bounds, active units.
 
 ``ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z))``; ``loss = -ELBO`` (for grey-value
 pixels under a Bernoulli, ``loss = BCE + KL``, the reference experiments' number).
+``log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K``, z_k ~ q(z|x).
 """
 
 from __future__ import annotations
@@ -118,6 +119,14 @@ def importance_log_likelihood(
         "per_datapoint": values,
         "num_samples": num_samples,
     }
+
+
+def log_likelihood(vae: VAE, guide: Guide, x: torch.Tensor | ImageData, num_samples: int = 5000, **kwargs) -> dict:
+    """Importance-sampled log p(x) per datapoint for images ``x`` ``(N, D)``; see
+    :func:`importance_log_likelihood` (``x`` are observed pixels, used as they are)."""
+    if isinstance(x, torch.Tensor):
+        x = ImageData(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device), "grayscale")
+    return importance_log_likelihood(vae, guide, x, num_samples, **kwargs)
 
 
 @torch.no_grad()

@@ -34,6 +34,7 @@ from .objectives import KLWeight, build_objective, kl_weighted
 from .optim import adam
 from .runs import (
     CHECKPOINT_FILE,
+    PREVIOUS_CHECKPOINT_FILE,
     CONFIG_FILE,
     FIGURES_DIR,
     HISTORY_FILE,
@@ -226,9 +227,10 @@ class Trainer:
         }
 
     def save(self) -> None:
+        """Write the checkpoint; the one it replaces is kept as ``checkpoint.prev.pt``."""
         path = self.out / CHECKPOINT_FILE
         try:
-            save_checkpoint(path, self.state())
+            save_checkpoint(path, self.state(), keep_previous=self.out / PREVIOUS_CHECKPOINT_FILE)
             write_json(self.out / HISTORY_FILE, self.history)
         except OSError as err:
             raise TrainingError(
@@ -368,8 +370,20 @@ def resume(
             "resume can only train longer"
         )
     trainer = Trainer(config, out, data_dir, progress, log)
-    if (out / CHECKPOINT_FILE).exists():
-        state = load_checkpoint(out / CHECKPOINT_FILE, map_location=trainer.device)
+    latest = out / CHECKPOINT_FILE
+    if not latest.exists() and (out / PREVIOUS_CHECKPOINT_FILE).exists():
+        latest = out / PREVIOUS_CHECKPOINT_FILE  # stopped between the two renames of a save
+    if latest.exists():
+        try:
+            state = load_checkpoint(latest, map_location=trainer.device)
+        except CheckpointError as err:
+            previous = out / PREVIOUS_CHECKPOINT_FILE
+            if latest != previous and previous.exists():
+                raise CheckpointError(
+                    f"{err}; the previous checkpoint {previous} is intact: rename it to {latest.name} "
+                    "to resume from it"
+                ) from None
+            raise
         if from_dict(state["config"]).differences(saved, ignore=["train.epochs"]):
             raise CheckpointError(
                 f"{out / CHECKPOINT_FILE} belongs to another config than {out / CONFIG_FILE}; "

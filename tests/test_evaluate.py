@@ -151,3 +151,11 @@ def test_active_units_counts_used_dimensions():
     data = ImageData(torch.randn(500, 4), torch.zeros(500, dtype=torch.long))
     result = active_units(Half(500), data)
     assert result["active_units"] == 2 and len(result["activity"]) == 3
+
+
+def test_log_likelihood_takes_a_tensor():
+    from pyro_vae.evaluate import log_likelihood
+
+    vae, W, b, s, data, exact = _linear_gaussian(n=20, seed=6)
+    result = log_likelihood(vae, _ExactPosterior(W, b, s, 1.0), data.images, num_samples=3)
+    assert torch.allclose(result["per_datapoint"], exact, atol=1e-3) and result["num_samples"] == 3

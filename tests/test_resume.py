@@ -169,3 +169,25 @@ def test_killed_before_the_first_checkpoint_starts_over(tmp_path, data_dir, refe
     resume(out, data_dir=data_dir, **QUIET)
     _assert_identical(_outcome(out), reference["amortized"])
 
+
+
+def test_the_previous_checkpoint_is_kept_and_named_when_the_latest_is_corrupt(tmp_path, data_dir, reference):
+    out = tmp_path / "run"
+    train(_config(epochs=2), out, data_dir, **QUIET)
+    assert load_checkpoint(out / "checkpoint.prev.pt")["epoch"] == 1
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
+    (out / "checkpoint.pt").write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt is corrupt.*the previous checkpoint .*checkpoint.prev.pt "
+                                              r"is intact: rename it to checkpoint.pt"):
+        resume(out, ["train.epochs=3"], data_dir, **QUIET)
+    (out / "checkpoint.prev.pt").rename(out / "checkpoint.pt")  # what the message says to do
+    resume(out, ["train.epochs=3"], data_dir, **QUIET)
+    _assert_identical(_outcome(out), reference["amortized"])
+
+
+def test_stopped_between_the_two_renames_resumes_from_the_previous(tmp_path, data_dir, reference):
+    out = tmp_path / "run"
+    train(_config(epochs=2), out, data_dir, **QUIET)
+    (out / "checkpoint.pt").unlink()  # the moment after checkpoint.pt became checkpoint.prev.pt
+    resume(out, ["train.epochs=3"], data_dir, **QUIET)
+    _assert_identical(_outcome(out), reference["amortized"])
