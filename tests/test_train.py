@@ -104,7 +104,7 @@ def test_a_full_disk_keeps_the_last_checkpoint(tmp_path, data_dir, monkeypatch):
     real_replace = checkpoint.os.replace
 
     def disk_full(src, dst):
-        if str(dst).endswith("checkpoint.pt"):
+        if str(src).endswith(".tmp") and str(dst).endswith("checkpoint.pt"):
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
