@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Data: $PYRO_VAE_DATA if set, else ../shared/data if present, else ./data (downloaded).
 DATA_DIR ?= $(or $(PYRO_VAE_DATA),$(if $(wildcard ../shared/data/MNIST/raw),../shared/data,data))
 
-.PHONY: demo test install
+.PHONY: demo test bench install
 
 install: $(STAMP)
 
@@ -21,3 +21,6 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PYRO_VAE_DATA=$(DATA_DIR) $(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m benchmarks --data-dir $(DATA_DIR) --out benchmarks/results.json

@@ -1,0 +1,41 @@
+"""Importance-sampled log p(x): images per second, and the decoder's achieved GFLOP/s
+against a plain matmul measured in the same run."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from pyro_vae import build_model, load_config
+from pyro_vae.data import ImageData
+from pyro_vae.evaluate import importance_log_likelihood
+
+
+def decoder_flops(decoder: nn.Module) -> int:
+    """Multiply-adds x 2 of the decoder's linear layers for one z."""
+    return sum(2 * m.in_features * m.out_features for m in decoder.modules() if isinstance(m, nn.Linear))
+
+
+def matmul_gflops(m: int = 25000, k: int = 512, n: int = 784, repeats: int = 5) -> float:
+    """GFLOP/s of a plain float32 matmul of the decoder's largest layer's shape."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * m * k * n * repeats / (time.perf_counter() - start) / 1e9
+
+
+def throughput(num_samples: int, images: int = 50, z_dim: int = 50) -> dict:
+    config = load_config(None, [f"model.z_dim={z_dim}", "data.pixels=threshold"])
+    vae, guide = build_model(config, 1)
+    x = (torch.rand(images, 784) < 0.2).float()
+    data = ImageData(x, torch.zeros(images, dtype=torch.long), "threshold")
+    importance_log_likelihood(vae, guide, data.subset(2), num_samples=min(num_samples, 500))  # warm-up
+    start = time.perf_counter()
+    importance_log_likelihood(vae, guide, data, num_samples=num_samples)
+    seconds = time.perf_counter() - start
+    gflops = decoder_flops(vae.decoder) * images * num_samples / seconds / 1e9
+    return {"images_per_second": images / seconds, "decoder_gflops": gflops}
