@@ -32,7 +32,26 @@ from pyro.poutine.messenger import Messenger
 from .config import ConfigError
 
 
-class IWAE(ELBO):
+class _DirectLoss(ELBO):
+    """An objective written as ``differentiable_loss``; ``loss`` and ``loss_and_grads`` follow from it."""
+
+    def _get_trace(self, model, guide, args, kwargs):  # traces are built in differentiable_loss
+        raise NotImplementedError
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+class IWAE(_DirectLoss):
     """-L_K per minibatch, scaled to the data like the other objectives.
 
     ``L_K(x) = logsumexp_k [log p(x, z_k) - log q(z_k | x)] - log K``, z_1..K ~ q(z | x),
@@ -41,9 +60,6 @@ class IWAE(ELBO):
 
     def __init__(self, num_particles: int = 5):
         super().__init__(num_particles=num_particles, max_plate_nesting=1)
-
-    def _get_trace(self, model, guide, args, kwargs):  # particles are drawn in a plate instead
-        raise NotImplementedError
 
     def _log_weights(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, float]:
         with pyro.plate("particles", self.num_particles, dim=-2):
@@ -64,17 +80,8 @@ class IWAE(ELBO):
         bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)  # (B,)
         return -scale * bound.sum()
 
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
 
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()
-
-
-class FreeBitsELBO(ELBO):
+class FreeBitsELBO(_DirectLoss):
     """-ELBO with free bits: ``loss = -E_q log p(x|z) + sum_j max(lambda, mean_batch KL_j)`` (x N).
 
     Needs a per-dimension analytic KL: a diagonal Normal guide and prior (standard).
@@ -83,9 +90,6 @@ class FreeBitsELBO(ELBO):
     def __init__(self, free_bits: float, num_particles: int = 1):
         super().__init__(num_particles=num_particles)
         self.free_bits = free_bits
-
-    def _get_trace(self, model, guide, args, kwargs):  # traces are built in differentiable_loss
-        raise NotImplementedError
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         total = 0.0
@@ -101,15 +105,6 @@ class FreeBitsELBO(ELBO):
             floored = torch.clamp(kl_per_dim.mean(0), min=self.free_bits).sum()
             total = total + x_site["scale"] * (batch * floored - recon.sum())
         return total / self.num_particles
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()
 
 
 def _base_normal(fn):

@@ -155,7 +155,7 @@ def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_metrics(vae: VAE, guide: Guide, test: ImageData, config: Config, device) -> tuple[dict, Guide]:
+def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, device) -> tuple[dict, Guide]:
     """Test-set ELBO terms and the guide they used (mean-field: fitted locally, decoder frozen).
 
     Runs under :func:`seeded`, so the same parameters always give the same numbers.
@@ -280,7 +280,7 @@ class Trainer:
                 self.vae.eval(), self.guide.eval()
                 record = {"epoch": epoch, "train_loss": loss, "seconds": time.perf_counter() - start}
                 if is_amortized(self.guide):
-                    terms, _ = test_metrics(self.vae, self.guide, self.test_data, self.config, self.device)
+                    terms, _ = evaluate_test_set(self.vae, self.guide, self.test_data, self.config, self.device)
                     record.update({f"test_{k}": terms[k] for k in ("loss", "elbo", "recon", "kl")})
                 self.history.append(record)
                 self.save()
@@ -294,7 +294,7 @@ class Trainer:
 
     def finish(self) -> Path:
         self.vae.eval(), self.guide.eval()
-        terms, test_guide = test_metrics(self.vae, self.guide, self.test_data, self.config, self.device)
+        terms, test_guide = evaluate_test_set(self.vae, self.guide, self.test_data, self.config, self.device)
         metrics = {f"test_{k}": v for k, v in terms.items()}
         metrics.update({
             "train_loss": self.history[-1]["train_loss"],
@@ -404,7 +404,7 @@ def redraw_figures(run_dir: str | Path, data_dir: str | Path | None = None) -> l
     _, test_data = load_data(
         config.data.dataset, config.data.pixels, data_dir, config.data.train_size, config.data.test_size
     )
-    _, test_guide = test_metrics(run.vae, run.guide, test_data, config, "cpu")
+    _, test_guide = evaluate_test_set(run.vae, run.guide, test_data, config, "cpu")
     codes = posterior_means(test_guide, test_data, config.train.eval_batch_size)
     with seeded(config.train.seed + 2):
         return plots.draw_figures(run.path / FIGURES_DIR, run.vae, test_data, codes, run.history)
