@@ -40,8 +40,24 @@ def _outcome(run: Path) -> dict:
             "history": history, "test_loss": metrics["test_loss"], "epoch": state["epoch"]}
 
 
+def _assert_same_tree(a, b, where="optimizer"):
+    if torch.is_tensor(a):
+        assert torch.equal(a, b), f"{where} differs"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{where} keys differ"
+        for key in a:
+            _assert_same_tree(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where} lengths differ"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_tree(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where} differs"
+
+
 def _assert_identical(a: dict, b: dict):
     assert a["history"] == b["history"] and a["test_loss"] == b["test_loss"] and a["epoch"] == b["epoch"]
+    _assert_same_tree(a["optimizer"], b["optimizer"])
     for part in ("vae", "guide"):
         assert a[part].keys() == b[part].keys()
         for key in a[part]:
