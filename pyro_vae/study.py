@@ -152,7 +152,8 @@ def format_report(report: dict) -> str:
         g = report["gap"]
         rows += [
             ("L[q amortized]", f"{g['elbo_amortized']:.2f}"),
-            ("L[q*] (local fit)", f"{g['elbo_optimal']:.2f}  ({g['local_fit_steps']} steps, {g['local_fit_seconds']:.0f} s)"),
+            ("L[q*] (local fit)",
+             f"{g['elbo_optimal']:.2f}  ({g['local_fit_steps']} steps, {g['local_fit_seconds']:.0f} s)"),
             ("log p(x) (q* proposal)", f"{g['log_likelihood']:.2f} +- {g['log_likelihood_stderr']:.2f}"),
             ("approximation gap", f"{g['approximation_gap']:.2f}"),
             ("amortization gap", f"{g['amortization_gap']:.2f}"),

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pyro
 import pytest
-import torch
 
 from pyro_vae.data import ImageData
 

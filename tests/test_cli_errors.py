@@ -60,7 +60,8 @@ CASES = {
 }
 
 RAW_CASES = {
-    "missing config file": (["train", "--config", "{fresh}/none.toml", "--out", "{run}"], "not found; pass an existing TOML"),
+    "missing config file": (["train", "--config", "{fresh}/none.toml", "--out", "{run}"],
+                            "not found; pass an existing TOML"),
     "invalid TOML": (["train", "--config", "{bad_toml}", "--out", "{run}"], "is not valid TOML"),
     "section that is not a table": (["train", "--config", "{flat_toml}", "--out", "{run}"], "[train] must be a table"),
     "missing data files": (["train", "--config", CONFIG, "--out", "{fresh}", "--data-dir", "{empty}"],

@@ -35,7 +35,7 @@ def test_state_round_trips_by_parameter_name(tiny_data):
     vae, guide, svi = _steps(optimizer, tiny_data, steps=4, **sections)
     state = optimizer.get_state()
     assert any("adam" in v for v in state.values()) and any("sparse_adam" in v for v in state.values())
-    weights = ({k: v.clone() for k, v in vae.state_dict().items()}, {k: v.clone() for k, v in guide.state_dict().items()})
+    weights = tuple({k: v.clone() for k, v in part.state_dict().items()} for part in (vae, guide))
     idx = torch.arange(16)
     x = tiny_data.pixels_at(idx)
     pyro.set_rng_seed(9)

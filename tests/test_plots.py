@@ -37,7 +37,8 @@ def test_draw_figures_for_a_2d_correlated_model(tmp_path):
     vae, guide = _vae("correlated")
     data = make_tiny_data()
     codes = guide.posterior(data.images).mean.detach()
-    history = [{"epoch": 1, "train_loss": 200.0, "test_loss": 190.0, "test_recon": -185.0, "test_kl": 5.0, "seconds": 1}]
+    history = [{"epoch": 1, "train_loss": 200.0, "test_loss": 190.0, "test_recon": -185.0, "test_kl": 5.0,
+                "seconds": 1}]
     written = plots.draw_figures(tmp_path, vae, data, codes, history)
     names = sorted(p.name for p in written)
     assert names == sorted(["training_curves.png", "reconstructions.png", "prior_samples.png",
