@@ -129,6 +129,11 @@ class ImageData:
             return torch.bernoulli(grey, generator=generator)
         return grey
 
+    def observed(self, generator: torch.Generator | None = None) -> "ImageData":
+        """The pixels drawn once (one binarization in dynamic mode), so every estimate sees the same x."""
+        x = self.pixels_at(torch.arange(len(self), device=self.device), generator)
+        return ImageData(x, self.labels, "grayscale")  # "grayscale" hands the fixed pixels on as they are
+
     def order(self, generator: torch.Generator | None = None, shuffle: bool = True) -> torch.Tensor:
         """A random permutation of the rows drawn from ``generator`` (or ``0..N-1``)."""
         n = len(self)

@@ -43,12 +43,6 @@ def _split(run: Run, split: str, data_dir) -> ImageData:
     return test if split == "test" else train
 
 
-def _observed(data: ImageData, seed: int) -> ImageData:
-    """Fix the pixels once (one binarization in dynamic mode), so every estimate sees the same x."""
-    x = data.pixels_at(torch.arange(len(data)), eval_generator(seed))
-    return ImageData(x, data.labels, "grayscale")  # "grayscale": hand the fixed pixels on as they are
-
-
 def _local_guide(run: Run, x: torch.Tensor, init: Guide | None) -> tuple[Guide, float]:
     g = run.config.guide
     start = time.perf_counter()
@@ -75,7 +69,7 @@ def evaluate_run(
     run = load_run(run_dir)
     seed = run.config.train.seed
     data = _split(run, split, data_dir).subset(limit)
-    observed = _observed(data, seed)
+    observed = data.observed(eval_generator(seed))
     x = observed.images
     report: dict = {"split": split, "images": len(data), "num_samples": num_samples,
                     "convention": run.vae.likelihood.convention, "epochs": len(run.history)}
@@ -210,7 +204,7 @@ def compare(
                               limit=limit)
         train_report = evaluate_run(run_dir, 1, "train", data_dir, iwae_samples=(), limit=limit or 10000)
         run = load_run(run_dir)
-        test = _observed(_split(run, "test", data_dir).subset(limit), run.config.train.seed)
+        test = _split(run, "test", data_dir).subset(limit).observed(eval_generator(run.config.train.seed))
         rows[kind] = {
             "train_elbo": train_report["elbo"]["elbo"],
             "test_elbo": report["elbo"]["elbo"],

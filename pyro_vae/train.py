@@ -161,18 +161,27 @@ def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, d
     Runs under :func:`seeded`, so the same parameters always give the same numbers.
     """
     with seeded(config.train.seed + 1, device):
+        observed = test.observed(eval_generator(config.train.seed, device))
         local = {}
         if not is_amortized(guide):
             start = time.perf_counter()
-            x = test.pixels_at(torch.arange(len(test), device=device), eval_generator(config.train.seed, device))
             guide = fit_local(
-                vae, x, steps=config.guide.local_steps, lr=config.guide.local_lr,
+                vae, observed.images, steps=config.guide.local_steps, lr=config.guide.local_lr,
                 init_scale=config.guide.init_scale, batch_size=config.train.eval_batch_size,
             ).to(device)
             local = {"local_fit_steps": config.guide.local_steps,
                      "local_fit_seconds": time.perf_counter() - start}
-        terms = elbo_terms(vae, guide, test, config.train.eval_batch_size, eval_generator(config.train.seed, device))
+        terms = elbo_terms(vae, guide, observed, config.train.eval_batch_size)
     return {**terms, **local}, guide
+
+
+def draw_run_figures(
+    out: Path, vae: VAE, test_guide: Guide, test: ImageData, history: list[dict], config: Config, device
+) -> list[Path]:
+    """A run's figures in ``out/figures``, from the test posterior means; prior samples on a seeded stream."""
+    codes = posterior_means(test_guide, test, config.train.eval_batch_size)
+    with seeded(config.train.seed + 2, device):
+        return plots.draw_figures(out / FIGURES_DIR, vae, test, codes, history)
 
 
 class Trainer:
@@ -310,9 +319,7 @@ class Trainer:
             "device": str(self.device),
         })
         write_json(self.out / METRICS_FILE, metrics)
-        codes = posterior_means(test_guide, self.test_data, self.config.train.eval_batch_size)
-        with seeded(self.config.train.seed + 2, self.device):  # prior samples for the figures
-            plots.draw_figures(self.out / FIGURES_DIR, self.vae, self.test_data, codes, self.history)
+        draw_run_figures(self.out, self.vae, test_guide, self.test_data, self.history, self.config, self.device)
         self.log(
             f"test loss {metrics['test_loss']:.2f} per image (recon {-metrics['test_recon']:.2f} + "
             f"KL {metrics['test_kl']:.2f}); run written to {self.out}"
@@ -405,9 +412,7 @@ def redraw_figures(run_dir: str | Path, data_dir: str | Path | None = None) -> l
         config.data.dataset, config.data.pixels, data_dir, config.data.train_size, config.data.test_size
     )
     _, test_guide = evaluate_test_set(run.vae, run.guide, test_data, config, "cpu")
-    codes = posterior_means(test_guide, test_data, config.train.eval_batch_size)
-    with seeded(config.train.seed + 2):
-        return plots.draw_figures(run.path / FIGURES_DIR, run.vae, test_data, codes, run.history)
+    return draw_run_figures(run.path, run.vae, test_guide, test_data, run.history, config, "cpu")
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
