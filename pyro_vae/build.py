@@ -76,5 +76,10 @@ def check_config(config: Config) -> None:
             "train.free_bits needs a per-dimension KL: prior.type = 'standard' and a diagonal guide "
             f"('amortized' or 'mean_field'), got prior {config.prior.type!r} and guide {config.guide.type!r}"
         )
+    if t.snapshot_epochs and config.guide.type == "mean_field":
+        raise ConfigError(
+            "train.snapshot_epochs needs an amortized guide (a mean_field guide has no test-set "
+            "posterior during training); set train.snapshot_epochs=[] or use guide.type='amortized'"
+        )
     with torch.random.fork_rng(devices=[]):  # building must not move the run's random stream
         build_model(config, num_data=1)

@@ -1,4 +1,5 @@
-"""The ``pyro-vae`` command line: ``train`` (or resume) a run, ``evaluate`` it, ``plot`` it again.
+"""The ``pyro-vae`` command line: ``train`` (or resume) a run, ``evaluate`` it, ``plot`` it again,
+``compare`` amortized and mean-field inference, ``run`` a named experiment, ``report`` the results.
 
 Every input error prints one line on stderr naming the problem and the fix and exits
 with status 2, writing nothing over an existing run.
@@ -68,6 +69,25 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
     compare.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    run = commands.add_parser(
+        "run", help="run a named experiment (experiments/NAME.toml): train, evaluate, draw its figures"
+    )
+    run.add_argument("experiment", help="a name in experiments/ (e.g. vae_2d) or a TOML file")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override a config value (every run of the experiment)")
+    run.add_argument("--out", help="results folder (default: runs/<experiment>)")
+    run.add_argument("--num-samples", type=int, help="K for the test log p(x) (default: the experiment's)")
+    run.add_argument("--quick", action="store_true",
+                     help="a small setting (1000 images, 2 epochs, small K) to check the pipeline in seconds")
+    run.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
+    run.add_argument("--overwrite", action="store_true", help="retrain runs already in --out")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    report = commands.add_parser("report", help="write the results table of every experiment (experiments/README.md)")
+    report.add_argument("--experiments", default="experiments", help="folder of experiment files (default experiments)")
+    report.add_argument("--runs", default="runs", help="folder of their results (default runs)")
+    report.add_argument("--out", help="Markdown file to write (default: <experiments>/README.md; - for stdout only)")
+
     plot = commands.add_parser("plot", help="redraw the figures of a run directory")
     plot.add_argument("--run", required=True, help="a run directory written by pyro-vae train")
     plot.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
@@ -110,12 +130,29 @@ def _compare(args) -> None:
             progress=not args.no_progress)
 
 
+def _run(args) -> None:
+    from .experiments import run_experiment
+
+    run_experiment(args.experiment, args.out, args.data_dir, args.overrides, args.num_samples, args.quick,
+                   args.overwrite, progress=not args.no_progress)
+
+
+def _report(args) -> None:
+    from .report import write_report
+
+    out = None if args.out == "-" else Path(args.out or Path(args.experiments) / "README.md")
+    text = write_report(args.experiments, args.runs, out)
+    print(text if out is None else f"written to {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .train import Interrupted, TrainingError
 
     try:
-        {"train": _train, "evaluate": _evaluate, "compare": _compare, "plot": _plot}[args.command](args)
+        commands = {"train": _train, "evaluate": _evaluate, "compare": _compare, "plot": _plot, "run": _run,
+                    "report": _report}
+        commands[args.command](args)
     except (ConfigError, DataError, CheckpointError) as err:
         print(f"pyro-vae: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

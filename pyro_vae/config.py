@@ -73,6 +73,7 @@ class TrainConfig:
     free_bits: float = 0.0  # nats per latent dimension (Kingma et al. 2016); needs trace_mean_field
     eval_batch_size: int = 1000
     validate: bool = False  # Pyro's distribution argument checks (slower)
+    snapshot_epochs: list = field(default_factory=list)  # record test codes/reconstructions after these (0 = init)
 
 
 @dataclass
@@ -172,6 +173,13 @@ def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
             f"model.hidden must be a non-empty list of positive integers, got {value!r}; "
             "for example model.hidden=[512, 256]"
         )
+    if (section, key) == ("train", "snapshot_epochs") and not all(
+        isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in value
+    ):
+        raise ConfigError(
+            f"train.snapshot_epochs must be a list of epochs >= 0 (0 = before training), got {value!r}; "
+            "for example train.snapshot_epochs=[0, 1, 5, 20]"
+        )
     return value
 
 
@@ -211,6 +219,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             tree = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"config file '{path}' is not valid TOML: {err}") from None
+        tree.pop("experiment", None)  # an experiment file's own table, read by pyro_vae.experiments
     for text in overrides:
         section, key, value = parse_override(text)
         entries = tree.setdefault(section, {})

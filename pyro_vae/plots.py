@@ -1,10 +1,12 @@
-"""Every figure of a run, drawn with matplotlib (Agg, no screen needed).
+"""A run's figures, drawn with matplotlib (Agg, no screen needed), and the shared helpers.
 
-:func:`draw_figures` writes the standard set into a run's ``figures/``: training
-curves, test reconstructions, prior samples and, for a 2-D latent, the test-set
+:func:`draw_figures` writes the set into a run's ``figures/``: training curves, test
+reconstructions, prior samples, an interpolation and, for a 2-D latent, the test-set
 posterior means coloured by digit (with the prior's contours), the decoded manifold
 over [-3, 3]^2 and, for a Gaussian prior with correlations, the "tilted" manifold
-laid out along the prior's principal axes.
+laid out along the prior's principal axes. 3-D latents: :mod:`pyro_vae.plots_3d`;
+figures over training: :mod:`pyro_vae.plots_over_training`; studies and sweeps:
+:mod:`pyro_vae.plots_study`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def image_grid(images: torch.Tensor, rows: int, cols: int) -> np.ndarray:
     return images.permute(0, 2, 1, 3).reshape(rows * H, cols * W).numpy()
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -59,7 +61,7 @@ def plot_training_curves(history: list[dict], path: Path) -> Path:
     axes[0].legend()
     fig.suptitle("Training curves")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path) -> Path:
@@ -70,7 +72,7 @@ def plot_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor,
         ax.imshow(image_grid(images, 1, n), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=10)
         ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_image_grid(images: torch.Tensor, rows: int, cols: int, title: str, path: Path) -> Path:
@@ -78,7 +80,7 @@ def plot_image_grid(images: torch.Tensor, rows: int, cols: int, title: str, path
     ax.imshow(image_grid(images, rows, cols), cmap="gray", vmin=0, vmax=1)
     ax.set_title(title)
     ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _prior_contours(ax, vae: VAE, xlim, ylim) -> None:
@@ -112,11 +114,12 @@ def plot_latent_scatter(codes: torch.Tensor, labels: torch.Tensor, vae: VAE, pat
     ax.set_ylabel("z[1]")
     ax.set_title("Test-set posterior means by digit\n(black: prior density contours at 1, 2, 3 sd)")
     ax.set_aspect("equal", adjustable="datalim")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
+@torch.no_grad()
 def decode_grid(vae: VAE, z: torch.Tensor) -> torch.Tensor:
-    """Decoder means for a ``(rows, cols, 2)`` grid of codes, flat ``(rows*cols, 784)``."""
+    """Decoder means for a ``(..., z_dim)`` array of codes, flat ``(n, 784)``."""
     return vae.decode_mean(z.reshape(-1, z.shape[-1]).to(_prior_device(vae))).cpu()
 
 
@@ -131,7 +134,7 @@ def plot_manifold(vae: VAE, path: Path, n: int = 20, span: float = 3.0) -> Path:
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     ax.set_title(f"Decoded manifold, z on a {n}x{n} grid over [-{span:g}, {span:g}]^2")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def principal_axes(vae: VAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -171,47 +174,86 @@ def plot_tilted_manifold(vae: VAE, path: Path, n: int = 20, span: float = 3.0) -
     ax_lat.set_ylabel("z[1]")
     ax_lat.set_aspect("equal")
     ax_lat.set_title("Where the tilted grid lies in z (with prior contours)")
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+def example_indices(labels: torch.Tensor, n: int = 10) -> torch.Tensor:
+    """Rows to show: the first image of each class 0, 1, ..., then the first others, ``n`` in all."""
+    labels = labels.cpu()
+    firsts = [int((labels == c).nonzero()[0]) for c in range(n) if (labels == c).any()]
+    rest = [i for i in range(len(labels)) if i not in set(firsts)][: max(0, n - len(firsts))]
+    return torch.tensor((firsts + rest)[:n], dtype=torch.long)
+
+
+def plot_interpolation(vae: VAE, x_a: torch.Tensor, x_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor,
+                       path: Path, steps: int = 10, title: str = "") -> Path:
+    """Decoder means along z_t = (1 - t) z_a + t z_b, t in [0, 1] (``steps`` points), between two images."""
+    t = torch.linspace(0, 1, steps).unsqueeze(-1)
+    z = (1 - t) * z_a.cpu() + t * z_b.cpu()
+    with torch.no_grad():
+        decoded = decode_grid(vae, z)
+    row = torch.cat([x_a.cpu().reshape(1, -1), decoded, x_b.cpu().reshape(1, -1)])
+    fig, ax = plt.subplots(figsize=((steps + 2) * 0.9, 1.6))
+    ax.imshow(image_grid(row, 1, steps + 2), cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title or f"Linear interpolation in z, {steps} steps (outer images: the two test digits)",
+                 fontsize=10)
+    ax.axis("off")
+    return save_figure(fig, path)
+
+
+def draw_interpolation(vae: VAE, test: ImageData, codes: torch.Tensor, path: Path,
+                       digits: tuple[int, int] = (3, 8), steps: int = 10) -> Path | None:
+    """Interpolate between the first test image of each of ``digits``; None if one is missing."""
+    rows = []
+    for digit in digits:
+        found = (test.labels.cpu() == digit).nonzero()
+        if len(found) == 0:
+            return None
+        rows.append(int(found[0]))
+    a, b = rows
+    title = f"From a test {digits[0]} to a test {digits[1]}: decoder means along a straight line in z ({steps} steps)"
+    return plot_interpolation(vae, test.images[a], test.images[b], codes[a], codes[b], path, steps, title)
 
 
 def draw_figures(
-    fig_dir: Path, vae: VAE, test: ImageData, codes: torch.Tensor, history: list[dict], n_show: int = 10
+    fig_dir: Path, vae: VAE, test: ImageData, codes: torch.Tensor, history: list[dict], n_show: int = 10,
+    snapshots: dict | None = None,
 ) -> list[Path]:
-    """Write the standard figures of a run; ``codes`` are the test posterior means ``(N, z_dim)``."""
+    """Write the figures of a run; ``codes`` are the test posterior means ``(N, z_dim)``.
+
+    Every run: training curves, reconstructions of one test digit per class, 100 prior
+    samples, an interpolation from a test 3 to a test 8. z = 2: latent scatter, manifold
+    (and the tilted manifold under a correlated prior). z = 3: 3-D scatter, pairwise
+    projections, manifold slices. With ``snapshots`` (see :func:`pyro_vae.train.take_snapshot`):
+    reconstructions over training and, for z = 2, the posterior's frames and GIF.
+    """
+    from . import plots_3d, plots_over_training
+
     fig_dir = Path(fig_dir)
     written = [plot_training_curves(history, fig_dir / "training_curves.png")]
-    originals = test.images[:n_show].cpu()
-    written.append(plot_reconstructions(originals, vae.decode_mean(codes[:n_show]).cpu(),
-                                        fig_dir / "reconstructions.png"))
-    samples = vae.decode_mean(vae.sample_prior(100)).cpu()
+    shown = example_indices(test.labels, n_show)
+    with torch.no_grad():
+        written.append(plot_reconstructions(test.images[shown].cpu(), vae.decode_mean(codes[shown]).cpu(),
+                                            fig_dir / "reconstructions.png"))
+        samples = vae.decode_mean(vae.sample_prior(100)).cpu()
     written.append(plot_image_grid(samples, 10, 10, "100 samples from the prior, decoded (E[x|z])",
                                    fig_dir / "prior_samples.png"))
+    written.append(draw_interpolation(vae, test, codes, fig_dir / "interpolation.png"))
     if vae.z_dim == 2:
         written.append(plot_latent_scatter(codes, test.labels, vae, fig_dir / "latent_scatter.png"))
         written.append(plot_manifold(vae, fig_dir / "manifold.png"))
         if has_tilt(vae):
             written.append(plot_tilted_manifold(vae, fig_dir / "manifold_tilted.png"))
-    return written
+    if vae.z_dim == 3:
+        written.append(plots_3d.plot_latent_3d(codes, test.labels, fig_dir / "latent_scatter_3d.png"))
+        written.append(plots_3d.plot_latent_projections(codes, test.labels, fig_dir / "latent_projections.png"))
+        written.append(plots_3d.plot_manifold_slices(vae, fig_dir / "manifold_slices.png"))
+    if snapshots:
+        written += plots_over_training.draw_training_snapshots(fig_dir, test, snapshots, shown)
+    return [path for path in written if path is not None]
 
 
 def has_tilt(vae: VAE) -> bool:
     """Whether p(z) is a Gaussian whose principal axes differ in scale (so its grid is tilted)."""
     found = principal_axes(vae)
     return found is not None and not torch.allclose(found[2], found[2][0].expand_as(found[2]), rtol=1e-3)
-
-
-def plot_amortization_gap(gap: dict, path: Path) -> Path:
-    """Bar figure: log p(x) - L[q_amortized] split into approximation and amortization gaps."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    parts = [("approximation gap\nlog p(x) - L[q*]", gap["approximation_gap"], "C0"),
-             ("amortization gap\nL[q*] - L[q amortized]", gap["amortization_gap"], "C1")]
-    bottom = 0.0
-    for label, value, color in parts:
-        ax.bar(["inference gap"], [value], bottom=[bottom], color=color, label=f"{label.splitlines()[0]}: {value:.2f}")
-        bottom += value
-    ax.bar(["amortization\ngap alone"], [gap["amortization_gap"]], color="C1")
-    ax.set_ylabel("nats per image")
-    ax.set_title("Inference gap on the test set (Cremer et al. 2018)")
-    ax.legend(loc="upper right", fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)

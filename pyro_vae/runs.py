@@ -69,6 +69,7 @@ class Run:
     guide: Guide
     history: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    snapshots: dict = field(default_factory=dict)  # str(epoch) -> reconstructions (and codes) then
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -93,4 +94,4 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     guide.to(device).eval()
     metrics_file = path / METRICS_FILE
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    return Run(path, config, vae, guide, list(state.get("history", [])), metrics)
+    return Run(path, config, vae, guide, list(state.get("history", [])), metrics, dict(state.get("snapshots", {})))

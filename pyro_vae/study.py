@@ -179,6 +179,7 @@ def compare(
     overrides: list[str] | None = None,
     progress: bool = True,
     log=print,
+    overwrite: bool = False,
 ) -> dict:
     """Amortized vs mean-field on the same decoder, data, epochs and seed; then the amortization gap.
 
@@ -186,8 +187,8 @@ def compare(
     evaluates both on the test set (the first ``limit`` images; 0 = all) and writes
     ``out/comparison.json``, ``out/comparison.md`` and ``out/amortization_gap.png``.
     """
-    from . import plots
     from .config import load_config
+    from .plots_study import plot_amortization_gap
     from .runs import CHECKPOINT_FILE
     from .train import resume, train
 
@@ -196,10 +197,10 @@ def compare(
     for kind in ("amortized", "mean_field"):
         config = load_config(config_path, [*(overrides or []), f"guide.type={kind}"])
         run_dir = out / kind
-        if (run_dir / CHECKPOINT_FILE).exists():
+        if (run_dir / CHECKPOINT_FILE).exists() and not overwrite:
             resume(run_dir, [f"train.epochs={config.train.epochs}"], data_dir, progress, log)
         else:
-            train(config, run_dir, data_dir, progress, log=log)
+            train(config, run_dir, data_dir, progress, overwrite=overwrite, log=log)
         report = evaluate_run(run_dir, num_samples, "test", data_dir, iwae_samples=(), gap=kind == "amortized",
                               limit=limit)
         train_report = evaluate_run(run_dir, 1, "train", data_dir, iwae_samples=(), limit=limit or 10000)
@@ -220,7 +221,7 @@ def compare(
     result = {"num_samples": num_samples, "test_images": report["images"], "epochs": len(run.history), **rows}
     write_json(out / "comparison.json", result)
     (out / "comparison.md").write_text(comparison_table(result))
-    plots.plot_amortization_gap(rows["amortized"]["gap"], out / "amortization_gap.png")
+    plot_amortization_gap(rows["amortized"]["gap"], out / "amortization_gap.png")
     log(comparison_table(result))
     return result
 
@@ -234,7 +235,7 @@ def comparison_table(result: dict) -> str:
 
     fit = m["test_local_fit"] or {}
     lines = [
-        f"| {result['epochs']} epochs, test: first {result['test_images']} images, K = {result['num_samples']} "
+        f"| {result['epochs']} epochs, {result['test_images']:,} test images, K = {result['num_samples']:,} "
         "| amortized | mean-field |",
         "|---|---|---|",
         f"| train ELBO per image | {num(a['train_elbo'])} | {num(m['train_elbo'])} |",

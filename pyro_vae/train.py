@@ -175,13 +175,31 @@ def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, d
     return {**terms, **local}, guide
 
 
+def test_codes(guide: Guide, test: ImageData, config: Config, device) -> torch.Tensor:
+    """Posterior means E_q[z | x] of the test images (the evaluation's fixed binarization)."""
+    observed = test.observed(eval_generator(config.train.seed, device))
+    return posterior_means(guide, observed, config.train.eval_batch_size)
+
+
+def take_snapshot(vae: VAE, guide: Guide, test: ImageData, config: Config, device) -> dict:
+    """What the figures over training need from one moment: reconstructions of the example
+    digits (:func:`plots.example_indices`) and, for z_dim <= 3, every test posterior mean."""
+    codes = test_codes(guide, test, config, device)
+    with torch.no_grad():
+        snapshot = {"reconstructions": vae.decode_mean(codes[plots.example_indices(test.labels)]).cpu()}
+    if vae.z_dim <= 3:
+        snapshot["codes"] = codes.cpu()
+    return snapshot
+
+
 def draw_run_figures(
-    out: Path, vae: VAE, test_guide: Guide, test: ImageData, history: list[dict], config: Config, device
+    out: Path, vae: VAE, test_guide: Guide, test: ImageData, history: list[dict], config: Config, device,
+    snapshots: dict | None = None,
 ) -> list[Path]:
     """A run's figures in ``out/figures``, from the test posterior means; prior samples on a seeded stream."""
-    codes = posterior_means(test_guide, test, config.train.eval_batch_size)
+    codes = test_codes(test_guide, test, config, device)
     with seeded(config.train.seed + 2, device):
-        return plots.draw_figures(out / FIGURES_DIR, vae, test, codes, history)
+        return plots.draw_figures(out / FIGURES_DIR, vae, test, codes, history, snapshots=snapshots)
 
 
 class Trainer:
@@ -218,6 +236,7 @@ class Trainer:
         self.epoch = 0  # epochs finished
         self.position: dict | None = None  # inside epoch + 1, if it was interrupted
         self.seconds = 0.0  # training time so far, over all sessions
+        self.snapshots: dict[str, dict] = {}  # str(epoch) -> take_snapshot(...), for train.snapshot_epochs
 
     # --- checkpoints -------------------------------------------------------------------
     def state(self) -> dict:
@@ -232,6 +251,7 @@ class Trainer:
             "rng": torch.get_rng_state(),
             "history": self.history,
             "seconds": self.seconds,
+            "snapshots": self.snapshots,
             "config": self.config.to_dict(),
         }
 
@@ -262,11 +282,14 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         self.epoch, self.position = state["epoch"], state["position"]
         self.history, self.seconds = list(state["history"]), state["seconds"]
+        self.snapshots = dict(state.get("snapshots", {}))
 
     # --- the loop ----------------------------------------------------------------------
     def run(self) -> Path:
         """Train the remaining epochs, checkpointing after each; then metrics and figures."""
         cfg = self.config.train
+        if self.epoch == 0 and self.position is None:
+            self.snapshot()
         with _StopRequest() as stop:
             while self.epoch < cfg.epochs:
                 epoch = self.epoch + 1
@@ -292,6 +315,7 @@ class Trainer:
                     terms, _ = evaluate_test_set(self.vae, self.guide, self.test_data, self.config, self.device)
                     record.update({f"test_{k}": terms[k] for k in ("loss", "elbo", "recon", "kl")})
                 self.history.append(record)
+                self.snapshot()
                 self.save()
                 self.log(_epoch_line(record, cfg.epochs))
                 if stop.requested:
@@ -300,6 +324,14 @@ class Trainer:
                         f"pyro-vae train --resume {self.out}"
                     )
         return self.finish()
+
+    def snapshot(self) -> None:
+        """Record :func:`take_snapshot` if the current epoch is one of ``train.snapshot_epochs``."""
+        if self.epoch in self.config.train.snapshot_epochs and str(self.epoch) not in self.snapshots:
+            self.vae.eval(), self.guide.eval()
+            self.snapshots[str(self.epoch)] = take_snapshot(
+                self.vae, self.guide, self.test_data, self.config, self.device
+            )
 
     def finish(self) -> Path:
         self.vae.eval(), self.guide.eval()
@@ -319,7 +351,8 @@ class Trainer:
             "device": str(self.device),
         })
         write_json(self.out / METRICS_FILE, metrics)
-        draw_run_figures(self.out, self.vae, test_guide, self.test_data, self.history, self.config, self.device)
+        draw_run_figures(self.out, self.vae, test_guide, self.test_data, self.history, self.config, self.device,
+                         self.snapshots)
         self.log(
             f"test loss {metrics['test_loss']:.2f} per image (recon {-metrics['test_recon']:.2f} + "
             f"KL {metrics['test_kl']:.2f}); run written to {self.out}"
@@ -412,7 +445,7 @@ def redraw_figures(run_dir: str | Path, data_dir: str | Path | None = None) -> l
         config.data.dataset, config.data.pixels, data_dir, config.data.train_size, config.data.test_size
     )
     _, test_guide = evaluate_test_set(run.vae, run.guide, test_data, config, "cpu")
-    return draw_run_figures(run.path, run.vae, test_guide, test_data, run.history, config, "cpu")
+    return draw_run_figures(run.path, run.vae, test_guide, test_data, run.history, config, "cpu", run.snapshots)
 
 
 def _epoch_line(record: dict, epochs: int) -> str:

@@ -55,6 +55,10 @@ CASES = {
         "is 2 x 2 but model.z_dim = 3"),
     "prior loc of the wrong size": (
         ["--set", "prior.type=correlated", "--set", "prior.loc=[0, 0, 0]"], "prior.loc has 3 entries"),
+    "negative snapshot epoch": (["--set", "train.snapshot_epochs=[-1]"],
+                                "train.snapshot_epochs must be a list of epochs >= 0"),
+    "snapshots of a mean-field run": (["--set", "guide.type=mean_field", "--set", "train.snapshot_epochs=[1]"],
+                                      "snapshot_epochs needs an amortized guide"),
     "3-D correlated prior without covariance": (
         ["--set", "prior.type=correlated", "--set", "model.z_dim=3"], "prior.covariance is required"),
 }
@@ -77,6 +81,15 @@ RAW_CASES = {
     "no config and no resume": (["train"], "one of the arguments --config --resume is required"),
     "config and resume together": (["train", "--config", CONFIG, "--resume", "{run}"], "not allowed with argument"),
     "unknown command": (["fit"], "invalid choice: 'fit'"),
+    "unknown experiment": (["run", "nosuch", "--out", "{fresh}"], "unknown experiment 'nosuch'; known experiments"),
+    "experiment of an unknown kind": (["run", "{bad_kind}", "--out", "{fresh}"], "experiment.kind 'fit'"),
+    "experiment with an unknown key": (["run", "{bad_key}", "--out", "{fresh}"], "unknown key experiment.epochs"),
+    "sweep without values": (["run", "{bad_sweep}", "--out", "{fresh}"], "a sweep needs experiment.sweep"),
+    "experiment into another run's folder": (["run", "vae_2d", "--out", "{run}"], "holds a run with another config"),
+    "negative number of samples": (["run", "vae_2d", "--num-samples", "-1", "--out", "{fresh}"],
+                                   "--num-samples must be >= 0"),
+    "experiment override of an unknown key": (["run", "vae_2d", "--set", "train.epoch=1", "--out", "{fresh}"],
+                                              "unknown key 'train.epoch'"),
 }
 
 
@@ -96,7 +109,12 @@ def places(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("not a folder")
     (tmp_path / "bad.toml").write_text("[train\nepochs = 1\n")
     (tmp_path / "flat.toml").write_text("train = 3\n")
-    names = {"run": run, "fresh": tmp_path / "fresh", "empty": tmp_path / "empty", "file": tmp_path / "file",
+    (tmp_path / "bad_kind.toml").write_text('[experiment]\nkind = "fit"\n')
+    (tmp_path / "bad_key.toml").write_text('[experiment]\nepochs = 3\n')
+    (tmp_path / "bad_sweep.toml").write_text('[experiment]\nkind = "sweep"\nsweep = {key = "model.z_dim"}\n')
+    names = {"bad_kind": tmp_path / "bad_kind.toml", "bad_key": tmp_path / "bad_key.toml",
+             "bad_sweep": tmp_path / "bad_sweep.toml", "run": run,
+             "fresh": tmp_path / "fresh", "empty": tmp_path / "empty", "file": tmp_path / "file",
              "bad_toml": tmp_path / "bad.toml", "flat_toml": tmp_path / "flat.toml"}
     return {k: str(v) for k, v in names.items()}
 

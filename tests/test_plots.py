@@ -53,3 +53,50 @@ def test_draw_figures_for_higher_dimensions_skips_the_2d_plots(tmp_path):
     history = [{"epoch": 1, "train_loss": 200.0, "seconds": 1}]  # no test terms (mean-field runs)
     names = {p.name for p in plots.draw_figures(tmp_path, vae, data, codes, history)}
     assert names == {"training_curves.png", "reconstructions.png", "prior_samples.png"}
+
+
+def _ten_class_data(n: int = 40):
+    data = make_tiny_data(n)
+    data.labels = torch.arange(n) % 10
+    return data
+
+
+def test_example_indices_take_the_first_image_of_each_class():
+    labels = torch.tensor([3, 1, 1, 0, 3, 2, 0])
+    assert plots.example_indices(labels, 4).tolist() == [3, 1, 5, 0]  # classes 0, 1, 2, 3
+    assert plots.example_indices(labels, 6).tolist() == [3, 1, 5, 0, 2, 4]  # then the first others
+    assert plots.example_indices(torch.tensor([5, 5]), 10).tolist() == [0, 1]
+
+
+def test_interpolation_runs_from_the_first_3_to_the_first_8(tmp_path):
+    vae, guide = _vae()
+    data = _ten_class_data()
+    codes = guide.posterior(data.images).mean.detach()
+    path = plots.draw_interpolation(vae, data, codes, tmp_path / "interpolation.png")
+    assert path.stat().st_size > 2000
+    assert plots.draw_interpolation(vae, make_tiny_data(), codes, tmp_path / "none.png") is None  # no 8s
+
+
+def test_interpolation_decodes_the_straight_line_between_the_codes(tmp_path, monkeypatch):
+    vae, _ = _vae()
+    seen = []
+    monkeypatch.setattr(plots, "decode_grid", lambda vae, z: seen.append(z) or torch.zeros(len(z), 784))
+    plots.plot_interpolation(vae, torch.zeros(784), torch.ones(784), torch.tensor([0.0, 2.0]),
+                             torch.tensor([1.0, -2.0]), tmp_path / "i.png", steps=5)
+    (z,) = seen
+    assert torch.allclose(z, torch.tensor([[0.0, 2.0], [0.25, 1.0], [0.5, 0.0], [0.75, -1.0], [1.0, -2.0]]))
+
+
+def test_draw_figures_for_a_3d_model_with_snapshots(tmp_path):
+    vae, guide = build_model(tiny_config(model={"z_dim": 3}), 40)
+    data = _ten_class_data()
+    codes = guide.posterior(data.images).mean.detach()
+    shown = plots.example_indices(data.labels)
+    snapshots = {str(e): {"reconstructions": torch.rand(10, 784), "codes": codes + e} for e in (0, 1, 5)}
+    history = [{"epoch": 1, "train_loss": 200.0, "seconds": 1}]
+    written = plots.draw_figures(tmp_path, vae, data, codes, history, snapshots=snapshots)
+    names = {p.name for p in written}
+    assert names == {"training_curves.png", "reconstructions.png", "prior_samples.png", "interpolation.png",
+                     "latent_scatter_3d.png", "latent_projections.png", "manifold_slices.png",
+                     "reconstructions_over_epochs.png"}  # no posterior frames for 3-D codes
+    assert len(shown) == 10 and all(p.stat().st_size > 3000 for p in written)

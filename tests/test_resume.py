@@ -29,6 +29,8 @@ def _config(guide="amortized", epochs=3):
     config.model.hidden = [256]
     config.train.epochs, config.train.batch_size, config.train.lr = epochs, 50, 3e-3
     config.guide.local_steps = 10
+    if guide == "amortized":
+        config.train.snapshot_epochs = [0, 2, 3]  # recorded in the checkpoint, compared below too
     return config
 
 
@@ -37,7 +39,8 @@ def _outcome(run: Path) -> dict:
     history = [{k: v for k, v in r.items() if k != "seconds"} for r in state["history"]]
     metrics = json.loads((run / "metrics.json").read_text())
     return {"vae": state["vae"], "guide": state["guide"], "optimizer": state["optimizer"],
-            "history": history, "test_loss": metrics["test_loss"], "epoch": state["epoch"]}
+            "history": history, "test_loss": metrics["test_loss"], "epoch": state["epoch"],
+            "snapshots": state["snapshots"]}
 
 
 def _assert_same_tree(a, b, where="optimizer"):
@@ -58,6 +61,7 @@ def _assert_same_tree(a, b, where="optimizer"):
 def _assert_identical(a: dict, b: dict):
     assert a["history"] == b["history"] and a["test_loss"] == b["test_loss"] and a["epoch"] == b["epoch"]
     _assert_same_tree(a["optimizer"], b["optimizer"])
+    _assert_same_tree(a["snapshots"], b["snapshots"], "snapshots")
     for part in ("vae", "guide"):
         assert a[part].keys() == b[part].keys()
         for key in a[part]:

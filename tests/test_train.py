@@ -116,3 +116,27 @@ def test_a_full_disk_keeps_the_last_checkpoint(tmp_path, data_dir, monkeypatch):
         resume(out, ["train.epochs=3"], data_dir, progress=False, log=lambda line: None)
     assert (out / "checkpoint.pt").read_bytes() == good
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_snapshots_are_recorded_and_leave_training_unchanged(tmp_path, data_dir):
+    quiet = {"progress": False, "log": lambda line: None}
+    plain = train(_small(), tmp_path / "plain", data_dir, **quiet)
+    config = _small()
+    config.train.snapshot_epochs = [0, 2, 7]  # 7 is beyond the run: ignored
+    snapped = train(config, tmp_path / "snapped", data_dir, **quiet)
+    a, b = load_checkpoint(plain / "checkpoint.pt"), load_checkpoint(snapped / "checkpoint.pt")
+    assert all(torch.equal(a["vae"][k], b["vae"][k]) for k in a["vae"])  # snapshots draw no training randomness
+    assert sorted(b["snapshots"]) == ["0", "2"] and a["snapshots"] == {}
+    shot = b["snapshots"]["2"]
+    assert shot["reconstructions"].shape == (10, 784) and shot["codes"].shape == (200, 2)
+    assert not torch.equal(shot["codes"], b["snapshots"]["0"]["codes"])
+    figures = {p.name for p in (snapped / "figures").iterdir()}
+    assert {"reconstructions_over_epochs.png", "posterior_during_training.gif", "interpolation.png"} <= figures
+
+
+def test_snapshots_need_an_amortized_guide(tmp_path, data_dir):
+    config = _small(guide={"type": "mean_field"})
+    config.train.snapshot_epochs = [1]
+    with pytest.raises(ConfigError, match="snapshot_epochs needs an amortized guide"):
+        train(config, tmp_path / "run", data_dir, progress=False)
+    assert not (tmp_path / "run").exists()
