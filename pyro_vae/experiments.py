@@ -238,3 +238,30 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
     write_json(out / SWEEP_FILE, result)
     plot_sweep(result, out / "sweep.png", title=experiment.title)
     return rows
+
+
+def quick_requested() -> bool:
+    """Whether notebooks should use the quick setting: ``$PYRO_VAE_QUICK`` or ``$CI`` set (not 0)."""
+    import os
+
+    return any(os.environ.get(name, "0") not in ("", "0", "false") for name in ("PYRO_VAE_QUICK", "CI"))
+
+
+def notebook_run(name: str, quick: bool | None = None, data_dir=None) -> Path:
+    """The run directory of experiment ``name`` for a notebook.
+
+    Quick (``quick=True``, or by default when :func:`quick_requested`): a fresh run of the
+    quick setting in a temporary folder, seconds long. Otherwise ``runs/NAME`` of the
+    source tree, made by ``pyro-vae run NAME`` (run here, at full length, if it is missing).
+    """
+    import tempfile
+
+    quick = quick_requested() if quick is None else quick
+    if quick:
+        return run_experiment(name, Path(tempfile.mkdtemp(prefix=f"{name}_")) / name, data_dir, quick=True,
+                              progress=False, log=lambda line: None)
+    out = default_experiments_dir().parent / "runs" / name
+    record = out / EXPERIMENT_FILE
+    if record.is_file() and not json.loads(record.read_text())["quick"]:
+        return out
+    return run_experiment(name, out, data_dir)
