@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed
 # Data: $PYRO_VAE_DATA if set, else ../shared/data if present, else ./data (downloaded).
 DATA_DIR ?= $(or $(PYRO_VAE_DATA),$(if $(wildcard ../shared/data/MNIST/raw),../shared/data,data))
 
-.PHONY: demo test bench install
+EXPERIMENTS := vae_2d vae_conv_2d vae_3d vae_correlated amortized_vs_meanfield latent_sweep beta_sweep
+
+.PHONY: demo test bench install experiments report notebooks
 
 install: $(STAMP)
 
@@ -17,7 +19,19 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m pyro_vae train --config experiments/vae_2d.toml --out runs/vae_2d --data-dir $(DATA_DIR) --overwrite
+	$(PY) -m pyro_vae run vae_2d --data-dir $(DATA_DIR) --overwrite
+
+# Every reference experiment in turn (about 3 h on 2 CPU cores; finished runs are not redone), then the report.
+experiments: $(STAMP)
+	for name in $(EXPERIMENTS); do $(PY) -m pyro_vae run $$name --data-dir $(DATA_DIR) || exit 1; done
+	$(PY) -m pyro_vae report
+
+report: $(STAMP)
+	$(PY) -m pyro_vae report
+
+# Execute the notebooks against the runs above and store their outputs.
+notebooks: $(STAMP)
+	PYRO_VAE_DATA=$(DATA_DIR) $(PY) notebooks/execute.py
 
 test: $(STAMP)
 	PYRO_VAE_DATA=$(DATA_DIR) $(PY) -m pytest -q

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shlex
 import time
 import tomllib
 from pathlib import Path
+
+import torch
 
 from .checkpoint import write_json
 from .config import Config, ConfigError, load_config
@@ -122,9 +125,13 @@ def _proper_density(config: Config) -> bool:
     return config.data.pixels != "grayscale" or config.model.likelihood != "bernoulli"
 
 
-def _train_or_resume(config: Config, out: Path, data_dir, overwrite: bool, progress: bool, log) -> Path:
-    """Train ``config`` into ``out``; if ``out`` already holds this config's run, finish that instead."""
-    from .train import resume, train
+def _train_or_resume(config: Config, out: Path, data_dir, overwrite: bool, progress: bool, log) -> bool:
+    """Train ``config`` into ``out``; if ``out`` already holds this config's run, finish that instead.
+
+    A finished run is not trained again; its figures are redrawn (so they follow the
+    current plotting code). Returns whether the run was found finished.
+    """
+    from .train import redraw_figures, resume, train
 
     if (out / CHECKPOINT_FILE).exists() and not overwrite:
         saved = load_config(out / CONFIG_FILE)
@@ -135,10 +142,13 @@ def _train_or_resume(config: Config, out: Path, data_dir, overwrite: bool, progr
                 "it or --out NEW_DIR"
             )
         if (out / METRICS_FILE).exists() and saved.train.epochs == config.train.epochs:
-            log(f"{out}: finished run found, not trained again")
-            return out
-        return resume(out, [f"train.epochs={config.train.epochs}"], data_dir, progress, log)
-    return train(config, out, data_dir, progress, overwrite=overwrite, log=log)
+            log(f"{out}: finished run found, not trained again; redrawing its figures")
+            redraw_figures(out, data_dir)
+            return True
+        resume(out, [f"train.epochs={config.train.epochs}"], data_dir, progress, log)
+        return False
+    train(config, out, data_dir, progress, overwrite=overwrite, log=log)
+    return False
 
 
 def _evaluate(out: Path, num_samples: int, data_dir, log) -> dict | None:
@@ -180,46 +190,66 @@ def run_experiment(
                *([f"--num-samples {num_samples}"] if num_samples is not None else [])]
     overrides = [*(QUICK_OVERRIDES if quick else ()), *overrides]
     k = num_samples if num_samples is not None else (QUICK_NUM_SAMPLES if quick else experiment.num_samples)
-    if k < 0:
-        raise ConfigError(f"--num-samples must be >= 0, got {k}")
+    if k < 0 or (k == 0 and experiment.kind == "compare"):
+        raise ConfigError(f"--num-samples must be >= {int(experiment.kind == 'compare')}, got {k}")
     out = Path(out) if out else Path("runs") / experiment.name
     experiment.config(overrides)  # bad overrides fail here, before anything is written
     start = time.perf_counter()
     if experiment.kind == "train":
         config = experiment.config(overrides)
-        _train_or_resume(config, out, data_dir, overwrite, progress, log)
+        reused = _train_or_resume(config, out, data_dir, overwrite, progress, log)
         if _proper_density(config):
             _evaluate(out, k, data_dir, log)
     elif experiment.kind == "compare":
         from .study import compare
 
-        compare(experiment.path, out, data_dir, k or 5000, 0, list(overrides), progress, log, overwrite=overwrite)
+        done = _json_file(out / "comparison.json")
+        reused = bool(done) and not overwrite and done["num_samples"] == k and done["epochs"] == (
+            experiment.config(overrides).train.epochs)
+        if reused:
+            log(f"{out}: finished comparison found (K = {k}), not run again")
+        else:
+            compare(experiment.path, out, data_dir, k, 0, list(overrides), progress, log, overwrite=overwrite)
     else:
-        run_sweep(experiment, out, data_dir, overrides, k, overwrite, progress, log)
+        reused = run_sweep(experiment, out, data_dir, overrides, k, overwrite, progress, log)
+    seconds = time.perf_counter() - start
+    previous = _json_file(out / EXPERIMENT_FILE)
+    if reused and previous:
+        log(f"experiment {experiment.name}: every run was already finished; {out / EXPERIMENT_FILE} kept")
+        return out
     record = {
         "experiment": experiment.name,
         "command": " ".join(command),
         "quick": quick,
         "num_samples": k,
-        "wall_seconds": time.perf_counter() - start,
+        "wall_seconds": None if reused else seconds,  # None: trained before, by another command
+        "threads": torch.get_num_threads(),
+        "load_average_15min": round(os.getloadavg()[2], 1),  # other work sharing the machine, at the end
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     write_json(out / EXPERIMENT_FILE, record)
-    log(f"experiment {experiment.name} done in {record['wall_seconds']:.0f} s; results in {out}")
+    log(f"experiment {experiment.name} done in {seconds:.0f} s; results in {out}")
     return out
 
 
+def _json_file(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_samples: int, overwrite: bool,
-              progress: bool, log) -> list[dict]:
-    """One run per swept value in ``out/<key>_<value>``; writes ``sweep.json`` and ``sweep.png``."""
+              progress: bool, log) -> bool:
+    """One run per swept value in ``out/<key>_<value>``; writes ``sweep.json`` and ``sweep.png``.
+
+    Returns whether every run was found finished."""
     from .plots_study import plot_sweep
 
     key = experiment.sweep["key"]
-    rows = []
+    rows, reused = [], True
     for value, sub in experiment.sweep_runs():
         config = experiment.config([*overrides, f"{key}={json.dumps(value)}"])
         log(f"--- {key} = {value}")
-        run_dir = _train_or_resume(config, out / sub, data_dir, overwrite, progress, log)
+        run_dir = out / sub
+        reused &= _train_or_resume(config, run_dir, data_dir, overwrite, progress, log)
         report = _evaluate(run_dir, num_samples, data_dir, log) if _proper_density(config) else None
         metrics = json.loads((run_dir / METRICS_FILE).read_text())
         ll = (report or {}).get("log_likelihood")
@@ -237,7 +267,7 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
     result = {"key": key, "num_samples": num_samples, "rows": rows}
     write_json(out / SWEEP_FILE, result)
     plot_sweep(result, out / "sweep.png", title=experiment.title)
-    return rows
+    return reused
 
 
 def quick_requested() -> bool:

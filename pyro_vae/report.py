@@ -89,6 +89,16 @@ def _duration(seconds: float | None) -> str:
     return f"{hours} h {minutes} min" if hours else (f"{minutes} min {secs} s" if minutes else f"{secs} s")
 
 
+def _wall_time(record: dict, rows: list[dict]) -> str:
+    """The run's wall time with the threads and machine load it ran under, or its training time."""
+    if record.get("wall_seconds") is None:
+        return f"{_duration(sum(r['train_seconds'] for r in rows))} training (an earlier run)"
+    text = _duration(record["wall_seconds"])
+    if "threads" in record:
+        text += f" ({record['threads']} thread{'s' * (record['threads'] > 1)}, load {record['load_average_15min']})"
+    return text
+
+
 def results_table(entries: list[dict]) -> str:
     """Markdown table: one row per run, measured test numbers next to the reference's."""
     lines = [
@@ -104,7 +114,7 @@ def results_table(entries: list[dict]) -> str:
         if not entry["rows"]:
             lines.append(f"| {experiment.name} | | | not run | | | | | {reference} |")
             continue
-        wall = _duration(record.get("wall_seconds"))
+        wall = _wall_time(record, entry["rows"])
         for i, row in enumerate(entry["rows"]):
             if row["log_likelihood"] is not None:
                 ll = f"{row['log_likelihood']:.2f} +- {row['log_likelihood_stderr']:.2f} (K = {row['num_samples']:,})"
@@ -124,8 +134,8 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
     lines.append(f"- command: `{experiment.command}` (config: `experiments/{experiment.path.name}`; "
                  f"results in `{out}/`)")
     if record:
-        lines.append(f"- wall time of the run that finished it: {_duration(record['wall_seconds'])} on this "
-                     f"machine, {record['finished']}" + (" (quick setting)" if record.get("quick") else ""))
+        lines.append(f"- time: {_wall_time(record, entry['rows'])}, finished {record['finished']}"
+                     + (" (quick setting)" if record.get("quick") else ""))
         if record["command"] != experiment.command:
             lines.append(f"- run as: `{record['command']}`")
     else:
@@ -159,7 +169,9 @@ def write_report(experiments_dir: str | Path = "experiments", runs_dir: str | Pa
         "test image (10,000 MNIST test images unless a row says otherwise). On grey-value pixels the",
         "loss is BCE + KL, the reference's convention, and no log-likelihood is reported (-BCE is not",
         "a normalised density); binarized pixels give a proper Bernoulli likelihood and an",
-        "importance-sampled log p(x). Wall times: the whole `pyro-vae run` on a 2-core CPU machine.",
+        "importance-sampled log p(x). Wall times: the whole `pyro-vae run` on a 2-core CPU machine, with",
+        "the torch threads it used and the machine's 15-minute load average when it ended: a load above",
+        "the thread count means other jobs shared the cores and the time overstates the cost.",
         "",
         "## Results",
         "",

@@ -72,11 +72,14 @@ def test_train_experiment_evaluates_and_is_not_trained_twice(tmp_path, data_dir)
     assert evaluation["num_samples"] == 5 and evaluation["log_likelihood"]["value"] < 0
     figures = {p.name for p in (out / "figures").iterdir()}
     assert {"interpolation.png", "reconstructions_over_epochs.png", "posterior_during_training.gif"} <= figures
-    checkpoint = (out / "checkpoint.pt").read_bytes()
+    checkpoint, record_text = (out / "checkpoint.pt").read_bytes(), (out / "experiment.json").read_text()
+    (out / "figures" / "interpolation.png").unlink()
     lines = []
     run_experiment(path, out, data_dir, progress=False, log=lines.append)
     assert any("finished run found, not trained again" in line for line in lines)
     assert (out / "checkpoint.pt").read_bytes() == checkpoint
+    assert (out / "experiment.json").read_text() == record_text  # the wall time of the real run is kept
+    assert (out / "figures" / "interpolation.png").exists()  # figures redrawn
     run_experiment(path, out, data_dir, overrides=["train.epochs=2"], **QUIET)  # trains on from epoch 1
     assert len(json.loads((out / "history.json").read_text())) == 2
 
