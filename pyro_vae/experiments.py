@@ -277,7 +277,7 @@ def quick_requested() -> bool:
     return any(os.environ.get(name, "0") not in ("", "0", "false") for name in ("PYRO_VAE_QUICK", "CI"))
 
 
-def notebook_run(name: str, quick: bool | None = None, data_dir=None) -> Path:
+def notebook_run(name: str, quick: bool | None = None, data_dir=None, runs_dir: str | Path | None = None) -> Path:
     """The run directory of experiment ``name`` for a notebook.
 
     Quick (``quick=True``, or by default when :func:`quick_requested`): a fresh run of the
@@ -290,7 +290,7 @@ def notebook_run(name: str, quick: bool | None = None, data_dir=None) -> Path:
     if quick:
         return run_experiment(name, Path(tempfile.mkdtemp(prefix=f"{name}_")) / name, data_dir, quick=True,
                               progress=False, log=lambda line: None)
-    out = default_experiments_dir().parent / "runs" / name
+    out = Path(runs_dir or default_experiments_dir().parent / "runs") / name
     record = out / EXPERIMENT_FILE
     if record.is_file() and not json.loads(record.read_text())["quick"]:
         return out

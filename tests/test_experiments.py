@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -107,3 +108,39 @@ def test_quick_setting_from_the_command_line(tmp_path, data_dir, capsys):
     assert metrics["train_images"] == 1000 and metrics["epochs"] == 2 == int(QUICK_OVERRIDES[2].split("=")[1])
     assert metrics["test_convention"] == "bce"
     assert not (out / "evaluation.json").exists()  # grey values: no log-likelihood to estimate
+
+
+def test_notebooks_read_a_finished_full_run_and_never_a_quick_one(tmp_path, monkeypatch):
+    from pyro_vae import experiments
+
+    calls = []
+    monkeypatch.setattr(experiments, "run_experiment", lambda *args, **kw: calls.append((args, kw)) or args[1])
+    (tmp_path / "vae_2d").mkdir()
+    (tmp_path / "vae_2d" / "experiment.json").write_text(json.dumps({"quick": False}))
+    assert experiments.notebook_run("vae_2d", quick=False, runs_dir=tmp_path) == tmp_path / "vae_2d"
+    assert calls == []
+    (tmp_path / "vae_2d" / "experiment.json").write_text(json.dumps({"quick": True}))
+    assert experiments.notebook_run("vae_2d", quick=False, runs_dir=tmp_path) == tmp_path / "vae_2d"
+    assert len(calls) == 1 and not calls[0][1].get("quick")  # the full experiment is run
+    monkeypatch.setenv("CI", "1")
+    monkeypatch.delenv("PYRO_VAE_QUICK", raising=False)
+    assert experiments.quick_requested()
+    experiments.notebook_run("vae_2d")
+    assert calls[1][1]["quick"] and calls[1][0][1] != tmp_path / "vae_2d"  # a temporary folder
+    monkeypatch.setenv("CI", "0")
+    assert not experiments.quick_requested()
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("name", ["vae_conv_2d", "latent_sweep", "beta_sweep"])
+def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
+    """The experiments no notebook runs (the notebooks run the other four under CI)."""
+    out = run_experiment(name, tmp_path / name, data_dir, quick=True, **QUIET)
+    experiment = load_experiment(name)
+    if experiment.kind == "sweep":
+        rows = json.loads((out / "sweep.json").read_text())["rows"]
+        assert [r["value"] for r in rows] == experiment.sweep["values"]
+        assert all(math.isfinite(r["test_loss"]) for r in rows)
+        assert (out / "sweep.png").exists()
+    else:
+        assert (out / "figures" / "manifold.png").exists() and (out / "figures" / "latent_scatter.png").exists()
