@@ -63,6 +63,12 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON in ``path``, or None when there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict, keep_previous: str | os.PathLike | None = None) -> None:
     """Save a dict of tensors and plain values (no custom objects) atomically.
 

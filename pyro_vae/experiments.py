@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import write_json
+from .checkpoint import read_json, write_json
 from .config import Config, ConfigError, load_config
 from .runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE
 
@@ -203,7 +203,7 @@ def run_experiment(
     elif experiment.kind == "compare":
         from .study import compare
 
-        done = _json_file(out / "comparison.json")
+        done = read_json(out / "comparison.json")
         reused = bool(done) and not overwrite and done["num_samples"] == k and done["epochs"] == (
             experiment.config(overrides).train.epochs)
         if reused:
@@ -213,7 +213,7 @@ def run_experiment(
     else:
         reused = run_sweep(experiment, out, data_dir, overrides, k, overwrite, progress, log)
     seconds = time.perf_counter() - start
-    previous = _json_file(out / EXPERIMENT_FILE)
+    previous = read_json(out / EXPERIMENT_FILE)
     if reused and previous:
         log(f"experiment {experiment.name}: every run was already finished; {out / EXPERIMENT_FILE} kept")
         return out
@@ -230,10 +230,6 @@ def run_experiment(
     write_json(out / EXPERIMENT_FILE, record)
     log(f"experiment {experiment.name} done in {seconds:.0f} s; results in {out}")
     return out
-
-
-def _json_file(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_samples: int, overwrite: bool,
