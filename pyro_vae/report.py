@@ -26,6 +26,8 @@ def _run_row(label: str, run_dir: Path) -> dict | None:
     config = load_config(run_dir / CONFIG_FILE)
     evaluation = read_json(run_dir / "evaluation.json") or {}
     ll = evaluation.get("log_likelihood")
+    if metrics["test_images"] != 10000:
+        label += f" ({metrics['test_images']:,} test images)"
     return {
         "label": label,
         "z_dim": config.model.z_dim,
@@ -134,6 +136,8 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
                      + (" (quick setting)" if record.get("quick") else ""))
         if record["command"] != experiment.command:
             lines.append(f"- run as: `{record['command']}`")
+    elif entry["rows"]:
+        lines.append("- time: trained before `pyro-vae run` recorded one (training time in the table)")
     else:
         lines.append("- not run yet")
     if entry["figures"]:

@@ -30,12 +30,12 @@ def test_the_table_holds_the_measured_numbers_beside_the_reference(finished):
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     metrics = json.loads((runs / "binarized" / "metrics.json").read_text())
     evaluation = json.loads((runs / "binarized" / "evaluation.json").read_text())
-    binarized = rows["binarized"]
+    binarized = rows["binarized (100 test images)"]
     assert f"**{metrics['test_loss']:.2f}**" in binarized and f"{metrics['test_kl']:.2f}" in binarized
     assert f"{-metrics['test_recon']:.2f}" in binarized
     assert f"{evaluation['log_likelihood']['value']:.2f} +- " in binarized and "(K = 5)" in binarized
     assert "~165 / ~3.9 / ~161" in binarized
-    grey = rows["grey (quick setting)"]
+    grey = rows["grey (300 test images) (quick setting)"]
     assert "n/a: grey values (BCE)" in grey
     assert "not run" in rows["never_run"]
     assert text.index("### 1. binarized") < text.index("### 2. grey") < text.index("### 3. never run")
