@@ -175,7 +175,7 @@ def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, d
     return {**terms, **local}, guide
 
 
-def test_codes(guide: Guide, test: ImageData, config: Config, device) -> torch.Tensor:
+def evaluation_codes(guide: Guide, test: ImageData, config: Config, device) -> torch.Tensor:
     """Posterior means E_q[z | x] of the test images (the evaluation's fixed binarization)."""
     observed = test.observed(eval_generator(config.train.seed, device))
     return posterior_means(guide, observed, config.train.eval_batch_size)
@@ -184,7 +184,7 @@ def test_codes(guide: Guide, test: ImageData, config: Config, device) -> torch.T
 def take_snapshot(vae: VAE, guide: Guide, test: ImageData, config: Config, device) -> dict:
     """What the figures over training need from one moment: reconstructions of the example
     digits (:func:`plots.example_indices`) and, for z_dim <= 3, every test posterior mean."""
-    codes = test_codes(guide, test, config, device)
+    codes = evaluation_codes(guide, test, config, device)
     with torch.no_grad():
         snapshot = {"reconstructions": vae.decode_mean(codes[plots.example_indices(test.labels)]).cpu()}
     if vae.z_dim <= 3:
@@ -197,7 +197,7 @@ def draw_run_figures(
     snapshots: dict | None = None,
 ) -> list[Path]:
     """A run's figures in ``out/figures``, from the test posterior means; prior samples on a seeded stream."""
-    codes = test_codes(test_guide, test, config, device)
+    codes = evaluation_codes(test_guide, test, config, device)
     with seeded(config.train.seed + 2, device):
         return plots.draw_figures(out / FIGURES_DIR, vae, test, codes, history, snapshots=snapshots)
 
