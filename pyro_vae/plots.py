@@ -11,6 +11,7 @@ figures over training: :mod:`pyro_vae.plots_over_training`; studies and sweeps:
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -257,3 +258,17 @@ def has_tilt(vae: VAE) -> bool:
     """Whether p(z) is a Gaussian whose principal axes differ in scale (so its grid is tilted)."""
     found = principal_axes(vae)
     return found is not None and not torch.allclose(found[2], found[2][0].expand_as(found[2]), rtol=1e-3)
+
+
+def preview_png(path: str | Path, width: int = 800, colors: int = 128) -> bytes:
+    """A figure file shrunk to at most ``width`` pixels and ``colors`` colours, as PNG bytes
+    (for notebooks: a few times smaller to store, same content)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if image.width > width:
+            image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+        buffer = io.BytesIO()
+        image.quantize(colors=colors).save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()

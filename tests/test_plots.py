@@ -100,3 +100,15 @@ def test_draw_figures_for_a_3d_model_with_snapshots(tmp_path):
                      "latent_scatter_3d.png", "latent_projections.png", "manifold_slices.png",
                      "reconstructions_over_epochs.png"}  # no posterior frames for 3-D codes
     assert len(shown) == 10 and all(p.stat().st_size > 3000 for p in written)
+
+
+def test_preview_png_is_smaller_and_at_most_the_width(tmp_path):
+    from PIL import Image
+    import io
+
+    vae, _ = _vae()
+    path = plots.plot_manifold(vae, tmp_path / "manifold.png")
+    preview = plots.preview_png(path, width=300)
+    with Image.open(io.BytesIO(preview)) as image, Image.open(path) as original:
+        assert image.width == 300 and abs(image.height / image.width - original.height / original.width) < 0.01
+    assert len(preview) < path.stat().st_size
