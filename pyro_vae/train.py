@@ -21,7 +21,7 @@ from pathlib import Path
 import pyro
 import torch
 from pyro.infer import SVI
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import plots
 from .build import build_model, check_config, resolve_device
