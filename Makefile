@@ -21,7 +21,7 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(PY) -m pyro_vae run vae_2d --data-dir $(DATA_DIR) --overwrite
 
-# Every reference experiment in turn (about 3 h on 2 CPU cores; finished runs are not redone), then the report.
+# Every reference experiment in turn (hours on 2 CPU cores: see experiments/README.md; finished runs are not redone), then the report.
 experiments: $(STAMP)
 	for name in $(EXPERIMENTS); do $(PY) -m pyro_vae run $$name --data-dir $(DATA_DIR) || exit 1; done
 	$(PY) -m pyro_vae report
