@@ -153,18 +153,15 @@ def _train_or_resume(config: Config, out: Path, data_dir, overwrite: bool, progr
 
 def _evaluate(out: Path, num_samples: int, data_dir, log) -> dict | None:
     """The test-set evaluation with K = ``num_samples`` (kept if already made with that K)."""
-    from .study import EVALUATION_FILE, evaluate_run, format_report
+    from .study import evaluate_run, finished_evaluation, format_report
 
     if num_samples <= 0:
         return None
-    path = out / EVALUATION_FILE
-    if path.exists():
-        report = json.loads(path.read_text())
-        epochs = json.loads((out / METRICS_FILE).read_text())["epochs"]
-        if report.get("num_samples") == num_samples and report.get("epochs") == epochs and report["split"] == "test":
-            return report
-    report = evaluate_run(out, num_samples, "test", data_dir)
-    log(format_report(report))
+    metrics = read_json(out / METRICS_FILE)
+    report = finished_evaluation(out, num_samples, metrics["test_images"], metrics["epochs"], gap=False)
+    if report is None:
+        report = evaluate_run(out, num_samples, "test", data_dir)
+        log(format_report(report))
     return report
 
 

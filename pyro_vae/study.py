@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import write_json
+from .checkpoint import read_json, write_json
 from .config import ConfigError
 from .data import ImageData, load_data
 from .evaluate import active_units, elbo_terms, importance_log_likelihood
@@ -59,8 +59,10 @@ def evaluate_run(
     iwae_samples: tuple[int, ...] = (1, 10, 100),
     gap: bool = False,
     limit: int = 0,
+    save: bool = True,
 ) -> dict:
-    """Evaluate a run on ``split`` and write ``evaluation.json``; see the module docstring.
+    """Evaluate a run on ``split`` and write ``evaluation.json`` (unless ``save`` is false);
+    see the module docstring.
 
     :param limit: evaluate the first ``limit`` images only (0 = all).
     """
@@ -95,7 +97,19 @@ def evaluate_run(
             report["note"] = NOT_A_DENSITY
         if gap:
             report["gap"] = amortization_gap(run, observed, num_samples, elbo_amortized=report["elbo"]["elbo"])
-    write_json(Path(run_dir) / EVALUATION_FILE, report)
+    if save:
+        write_json(Path(run_dir) / EVALUATION_FILE, report)
+    return report
+
+
+def finished_evaluation(run_dir: str | Path, num_samples: int, images: int, epochs: int, gap: bool) -> dict | None:
+    """The run's saved test evaluation if it used these settings (K, images, epochs, gap or not), else None."""
+    report = read_json(Path(run_dir) / EVALUATION_FILE)
+    if report is None:
+        return None
+    same = (report.get("split"), report.get("num_samples"), report.get("images"), report.get("epochs"))
+    if same != ("test", num_samples, images, epochs) or ("gap" in report) != gap:
+        return None
     return report
 
 
@@ -201,11 +215,15 @@ def compare(
             resume(run_dir, [f"train.epochs={config.train.epochs}"], data_dir, progress, log)
         else:
             train(config, run_dir, data_dir, progress, overwrite=overwrite, log=log)
-        report = evaluate_run(run_dir, num_samples, "test", data_dir, iwae_samples=(), gap=kind == "amortized",
-                              limit=limit)
-        train_report = evaluate_run(run_dir, 1, "train", data_dir, iwae_samples=(), limit=limit or 10000)
         run = load_run(run_dir)
         test = _split(run, "test", data_dir).subset(limit).observed(eval_generator(run.config.train.seed))
+        report = finished_evaluation(run_dir, num_samples, len(test), len(run.history), gap=kind == "amortized")
+        if report is None:
+            report = evaluate_run(run_dir, num_samples, "test", data_dir, iwae_samples=(), gap=kind == "amortized",
+                                  limit=limit)
+        else:
+            log(f"{run_dir / EVALUATION_FILE}: test evaluation with K = {num_samples} found, not redone")
+        train_report = evaluate_run(run_dir, 1, "train", data_dir, iwae_samples=(), limit=limit or 10000, save=False)
         rows[kind] = {
             "train_elbo": train_report["elbo"]["elbo"],
             "test_elbo": report["elbo"]["elbo"],
@@ -217,7 +235,6 @@ def compare(
             "test_local_fit": report.get("local_fit"),
             "gap": report.get("gap"),
         }
-        write_json(run_dir / EVALUATION_FILE, report)
     result = {"num_samples": num_samples, "test_images": report["images"], "epochs": len(run.history), **rows}
     write_json(out / "comparison.json", result)
     (out / "comparison.md").write_text(comparison_table(result))

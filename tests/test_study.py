@@ -89,3 +89,13 @@ def test_compare_amortized_and_mean_field(tmp_path, data_dir, capsys):
     assert "| amortization gap L[q*] - L[q amortized] |" in table and "K = 30" in table
     assert (tmp_path / "cmp" / "amortization_gap.png").stat().st_size > 5000
     assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["test_images"] == 60
+    evaluations = {kind: (tmp_path / "cmp" / kind / "evaluation.json").read_text() for kind in result if
+                   kind in ("amortized", "mean_field")}
+    assert all(json.loads(text)["split"] == "test" for text in evaluations.values())  # not the train report
+    lines = []
+    again = compare(config, tmp_path / "cmp", data_dir, num_samples=30, limit=60, progress=False, log=lines.append)
+    assert sum("found, not redone" in line for line in lines) == 2  # the K = 30 evaluations are reused
+    for key in ("test_elbo", "test_log_likelihood", "gap", "variational_parameters"):
+        assert again["amortized"][key] == a[key] and again["mean_field"][key] == m[key]
+    compare(config, tmp_path / "cmp", data_dir, num_samples=40, limit=60, progress=False, log=lines.append)
+    assert json.loads((tmp_path / "cmp" / "amortized" / "evaluation.json").read_text())["num_samples"] == 40
