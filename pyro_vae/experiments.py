@@ -220,10 +220,11 @@ def run_experiment(
         "quick": quick,
         "num_samples": k,
         "wall_seconds": None if reused else seconds,  # None: trained before, by another command
-        "threads": torch.get_num_threads(),
-        "load_average_15min": round(os.getloadavg()[2], 1),  # other work sharing the machine, at the end
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    if not reused:
+        record["threads"] = torch.get_num_threads()
+        record["load_average_15min"] = round(os.getloadavg()[2], 1)  # other work sharing the machine, at the end
     write_json(out / EXPERIMENT_FILE, record)
     log(f"experiment {experiment.name} done in {seconds:.0f} s; results in {out}")
     return out
