@@ -203,7 +203,7 @@ def compare(
     """
     from .config import load_config
     from .plots_study import plot_amortization_gap
-    from .runs import CHECKPOINT_FILE
+    from .runs import CHECKPOINT_FILE, METRICS_FILE
     from .train import resume, train
 
     out = Path(out)
@@ -211,7 +211,10 @@ def compare(
     for kind in ("amortized", "mean_field"):
         config = load_config(config_path, [*(overrides or []), f"guide.type={kind}"])
         run_dir = out / kind
-        if (run_dir / CHECKPOINT_FILE).exists() and not overwrite:
+        finished = read_json(run_dir / METRICS_FILE)
+        if finished and finished["epochs"] == config.train.epochs and not overwrite:
+            log(f"{run_dir}: finished run found, not trained again")
+        elif (run_dir / CHECKPOINT_FILE).exists() and not overwrite:
             resume(run_dir, [f"train.epochs={config.train.epochs}"], data_dir, progress, log)
         else:
             train(config, run_dir, data_dir, progress, overwrite=overwrite, log=log)

@@ -95,6 +95,7 @@ def test_compare_amortized_and_mean_field(tmp_path, data_dir, capsys):
     lines = []
     again = compare(config, tmp_path / "cmp", data_dir, num_samples=30, limit=60, progress=False, log=lines.append)
     assert sum("found, not redone" in line for line in lines) == 2  # the K = 30 evaluations are reused
+    assert sum("finished run found, not trained again" in line for line in lines) == 2
     for key in ("test_elbo", "test_log_likelihood", "gap", "variational_parameters"):
         assert again["amortized"][key] == a[key] and again["mean_field"][key] == m[key]
     compare(config, tmp_path / "cmp", data_dir, num_samples=40, limit=60, progress=False, log=lines.append)
