@@ -26,7 +26,7 @@ def pyro_state():
 def mnist_dir() -> Path | None:
     for candidate in (os.environ.get("PYRO_VAE_DATA"), REPO.parent / "shared" / "data"):
         if candidate and (Path(candidate) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-            return Path(candidate)
+            return Path(candidate).resolve()  # absolute: notebooks run in notebooks/
     return None
 
 
