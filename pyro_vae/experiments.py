@@ -190,10 +190,9 @@ def run_experiment(
     if k < 0 or (k == 0 and experiment.kind == "compare"):
         raise ConfigError(f"--num-samples must be >= {int(experiment.kind == 'compare')}, got {k}")
     out = Path(out) if out else Path("runs") / experiment.name
-    experiment.config(overrides)  # bad overrides fail here, before anything is written
+    config = experiment.config(overrides)  # bad overrides fail here, before anything is written
     start = time.perf_counter()
     if experiment.kind == "train":
-        config = experiment.config(overrides)
         reused = _train_or_resume(config, out, data_dir, overwrite, progress, log)
         if _proper_density(config):
             _evaluate(out, k, data_dir, log)
@@ -201,8 +200,7 @@ def run_experiment(
         from .study import compare
 
         done = read_json(out / "comparison.json")
-        reused = bool(done) and not overwrite and done["num_samples"] == k and done["epochs"] == (
-            experiment.config(overrides).train.epochs)
+        reused = bool(done) and not overwrite and done["num_samples"] == k and done["epochs"] == config.train.epochs
         if reused:
             log(f"{out}: finished comparison found (K = {k}), not run again")
         else:
@@ -245,7 +243,7 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
         run_dir = out / sub
         reused &= _train_or_resume(config, run_dir, data_dir, overwrite, progress, log)
         report = _evaluate(run_dir, num_samples, data_dir, log) if _proper_density(config) else None
-        metrics = json.loads((run_dir / METRICS_FILE).read_text())
+        metrics = read_json(run_dir / METRICS_FILE)
         ll = (report or {}).get("log_likelihood")
         rows.append({
             "value": value,
@@ -266,8 +264,6 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
 
 def quick_requested() -> bool:
     """Whether notebooks should use the quick setting: ``$PYRO_VAE_QUICK`` or ``$CI`` set (not 0)."""
-    import os
-
     return any(os.environ.get(name, "0") not in ("", "0", "false") for name in ("PYRO_VAE_QUICK", "CI"))
 
 
@@ -285,7 +281,7 @@ def notebook_run(name: str, quick: bool | None = None, data_dir=None, runs_dir: 
         return run_experiment(name, Path(tempfile.mkdtemp(prefix=f"{name}_")) / name, data_dir, quick=True,
                               progress=False, log=lambda line: None)
     out = Path(runs_dir or default_experiments_dir().parent / "runs") / name
-    record = out / EXPERIMENT_FILE
-    if record.is_file() and not json.loads(record.read_text())["quick"]:
+    record = read_json(out / EXPERIMENT_FILE)
+    if record is not None and not record["quick"]:
         return out
     return run_experiment(name, out, data_dir)

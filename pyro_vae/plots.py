@@ -178,10 +178,15 @@ def plot_tilted_manifold(vae: VAE, path: Path, n: int = 20, span: float = 3.0) -
     return save_figure(fig, path)
 
 
+def first_index(labels: torch.Tensor, label: int) -> int | None:
+    """The row of the first image labelled ``label`` (None if there is none)."""
+    found = (labels.cpu() == label).nonzero()
+    return int(found[0]) if len(found) else None
+
+
 def example_indices(labels: torch.Tensor, n: int = 10) -> torch.Tensor:
     """Rows to show: the first image of each class 0, 1, ..., then the first others, ``n`` in all."""
-    labels = labels.cpu()
-    firsts = [int((labels == c).nonzero()[0]) for c in range(n) if (labels == c).any()]
+    firsts = [i for i in (first_index(labels, c) for c in range(n)) if i is not None]
     rest = [i for i in range(len(labels)) if i not in set(firsts)][: max(0, n - len(firsts))]
     return torch.tensor((firsts + rest)[:n], dtype=torch.long)
 
@@ -191,9 +196,7 @@ def plot_interpolation(vae: VAE, x_a: torch.Tensor, x_b: torch.Tensor, z_a: torc
     """Decoder means along z_t = (1 - t) z_a + t z_b, t in [0, 1] (``steps`` points), between two images."""
     t = torch.linspace(0, 1, steps).unsqueeze(-1)
     z = (1 - t) * z_a.cpu() + t * z_b.cpu()
-    with torch.no_grad():
-        decoded = decode_grid(vae, z)
-    row = torch.cat([x_a.cpu().reshape(1, -1), decoded, x_b.cpu().reshape(1, -1)])
+    row = torch.cat([x_a.cpu().reshape(1, -1), decode_grid(vae, z), x_b.cpu().reshape(1, -1)])
     fig, ax = plt.subplots(figsize=((steps + 2) * 0.9, 1.6))
     ax.imshow(image_grid(row, 1, steps + 2), cmap="gray", vmin=0, vmax=1)
     ax.set_title(title or f"Linear interpolation in z, {steps} steps (outer images: the two test digits)",
@@ -205,13 +208,9 @@ def plot_interpolation(vae: VAE, x_a: torch.Tensor, x_b: torch.Tensor, z_a: torc
 def draw_interpolation(vae: VAE, test: ImageData, codes: torch.Tensor, path: Path,
                        digits: tuple[int, int] = (3, 8), steps: int = 10) -> Path | None:
     """Interpolate between the first test image of each of ``digits``; None if one is missing."""
-    rows = []
-    for digit in digits:
-        found = (test.labels.cpu() == digit).nonzero()
-        if len(found) == 0:
-            return None
-        rows.append(int(found[0]))
-    a, b = rows
+    a, b = (first_index(test.labels, digit) for digit in digits)
+    if a is None or b is None:
+        return None
     title = f"From a test {digits[0]} to a test {digits[1]}: decoder means along a straight line in z ({steps} steps)"
     return plot_interpolation(vae, test.images[a], test.images[b], codes[a], codes[b], path, steps, title)
 
