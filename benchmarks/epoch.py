@@ -1,29 +1,41 @@
-"""One training epoch: pyro_vae's SVI loop against hand-written PyTorch loops.
+"""pyro_vae's SVI loop against hand-written PyTorch loops, in short segments of training steps.
 
-(a) ``handwritten``: the same networks over the same in-memory tensors, loss
-    BCE + analytic KL, ``torch.optim.Adam``;
-(b) ``dataloader``: the same loop fed by ``torch.utils.data.DataLoader`` over
+Each side is a callable that runs ``steps`` training steps on the next window of
+``steps x batch`` training images (the windows cycle through the training set, so every
+side sees the same images in the same kind of shuffled order):
+
+``pyro_vae``
+    :func:`pyro_vae.train.train_epoch` (what ``Trainer.run`` calls) on the window: the
+    ``svi.step(x, idx)`` calls over ``ImageData.batches_in`` batches, with
+    :func:`pyro_vae.adam` and Pyro validation set as the config says (off by default),
+    like a training run;
+``handwritten``
+    the same networks over the same in-memory tensors, loss BCE + analytic KL,
+    ``torch.optim.Adam`` (torch's default, foreach);
+``dataloader`` (optional)
+    the hand-written loop fed by ``torch.utils.data.DataLoader`` over
     ``torchvision.datasets.MNIST`` with ``transforms.ToTensor()``, batch 128, shuffle
-    (the common tutorial set-up).
+    (the common tutorial set-up), ``steps`` batches from an iterator that restarts each epoch.
 """
 
 from __future__ import annotations
 
+import pyro
 import torch
 import torch.nn.functional as F
 from pyro.infer import SVI
-from torchvision import datasets, transforms
 
 from pyro_vae import adam, build_model, load_config, load_data
+from pyro_vae.data import ImageData
 from pyro_vae.objectives import build_objective
 from pyro_vae.train import epoch_generator, train_epoch
 
 
 def _handwritten_step(guide, vae, x, optimizer):
     h = guide.encoder(x)
-    loc, log_var = guide.loc_head(h), guide.log_var_head(h)
+    loc, log_var = guide.loc_head(h), guide.log_var_head(h)  # (B, z_dim)
     z = loc + (0.5 * log_var).exp() * torch.randn_like(loc)
-    logits = vae.decoder(z)
+    logits = vae.decoder(z)  # (B, 784)
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
     kl = -0.5 * (1 + log_var - loc.pow(2) - log_var.exp()).sum()
     loss = (recon + kl) / x.shape[0]
@@ -32,37 +44,77 @@ def _handwritten_step(guide, vae, x, optimizer):
     optimizer.step()
 
 
-def epoch_sides(net: str, data_dir, train_size: int = 0, objective: str = "trace_mean_field") -> dict:
-    """Callables that each run one epoch: ``pyro_vae``, ``handwritten`` and ``dataloader``."""
+def _windows(train: ImageData, size: int) -> list[ImageData]:
+    """Consecutive, disjoint windows of ``size`` images (views, no copies)."""
+    return [ImageData(train.images[s:s + size], train.labels[s:s + size], train.pixels)
+            for s in range(0, len(train) - size + 1, size)]
+
+
+def segment_sides(net: str, data_dir, steps: int, train_size: int = 0, objective: str = "trace_mean_field",
+                  dataloader: bool = False) -> dict:
+    """Callables that each run ``steps`` training steps: ``pyro_vae``, ``handwritten`` (and ``dataloader``).
+
+    :param net: ``mlp`` or ``conv`` (``model.net``), the reference networks of that kind.
+    :param train_size: training images (0: all 60,000); must hold ``steps x batch_size``.
+    :param objective: pyro_vae's ``train.objective``; the default's analytic KL matches the
+        hand-written loss term for term.
+    """
     config = load_config(None, [f"model.net={net}", f"data.train_size={train_size}", f"train.objective={objective}"])
     train, _ = load_data("mnist", "grayscale", data_dir, train_size, 1)
     n, batch = len(train), config.train.batch_size
+    windows = _windows(train, steps * batch)
+    if not windows:
+        raise ValueError(f"train_size {n} holds fewer images than steps x batch = {steps} x {batch}; "
+                         f"lower steps to at most {n // batch} or raise train_size")
+    picks = {"pyro_vae": 0, "handwritten": 0, "dataloader": 0}
 
+    def window(side: str) -> ImageData:
+        picks[side] += 1
+        return windows[(picks[side] - 1) % len(windows)]
+
+    pyro.clear_param_store()
+    pyro.enable_validation(config.train.validate)  # as Trainer does
     vae, guide = build_model(config, n)
     svi = SVI(vae.model, guide, adam(config.train.lr), build_objective(objective))
-    epochs = iter(range(1, 10**6))
 
-    def pyro_vae_epoch():
-        train_epoch(svi, train, batch, epoch_generator(0, next(epochs)), 0, progress=False)
+    def pyro_vae_segment():
+        train_epoch(svi, window("pyro_vae"), batch, epoch_generator(0, picks["pyro_vae"]), 0, progress=False)
 
     hand_vae, hand_guide = build_model(config, n)
     hand_opt = torch.optim.Adam([*hand_vae.parameters(), *hand_guide.parameters()], lr=config.train.lr)
     generator = torch.Generator().manual_seed(0)
 
-    def handwritten_epoch():
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, batch):
-            _handwritten_step(hand_guide, hand_vae, train.images[order[start:start + batch]], hand_opt)
+    def handwritten_segment():
+        images = window("handwritten").images
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(images), batch):
+            _handwritten_step(hand_guide, hand_vae, images[order[start:start + batch]], hand_opt)
 
-    loader_vae, loader_guide = build_model(config, n)
-    loader_opt = torch.optim.Adam([*loader_vae.parameters(), *loader_guide.parameters()], lr=config.train.lr)
+    sides = {"pyro_vae": pyro_vae_segment, "handwritten": handwritten_segment}
+    if dataloader:
+        sides["dataloader"] = _dataloader_segment(config, data_dir, n, steps)
+    return sides
+
+
+def _dataloader_segment(config, data_dir, n: int, steps: int):
+    from torchvision import datasets, transforms
+
+    vae, guide = build_model(config, n)
+    optimizer = torch.optim.Adam([*vae.parameters(), *guide.parameters()], lr=config.train.lr)
     dataset = datasets.MNIST(data_dir, train=True, transform=transforms.ToTensor())
-    if train_size:
-        dataset = torch.utils.data.Subset(dataset, range(train_size))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True)
+    if n < len(dataset):
+        dataset = torch.utils.data.Subset(dataset, range(n))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True)
 
-    def dataloader_epoch():
-        for x, _ in loader:
-            _handwritten_step(loader_guide, loader_vae, x.reshape(x.shape[0], -1), loader_opt)
+    def batches():
+        while True:
+            yield from loader
 
-    return {"pyro_vae": pyro_vae_epoch, "handwritten": handwritten_epoch, "dataloader": dataloader_epoch}
+    stream = batches()
+
+    def dataloader_segment():
+        for _ in range(steps):
+            x, _ = next(stream)
+            _handwritten_step(guide, vae, x.reshape(x.shape[0], -1), optimizer)
+
+    return dataloader_segment

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pyro
 import torch
 from torch import nn
 
@@ -30,6 +31,7 @@ def matmul_gflops(m: int = 25000, k: int = 512, n: int = 784, repeats: int = 5) 
 
 def throughput(num_samples: int, images: int = 50, z_dim: int = 50) -> dict:
     config = load_config(None, [f"model.z_dim={z_dim}", "data.pixels=threshold"])
+    pyro.enable_validation(True)  # as `pyro-vae evaluate` runs (Pyro's default)
     vae, guide = build_model(config, 1)
     x = (torch.rand(images, 784) < 0.2).float()
     data = ImageData(x, torch.zeros(images, dtype=torch.long), "threshold")

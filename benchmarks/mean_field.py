@@ -15,6 +15,7 @@ def seconds_per_step(num_data: int, steps: int = 60, batch_size: int = 128, z_di
     """Median seconds of an SVI step with a ``num_data``-row mean-field guide (MLP decoder)."""
     pyro.clear_param_store()
     config = load_config(None, ["guide.type=mean_field", f"model.z_dim={z_dim}"])
+    pyro.enable_validation(config.train.validate)  # as a training run (Trainer) sets it
     vae, guide = build_model(config, num_data)
     svi = SVI(vae.model, guide, adam(1e-3, 0.05), Trace_ELBO())
     pool = (torch.rand(1024, 784) < 0.2).float()  # pixel values do not change the cost

@@ -1,6 +1,7 @@
 """Execute every notebook here top to bottom and store it with its outputs.
 
     python notebooks/execute.py            # against runs/NAME (made first if missing)
+    python notebooks/execute.py 04         # only the notebooks whose names start with 04
     CI=1 python notebooks/execute.py       # the quick setting (nothing is stored then)
 """
 
@@ -15,8 +16,10 @@ from pyro_vae.experiments import quick_requested
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> int:
+def main(prefixes: list[str]) -> int:
     for path in sorted(HERE.glob("*.ipynb")):
+        if prefixes and not any(path.name.startswith(p) for p in prefixes):
+            continue
         notebook = nbformat.read(path, as_version=4)
         NotebookClient(notebook, timeout=None, kernel_name="python3",
                        resources={"metadata": {"path": str(HERE)}}).execute()
@@ -27,4 +30,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -9,7 +9,8 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError, load_config
 from .data import DataError, ImageData, load_data, resolve_data_dir
 from .evaluate import active_units, elbo_terms, importance_log_likelihood, kl_term, log_likelihood, posterior_means
-from .guides import AmortizedFullNormal, AmortizedNormal, Guide, MeanField, fit_local
+from .guides import AmortizedFullNormal, AmortizedNormal, Guide, MeanField
+from .local_fit import LocalFit, LocalFullNormal, fit_local, refinement_gain
 from .likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood
 from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .optim import adam
@@ -40,6 +41,8 @@ __all__ = [
     "Run",
     "StandardNormalPrior",
     "Interrupted",
+    "LocalFit",
+    "LocalFullNormal",
     "Trainer",
     "TrainingError",
     "VAE",
@@ -58,6 +61,7 @@ __all__ = [
     "load_data",
     "load_run",
     "posterior_means",
+    "refinement_gain",
     "redraw_figures",
     "resume",
     "resolve_data_dir",

@@ -26,6 +26,23 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded; one line naming the file and the reason."""
 
 
+RUN_STATE_KEYS = ("format", "epoch", "position", "num_data", "vae", "guide", "optimizer", "rng", "history",
+                  "seconds", "config")
+"""The entries of a training checkpoint (``pyro_vae.train.Trainer.state``) that resuming needs."""
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it, else set and put back."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes, keep_previous: str | os.PathLike | None = None) -> None:
     """Write ``payload`` to ``path`` via temp file + fsync + rename; the old file survives failures.
 
@@ -34,6 +51,7 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes, keep_previous: s
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run's files get open()'s usual mode
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
@@ -106,3 +124,39 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a pyro_vae state dict")
     return state
+
+
+def check_entries(state: dict, path: str | os.PathLike, keys=RUN_STATE_KEYS) -> None:
+    """Raise :class:`CheckpointError` naming the entries among ``keys`` that ``state`` lacks."""
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} lacks {', '.join(missing)}; it was not written by pyro_vae train, or it is "
+            "damaged: use an earlier copy (checkpoint.prev.pt) or retrain"
+        )
+
+
+def check_weights(module: torch.nn.Module, weights: Any, path: str | os.PathLike, entry: str) -> None:
+    """Raise :class:`CheckpointError` unless ``weights`` (the checkpoint's ``entry``) holds a tensor of
+    the right shape for every entry of ``module.state_dict()``, and nothing else."""
+    fix = "it was trained with another config: restore the run's config.toml or retrain"
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"checkpoint {path}: {entry} is a {type(weights).__name__}, not a dict of tensors; {fix}")
+    expected = module.state_dict()
+    missing = [key for key in expected if key not in weights]
+    unexpected = [key for key in weights if key not in expected]
+    if missing or unexpected:
+        found = [f"lacks {', '.join(missing[:5])}"] if missing else []
+        found += [f"has unexpected {', '.join(unexpected[:5])}"] if unexpected else []
+        raise CheckpointError(f"checkpoint {path}: {entry} {' and '.join(found)}; {fix}")
+    for key, tensor in expected.items():
+        value = weights[key]
+        if not torch.is_tensor(value):
+            raise CheckpointError(
+                f"checkpoint {path}: {entry} entry {key} is a {type(value).__name__}, not a tensor; {fix}"
+            )
+        if value.shape != tensor.shape:
+            raise CheckpointError(
+                f"checkpoint {path}: {entry} entry {key} has shape {tuple(value.shape)} but the model's is "
+                f"{tuple(tensor.shape)}; {fix}"
+            )

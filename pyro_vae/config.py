@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ class ModelConfig:
 class PriorConfig:
     type: str = "standard"  # standard | correlated | learned | mixture
     loc: list = field(default_factory=list)  # correlated prior mean; [] = zeros
-    covariance: list = field(default_factory=list)  # correlated prior; [] = default
+    covariance: list = field(default_factory=list)  # correlated prior; [] = unit variances, correlation 0.8
     components: int = 10  # mixture prior
 
 
@@ -55,8 +56,20 @@ class PriorConfig:
 class GuideConfig:
     type: str = "amortized"  # amortized | amortized_full | mean_field
     init_scale: float = 0.1  # mean_field: initial posterior standard deviation
-    local_steps: int = 300  # fit_local: SVI steps on per-datapoint parameters
-    local_lr: float = 0.05  # Adam learning rate of per-datapoint parameters (mean_field, fit_local)
+    local_lr: float = 0.05  # Adam learning rate of per-datapoint parameters (mean_field; fit_local's first)
+    # fit_local (test images of a mean-field run, q* of the amortization gap): the learning rate falls
+    # from local_lr by 3x whenever a 50-step window gains < local_tolerance nats/image, down to
+    # local_min_lr, where the next such window stops the fit; local_steps caps it.
+    local_steps: int = 5000
+    local_min_lr: float = 5e-4
+    local_tolerance: float = 0.01
+    local_particles: int = 1
+
+    def local_fit_options(self) -> dict:
+        """Keyword arguments of :func:`pyro_vae.local_fit.fit_local` from this section."""
+        return {"lr": self.local_lr, "min_lr": self.local_min_lr, "tolerance": self.local_tolerance,
+                "max_steps": self.local_steps, "num_particles": self.local_particles,
+                "init_scale": self.init_scale}
 
 
 @dataclass
@@ -114,6 +127,9 @@ _LOWER_BOUNDS = {
     ("guide", "init_scale"): (0, False),
     ("guide", "local_steps"): (1, True),
     ("guide", "local_lr"): (0, False),
+    ("guide", "local_min_lr"): (0, False),
+    ("guide", "local_tolerance"): (0, False),
+    ("guide", "local_particles"): (1, True),
     ("train", "epochs"): (1, True),
     ("train", "batch_size"): (1, True),
     ("train", "lr"): (0, False),
@@ -124,6 +140,18 @@ _LOWER_BOUNDS = {
     ("train", "free_bits"): (0, True),
     ("train", "eval_batch_size"): (1, True),
 }
+
+# (section, key) -> (highest allowed value, why)
+_UPPER_BOUNDS = {
+    ("train", "seed"): (2**32 - 1, "numpy's seeds are 32-bit"),
+}
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float (not a bool) that is finite as a float (how the parts use it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) <= sys.float_info.max  # False for nan and inf; ints compare exactly, however large
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -150,6 +178,8 @@ def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not _is_number(value):  # float() of a huge int would overflow
+            raise ConfigError(f"{where} must be a finite number, got {value!r}; for example {where}={default!r}")
         value = float(value) if ok else value
     else:
         ok = isinstance(value, type(default))
@@ -166,12 +196,27 @@ def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
         if value < low or (not inclusive and value == low):
             relation = ">=" if inclusive else ">"
             raise ConfigError(f"{where} must be {relation} {low}, got {value!r}")
+    upper = _UPPER_BOUNDS.get((section, key))
+    if upper is not None and value > upper[0]:
+        raise ConfigError(f"{where} must be <= {upper[0]} ({upper[1]}), got {value!r}; for example {where}={default!r}")
     if (section, key) == ("model", "hidden") and not (
         value and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in value)
     ):
         raise ConfigError(
             f"model.hidden must be a non-empty list of positive integers, got {value!r}; "
             "for example model.hidden=[512, 256]"
+        )
+    if (section, key) == ("prior", "loc") and not all(_is_number(x) for x in value):
+        raise ConfigError(
+            f"prior.loc must be a list of finite numbers, got {value!r}; "
+            "for example prior.loc=[0.0, 0.0], or [] for zeros"
+        )
+    if (section, key) == ("prior", "covariance") and not all(
+        isinstance(row, list) and all(_is_number(x) for x in row) for row in value
+    ):
+        raise ConfigError(
+            f"prior.covariance must be a list of rows of finite numbers, got {value!r}; "
+            "for example prior.covariance=[[1.0, 0.8], [0.8, 1.0]], or [] for the default"
         )
     if (section, key) == ("train", "snapshot_epochs") and not all(
         isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in value
@@ -210,13 +255,24 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     tree: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ConfigError(
                 f"config file '{path}' not found; pass an existing TOML file, "
                 "for example --config experiments/vae_2d.toml"
-            )
+            ) from None
+        except OSError as err:
+            raise ConfigError(
+                f"config file '{path}' cannot be read ({err.strerror or err}); pass a readable TOML file"
+            ) from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"config file '{path}' is not UTF-8 text (byte 0x{err.object[err.start]:02x} at position "
+                f"{err.start}); save it as UTF-8, as TOML requires"
+            ) from None
         try:
-            tree = tomllib.loads(path.read_text())
+            tree = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"config file '{path}' is not valid TOML: {err}") from None
         tree.pop("experiment", None)  # an experiment file's own table, read by pyro_vae.experiments

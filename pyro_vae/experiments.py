@@ -33,7 +33,8 @@ import torch
 
 from .checkpoint import read_json, write_json
 from .config import Config, ConfigError, load_config
-from .runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE
+from .runs import METRICS_FILE
+from .train import train_or_resume
 
 EXPERIMENT_FILE = "experiment.json"
 SWEEP_FILE = "sweep.json"
@@ -125,40 +126,16 @@ def _proper_density(config: Config) -> bool:
     return config.data.pixels != "grayscale" or config.model.likelihood != "bernoulli"
 
 
-def _train_or_resume(config: Config, out: Path, data_dir, overwrite: bool, progress: bool, log) -> bool:
-    """Train ``config`` into ``out``; if ``out`` already holds this config's run, finish that instead.
-
-    A finished run is not trained again; its figures are redrawn (so they follow the
-    current plotting code). Returns whether the run was found finished.
-    """
-    from .train import redraw_figures, resume, train
-
-    if (out / CHECKPOINT_FILE).exists() and not overwrite:
-        saved = load_config(out / CONFIG_FILE)
-        changed = config.differences(saved, ignore=["train.epochs"])
-        if changed:
-            raise ConfigError(
-                f"{out} holds a run with another config ({', '.join(changed)}); pass --overwrite to replace "
-                "it or --out NEW_DIR"
-            )
-        if (out / METRICS_FILE).exists() and saved.train.epochs == config.train.epochs:
-            log(f"{out}: finished run found, not trained again; redrawing its figures")
-            redraw_figures(out, data_dir)
-            return True
-        resume(out, [f"train.epochs={config.train.epochs}"], data_dir, progress, log)
-        return False
-    train(config, out, data_dir, progress, overwrite=overwrite, log=log)
-    return False
-
-
 def _evaluate(out: Path, num_samples: int, data_dir, log) -> dict | None:
     """The test-set evaluation with K = ``num_samples`` (kept if already made with that K)."""
-    from .study import evaluate_run, finished_evaluation, format_report
+    from .runs import load_run
+    from .study import evaluate_run, evaluation_settings, finished_evaluation, format_report
 
     if num_samples <= 0:
         return None
     metrics = read_json(out / METRICS_FILE)
-    report = finished_evaluation(out, num_samples, metrics["test_images"], metrics["epochs"], gap=False)
+    settings = evaluation_settings(load_run(out), "test", num_samples, metrics["test_images"], gap=False)
+    report = finished_evaluation(out, settings)
     if report is None:
         report = evaluate_run(out, num_samples, "test", data_dir)
         log(format_report(report))
@@ -193,18 +170,14 @@ def run_experiment(
     config = experiment.config(overrides)  # bad overrides fail here, before anything is written
     start = time.perf_counter()
     if experiment.kind == "train":
-        reused = _train_or_resume(config, out, data_dir, overwrite, progress, log)
+        reused = train_or_resume(config, out, data_dir, overwrite, progress, log)
         if _proper_density(config):
             _evaluate(out, k, data_dir, log)
     elif experiment.kind == "compare":
         from .study import compare
 
-        done = read_json(out / "comparison.json")
-        reused = bool(done) and not overwrite and done["num_samples"] == k and done["epochs"] == config.train.epochs
-        if reused:
-            log(f"{out}: finished comparison found (K = {k}), not run again")
-        else:
-            compare(experiment.path, out, data_dir, k, 0, list(overrides), progress, log, overwrite=overwrite)
+        result = compare(experiment.path, out, data_dir, k, 0, list(overrides), progress, log, overwrite=overwrite)
+        reused = result["reused"]
     else:
         reused = run_sweep(experiment, out, data_dir, overrides, k, overwrite, progress, log)
     seconds = time.perf_counter() - start
@@ -241,7 +214,7 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
         config = experiment.config([*overrides, f"{key}={json.dumps(value)}"])
         log(f"--- {key} = {value}")
         run_dir = out / sub
-        reused &= _train_or_resume(config, run_dir, data_dir, overwrite, progress, log)
+        reused &= train_or_resume(config, run_dir, data_dir, overwrite, progress, log)
         report = _evaluate(run_dir, num_samples, data_dir, log) if _proper_density(config) else None
         metrics = read_json(run_dir / METRICS_FILE)
         ll = (report or {}).get("log_likelihood")

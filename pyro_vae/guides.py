@@ -7,25 +7,29 @@ whose ``posterior(x, idx)`` returns q(z | x) with batch shape ``(B,)``, event ``
 
 from __future__ import annotations
 
-import contextlib
-
 import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 from pyro.distributions import constraints
 from torch.distributions import transform_to
 
 from .config import ConfigError
-from .vae import VAE, data_plate
+from .vae import data_plate
 
 
 class Guide(nn.Module):
-    """Base class: subclasses define ``posterior(x, idx) -> q(z | x)``."""
+    """Base class: subclasses define ``posterior(x, idx) -> q(z | x)``.
+
+    ``amortized``: q(z | x) is a function of x (an encoder), so new images need no fitting.
+    ``family``: the Gaussian family of q (``"diagonal"`` or ``"full"``), the family a local fit
+    q* uses when the amortization gap is measured; None for other guides.
+    """
 
     name = "guide"
+    amortized = False
+    family: str | None = None
 
     def __init__(self, num_data: int):
         super().__init__()
@@ -43,6 +47,8 @@ class Guide(nn.Module):
 
 class AmortizedNormal(Guide):
     """q(z | x) = N(loc(x), diag(exp(log_var(x)))), two linear heads on an encoder body."""
+
+    amortized, family = True, "diagonal"
 
     def __init__(self, encoder: nn.Module, z_dim: int, num_data: int):
         super().__init__(num_data)
@@ -62,6 +68,8 @@ class AmortizedFullNormal(Guide):
     ``L = tril(raw, -1) + diag(softplus(diag(raw)))``, so L is always a valid factor (softplus,
     not exp, keeps early steps from blowing the scales up).
     """
+
+    amortized, family = True, "full"
 
     def __init__(self, encoder: nn.Module, z_dim: int, num_data: int):
         super().__init__(num_data)
@@ -93,6 +101,8 @@ class MeanField(Guide):
     :param sparse: row-sparse gradients (for minibatch training); dense for full-batch fits.
     """
 
+    family = "diagonal"
+
     def __init__(
         self,
         num_data: int,
@@ -123,72 +133,6 @@ class MeanField(Guide):
         return dist.Normal(loc, scale).to_event(1)
 
 
-@contextlib.contextmanager
-def _frozen(module: nn.Module):
-    """Hold a module's parameters fixed (no gradients; Pyro then leaves them out of SVI)."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    training = module.training
-    module.train(False)
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        module.train(training)
-
-
-def _diagonal_of(q: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and marginal standard deviations of a guide's q(z|x), shapes ``(B, z_dim)``."""
-    return q.mean, q.variance.sqrt()
-
-
-def fit_local(
-    vae: VAE,
-    x: torch.Tensor,
-    init: Guide | None = None,
-    steps: int = 300,
-    lr: float = 0.05,
-    init_scale: float = 0.1,
-    num_particles: int = 1,
-    batch_size: int = 1000,
-) -> MeanField:
-    """Fit per-datapoint Gaussians q(z_n) = N(loc_n, diag scale_n^2) to new images, decoder frozen.
-
-    max over (loc_n, scale_n) of ELBO(x_n) = E_q[log p(x_n | z) + log p(z) - log q(z)] by SVI
-    (Adam, ``steps`` full-batch steps per chunk of ``batch_size`` images), with the model's
-    parameters held fixed. With ``init`` an amortized guide, each q starts at the
-    encoder's mean and marginal scales (the q* of Cremer et al. 2018); otherwise at
-    N(0, init_scale^2 I).
-
-    :returns: a :class:`MeanField` guide over the rows of ``x`` (use it with ``idx=None``).
-    """
-    locs, scales = [], []
-    for start in range(0, x.shape[0], batch_size):
-        chunk = x[start : start + batch_size]
-        if init is not None:
-            with torch.no_grad():
-                loc0, scale0 = _diagonal_of(init.posterior(chunk))
-        else:
-            loc0 = chunk.new_zeros(chunk.shape[0], vae.z_dim)
-            scale0 = torch.full_like(loc0, init_scale)
-        local = MeanField(chunk.shape[0], vae.z_dim, loc0, scale0, sparse=False)
-        local.name = "local_guide"
-        with pyro.get_param_store().scope(), _frozen(vae):
-            svi = SVI(
-                vae.model,
-                local,
-                pyro.optim.Adam({"lr": lr}),
-                Trace_ELBO(num_particles=num_particles),
-            )
-            for _ in range(steps):
-                svi.step(chunk)
-        locs.append(local.loc.detach())
-        scales.append(local.log_scale.detach().exp())
-    return MeanField(x.shape[0], vae.z_dim, torch.cat(locs), torch.cat(scales), sparse=False)
-
-
 GUIDES = ("amortized", "amortized_full", "mean_field")
 
 
@@ -207,5 +151,5 @@ def build_guide(
 
 def is_amortized(guide: Guide) -> bool:
     """Whether the guide can encode new images directly (no local fitting needed)."""
-    return not isinstance(guide, MeanField)
+    return guide.amortized
 

@@ -117,3 +117,18 @@ def build_networks(net: str, z_dim: int, hidden: Sequence[int]) -> tuple[nn.Modu
 
 
 NETS = ("mlp", "conv")
+
+
+def network_size(net: str, z_dim: int, hidden: Sequence[int]) -> tuple[int, int]:
+    """``(parameters of both networks, encoder features)`` of :func:`build_networks`, counted
+    without building them, so absurd widths can be refused before any memory is asked for."""
+    if net == "mlp":
+        encoder = list(zip([NUM_PIXELS, *hidden], hidden))
+        decoder = list(zip([z_dim, *reversed(hidden)], [*reversed(hidden), NUM_PIXELS]))
+        return sum(fan_in * fan_out + fan_out for fan_in, fan_out in encoder + decoder), hidden[-1]
+    if net == "conv":
+        with torch.device("meta"):  # shapes only, no memory
+            encoder, decoder = build_networks("conv", 1, hidden)
+        fixed = sum(p.numel() for module in (encoder, decoder) for p in module.parameters())
+        return fixed + (z_dim - 1) * 64 * 7 * 7, encoder.out_features  # the decoder's first layer grows with z
+    raise KeyError(net)

@@ -28,6 +28,7 @@ from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.infer import ELBO, JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
 from .config import ConfigError
 
@@ -67,13 +68,19 @@ class IWAE(_DirectLoss):
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         model_trace.compute_log_prob()
         guide_trace.compute_log_prob()
-        log_w, scale = 0.0, 1.0
+        log_w, scales = 0.0, set()
         for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
             for site in trace.nodes.values():
-                if site["type"] == "sample":
+                if site["type"] == "sample" and not site_is_subsample(site):
                     log_w = log_w + sign * site["unscaled_log_prob"]  # (K, B)
-                    scale = site["scale"]  # the data plate's N / B
-        return log_w, scale
+                    scales.add(float(site["scale"]))  # the data plate's N / B
+        if len(scales) != 1:
+            raise ValueError(
+                "the iwae objective needs every sample site at the data plate's scale, got scales "
+                f"{sorted(scales)}; a KL weight (train.beta, train.kl_anneal_steps) has no meaning inside "
+                "an importance weight: use objective 'trace' or 'trace_mean_field' to weight the KL"
+            )
+        return log_w, scales.pop()
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         log_w, scale = self._log_weights(model, guide, *args, **kwargs)
@@ -82,7 +89,9 @@ class IWAE(_DirectLoss):
 
 
 class FreeBitsELBO(_DirectLoss):
-    """-ELBO with free bits: ``loss = -E_q log p(x|z) + sum_j max(lambda, mean_batch KL_j)`` (x N).
+    """-ELBO with free bits: ``loss = -E_q log p(x|z) + beta_t sum_j max(lambda, mean_batch KL_j)`` (x N).
+
+    beta_t is the KL weight that :func:`kl_weighted` puts on site ``z`` (1 without it).
 
     Needs a per-dimension analytic KL: a diagonal Normal guide and prior (standard).
     """
@@ -100,10 +109,11 @@ class FreeBitsELBO(_DirectLoss):
             q, p = guide_trace.nodes["z"]["fn"], model_trace.nodes["z"]["fn"]
             kl_per_dim = kl_divergence(_base_normal(q), _base_normal(p))  # (B, z_dim)
             x_site = model_trace.nodes["x"]
+            beta = guide_trace.nodes["z"]["scale"] / x_site["scale"]  # the KL weight beta_t of kl_weighted
             recon = x_site["unscaled_log_prob"]  # (B,)
             batch = recon.shape[0]
             floored = torch.clamp(kl_per_dim.mean(0), min=self.free_bits).sum()
-            total = total + x_site["scale"] * (batch * floored - recon.sum())
+            total = total + x_site["scale"] * (beta * batch * floored - recon.sum())
         return total / self.num_particles
 
 
@@ -159,7 +169,8 @@ def kl_weighted(program, weight: KLWeight, site: str = "z"):
 OBJECTIVES = ("trace", "trace_mean_field", "jit_trace", "jit_trace_mean_field", "iwae")
 
 
-def build_objective(name: str, num_particles: int = 1, free_bits: float = 0.0, beta: float = 1.0) -> ELBO:
+def build_objective(name: str, num_particles: int = 1, free_bits: float = 0.0, beta: float = 1.0,
+                    kl_anneal_steps: int = 0) -> ELBO:
     """The objective named ``name`` (one of :data:`OBJECTIVES`) with ``num_particles`` samples (K for iwae)."""
     if name not in OBJECTIVES:
         raise ConfigError(f"unknown train.objective {name!r}; valid objectives: {', '.join(OBJECTIVES)}")
@@ -170,8 +181,12 @@ def build_objective(name: str, num_particles: int = 1, free_bits: float = 0.0, b
             )
         return FreeBitsELBO(free_bits, num_particles)
     if name == "iwae":
-        if beta != 1.0:
-            raise ConfigError("train.beta must be 1 with the iwae objective (a bound on log p(x), not a weighted ELBO)")
+        if beta != 1.0 or kl_anneal_steps:
+            raise ConfigError(
+                "train.beta must be 1 and train.kl_anneal_steps 0 with the iwae objective (a bound on log p(x), "
+                f"not a weighted ELBO), got beta = {beta}, kl_anneal_steps = {kl_anneal_steps}; use objective "
+                "'trace_mean_field' to weight or anneal the KL"
+            )
         return IWAE(num_particles)
     if name.startswith("jit_"):  # Pyro's JIT uses torch.jit.trace, deprecated (but working) in recent torch
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.*is deprecated", category=FutureWarning)

@@ -217,7 +217,7 @@ def draw_interpolation(vae: VAE, test: ImageData, codes: torch.Tensor, path: Pat
 
 def draw_figures(
     fig_dir: Path, vae: VAE, test: ImageData, codes: torch.Tensor, history: list[dict], n_show: int = 10,
-    snapshots: dict | None = None,
+    snapshots: dict | None = None, snapshot_images: ImageData | None = None,
 ) -> list[Path]:
     """Write the figures of a run; ``codes`` are the test posterior means ``(N, z_dim)``.
 
@@ -225,7 +225,8 @@ def draw_figures(
     samples, an interpolation from a test 3 to a test 8. z = 2: latent scatter, manifold
     (and the tilted manifold under a correlated prior). z = 3: 3-D scatter, pairwise
     projections, manifold slices. With ``snapshots`` (see :func:`pyro_vae.train.take_snapshot`):
-    reconstructions over training and, for z = 2, the posterior's frames and GIF.
+    reconstructions over training and, for z = 2, the posterior's frames and GIF, of
+    ``snapshot_images`` (default ``test``).
     """
     from . import plots_3d, plots_over_training
 
@@ -249,7 +250,9 @@ def draw_figures(
         written.append(plots_3d.plot_latent_projections(codes, test.labels, fig_dir / "latent_projections.png"))
         written.append(plots_3d.plot_manifold_slices(vae, fig_dir / "manifold_slices.png"))
     if snapshots:
-        written += plots_over_training.draw_training_snapshots(fig_dir, test, snapshots, shown)
+        followed = test if snapshot_images is None else snapshot_images
+        written += plots_over_training.draw_training_snapshots(fig_dir, followed, snapshots,
+                                                               example_indices(followed.labels, n_show))
     return [path for path in written if path is not None]
 
 

@@ -19,6 +19,11 @@ def _epochs(snapshots: dict) -> list[str]:
     return sorted(snapshots, key=int)
 
 
+def _split(snapshots: dict) -> str:
+    """Which images the snapshots follow: ``test``, or ``train`` for a guide without an encoder."""
+    return next(iter(snapshots.values())).get("split", "test")
+
+
 def plot_reconstructions_over_epochs(originals: torch.Tensor, snapshots: dict, path: Path) -> Path:
     """Rows: the test digits, then their reconstructions (decoder mean at E_q[z|x]) after each epoch."""
     epochs = _epochs(snapshots)
@@ -27,7 +32,7 @@ def plot_reconstructions_over_epochs(originals: torch.Tensor, snapshots: dict, p
     fig, ax = plt.subplots(figsize=(n * 0.8, len(rows) * 0.8 + 0.5))
     ax.imshow(image_grid(torch.cat(rows), len(rows), n), cmap="gray", vmin=0, vmax=1)
     ax.set_yticks([(r + 0.5) * 28 for r in range(len(rows))])
-    ax.set_yticklabels(["test"] + [f"epoch {e}" for e in epochs])
+    ax.set_yticklabels([_split(snapshots)] + [f"epoch {e}" for e in epochs])
     ax.set_xticks([])
     ax.set_title("Reconstructions over training")
     return save_figure(fig, path)
@@ -46,6 +51,8 @@ def _draw_frame(ax, codes: torch.Tensor, labels: np.ndarray, epoch: str, limits)
     ax.set_xlim(*limits)
     ax.set_ylim(*limits)
     ax.set_aspect("equal")
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
     ax.set_title("before training" if epoch == "0" else f"after epoch {epoch}", fontsize=10)
 
 
@@ -61,8 +68,12 @@ def plot_posterior_frames(snapshots: dict, labels: torch.Tensor, path: Path) -> 
         _draw_frame(ax, snapshots[epoch]["codes"], labels, epoch, limits)
     for ax in list(axes.flat)[len(epochs):]:
         ax.axis("off")
-    fig.suptitle("Test-set posterior means E_q[z|x] during training (colour: digit)")
-    fig.tight_layout()
+    colours = plt.get_cmap("tab10")
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours(d), label=str(d)) for d in range(10)]
+    fig.legend(handles=handles, title="digit", loc="center right")
+    what = "Test-set" if _split(snapshots) == "test" else "Training-image"
+    fig.suptitle(f"{what} posterior means E_q[z|x] during training")
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
     return save_figure(fig, path)
 
 

@@ -11,12 +11,21 @@ from typing import Sequence
 
 import pyro.distributions as dist
 import torch
+from pyro.distributions.kl import kl_divergence
 from torch import nn
 from torch.distributions import constraints, transform_to
 
 from .config import ConfigError
 
-DEFAULT_CORRELATION_2D = [[1.0, 0.8], [0.8, 1.0]]
+DEFAULT_CORRELATION = 0.8  # prior.covariance left empty: Sigma = (1 - rho) I + rho 1 1^T
+
+
+def equicorrelation(z_dim: int, rho: float = DEFAULT_CORRELATION) -> list[list[float]]:
+    """Sigma_ij = 1 if i = j else rho: unit variances, every pair correlated by rho (z = 2: [[1, .8], [.8, 1]]).
+
+    Positive-definite for -1 / (z_dim - 1) < rho < 1 (eigenvalues 1 - rho and 1 + (z_dim - 1) rho).
+    """
+    return [[1.0 if i == j else rho for j in range(z_dim)] for i in range(z_dim)]
 
 
 def check_covariance(covariance, z_dim: int, name: str = "prior.covariance") -> torch.Tensor:
@@ -27,7 +36,7 @@ def check_covariance(covariance, z_dim: int, name: str = "prior.covariance") -> 
     """
     try:
         sigma = torch.as_tensor(covariance, dtype=torch.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, RuntimeError):
         raise ConfigError(
             f"{name} = {covariance!r} is not a matrix of numbers; "
             "give a list of rows, for example [[1.0, 0.8], [0.8, 1.0]]"
@@ -53,6 +62,13 @@ def check_covariance(covariance, z_dim: int, name: str = "prior.covariance") -> 
             f"{name} = {covariance!r} is not positive-definite (smallest eigenvalue "
             f"{smallest:.4g}); use a symmetric matrix with positive eigenvalues, "
             "for example [[1.0, 0.8], [0.8, 1.0]]"
+        )
+    factor, info = torch.linalg.cholesky_ex(sigma.to(torch.float32))  # the precision training uses
+    if info.item() != 0 or not torch.isfinite(factor).all():
+        raise ConfigError(
+            f"{name} = {covariance!r} does not fit in float32, the precision of training (an entry or "
+            "its Cholesky factor overflows or vanishes, or it is too near singular); rescale it to "
+            "entries of moderate size, for example [[1.0, 0.8], [0.8, 1.0]]"
         )
     return sigma
 
@@ -82,7 +98,12 @@ class CorrelatedPrior(nn.Module):
         sigma = torch.as_tensor(covariance, dtype=torch.float64)
         z_dim = sigma.shape[-1] if sigma.dim() == 2 else 0
         sigma = check_covariance(covariance, z_dim)
-        loc_t = torch.zeros(z_dim) if loc is None or len(loc) == 0 else torch.as_tensor(loc, dtype=torch.float32)
+        try:
+            loc_t = torch.zeros(z_dim) if loc is None or len(loc) == 0 else torch.as_tensor(loc, dtype=torch.float32)
+        except (TypeError, ValueError, OverflowError, RuntimeError):
+            raise ConfigError(
+                f"prior.loc = {loc!r} is not a list of numbers; give {z_dim} numbers, or [] for zeros"
+            ) from None
         if loc_t.shape != (z_dim,):
             raise ConfigError(
                 f"prior.loc has {loc_t.numel()} entries but the covariance is {z_dim} x {z_dim}; "
@@ -91,6 +112,13 @@ class CorrelatedPrior(nn.Module):
         self.z_dim = z_dim
         self.register_buffer("loc", loc_t)
         self.register_buffer("scale_tril", torch.linalg.cholesky(sigma).to(torch.float32))
+        # the ELBO's KL term starts near KL(N(0, I) || p(z)): it must be finite in float32
+        kl = kl_divergence(dist.Normal(torch.zeros(z_dim), torch.ones(z_dim)).to_event(1), self())
+        if not torch.isfinite(kl):
+            raise ConfigError(
+                f"prior.loc = {loc!r} with prior.covariance = {covariance!r} lies so far from N(0, I) that "
+                f"KL(N(0, I) || p(z)) is {kl.item()} in float32; use a loc and covariance of moderate size"
+            )
 
     @property
     def covariance(self) -> torch.Tensor:
@@ -149,12 +177,7 @@ def build_prior(kind: str, z_dim: int, covariance=(), loc=(), components: int = 
         return StandardNormalPrior(z_dim)
     if kind == "correlated":
         if len(covariance) == 0:
-            if z_dim != 2:
-                raise ConfigError(
-                    f"prior.covariance is required for a correlated prior with model.z_dim = {z_dim} "
-                    "(the default [[1.0, 0.8], [0.8, 1.0]] is for z_dim = 2)"
-                )
-            covariance = DEFAULT_CORRELATION_2D
+            covariance = equicorrelation(z_dim)
         check_covariance(covariance, z_dim)
         return CorrelatedPrior(covariance, loc)
     if kind == "learned":

@@ -11,6 +11,7 @@ its last checkpoint ends bit-for-bit where an uninterrupted run ends (on the CPU
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import signal
 import sys
@@ -25,11 +26,12 @@ from tqdm import tqdm
 
 from . import plots
 from .build import build_model, check_config, resolve_device
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
+from .checkpoint import CheckpointError, check_entries, check_weights, load_checkpoint, save_checkpoint, write_json
 from .config import Config, ConfigError, from_dict, load_config
 from .data import ImageData, load_data
 from .evaluate import elbo_terms, posterior_means
-from .guides import Guide, fit_local, is_amortized
+from .guides import Guide, MeanField, is_amortized
+from .local_fit import fit_local
 from .objectives import KLWeight, build_objective, kl_weighted
 from .optim import adam
 from .runs import (
@@ -38,13 +40,14 @@ from .runs import (
     CONFIG_FILE,
     FIGURES_DIR,
     HISTORY_FILE,
+    LOCAL_FIT_FILE,
     METRICS_FILE,
     load_run,
     prepare_run_dir,
 )
 from .vae import VAE
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the optimizer state of pyro_vae.optim's per-row Adam; 1 cannot be resumed
 
 
 class TrainingError(RuntimeError):
@@ -155,8 +158,43 @@ def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, device) -> tuple[dict, Guide]:
-    """Test-set ELBO terms and the guide they used (mean-field: fitted locally, decoder frozen).
+def _fingerprint(*tensors: torch.Tensor, extra: object = None) -> str:
+    """A hash of tensors' bytes (and ``repr(extra)``): what a cached result was computed from."""
+    digest = hashlib.sha256(repr(extra).encode())
+    for t in tensors:
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def fit_test_images(vae: VAE, x: torch.Tensor, config: Config, cache: Path | None = None) -> tuple[Guide, dict]:
+    """Per-image Gaussians for new images ``x`` (a mean-field run's test set), decoder frozen.
+
+    The fit (:func:`pyro_vae.local_fit.fit_local` with the [guide] settings) runs on its own
+    seeded stream and is kept in ``cache`` with a fingerprint of the decoder's weights, the
+    images and the settings; a later call with the same three reads it back instead of refitting.
+    """
+    options = config.guide.local_fit_options()
+    key = _fingerprint(*vae.state_dict().values(), x, extra=(options, config.train.seed,
+                                                             config.train.eval_batch_size))
+    if cache is not None and cache.is_file():
+        try:
+            saved = load_checkpoint(cache, map_location=x.device)
+        except CheckpointError:
+            saved = None
+        if saved is not None and saved.get("key") == key:
+            return MeanField(x.shape[0], vae.z_dim, saved["loc"], saved["scale"], sparse=False), saved["summary"]
+    with seeded(config.train.seed + 1, x.device):
+        fit = fit_local(vae, x, batch_size=config.train.eval_batch_size, **options)
+    q = fit.guide.posterior(x)
+    summary = fit.summary()
+    if cache is not None:
+        save_checkpoint(cache, {"key": key, "loc": q.mean.detach(), "scale": q.stddev.detach(), "summary": summary})
+    return fit.guide, summary
+
+
+def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, device,
+                      cache: Path | None = None) -> tuple[dict, Guide]:
+    """Test-set ELBO terms and the guide they used (mean-field: :func:`fit_test_images`, cached in ``cache``).
 
     Runs under :func:`seeded`, so the same parameters always give the same numbers.
     """
@@ -164,13 +202,8 @@ def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, d
         observed = test.observed(eval_generator(config.train.seed, device))
         local = {}
         if not is_amortized(guide):
-            start = time.perf_counter()
-            guide = fit_local(
-                vae, observed.images, steps=config.guide.local_steps, lr=config.guide.local_lr,
-                init_scale=config.guide.init_scale, batch_size=config.train.eval_batch_size,
-            ).to(device)
-            local = {"local_fit_steps": config.guide.local_steps,
-                     "local_fit_seconds": time.perf_counter() - start}
+            guide, summary = fit_test_images(vae, observed.images, config, cache)
+            local = {"local_fit": summary}
         terms = elbo_terms(vae, guide, observed, config.train.eval_batch_size)
     return {**terms, **local}, guide
 
@@ -181,12 +214,20 @@ def evaluation_codes(guide: Guide, test: ImageData, config: Config, device) -> t
     return posterior_means(guide, observed, config.train.eval_batch_size)
 
 
-def take_snapshot(vae: VAE, guide: Guide, test: ImageData, config: Config, device) -> dict:
+def snapshot_data(guide: Guide, train: ImageData, test: ImageData) -> ImageData:
+    """The images the figures over training follow: the test set, or for a guide without an
+    encoder (mean-field) as many training images, the rows its Gaussians belong to."""
+    return test if is_amortized(guide) else train.subset(len(test))
+
+
+def take_snapshot(vae: VAE, guide: Guide, data: ImageData, config: Config, device) -> dict:
     """What the figures over training need from one moment: reconstructions of the example
-    digits (:func:`plots.example_indices`) and, for z_dim <= 3, every test posterior mean."""
-    codes = evaluation_codes(guide, test, config, device)
+    digits (:func:`plots.example_indices`) and, for z_dim <= 3, every posterior mean of ``data``
+    (see :func:`snapshot_data`; ``split`` says which)."""
+    codes = evaluation_codes(guide, data, config, device)
     with torch.no_grad():
-        snapshot = {"reconstructions": vae.decode_mean(codes[plots.example_indices(test.labels)]).cpu()}
+        snapshot = {"reconstructions": vae.decode_mean(codes[plots.example_indices(data.labels)]).cpu(),
+                    "split": "test" if is_amortized(guide) else "train"}
     if vae.z_dim <= 3:
         snapshot["codes"] = codes.cpu()
     return snapshot
@@ -194,12 +235,16 @@ def take_snapshot(vae: VAE, guide: Guide, test: ImageData, config: Config, devic
 
 def draw_run_figures(
     out: Path, vae: VAE, test_guide: Guide, test: ImageData, history: list[dict], config: Config, device,
-    snapshots: dict | None = None,
+    snapshots: dict | None = None, snapshot_images: ImageData | None = None,
 ) -> list[Path]:
-    """A run's figures in ``out/figures``, from the test posterior means; prior samples on a seeded stream."""
+    """A run's figures in ``out/figures``, from the test posterior means; prior samples on a seeded stream.
+
+    :param snapshot_images: the images the snapshots follow (:func:`snapshot_data`; default ``test``).
+    """
     codes = evaluation_codes(test_guide, test, config, device)
     with seeded(config.train.seed + 2, device):
-        return plots.draw_figures(out / FIGURES_DIR, vae, test, codes, history, snapshots=snapshots)
+        return plots.draw_figures(out / FIGURES_DIR, vae, test, codes, history, snapshots=snapshots,
+                                  snapshot_images=snapshot_images)
 
 
 class Trainer:
@@ -229,7 +274,7 @@ class Trainer:
         model, guide = self.vae.model, self.guide
         if self.kl_weight.active:
             model, guide = kl_weighted(model, self.kl_weight), kl_weighted(guide, self.kl_weight)
-        objective = build_objective(t.objective, t.num_particles, t.free_bits, t.beta)
+        objective = build_objective(t.objective, t.num_particles, t.free_bits, t.beta, t.kl_anneal_steps)
         self.svi = SVI(model, guide, self.optimizer, objective)
         self.steps_per_epoch = math.ceil(len(self.train_data) / t.batch_size)
         self.history: list[dict] = []
@@ -267,19 +312,77 @@ class Trainer:
                 f"free disk space and continue with --resume {self.out}"
             ) from None
 
-    def restore(self, state: dict) -> None:
-        path = self.out / CHECKPOINT_FILE
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"checkpoint {path} has format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    def restore(self, state: dict, path: Path | None = None) -> None:
+        """Continue from ``state`` (this run's checkpoint, read from ``path``), every entry checked first.
+
+        Raises :class:`CheckpointError` naming the entry that is missing or wrong (a tensor of
+        another shape than the model's, a config that does not parse or is another run's), when
+        the data differ, or when the checkpoint's format is not this version's.
+        """
+        path = Path(path) if path is not None else self.out / CHECKPOINT_FILE
+        check_entries(state, path)
+        if state["format"] == 1:
+            raise CheckpointError(
+                f"checkpoint {path} was written by an older pyro_vae (checkpoint format 1) whose optimizer state "
+                f"differs, so training cannot continue from it; it can still be evaluated and plotted (pyro-vae "
+                f"evaluate --run {self.out}, pyro-vae plot --run {self.out}): to train, start a new run"
+            )
+        if state["format"] != CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"checkpoint {path} has format {state['format']!r}, but this pyro_vae writes and resumes format "
+                f"{CHECKPOINT_FORMAT}; resume it with the pyro_vae that wrote it, or start a new run"
+            )
+        position = state["position"]
+        wrong = [key for key, ok in {
+            "epoch": isinstance(state["epoch"], int) and state["epoch"] >= 0,
+            "position": position is None or isinstance(position, dict)
+            and {"step", "generator", "loss_sum", "seen"} <= position.keys(),
+            "num_data": isinstance(state["num_data"], int),
+            "history": isinstance(state["history"], list),
+            "seconds": isinstance(state["seconds"], (int, float)),
+            "rng": torch.is_tensor(state["rng"]) and state["rng"].dtype == torch.uint8,
+            "snapshots": isinstance(state.get("snapshots", {}), dict),
+        }.items() if not ok]
+        if wrong:
+            found = ", ".join(f"{key} ({type(state[key]).__name__})" for key in wrong)
+            raise CheckpointError(
+                f"checkpoint {path} has a wrong {found}, not what pyro_vae train writes; use an earlier "
+                "copy (checkpoint.prev.pt) or start a new run"
+            )
         if state["num_data"] != len(self.train_data):
             raise CheckpointError(
                 f"checkpoint {path} was trained on {state['num_data']} images but the data now have "
                 f"{len(self.train_data)}; restore data.train_size or start a new run"
             )
+        try:
+            if not isinstance(state["config"], dict):
+                raise ConfigError(f"it is a {type(state['config']).__name__}, not a table")
+            saved = from_dict(state["config"])
+        except ConfigError as err:
+            raise CheckpointError(
+                f"checkpoint {path} holds a config that does not parse ({err}); use an earlier copy "
+                "(checkpoint.prev.pt) or start a new run"
+            ) from None
+        if saved.differences(self.config, ignore=["train.epochs"]):
+            raise CheckpointError(
+                f"{path} belongs to another config than {self.out / CONFIG_FILE}; "
+                "restore the run's config.toml or start a new run"
+            )
+        check_weights(self.vae, state["vae"], path, "vae")
+        check_weights(self.guide, state["guide"], path, "guide")
+        try:
+            self.optimizer.set_state(state["optimizer"])
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise CheckpointError(f"checkpoint {path}: {err}") from None
+        try:
+            torch.set_rng_state(state["rng"])
+        except RuntimeError:
+            raise CheckpointError(
+                f"checkpoint {path}: rng is not a torch RNG state; use an earlier copy (checkpoint.prev.pt) "
+                "or start a new run"
+            ) from None
         self.vae.load_state_dict(state["vae"])
         self.guide.load_state_dict(state["guide"])
-        self.optimizer.set_state(state["optimizer"])
-        torch.set_rng_state(state["rng"])
         self.epoch, self.position = state["epoch"], state["position"]
         self.history, self.seconds = list(state["history"]), state["seconds"]
         self.snapshots = dict(state.get("snapshots", {}))
@@ -288,6 +391,9 @@ class Trainer:
     def run(self) -> Path:
         """Train the remaining epochs, checkpointing after each; then metrics and figures."""
         cfg = self.config.train
+        if cfg.snapshot_epochs and not is_amortized(self.guide):
+            self.log(f"guide.type = {self.config.guide.type}: the figures over training follow the first "
+                     f"{len(self.test_data)} training images (the rows its Gaussians belong to), not the test set")
         if self.epoch == 0 and self.position is None:
             self.snapshot()
         with _StopRequest() as stop:
@@ -330,12 +436,14 @@ class Trainer:
         if self.epoch in self.config.train.snapshot_epochs and str(self.epoch) not in self.snapshots:
             self.vae.eval(), self.guide.eval()
             self.snapshots[str(self.epoch)] = take_snapshot(
-                self.vae, self.guide, self.test_data, self.config, self.device
+                self.vae, self.guide, snapshot_data(self.guide, self.train_data, self.test_data), self.config,
+                self.device,
             )
 
     def finish(self) -> Path:
         self.vae.eval(), self.guide.eval()
-        terms, test_guide = evaluate_test_set(self.vae, self.guide, self.test_data, self.config, self.device)
+        terms, test_guide = evaluate_test_set(self.vae, self.guide, self.test_data, self.config, self.device,
+                                              cache=self.out / LOCAL_FIT_FILE)
         metrics = {f"test_{k}": v for k, v in terms.items()}
         metrics.update({
             "train_loss": self.history[-1]["train_loss"],
@@ -352,7 +460,7 @@ class Trainer:
         })
         write_json(self.out / METRICS_FILE, metrics)
         draw_run_figures(self.out, self.vae, test_guide, self.test_data, self.history, self.config, self.device,
-                         self.snapshots)
+                         self.snapshots, snapshot_data(self.guide, self.train_data, self.test_data))
         self.log(
             f"test loss {metrics['test_loss']:.2f} per image (recon {-metrics['test_recon']:.2f} + "
             f"KL {metrics['test_kl']:.2f}); run written to {self.out}"
@@ -424,12 +532,7 @@ def resume(
                     "to resume from it"
                 ) from None
             raise
-        if from_dict(state["config"]).differences(saved, ignore=["train.epochs"]):
-            raise CheckpointError(
-                f"{out / CHECKPOINT_FILE} belongs to another config than {out / CONFIG_FILE}; "
-                "restore the run's config.toml or start a new run"
-            )
-        trainer.restore(state)
+        trainer.restore(state, latest)  # checks every entry (and the config) before using any
     if config.train.epochs != saved.train.epochs:
         config.save(out / CONFIG_FILE)
     done = f"epoch {trainer.epoch}" + (f", step {trainer.position['step']}" if trainer.position else "")
@@ -441,11 +544,45 @@ def redraw_figures(run_dir: str | Path, data_dir: str | Path | None = None) -> l
     """Draw a run's figures again from its directory (the test data are reloaded)."""
     run = load_run(run_dir)
     config = run.config
-    _, test_data = load_data(
+    train_data, test_data = load_data(
         config.data.dataset, config.data.pixels, data_dir, config.data.train_size, config.data.test_size
     )
-    _, test_guide = evaluate_test_set(run.vae, run.guide, test_data, config, "cpu")
-    return draw_run_figures(run.path, run.vae, test_guide, test_data, run.history, config, "cpu", run.snapshots)
+    _, test_guide = evaluate_test_set(run.vae, run.guide, test_data, config, "cpu", cache=run.path / LOCAL_FIT_FILE)
+    return draw_run_figures(run.path, run.vae, test_guide, test_data, run.history, config, "cpu", run.snapshots,
+                            snapshot_data(run.guide, train_data, test_data))
+
+
+def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: bool = False, progress: bool = True,
+                    log=print, redraw: bool = True) -> bool:
+    """Train ``config`` into ``out``, or finish or reuse the run already there: the one lifecycle of
+    ``pyro-vae run``, ``compare`` and sweeps.
+
+    A run in ``out`` is reused only if its whole resolved config equals ``config`` (finished:
+    kept, its figures redrawn when ``redraw``), resumed if only ``train.epochs`` grew, and
+    refused in one line naming the keys that differ otherwise (``overwrite`` replaces it).
+    Returns whether a finished run was reused.
+    """
+    out = Path(out)
+    if (out / CHECKPOINT_FILE).exists() and not overwrite:
+        saved = load_config(out / CONFIG_FILE)
+        changed = config.differences(saved, ignore=["train.epochs"])
+        if changed:
+            raise ConfigError(
+                f"{out} holds a run with another config ({', '.join(changed)}); pass --overwrite to replace "
+                "it or --out NEW_DIR"
+            )
+        if config.train.epochs < saved.train.epochs:
+            raise ConfigError(f"{out} holds a run of {saved.train.epochs} epochs, more than train.epochs = "
+                              f"{config.train.epochs}; pass --overwrite to replace it or --out NEW_DIR")
+        if (out / METRICS_FILE).exists() and saved.train.epochs == config.train.epochs:
+            log(f"{out}: finished run found, not trained again" + ("; redrawing its figures" if redraw else ""))
+            if redraw:
+                redraw_figures(out, data_dir)
+            return True
+        resume(out, [f"train.epochs={config.train.epochs}"], data_dir, progress, log)
+        return False
+    train(config, out, data_dir, progress, overwrite=overwrite, log=log)
+    return False
 
 
 def _epoch_line(record: dict, epochs: int) -> str:

@@ -124,3 +124,20 @@ def test_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "pyro_vae", "train", "--help"], capture_output=True,
                             text=True, timeout=120)
     assert "--set" in result.stdout and "--out" in result.stdout and "--data-dir" in result.stdout
+
+
+@pytest.mark.mnist
+def test_swapping_in_a_mean_field_guide_on_the_main_config(tmp_path, data_dir, capsys):
+    """vae_2d.toml records snapshots; a mean-field guide follows the training images it holds."""
+    out = tmp_path / "mf"
+    code = main(["train", "--config", CONFIG, "--set", "guide.type=mean_field", "--set", "data.train_size=300",
+                 "--set", "data.test_size=100", "--set", "train.epochs=1", "--set", "guide.local_steps=100",
+                 "--out", str(out), "--data-dir", str(data_dir), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert "the figures over training follow the first 100 training images" in capsys.readouterr().out
+    snapshots = load_checkpoint(out / "checkpoint.pt")["snapshots"]
+    assert set(snapshots) == {"0", "1"} and all(s["split"] == "train" for s in snapshots.values())
+    assert snapshots["1"]["codes"].shape == (100, 2)
+    for name in ("posterior_during_training.png", "reconstructions_over_epochs.png", *FIGURES):
+        assert (out / "figures" / name).stat().st_size > 1000
+    assert (out / "test_local_fit.pt").is_file()  # the test images' Gaussians, kept for plot and evaluate

@@ -72,6 +72,13 @@ def test_save_and_load_round_trip(tmp_path):
         ("train.lr=inf", r"train.lr must be a finite number, got inf"),
         ("train.epochs", r"is not of the form section.key=value"),
         ("epochs=3", r"is not of the form section.key=value"),
+        ("train.seed=4294967296", r"train.seed must be <= 4294967295 \(numpy's seeds are 32-bit\), got 4294967296"),
+        ("train.lr=" + "9" * 400, r"train.lr must be a finite number, got 9999"),
+        ('prior.loc=["a", "b"]', r"prior.loc must be a list of finite numbers, got \['a', 'b'\]"),
+        ("prior.loc=[nan, 0]", r"prior.loc must be a list of finite numbers, got \[nan, 0\]"),
+        ("prior.loc=[true, 0]", r"prior.loc must be a list of finite numbers"),
+        ("prior.covariance=[[1, inf], [inf, 1]]", r"prior.covariance must be a list of rows of finite numbers"),
+        ("prior.covariance=[1, 2]", r"prior.covariance must be a list of rows of finite numbers, got \[1, 2\]"),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(override, message):
@@ -91,6 +98,16 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("[train\nepochs = 1")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(bad)
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes("[data]\ndataset = 'mnist'  # na\u00efve\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.toml' is not UTF-8 text \(byte 0xef at position 30\); save it"):
+        load_config(latin1)
+    with pytest.raises(ConfigError, match="not found; pass an existing TOML file"):
+        load_config(tmp_path)  # a folder
+
+
+def test_the_largest_seed_is_accepted():
+    assert load_config(None, ["train.seed=4294967295"]).train.seed == 2**32 - 1
 
 
 @pytest.mark.parametrize(

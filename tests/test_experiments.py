@@ -144,3 +144,18 @@ def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
         assert (out / "sweep.png").exists()
     else:
         assert (out / "figures" / "manifold.png").exists() and (out / "figures" / "latent_scatter.png").exists()
+
+
+def test_every_shipped_config_takes_every_prior_and_guide_in_one_set():
+    """`--set prior.type=P --set guide.type=G` on any experiment file gives a config that builds."""
+    from pyro_vae.build import check_config
+    from pyro_vae.config import load_config
+    from pyro_vae.guides import GUIDES
+    from pyro_vae.priors import PRIORS
+
+    files = sorted((REPO / "experiments").glob("*.toml"))
+    assert len(files) >= 10
+    for path in files:
+        for prior in PRIORS:
+            for guide in GUIDES:
+                check_config(load_config(path, [f"prior.type={prior}", f"guide.type={guide}"]))

@@ -1,10 +1,9 @@
-import pyro
 import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
 from pyro_vae.build import build_model
-from pyro_vae.guides import GUIDES, AmortizedFullNormal, MeanField, fit_local
+from pyro_vae.guides import GUIDES, AmortizedFullNormal, MeanField
 from pyro_vae.optim import adam
 
 from .helpers import tiny_config
@@ -58,8 +57,6 @@ def test_mean_field_step_touches_only_the_minibatch_rows(tiny_data):
             assert (table_old[touched] != table_new[touched]).all()
     # rows seen only in the first step did not drift in the second (no momentum sweep)
     assert torch.equal(middle[0][3], after[0][3])
-    assert {type(opt).__name__ for opt in optimizer.optim_objs.values()} == {"SparseAdam"}
-    assert type(optimizer._dense).__name__ == "Adam" and optimizer._dense.defaults["fused"]
 
 
 def test_mean_field_needs_indices_for_a_subset():
@@ -69,40 +66,14 @@ def test_mean_field_needs_indices_for_a_subset():
     assert guide.posterior(torch.rand(10, 784)).batch_shape == (10,)
 
 
-def _elbo(vae, guide, x, particles=400):
-    pyro.set_rng_seed(7)
-    return -Trace_ELBO(num_particles=particles).loss(vae.model, guide, x) / x.shape[0]
-
-
-def test_fit_local_raises_the_elbo_and_leaves_the_model_alone(tiny_data):
-    vae, guide = _parts()
-    x = tiny_data.images[:8]
-    weights = {k: v.clone() for k, v in vae.state_dict().items()}
-    pyro.get_param_store().get_param("sentinel", torch.ones(1))
-    start = fit_local(vae, x, init=guide, steps=0)
-    fitted = fit_local(vae, x, init=guide, steps=200, lr=0.05)
-    assert list(pyro.get_param_store().keys()) == ["sentinel"]  # the global store is untouched
-    assert _elbo(vae, fitted, x) > _elbo(vae, start, x) + 1.0
-    assert all(torch.equal(weights[k], v) for k, v in vae.state_dict().items())
-    assert all(p.requires_grad for p in vae.parameters())
-
-
-def test_fit_local_starts_at_the_encoder(tiny_data):
-    vae, guide = _parts()
-    x = tiny_data.images[:5]
-    start = fit_local(vae, x, init=guide, steps=0)
-    q = guide.posterior(x)
-    assert torch.allclose(start.loc, q.mean) and torch.allclose(start.log_scale.exp(), q.stddev)
-    cold = fit_local(vae, x, steps=0, init_scale=0.3)
-    assert torch.equal(cold.loc, torch.zeros(5, 2))
-    assert torch.allclose(cold.log_scale.exp(), torch.full((5, 2), 0.3))
-
-
 def test_per_datapoint_rows_use_their_own_learning_rate(tiny_data):
     vae, guide = _parts(guide={"type": "mean_field"})
     optimizer = adam(1e-4, local_lr=0.3)
     svi = SVI(vae.model, guide, optimizer, Trace_ELBO())
     idx = torch.tensor([1, 2])
+    rows, weights = guide.loc.detach()[idx].clone(), [p.detach().clone() for p in vae.parameters()]
     svi.step(tiny_data.pixels_at(idx), idx)
-    assert [opt.param_groups[0]["lr"] for opt in optimizer.optim_objs.values()] == [0.3, 0.3]  # loc, log_scale
-    assert optimizer._dense.param_groups[0]["lr"] == 1e-4
+    # Adam's first step moves every coordinate by about lr (|m / sqrt(v)| = 1 at t = 1)
+    assert torch.allclose((guide.loc.detach()[idx] - rows).abs(), torch.tensor(0.3), rtol=1e-3)
+    moved = torch.cat([(p.detach() - w).abs().flatten() for p, w in zip(vae.parameters(), weights)])
+    assert moved.max() <= 1e-4 * 1.001 and moved.max() > 0.9e-4

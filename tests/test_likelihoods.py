@@ -35,3 +35,18 @@ def test_continuous_bernoulli_is_normalised_on_the_unit_interval():
     integral = torch.trapezoid(density, grid, dim=0)
     assert torch.allclose(integral, torch.ones(3), atol=2e-3)
     assert likelihood.mean(logits).shape == (3, 1)
+
+
+def test_fused_bernoulli_log_density_equals_the_distribution():
+    import torch
+
+    from pyro_vae.likelihoods import BernoulliLikelihood, log_density
+
+    logits = torch.randn(5, 3, 784) * 4  # (K, B, D)
+    x = (torch.rand(3, 784) < 0.3).float()
+    likelihood = BernoulliLikelihood()
+    expected = likelihood(logits).log_prob(x)
+    assert torch.allclose(log_density(likelihood, logits, x), expected, rtol=1e-5, atol=1e-3)
+    grey = BernoulliLikelihood(grey_values=True)  # -BCE on grey values: no fused path
+    values = torch.rand(3, 784)
+    assert torch.allclose(log_density(grey, logits, values), grey(logits).log_prob(values))

@@ -156,6 +156,37 @@ def test_free_bits_and_objective_combinations_are_checked():
     with pytest.raises(ConfigError, match="train.free_bits needs a per-dimension KL"):
         check_config(load_config(None, ["train.free_bits=0.5", "train.objective=trace_mean_field",
                                         "prior.type=correlated"]))
-    with pytest.raises(ConfigError, match="train.beta must be 1 with the iwae objective"):
+    with pytest.raises(ConfigError, match="train.beta must be 1 and train.kl_anneal_steps 0 with the iwae objective"):
         check_config(load_config(None, ["train.objective=iwae", "train.beta=2"]))
     check_config(load_config(None, ["train.free_bits=0.5", "train.objective=trace_mean_field"]))
+
+
+def test_free_bits_follow_the_kl_weight(tiny_data):
+    """beta_t multiplies the floored KL: -recon + beta_t sum_j max(lambda, KL_j), annealing included."""
+    vae, guide = build_model(tiny_config(model={"z_dim": 3}), len(tiny_data))
+    idx = torch.arange(16)
+    x = tiny_data.pixels_at(idx)
+    with torch.no_grad():
+        pyro.set_rng_seed(2)
+        z = guide.posterior(x).rsample()
+        recon = vae.likelihood(vae.decoder(z)).log_prob(x).sum().item()
+    scale = len(tiny_data) / 16
+    for beta, anneal, step in ((1.0, 0, 1), (4.0, 0, 1), (4.0, 10, 5)):
+        weight = KLWeight(beta, anneal)
+        weight.set_step(step)
+        pyro.set_rng_seed(2)
+        loss = FreeBitsELBO(free_bits=50.0).loss(kl_weighted(vae.model, weight), kl_weighted(guide, weight), x, idx)
+        assert loss == pytest.approx(scale * (weight.value * 16 * 50.0 * 3 - recon), rel=1e-5)
+
+
+def test_iwae_refuses_a_kl_weight(tiny_data):
+    """A KL weight inside IWAE used to scale the whole bound by beta_t; now it is refused."""
+    from pyro_vae.config import load_config
+
+    vae, guide = build_model(tiny_config(), len(tiny_data))
+    idx = torch.arange(16)
+    weight = KLWeight(1.0, anneal_steps=10)  # beta_t = 0.1 at step 1
+    with pytest.raises(ValueError, match="iwae objective needs every sample site at the data plate's scale"):
+        IWAE(3).loss(kl_weighted(vae.model, weight), kl_weighted(guide, weight), tiny_data.pixels_at(idx), idx)
+    with pytest.raises(ConfigError, match="train.kl_anneal_steps 0 with the iwae objective"):
+        check_config(load_config(None, ["train.objective=iwae", "train.kl_anneal_steps=100"]))

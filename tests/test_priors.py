@@ -36,6 +36,17 @@ def test_correlated_prior_with_a_loc():
     assert torch.equal(prior().mean, torch.tensor([1.0, -1.0, 0.0]))
     with pytest.raises(ConfigError, match="prior.loc has 2 entries but the covariance is 3 x 3"):
         CorrelatedPrior(torch.eye(3).tolist(), loc=[0.0, 1.0])
+    with pytest.raises(ConfigError, match=r"prior.loc = \['a', 'b'\] is not a list of numbers"):
+        CorrelatedPrior(torch.eye(2).tolist(), loc=["a", "b"])
+
+
+@pytest.mark.parametrize("loc", [[1e20, 0.0], [1e39, 0.0]])
+def test_a_loc_too_far_for_float32_is_refused(loc):
+    """Finite in float64, but the ELBO's KL term would start at inf (or nan) in float32."""
+    too_far = r"prior.loc = .* lies so far from N\(0, I\) that KL\(N\(0, I\) \|\| p\(z\)\) is (inf|nan) in float32"
+    with pytest.raises(ConfigError, match=too_far):
+        CorrelatedPrior(torch.eye(2).tolist(), loc=loc)
+    assert torch.isfinite(CorrelatedPrior(torch.eye(2).tolist(), loc=[1e5, 0.0])().log_prob(torch.zeros(2)))
 
 
 @pytest.mark.parametrize(
@@ -49,6 +60,10 @@ def test_correlated_prior_with_a_loc():
         ([[1.0, "a"], ["a", 1.0]], r"is not a matrix of numbers"),
         ([1.0, 2.0], r"is not square"),
         ([[float("nan"), 0.0], [0.0, 1.0]], r"non-finite"),
+        ([[10**400, 0], [0, 1]], r"is not a matrix of numbers"),
+        ([[1e80, 0.0], [0.0, 1.0]], r"does not fit in float32"),  # positive-definite in float64 only
+        ([[1e-80, 0.0], [0.0, 1.0]], r"does not fit in float32"),
+        ([[1.0, 1 - 1e-12], [1 - 1e-12, 1.0]], r"does not fit in float32.*too near singular"),
     ],
 )
 def test_bad_covariances_name_the_matrix_and_the_reason(covariance, message):
@@ -56,9 +71,14 @@ def test_bad_covariances_name_the_matrix_and_the_reason(covariance, message):
         check_covariance(covariance, 2)
 
 
-def test_correlated_prior_needs_a_covariance_beyond_2d():
-    with pytest.raises(ConfigError, match="prior.covariance is required .*z_dim = 3"):
-        build_prior("correlated", 3)
+@pytest.mark.parametrize("z_dim", [2, 3, 50])
+def test_correlated_prior_defaults_to_equicorrelation_in_any_dimension(z_dim):
+    """An empty prior.covariance means unit variances and correlation 0.8 between every pair."""
+    sigma = build_prior("correlated", z_dim).covariance
+    expected = torch.full((z_dim, z_dim), 0.8) + 0.2 * torch.eye(z_dim)
+    assert torch.allclose(sigma, expected, atol=1e-5)
+    if z_dim == 2:
+        assert torch.allclose(sigma, torch.tensor([[1.0, 0.8], [0.8, 1.0]]))
 
 
 def test_learned_prior_keeps_a_valid_cholesky_factor():

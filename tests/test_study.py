@@ -19,7 +19,6 @@ def _run(tmp_path, data_dir, name, **sections):
     config.data.train_size, config.data.test_size = 2000, 200
     config.model.hidden = [128]
     config.train.epochs, config.train.batch_size, config.train.lr = 2, 64, 3e-3
-    config.guide.local_steps = 50
     return train(config, tmp_path / name, data_dir, **QUIET)
 
 
@@ -36,10 +35,11 @@ def test_evaluation_report(amortized_run, data_dir):
     assert ll > iwae["10"] > iwae["1"] and report["log_likelihood"]["stderr"] > 0
     assert abs(iwae["1"] - elbo) < 1.0  # L_1 is the ELBO (other draws)
     gap = report["gap"]
-    assert gap["amortization_gap"] > 0  # q* fitted from the encoder beats the encoder
-    assert gap["approximation_gap"] > -0.5  # log p(x) >= L[q*], up to Monte-Carlo noise
-    assert gap["elbo_optimal"] == pytest.approx(gap["elbo_amortized"] + gap["amortization_gap"])
-    assert 0 <= report["active_units"] <= 2
+    assert gap["amortization_gap"] > 3 * gap["amortization_gap_stderr"]  # q* beats the encoder it starts from
+    assert gap["approximation_gap"] > -3 * gap["approximation_gap_stderr"]  # log p(x) >= L[q*] within noise
+    assert gap["local_fit"]["stopped_on_tolerance"] == 1 and gap["local_fit"]["stopped_on_cap"] == 0
+    assert abs(gap["convergence"]["gain"]) < 0.1  # the stopping rule left little to gain
+    assert report["log_likelihood"]["proposal"].startswith("defensive mixture")
 
 
 def test_grey_values_get_no_log_likelihood(tmp_path, data_dir):
@@ -53,7 +53,7 @@ def test_grey_values_get_no_log_likelihood(tmp_path, data_dir):
 def test_mean_field_run_is_fitted_on_the_test_set(tmp_path, data_dir):
     run = _run(tmp_path, data_dir, "mf", guide={"type": "mean_field"})
     report = evaluate_run(run, num_samples=50, data_dir=data_dir)
-    assert report["local_fit"]["steps"] == 50 and report["log_likelihood"]["value"] < 0
+    assert report["local_fit"]["stopped_on_tolerance"] == 1 and report["log_likelihood"]["value"] < 0
     train_report = evaluate_run(run, num_samples=20, split="train", data_dir=data_dir, limit=100)
     assert "local_fit" not in train_report and train_report["images"] == 100  # its own rows
     with pytest.raises(ConfigError, match="needs an amortized guide"):
@@ -82,9 +82,10 @@ def test_compare_amortized_and_mean_field(tmp_path, data_dir, capsys):
                      log=lambda line: None)
     a, m = result["amortized"], result["mean_field"]
     assert a["variational_parameters"] > m["variational_parameters"] == 2 * 1500 * 3
-    assert m["test_local_fit"]["steps"] == 20 and a["test_local_fit"] is None
+    assert m["test_local_fit"]["steps_max"] <= 20 and a["test_local_fit"] is None
+    assert m["local_fit_steps_for_one_image"] > 0  # a real fit, gradients on
     assert a["seconds_to_infer_one_image"] < m["seconds_to_infer_one_image"]
-    assert a["gap"]["amortization_gap"] == pytest.approx(a["gap"]["elbo_optimal"] - a["test_elbo"])
+    assert a["gap"]["elbo_amortized"] == pytest.approx(a["test_elbo"], abs=2.0)  # 100 samples vs 1, same q
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| amortization gap L[q*] - L[q amortized] |" in table and "K = 30" in table
     assert (tmp_path / "cmp" / "amortization_gap.png").stat().st_size > 5000
@@ -98,5 +99,65 @@ def test_compare_amortized_and_mean_field(tmp_path, data_dir, capsys):
     assert sum("finished run found, not trained again" in line for line in lines) == 2
     for key in ("test_elbo", "test_log_likelihood", "gap", "variational_parameters"):
         assert again["amortized"][key] == a[key] and again["mean_field"][key] == m[key]
+    with pytest.raises(ConfigError, match=r"holds a run with another config \(train.lr\)"):
+        compare(config, tmp_path / "cmp", data_dir, num_samples=30, limit=60, overrides=["train.lr=0.01"],
+                progress=False, log=lines.append)  # a changed config is never silently reused
     compare(config, tmp_path / "cmp", data_dir, num_samples=40, limit=60, progress=False, log=lines.append)
     assert json.loads((tmp_path / "cmp" / "amortized" / "evaluation.json").read_text())["num_samples"] == 40
+
+
+# --- the decomposition on a linear-Gaussian model, where every term is known -------------------
+def test_gap_decomposition_matches_the_exact_values():
+    """Orthogonal decoder columns: the exact posterior is a diagonal Gaussian, so L[q*] = log p(x)
+    (approximation gap 0) and the amortization gap is E_n[log p(x_n) - L[q](x_n)] in closed form."""
+    import pyro.distributions as dist
+    import torch
+
+    from pyro_vae.config import Config
+    from pyro_vae.data import ImageData
+    from pyro_vae.guides import Guide
+    from pyro_vae.runs import Run
+    from pyro_vae.study import amortization_gap
+
+    from .test_local_fit import exact_elbo, linear_gaussian
+
+    vae, W, b, s, x, exact = linear_gaussian(n=60)
+
+    class OffEncoder(Guide):  # a linear encoder that is a little off: the amortization gap
+        amortized, family = True, "diagonal"
+
+        def posterior(self, x, idx=None):
+            loc = 0.8 * (x - b) @ W / (1 + (W**2).sum(0))
+            return dist.Normal(loc, torch.full_like(loc, 0.3)).to_event(1)
+
+    guide = OffEncoder(60)
+    config = Config()
+    config.train.eval_batch_size = 60
+    run = Run(path=None, config=config, vae=vae, guide=guide)
+    gap = amortization_gap(run, ImageData(x, torch.zeros(60, dtype=torch.long)), num_samples=2000, elbo_samples=2000,
+                           check_images=10)
+    q = guide.posterior(x)
+    elbo_q = exact_elbo(W, b, s, x, q.mean, torch.diag_embed(q.variance)).mean().item()
+    assert gap["log_likelihood"]["value"] == pytest.approx(exact.mean().item(), abs=0.02)
+    assert gap["elbo_optimal"] == pytest.approx(exact.mean().item(), abs=0.02)
+    assert abs(gap["approximation_gap"]) < 0.02
+    assert gap["amortization_gap"] == pytest.approx(exact.mean().item() - elbo_q, abs=0.05)
+    assert gap["amortization_gap"] > 0.5  # the test means something: the encoder is visibly off
+
+
+def test_a_guide_without_a_local_family_is_refused():
+    from pyro_vae.config import Config
+    from pyro_vae.guides import Guide
+    from pyro_vae.runs import Run
+    from pyro_vae.study import amortization_gap
+
+    from .test_local_fit import linear_gaussian
+
+    vae, *_ = linear_gaussian(n=4)
+
+    class Flow(Guide):
+        amortized = True
+
+    run = Run(path=None, config=Config(), vae=vae, guide=Flow(4))
+    with pytest.raises(ConfigError, match="needs q\\* in the guide's family"):
+        amortization_gap(run, None)
