@@ -131,8 +131,6 @@ class DefensiveMixture(Guide):
     the guides, whichever that is for a given image (Hesterberg 1995; Owen & Zhou 2000).
     """
 
-    amortized = True  # it asks each guide for the rows it is given
-
     def __init__(self, guides: list[Guide]):
         super().__init__(guides[0].num_data)
         self.guides = list(guides)  # not a ModuleList: the mixture owns no parameters

@@ -22,13 +22,14 @@ from .vae import data_plate
 class Guide(nn.Module):
     """Base class: subclasses define ``posterior(x, idx) -> q(z | x)``.
 
-    ``amortized``: q(z | x) is a function of x (an encoder), so new images need no fitting.
+    ``amortized``: q(z | x) is a function of x (an encoder), so new images need no fitting;
+    guides with free parameters per data point (mean-field) set it to False.
     ``family``: the Gaussian family of q (``"diagonal"`` or ``"full"``), the family a local fit
     q* uses when the amortization gap is measured; None for other guides.
     """
 
     name = "guide"
-    amortized = False
+    amortized = True
     family: str | None = None
 
     def __init__(self, num_data: int):
@@ -48,7 +49,7 @@ class Guide(nn.Module):
 class AmortizedNormal(Guide):
     """q(z | x) = N(loc(x), diag(exp(log_var(x)))), two linear heads on an encoder body."""
 
-    amortized, family = True, "diagonal"
+    family = "diagonal"
 
     def __init__(self, encoder: nn.Module, z_dim: int, num_data: int):
         super().__init__(num_data)
@@ -69,7 +70,7 @@ class AmortizedFullNormal(Guide):
     not exp, keeps early steps from blowing the scales up).
     """
 
-    amortized, family = True, "full"
+    family = "full"
 
     def __init__(self, encoder: nn.Module, z_dim: int, num_data: int):
         super().__init__(num_data)
@@ -101,7 +102,7 @@ class MeanField(Guide):
     :param sparse: row-sparse gradients (for minibatch training); dense for full-batch fits.
     """
 
-    family = "diagonal"
+    amortized, family = False, "diagonal"
 
     def __init__(
         self,

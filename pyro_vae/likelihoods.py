@@ -45,9 +45,12 @@ def log_density(likelihood: nn.Module, logits: torch.Tensor, x: torch.Tensor) ->
 
     Binary pixels under a Bernoulli take one fused pass,
     ``sum_d log sigmoid((2 x_d - 1) logits_d)`` (= x log sigmoid(l) + (1 - x) log sigmoid(-l) for x in {0, 1}),
-    without the distribution's argument checks; anything else is ``likelihood(logits).log_prob(x)``.
+    (pixels other than 0 and 1 raise ``ValueError``); anything else is ``likelihood(logits).log_prob(x)``.
     """
     if isinstance(likelihood, BernoulliLikelihood) and not likelihood.grey_values:
+        if not ((x == 0) | (x == 1)).all():
+            raise ValueError("a Bernoulli likelihood over binary pixels got values other than 0 and 1; binarize "
+                             "the images (data.pixels = 'dynamic' or 'threshold') or use grey values' -BCE")
         return F.logsigmoid((2 * x - 1) * logits).sum(-1)
     return likelihood(logits).log_prob(x)
 

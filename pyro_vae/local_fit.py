@@ -44,7 +44,7 @@ class LocalFullNormal(Guide):
     :param init_scale_tril: ``(N, z_dim, z_dim)`` initial Cholesky factors.
     """
 
-    family = "full"
+    amortized, family = False, "full"
 
     def __init__(self, init_loc: torch.Tensor, init_scale_tril: torch.Tensor):
         super().__init__(init_loc.shape[0])
@@ -223,6 +223,8 @@ def fit_local(
 
 class _RowSlice(Guide):
     """Rows ``start .. start + n`` of a local guide, seen as a guide over n points."""
+
+    amortized = False
 
     def __init__(self, guide: Guide, start: int, n: int):
         super().__init__(n)

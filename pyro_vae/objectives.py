@@ -188,6 +188,11 @@ def build_objective(name: str, num_particles: int = 1, free_bits: float = 0.0, b
                 "'trace_mean_field' to weight or anneal the KL"
             )
         return IWAE(num_particles)
+    if name.startswith("jit_") and kl_anneal_steps:
+        raise ConfigError(
+            f"train.kl_anneal_steps = {kl_anneal_steps} cannot work with train.objective = {name!r}: the compiled "
+            "trace keeps the KL weight of its first step; use 'trace' or 'trace_mean_field' to anneal the KL"
+        )
     if name.startswith("jit_"):  # Pyro's JIT uses torch.jit.trace, deprecated (but working) in recent torch
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.*is deprecated", category=FutureWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)

@@ -137,13 +137,18 @@ def _check_gap(run: Run) -> None:
         raise ConfigError(f"the amortization gap needs q* in the guide's family: {err}") from None
 
 
+CONVERGED_GAIN = 0.1  # nats/image a further optimisation of q* may still gain for q* to count as converged
+
+
 def amortization_gap(run: Run, data: ImageData, num_samples: int = 5000, elbo_samples: int = 100,
-                     check_images: int = 100) -> dict:
+                     check_images: int = 100, log=print) -> dict:
     """Cremer et al. (2018) decomposition of log p(x) - L[q_amortized] on ``data`` (nats per image).
 
     L[q] and L[q*] are estimated with ``elbo_samples`` samples per image (analytic KL where
     registered); log p(x) with K = ``num_samples`` from the defensive mixture (q + q*) / 2;
-    ``convergence`` is :func:`refinement_gain` on the first ``check_images`` images.
+    ``convergence`` is :func:`refinement_gain` on the first ``check_images`` images, with
+    ``converged`` true when that gain plus two standard errors is at most :data:`CONVERGED_GAIN`
+    (a one-line warning is logged otherwise).
     """
     _check_gap(run)
     x = data.images
@@ -154,6 +159,12 @@ def amortization_gap(run: Run, data: ImageData, num_samples: int = 5000, elbo_sa
     ll = importance_log_likelihood(run.vae, DefensiveMixture([run.guide, fit.guide]), data, num_samples)
     ll_seconds = time.perf_counter() - start
     convergence = refinement_gain(run.vae, x[:check_images], fit) if check_images else None
+    if convergence:
+        convergence["converged"] = is_converged(convergence)
+        if not convergence["converged"]:
+            log(f"warning: q* is not converged: a further optimisation gains {convergence['gain']:.3f} +- "
+                f"{convergence['gain_stderr']:.3f} nats/image (> {CONVERGED_GAIN}); lower guide.local_tolerance "
+                "or guide.local_min_lr, or raise guide.local_particles or guide.local_steps")
     per_amortized, per_optimal = amortized["per_datapoint"], optimal["per_datapoint"]
     return {
         "family": guide_family(run.guide),
@@ -170,6 +181,11 @@ def amortization_gap(run: Run, data: ImageData, num_samples: int = 5000, elbo_sa
                                            if k != "init_scale"}},
         "convergence": convergence,
     }
+
+
+def is_converged(check: dict) -> bool:
+    """Whether a :func:`refinement_gain` result says q* is converged: gain + 2 stderr <= CONVERGED_GAIN."""
+    return check["gain"] + 2 * check["gain_stderr"] <= CONVERGED_GAIN
 
 
 def _stderr(values: torch.Tensor) -> float:
@@ -205,7 +221,8 @@ def format_report(report: dict) -> str:
         if g["convergence"]:
             c = g["convergence"]
             rows.append(("q* convergence check", f"a further {c['steps']} steps ({c['num_particles']} samples each) "
-                         f"gain {c['gain']:.3f} +- {c['gain_stderr']:.3f} nats on {c['images']} images"))
+                         f"gain {c['gain']:.3f} +- {c['gain_stderr']:.3f} nats on {c['images']} images: "
+                         + ("converged" if is_converged(c) else "NOT converged")))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -342,5 +359,6 @@ def comparison_table(result: dict) -> str:
         if c:
             lines.append(f"| q* convergence check: a further {c['steps']} steps ({c['num_particles']} samples each, "
                          f"lr {c['lr'][0]:g} -> {c['lr'][1]:g}) on the first {c['images']} images gain | "
-                         f"{c['gain']:.3f} +- {c['gain_stderr']:.3f} |")
+                         f"{c['gain']:.3f} +- {c['gain_stderr']:.3f} "
+                         f"({'converged' if is_converged(c) else 'NOT converged'}: <= {CONVERGED_GAIN}) |")
     return "\n".join(lines) + "\n"

@@ -47,6 +47,8 @@ def test_fused_bernoulli_log_density_equals_the_distribution():
     likelihood = BernoulliLikelihood()
     expected = likelihood(logits).log_prob(x)
     assert torch.allclose(log_density(likelihood, logits, x), expected, rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="got values other than 0 and 1"):
+        log_density(likelihood, logits, torch.full((3, 784), 0.5))
     grey = BernoulliLikelihood(grey_values=True)  # -BCE on grey values: no fused path
     values = torch.rand(3, 784)
     assert torch.allclose(log_density(grey, logits, values), grey(logits).log_prob(values))

@@ -62,12 +62,23 @@ def test_diagonal_fit_reaches_the_exact_log_likelihood():
     assert fit.stopped_on == ["tolerance"] and 0 < fit.steps[0] < 5000
 
 
+def test_the_shipped_settings_come_close():
+    """The config's settings (one sample a step, for speed on MNIST) end within 0.01 nat on average and
+    0.03 nat for every point; fit_local's own defaults (4 samples) are the ones within 0.01 everywhere."""
+    from pyro_vae.config import Config
+
+    vae, W, b, s, x, exact = linear_gaussian(seed=1)
+    fit = fit_local(vae, x, **Config().guide.local_fit_options())
+    gap = exact - exact_elbo(W, b, s, x, *fitted_cov(fit.guide, x))
+    assert gap.mean() < 0.01 and gap.max() < 0.03 and fit.stopped_on == ["tolerance"]
+
+
 def test_a_fixed_budget_of_constant_rate_steps_does_not_converge():
-    """The old recipe (300 constant-rate Adam steps, one sample) stays short of the optimum."""
+    """A fixed recipe (300 constant-rate Adam steps at lr 0.05, one sample) stays 0.1 nat short on average."""
     vae, W, b, s, x, exact = linear_gaussian()
     fit = fit_local(vae, x, max_steps=300, num_particles=1, lr=0.05, min_lr=0.05, tolerance=-math.inf)
     gap = exact - exact_elbo(W, b, s, x, *fitted_cov(fit.guide, x))
-    assert fit.stopped_on == ["cap"] and gap.max() > 0.01
+    assert fit.stopped_on == ["cap"] and gap.mean() > 0.1 and gap.max() > 0.3
 
 
 def test_full_family_fit_matches_a_correlated_posterior():
@@ -87,7 +98,7 @@ def test_chunks_are_fitted_separately_and_reported():
     fit = fit_local(vae, x, batch_size=12)
     assert len(fit.steps) == 3 and len(fit.stopped_on) == 3
     summary = fit.summary()
-    assert summary["chunks"] == 3 and summary["stopped_on_tolerance"] + summary["stopped_on_cap"] == 3
+    assert summary["chunks"] == 3 and summary["stopped_on_tolerance"] == 3 and summary["stopped_on_cap"] == 0
     gap = exact - exact_elbo(W, b, s, x, *fitted_cov(fit.guide, x))
     assert gap.max() < 0.01  # the rows land where their own images are
 

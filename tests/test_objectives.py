@@ -190,3 +190,13 @@ def test_iwae_refuses_a_kl_weight(tiny_data):
         IWAE(3).loss(kl_weighted(vae.model, weight), kl_weighted(guide, weight), tiny_data.pixels_at(idx), idx)
     with pytest.raises(ConfigError, match="train.kl_anneal_steps 0 with the iwae objective"):
         check_config(load_config(None, ["train.objective=iwae", "train.kl_anneal_steps=100"]))
+
+
+def test_a_compiled_objective_refuses_kl_annealing():
+    """torch.jit.trace keeps the first step's KL weight, so annealing under jit_* would silently stop."""
+    from pyro_vae.config import load_config
+
+    for name in ("jit_trace", "jit_trace_mean_field"):
+        with pytest.raises(ConfigError, match=f"cannot work with train.objective = '{name}'"):
+            check_config(load_config(None, [f"train.objective={name}", "train.kl_anneal_steps=100"]))
+    check_config(load_config(None, ["train.objective=jit_trace", "train.beta=2"]))  # a constant weight is fine
