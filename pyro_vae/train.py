@@ -489,6 +489,19 @@ def train(
     return trainer.run()
 
 
+def _same_run_or_refuse(config: Config, saved: Config, changed: str, shorter: str) -> None:
+    """Refuse a config that differs from a run's ``saved`` one in anything but more epochs.
+
+    :param changed: the message when keys differ, ``{}`` standing for their names.
+    :param shorter: the message when ``config`` asks for fewer epochs than the run has.
+    """
+    keys = config.differences(saved, ignore=["train.epochs"])
+    if keys:
+        raise ConfigError(changed.format(", ".join(keys)))
+    if config.train.epochs < saved.train.epochs:
+        raise ConfigError(shorter)
+
+
 def resume(
     run_dir: str | Path,
     overrides: list[str] | None = None,
@@ -506,17 +519,13 @@ def resume(
         raise ConfigError(f"{out} is not a run directory (no {CONFIG_FILE}); pass the --out of a training run")
     saved = load_config(out / CONFIG_FILE)
     config = load_config(out / CONFIG_FILE, overrides or [])
-    changed = config.differences(saved, ignore=["train.epochs"])
-    if changed:
-        raise ConfigError(
-            f"cannot resume {out} with a changed config ({', '.join(changed)}); only train.epochs may "
-            "change: start a new run with --out NEW_DIR instead"
-        )
-    if config.train.epochs < saved.train.epochs:
-        raise ConfigError(
-            f"train.epochs = {config.train.epochs} is below the run's {saved.train.epochs}; "
-            "resume can only train longer"
-        )
+    _same_run_or_refuse(
+        config, saved,
+        changed=f"cannot resume {out} with a changed config ({{}}); only train.epochs may change: start a new run "
+                "with --out NEW_DIR instead",
+        shorter=f"train.epochs = {config.train.epochs} is below the run's {saved.train.epochs}; resume can only "
+                "train longer",
+    )
     trainer = Trainer(config, out, data_dir, progress, log)
     latest = out / CHECKPOINT_FILE
     if not latest.exists() and (out / PREVIOUS_CHECKPOINT_FILE).exists():
@@ -565,15 +574,12 @@ def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: b
     out = Path(out)
     if (out / CHECKPOINT_FILE).exists() and not overwrite:
         saved = load_config(out / CONFIG_FILE)
-        changed = config.differences(saved, ignore=["train.epochs"])
-        if changed:
-            raise ConfigError(
-                f"{out} holds a run with another config ({', '.join(changed)}); pass --overwrite to replace "
-                "it or --out NEW_DIR"
-            )
-        if config.train.epochs < saved.train.epochs:
-            raise ConfigError(f"{out} holds a run of {saved.train.epochs} epochs, more than train.epochs = "
-                              f"{config.train.epochs}; pass --overwrite to replace it or --out NEW_DIR")
+        _same_run_or_refuse(
+            config, saved,
+            changed=f"{out} holds a run with another config ({{}}); pass --overwrite to replace it or --out NEW_DIR",
+            shorter=f"{out} holds a run of {saved.train.epochs} epochs, more than train.epochs = "
+                    f"{config.train.epochs}; pass --overwrite to replace it or --out NEW_DIR",
+        )
         if (out / METRICS_FILE).exists() and saved.train.epochs == config.train.epochs:
             log(f"{out}: finished run found, not trained again" + ("; redrawing its figures" if redraw else ""))
             if redraw:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pyro
 import pytest
+import torch
 
 from pyro_vae.data import ImageData
 
@@ -15,12 +16,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def pyro_state():
-    """Clear the param store, turn validation on and seed every test."""
+    """Clear the param store, turn validation on and seed every test; restore torch's thread count
+    after it (a test that changes it would change the rounding of every later in-process run)."""
+    threads = torch.get_num_threads()
     pyro.clear_param_store()
     pyro.enable_validation(True)
     pyro.set_rng_seed(0)
     yield
     pyro.clear_param_store()
+    torch.set_num_threads(threads)
 
 
 def mnist_dir() -> Path | None:

@@ -74,9 +74,8 @@ import pyro.distributions as dist  # noqa: E402
 from pyro_vae.data import ImageData  # noqa: E402
 from pyro_vae.evaluate import active_units, importance_log_likelihood  # noqa: E402
 from pyro_vae.guides import Guide  # noqa: E402
-from pyro_vae.likelihoods import NormalLikelihood  # noqa: E402
-from pyro_vae.priors import StandardNormalPrior  # noqa: E402
-from pyro_vae.vae import VAE  # noqa: E402
+
+from .helpers import linear_gaussian  # noqa: E402
 
 
 class _GaussianProposal(Guide):
@@ -95,16 +94,8 @@ class _GaussianProposal(Guide):
 
 
 def _linear_gaussian(n=300, d=6, k=3, s=0.5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    W, b = torch.randn(d, k, generator=g), torch.randn(d, generator=g)
-    decoder = torch.nn.Linear(k, d)
-    with torch.no_grad():
-        decoder.weight.copy_(W), decoder.bias.copy_(b)
-    vae = VAE(StandardNormalPrior(k), decoder, NormalLikelihood(s), num_data=n)
-    marginal = dist.MultivariateNormal(b, covariance_matrix=W @ W.T + s**2 * torch.eye(d))
-    x = marginal.sample((n,))
-    data = ImageData(x, torch.zeros(n, dtype=torch.long), pixels="grayscale")
-    return vae, W, b, s, data, marginal.log_prob(x)
+    vae, W, b, s, x, exact = linear_gaussian(n, d, k, s, orthogonal=False, seed=seed)
+    return vae, W, b, s, ImageData(x, torch.zeros(n, dtype=torch.long), pixels="grayscale"), exact
 
 
 def test_importance_sampling_matches_the_exact_log_likelihood():

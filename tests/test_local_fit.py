@@ -8,30 +8,9 @@ import pytest
 import torch
 
 from pyro_vae.guides import AmortizedNormal
-from pyro_vae.likelihoods import NormalLikelihood
 from pyro_vae.local_fit import LocalFullNormal, fit_local, guide_family, mean_elbo, refinement_gain
-from pyro_vae.priors import StandardNormalPrior
-from pyro_vae.vae import VAE
 
-
-def linear_gaussian(n=40, d=8, k=3, s=0.5, orthogonal=True, seed=0):
-    """x = W z + b + s eps, z ~ N(0, I): log p(x) = log N(x; b, W W^T + s^2 I) exactly.
-
-    With orthogonal columns of W the posterior precision I + W^T W / s^2 is diagonal, so the
-    best diagonal Gaussian is the exact posterior and its ELBO equals log p(x).
-    """
-    g = torch.Generator().manual_seed(seed)
-    W = torch.randn(d, k, generator=g)
-    if orthogonal:
-        W = torch.linalg.qr(W)[0] * torch.tensor([2.0, 1.0, 0.5])[:k]
-    b = torch.randn(d, generator=g)
-    decoder = torch.nn.Linear(k, d)
-    with torch.no_grad():
-        decoder.weight.copy_(W), decoder.bias.copy_(b)
-    vae = VAE(StandardNormalPrior(k), decoder, NormalLikelihood(s), num_data=n)
-    marginal = dist.MultivariateNormal(b, covariance_matrix=W @ W.T + s**2 * torch.eye(d))
-    x = marginal.sample((n,))
-    return vae, W, b, s, x, marginal.log_prob(x)
+from .helpers import linear_gaussian
 
 
 def exact_elbo(W, b, s, x, loc, cov):

@@ -119,7 +119,8 @@ def test_gap_decomposition_matches_the_exact_values():
     from pyro_vae.runs import Run
     from pyro_vae.study import amortization_gap
 
-    from .test_local_fit import exact_elbo, linear_gaussian
+    from .helpers import linear_gaussian
+    from .test_local_fit import exact_elbo
 
     vae, W, b, s, x, exact = linear_gaussian(n=60)
 
@@ -151,7 +152,7 @@ def test_a_guide_without_a_local_family_is_refused():
     from pyro_vae.runs import Run
     from pyro_vae.study import amortization_gap
 
-    from .test_local_fit import linear_gaussian
+    from .helpers import linear_gaussian
 
     vae, *_ = linear_gaussian(n=4)
 
@@ -175,7 +176,8 @@ def test_full_covariance_gap_decomposition_matches_the_exact_values():
     from pyro_vae.runs import Run
     from pyro_vae.study import amortization_gap
 
-    from .test_local_fit import exact_elbo, linear_gaussian
+    from .helpers import linear_gaussian
+    from .test_local_fit import exact_elbo
 
     vae, W, b, s, x, exact = linear_gaussian(n=40, orthogonal=False, seed=3)
     precision = torch.eye(3) + W.T @ W / s**2
@@ -214,7 +216,7 @@ def test_the_mixture_estimate_stays_close_with_a_diagonal_family_on_a_correlated
     from pyro_vae.runs import Run
     from pyro_vae.study import amortization_gap
 
-    from .test_local_fit import linear_gaussian
+    from .helpers import linear_gaussian
 
     vae, W, b, s, x, exact = linear_gaussian(n=40, orthogonal=False, seed=4, s=0.3)
 
