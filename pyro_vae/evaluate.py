@@ -19,6 +19,11 @@ from .likelihoods import log_density
 from .vae import VAE
 
 
+def stderr(values: torch.Tensor) -> float:
+    """Standard error of the mean of per-datapoint ``values``: std / sqrt(N) (nan for N < 2)."""
+    return (values.std() / math.sqrt(len(values))).item() if len(values) > 1 else float("nan")
+
+
 def kl_term(q, p, z: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """KL(q || p) per batch element: analytic where registered, else ``log q(z) - log p(z)``.
 
@@ -117,7 +122,7 @@ def importance_log_likelihood(
     values = torch.cat(per_point)
     return {
         "log_likelihood": values.mean().item(),
-        "stderr": (values.std() / math.sqrt(len(values))).item() if len(values) > 1 else float("nan"),
+        "stderr": stderr(values),
         "per_datapoint": values,
         "num_samples": num_samples,
     }

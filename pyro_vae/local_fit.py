@@ -28,6 +28,7 @@ from torch import nn
 from pyro.distributions import constraints
 from torch.distributions import transform_to
 
+from .evaluate import kl_term, stderr
 from .guides import Guide, MeanField
 from .likelihoods import log_density
 from .vae import VAE
@@ -80,7 +81,6 @@ class LocalFit:
     guide: Guide
     steps: list = field(default_factory=list)  # steps taken, per chunk
     stopped_on: list = field(default_factory=list)  # "tolerance" or "cap", per chunk
-    final_lr: list = field(default_factory=list)  # learning rate at the end, per chunk
     seconds: float = 0.0
 
     def summary(self) -> dict:
@@ -144,8 +144,8 @@ def _step(objective, vae: VAE, local: Guide, x: torch.Tensor, optimizer) -> floa
 
 
 def _fit_chunk(vae: VAE, x: torch.Tensor, local: Guide, lr: float, min_lr: float, decay: float,
-               tolerance: float, window: int, max_steps: int, num_particles: int) -> tuple[int, str, float]:
-    """Maximise the chunk's ELBO over ``local``'s parameters; returns (steps, stopped_on, final lr)."""
+               tolerance: float, window: int, max_steps: int, num_particles: int) -> tuple[int, str]:
+    """Maximise the chunk's ELBO over ``local``'s parameters; returns (steps, stopped_on)."""
     objective = TraceMeanField_ELBO(num_particles=num_particles)
     optimizer = torch.optim.Adam(local.parameters(), lr=lr)
     window_sum, previous, steps = 0.0, -math.inf, 0
@@ -156,12 +156,12 @@ def _fit_chunk(vae: VAE, x: torch.Tensor, local: Guide, lr: float, min_lr: float
             mean = window_sum / window
             if mean - previous < tolerance:
                 if lr <= min_lr * (1 + 1e-9):
-                    return steps, "tolerance", lr
+                    return steps, "tolerance"
                 lr = max(lr / decay, min_lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             previous, window_sum = mean, 0.0
-    return steps, "cap", lr
+    return steps, "cap"
 
 
 def fit_local(
@@ -207,11 +207,11 @@ def fit_local(
         local.name = "local_guide"
         if max_steps > 0:
             with torch.enable_grad(), pyro.validation_enabled(False), pyro.get_param_store().scope(), frozen(vae):
-                steps, stopped, last_lr = _fit_chunk(vae, chunk, local, lr, min_lr, decay, tolerance, window,
+                steps, stopped = _fit_chunk(vae, chunk, local, lr, min_lr, decay, tolerance, window,
                                                      max_steps, num_particles)
         else:
-            steps, stopped, last_lr = 0, "cap", lr
-        fit.steps.append(steps), fit.stopped_on.append(stopped), fit.final_lr.append(last_lr)
+            steps, stopped = 0, "cap"
+        fit.steps.append(steps), fit.stopped_on.append(stopped)
         with torch.no_grad():
             q = local.posterior(chunk)
             locs.append(q.mean.detach())
@@ -248,8 +248,6 @@ def mean_elbo(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, b
 
     ``ELBO(x_n) ~= 1/S sum_s log p(x_n | z_s) - KL(q_n || p)``, the KL analytic where registered.
     """
-    from .evaluate import kl_term
-
     values = []
     prior = vae.prior()
     for start in range(0, x.shape[0], batch_size):
@@ -263,7 +261,7 @@ def mean_elbo(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, b
             kl = (q.log_prob(z) - prior.log_prob(z)).mean(0)
         values.append(recon.mean(0) - kl)
     values = torch.cat(values)
-    return {"elbo": values.mean().item(), "stderr": (values.std() / math.sqrt(len(values))).item(),
+    return {"elbo": values.mean().item(), "stderr": stderr(values),
             "per_datapoint": values}
 
 
@@ -293,4 +291,4 @@ def refinement_gain(vae: VAE, x: torch.Tensor, fit: LocalFit, steps: int = 1000,
     diff = after["per_datapoint"] - before["per_datapoint"]
     return {"images": x.shape[0], "steps": steps, "num_particles": num_particles, "lr": [lr, min_lr],
             "elbo_before": before["elbo"], "elbo_after": after["elbo"], "gain": diff.mean().item(),
-            "gain_stderr": (diff.std() / math.sqrt(len(diff))).item() if len(diff) > 1 else float("nan")}
+            "gain_stderr": stderr(diff)}

@@ -25,7 +25,7 @@ import torch
 from .checkpoint import read_json, write_json
 from .config import ConfigError
 from .data import ImageData, load_data
-from .evaluate import DefensiveMixture, active_units, elbo_terms, importance_log_likelihood
+from .evaluate import DefensiveMixture, active_units, elbo_terms, importance_log_likelihood, stderr
 from .guides import Guide, is_amortized
 from .local_fit import LocalFit, fit_local, guide_family, mean_elbo, refinement_gain
 from .runs import LOCAL_FIT_FILE, Run, load_run
@@ -175,8 +175,8 @@ def amortization_gap(run: Run, data: ImageData, num_samples: int = 5000, elbo_sa
         "elbo_samples": elbo_samples,
         "approximation_gap": ll["log_likelihood"] - optimal["elbo"],
         "amortization_gap": optimal["elbo"] - amortized["elbo"],
-        "amortization_gap_stderr": _stderr(per_optimal - per_amortized),
-        "approximation_gap_stderr": _stderr(ll["per_datapoint"] - per_optimal),
+        "amortization_gap_stderr": stderr(per_optimal - per_amortized),
+        "approximation_gap_stderr": stderr(ll["per_datapoint"] - per_optimal),
         "local_fit": {**fit.summary(), **{k: v for k, v in run.config.guide.local_fit_options().items()
                                            if k != "init_scale"}},
         "convergence": convergence,
@@ -186,10 +186,6 @@ def amortization_gap(run: Run, data: ImageData, num_samples: int = 5000, elbo_sa
 def is_converged(check: dict) -> bool:
     """Whether a :func:`refinement_gain` result says q* is converged: gain + 2 stderr <= CONVERGED_GAIN."""
     return check["gain"] + 2 * check["gain_stderr"] <= CONVERGED_GAIN
-
-
-def _stderr(values: torch.Tensor) -> float:
-    return (values.std() / len(values) ** 0.5).item() if len(values) > 1 else float("nan")
 
 
 def format_report(report: dict) -> str:
