@@ -26,7 +26,7 @@ import sys
 
 import torch
 
-from pyro_vae.data import resolve_data_dir
+from pyro_vae.workflow.data import resolve_data_dir
 
 from . import cli_epoch, epoch, likelihood, mean_field
 from .timing import compare, ratio_table, rounds, seconds_table, table

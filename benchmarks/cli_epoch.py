@@ -12,8 +12,8 @@ Two commands, each a fresh Python process, timed by wall clock from launch to ex
     training only. It imports torch alone (not pyro_vae: importing Pyro, matplotlib and the
     package is part of what the user of ``pyro-vae`` waits for, so the baseline must not pay
     it too), reads the same MNIST training images from the idx file into a tensor (the
-    bytes ``pyro_vae.data.load_data`` reads, divided by 255), builds the config's MLP nets
-    with ``torch.nn`` (the same layers and shapes as ``pyro_vae.build.build_model``'s,
+    bytes ``pyro_vae.workflow.data.load_data`` reads, divided by 255), builds the config's MLP nets
+    with ``torch.nn`` (the same layers and shapes as ``pyro_vae.workflow.build.build_model``'s,
     checked by a test) and trains them for the same epochs: shuffled minibatches, BCE +
     analytic KL, ``torch.optim.Adam``.
 
@@ -145,18 +145,18 @@ def handwritten_main(argv: list[str]) -> int:
 # --- pyro-vae with timers around its phases (runs in its own process) ----------------------
 PHASES = [  # (module, attribute path, label); the labels of nested calls are charged exclusively
     ("pyro_vae.cli", "main", "cli, other"),
-    ("pyro_vae.train", "check_config", "config checks"),
-    ("pyro_vae.train", "prepare_run_dir", "run directory"),
-    ("pyro_vae.train", "Trainer.__init__", "trainer set-up, other"),
-    ("pyro_vae.train", "load_data", "data loading"),
-    ("pyro_vae.train", "build_model", "model build"),
-    ("pyro_vae.train", "Trainer.run", "training loop, other"),
-    ("pyro_vae.train", "train_epoch", "training (SVI steps)"),
-    ("pyro_vae.train", "evaluate_test_set", "per-epoch test evaluation"),
-    ("pyro_vae.train", "Trainer.snapshot", "snapshots"),
-    ("pyro_vae.train", "Trainer.save", "checkpoints"),
-    ("pyro_vae.train", "Trainer.finish", "finish: metrics, other"),
-    ("pyro_vae.train", "draw_run_figures", "figures"),
+    ("pyro_vae.workflow.training", "check_config", "config checks"),
+    ("pyro_vae.workflow.runs", "RunDir.prepare", "run directory"),
+    ("pyro_vae.workflow.training", "Trainer.__init__", "trainer set-up, other"),
+    ("pyro_vae.workflow.training", "load_data", "data loading"),
+    ("pyro_vae.workflow.training", "build_model", "model build"),
+    ("pyro_vae.workflow.training", "Trainer.run", "training loop, other"),
+    ("pyro_vae.workflow.training", "run_epoch", "training (SVI steps)"),
+    ("pyro_vae.workflow.training", "evaluate_test_set", "per-epoch test evaluation"),
+    ("pyro_vae.workflow.training", "Trainer.snapshot", "snapshots"),
+    ("pyro_vae.workflow.training", "Trainer.save", "checkpoints"),
+    ("pyro_vae.workflow.training", "Trainer.finish", "finish: metrics, other"),
+    ("pyro_vae.workflow.figures", "draw_run_figures", "figures"),
 ]
 FINAL_EVALUATION = "final test evaluation"  # evaluate_test_set called inside Trainer.finish
 
@@ -167,7 +167,7 @@ def phases_main(argv: list[str]) -> int:
     import importlib
 
     import pyro_vae.cli
-    import pyro_vae.train  # noqa: F401 (imported by the cli on its first command anyway)
+    import pyro_vae.workflow.training  # noqa: F401 (imported by the cli on its first command anyway)
 
     totals: dict[str, float] = {"imports": time.perf_counter() - start}
     stack: list[list] = []  # [label, start, seconds of nested phases]

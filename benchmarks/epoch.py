@@ -5,7 +5,7 @@ Each side is a callable that runs ``steps`` training steps on the next window of
 side sees the same images in the same kind of shuffled order):
 
 ``pyro_vae``
-    :func:`pyro_vae.train.train_epoch` (what ``Trainer.run`` calls) on the window: the
+    :func:`pyro_vae.workflow.loop.run_epoch` (what ``Trainer.run`` calls) on the window: the
     ``svi.step(x, idx)`` calls over ``ImageData.batches_in`` batches, with
     :func:`pyro_vae.adam` and Pyro validation set as the config says (off by default),
     like a training run;
@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from pyro.infer import SVI
 
 from pyro_vae import adam, build_model, load_config, load_data
-from pyro_vae.data import ImageData
-from pyro_vae.objectives import build_objective
-from pyro_vae.train import epoch_generator, train_epoch
+from pyro_vae.workflow.data import ImageData
+from pyro_vae.workflow.build import build_objective
+from pyro_vae.workflow.loop import EpochState, FiniteLoss, ProgressBar, run_epoch
 
 
 def _handwritten_step(guide, vae, x, optimizer):
@@ -75,10 +75,11 @@ def segment_sides(net: str, data_dir, steps: int, train_size: int = 0, objective
     pyro.clear_param_store()
     pyro.enable_validation(config.train.validate)  # as Trainer does
     vae, guide = build_model(config, n)
-    svi = SVI(vae.model, guide, adam(config.train.lr), build_objective(objective))
+    svi = SVI(vae.model, guide, adam(config.train.lr), build_objective(config))
 
     def pyro_vae_segment():
-        train_epoch(svi, window("pyro_vae"), batch, epoch_generator(0, picks["pyro_vae"]), 0, progress=False)
+        data = window("pyro_vae")
+        run_epoch(svi, data, batch, EpochState.begin(data, picks["pyro_vae"], 0), [FiniteLoss(), ProgressBar(False)])
 
     hand_vae, hand_guide = build_model(config, n)
     hand_opt = torch.optim.Adam([*hand_vae.parameters(), *hand_guide.parameters()], lr=config.train.lr)

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from pyro_vae import build_model, load_config
-from pyro_vae.data import ImageData
-from pyro_vae.evaluate import importance_log_likelihood
+from pyro_vae.workflow.data import ImageData
+from pyro_vae.infer.evaluate import importance_log_likelihood
 
 
 def decoder_flops(decoder: nn.Module) -> int:

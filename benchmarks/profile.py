@@ -2,7 +2,7 @@
 
 1. One Adam step over the reference MLP VAE's parameters: one torch optimizer per parameter
    (what ``pyro.optim.Adam`` builds) against one fused optimizer over all of them
-   (``pyro_vae.optim.GroupedAdam``) and torch's default (foreach) Adam of a hand-written loop.
+   (``pyro_vae.infer.optim.GroupedAdam``) and torch's default (foreach) Adam of a hand-written loop.
 2. ``torch.profiler`` on the importance-sampled log p(x) of 10 images with K = 5,000
    (MLP decoder, z = 50): the operators that take the CPU time.
 """
@@ -15,8 +15,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from pyro_vae import build_model, load_config
-from pyro_vae.data import ImageData
-from pyro_vae.evaluate import importance_log_likelihood
+from pyro_vae.workflow.data import ImageData
+from pyro_vae.infer.evaluate import importance_log_likelihood
 
 
 def adam_step_ms(optimizers, repeats: int = 50) -> float:

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from pyro_vae.experiments import quick_requested
+from pyro_vae.workflow.experiments import quick_requested
 
 HERE = Path(__file__).resolve().parent
 

@@ -2,69 +2,31 @@
 
     vae, guide = build_model(load_config("experiments/vae_2d.toml"), num_data=60000)
     svi = pyro.infer.SVI(vae.model, guide, adam(1e-3), pyro.infer.Trace_ELBO())
+
+Layout: :mod:`pyro_vae.models` (the programs), :mod:`pyro_vae.infer` (objectives, optimizer,
+estimators, local fits, gaps), :mod:`pyro_vae.workflow` (config, data, runs, training, experiments)
+and :mod:`pyro_vae.plots` (figures; not imported here, so importing the package leaves
+matplotlib alone).
 """
 
-from .build import build_model, check_config
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import Config, ConfigError, load_config
-from .data import DataError, ImageData, load_data, resolve_data_dir
-from .evaluate import active_units, elbo_terms, importance_log_likelihood, kl_term, log_likelihood, posterior_means
-from .guides import AmortizedFullNormal, AmortizedNormal, Guide, MeanField
-from .local_fit import LocalFit, LocalFullNormal, fit_local, refinement_gain
-from .likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood
-from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from .optim import adam
-from .priors import CorrelatedPrior, LearnedPrior, MixturePrior, StandardNormalPrior
-from .runs import Run, load_run
-from .train import Interrupted, Trainer, TrainingError, redraw_figures, resume, train
-from .vae import VAE, data_plate
+from .infer import (active_units, adam, amortization_gap, elbo_terms, fit_local, importance_log_likelihood,
+                    posterior_means, refinement_gain)
+from .models import (VAE, AmortizedFullNormal, AmortizedNormal, BernoulliLikelihood, ContinuousBernoulliLikelihood,
+                     CorrelatedPrior, Guide, LearnedPrior, MeanField, MixturePrior, StandardNormalPrior)
+from .workflow.build import build_model, check_config
+from .workflow.checkpoint import CheckpointError
+from .workflow.config import Config, ConfigError, load_config
+from .workflow.data import DataError, ImageData, load_data
+from .workflow.evaluation import evaluate_run
+from .workflow.loop import TrainingError
+from .workflow.runs import Run, RunDir, load_run
+from .workflow.training import Interrupted, Trainer, resume, train, train_or_resume
 
 __all__ = [
-    "AmortizedFullNormal",
-    "AmortizedNormal",
-    "BernoulliLikelihood",
-    "CheckpointError",
-    "Config",
-    "ConfigError",
-    "ContinuousBernoulliLikelihood",
-    "ConvDecoder",
-    "ConvEncoder",
-    "CorrelatedPrior",
-    "DataError",
-    "Guide",
-    "ImageData",
-    "LearnedPrior",
-    "MLPDecoder",
-    "MLPEncoder",
-    "MeanField",
-    "MixturePrior",
-    "Run",
-    "StandardNormalPrior",
-    "Interrupted",
-    "LocalFit",
-    "LocalFullNormal",
-    "Trainer",
-    "TrainingError",
-    "VAE",
-    "adam",
-    "build_model",
-    "check_config",
-    "data_plate",
-    "active_units",
-    "elbo_terms",
-    "importance_log_likelihood",
-    "log_likelihood",
-    "fit_local",
-    "kl_term",
-    "load_checkpoint",
-    "load_config",
-    "load_data",
-    "load_run",
-    "posterior_means",
-    "refinement_gain",
-    "redraw_figures",
-    "resume",
-    "resolve_data_dir",
-    "save_checkpoint",
-    "train",
+    "VAE", "AmortizedFullNormal", "AmortizedNormal", "BernoulliLikelihood", "CheckpointError", "Config",
+    "ConfigError", "ContinuousBernoulliLikelihood", "CorrelatedPrior", "DataError", "Guide", "ImageData",
+    "Interrupted", "LearnedPrior", "MeanField", "MixturePrior", "Run", "RunDir", "StandardNormalPrior", "Trainer",
+    "TrainingError", "active_units", "adam", "amortization_gap", "build_model", "check_config", "elbo_terms",
+    "evaluate_run", "fit_local", "importance_log_likelihood", "load_config", "load_data", "load_run",
+    "posterior_means", "refinement_gain", "resume", "train", "train_or_resume",
 ]

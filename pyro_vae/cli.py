@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError
-from .config import ConfigError, load_config
-from .data import DATA_ENV, DataError
+from .workflow.checkpoint import CheckpointError
+from .workflow.config import ConfigError, load_config
+from .workflow.data import DATA_ENV, DataError
 
 EXIT_BAD_INPUT = 2
 EXIT_TRAINING_FAILED = 1
@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> None:
-    from .train import resume, train
+    from .workflow.training import resume, train
 
     if args.resume:
         if args.out or args.overwrite:
@@ -108,22 +108,23 @@ def _train(args) -> None:
 
 
 def _plot(args) -> None:
-    from .train import redraw_figures
+    from .workflow.figures import redraw_figures
 
     for path in redraw_figures(args.run, args.data_dir):
         print(path)
 
 
 def _evaluate(args) -> None:
-    from .study import EVALUATION_FILE, evaluate_run, format_report
+    from .workflow.evaluation import evaluate_run, format_report
+    from .workflow.runs import RunDir
 
     report = evaluate_run(args.run, args.num_samples, args.split, args.data_dir, gap=args.gap, limit=args.limit)
     print(format_report(report))
-    print(f"written to {Path(args.run) / EVALUATION_FILE}")
+    print(f"written to {RunDir(args.run).evaluation}")
 
 
 def _compare(args) -> None:
-    from .study import compare
+    from .workflow.compare import compare
 
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     compare(args.config, out, args.data_dir, args.num_samples, args.limit, args.overrides,
@@ -131,14 +132,14 @@ def _compare(args) -> None:
 
 
 def _run(args) -> None:
-    from .experiments import run_experiment
+    from .workflow.experiments import run_experiment
 
     run_experiment(args.experiment, args.out, args.data_dir, args.overrides, args.num_samples, args.quick,
                    args.overwrite, progress=not args.no_progress)
 
 
 def _report(args) -> None:
-    from .report import write_report
+    from .workflow.report import write_report
 
     out = None if args.out == "-" else Path(args.out or Path(args.experiments) / "README.md")
     text = write_report(args.experiments, args.runs, out)
@@ -147,7 +148,8 @@ def _report(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .train import Interrupted, TrainingError
+    from .workflow.loop import TrainingError
+    from .workflow.training import Interrupted
 
     try:
         commands = {"train": _train, "evaluate": _evaluate, "compare": _compare, "plot": _plot, "run": _run,

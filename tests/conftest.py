@@ -7,7 +7,7 @@ import pyro
 import pytest
 import torch
 
-from pyro_vae.data import ImageData
+from pyro_vae.workflow.data import ImageData
 
 from .helpers import make_tiny_data
 

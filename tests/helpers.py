@@ -3,11 +3,11 @@
 import pyro.distributions as dist
 import torch
 
-from pyro_vae.config import Config
-from pyro_vae.data import ImageData
-from pyro_vae.likelihoods import NormalLikelihood
-from pyro_vae.priors import StandardNormalPrior
-from pyro_vae.vae import VAE
+from pyro_vae.workflow.config import Config
+from pyro_vae.workflow.data import ImageData
+from pyro_vae.models.likelihoods import NormalLikelihood
+from pyro_vae.models.priors import StandardNormalPrior
+from pyro_vae.models.vae import VAE
 
 
 def make_tiny_data(n: int = 64, dim: int = 784, classes: int = 4, seed: int = 0) -> ImageData:

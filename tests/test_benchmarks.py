@@ -11,8 +11,8 @@ from benchmarks.cli_epoch import REPO, baseline_nets, handwritten_args, phase_ta
 from benchmarks.likelihood import decoder_flops
 from benchmarks.timing import compare, median_interval, ratio_summary, rounds, table, verdict
 from pyro_vae import build_model, load_config
-from pyro_vae.data import load_images
-from pyro_vae.nets import MLPDecoder
+from pyro_vae.workflow.data import load_images
+from pyro_vae.models.nets import MLPDecoder
 
 
 def test_decoder_flops_counts_every_linear_layer():

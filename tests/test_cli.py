@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from torchvision import datasets
 
-from pyro_vae.checkpoint import load_checkpoint
+from pyro_vae.workflow.checkpoint import load_checkpoint
 from pyro_vae.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

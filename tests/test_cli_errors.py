@@ -7,10 +7,10 @@ import pytest
 import torch
 from torchvision import datasets
 
-from pyro_vae.build import build_model
-from pyro_vae.checkpoint import save_checkpoint
+from pyro_vae.workflow.build import build_model
+from pyro_vae.workflow.checkpoint import save_checkpoint
 from pyro_vae.cli import main
-from pyro_vae.train import CHECKPOINT_FORMAT
+from pyro_vae.workflow.training import CHECKPOINT_FORMAT
 
 from .conftest import REPO, mnist_dir
 from .helpers import tiny_config

@@ -18,15 +18,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pyro_vae.build import DEVICES, check_config
 from pyro_vae.cli import main
-from pyro_vae.config import Config, ConfigError, load_config
-from pyro_vae.data import DATASETS, PIXEL_MODES
-from pyro_vae.guides import GUIDES
-from pyro_vae.likelihoods import LIKELIHOODS
-from pyro_vae.nets import INITS, NETS
-from pyro_vae.objectives import OBJECTIVES
-from pyro_vae.priors import PRIORS
+from pyro_vae.workflow.build import NAMES, check_config
+from pyro_vae.workflow.config import Config, ConfigError, load_config
 
 from .conftest import mnist_dir
 
@@ -40,9 +34,7 @@ BASE = {
 }
 SCHEMA = Config().to_dict()
 KEYS = [f"{section}.{key}" for section, keys in SCHEMA.items() for key in keys]
-PARTS = {"data.dataset": DATASETS, "data.pixels": PIXEL_MODES, "model.net": NETS, "model.likelihood": LIKELIHOODS,
-         "model.init": INITS, "prior.type": PRIORS, "guide.type": GUIDES, "train.device": DEVICES,
-         "train.objective": OBJECTIVES}  # the registries: every legal name of every part
+PARTS = {key: valid for key, (valid, _) in NAMES.items()}  # the registries: every legal name of every part
 NAMES = sorted({name for names in PARTS.values() for name in names})
 
 # --- values ---------------------------------------------------------------------------------

@@ -1,0 +1,15 @@
+"""How the programs are fitted and judged: objectives, the optimizer, importance-sampled
+log p(x), local fits q*, and the inference gaps. Imports only :mod:`pyro_vae.models`.
+"""
+
+from .evaluate import DefensiveMixture, active_units, elbo_terms, importance_log_likelihood, kl_term, posterior_means
+from .gaps import amortization_gap, is_converged
+from .local_fit import LocalFit, LocalFullNormal, fit_local, mean_elbo, refinement_gain
+from .objectives import IWAE, FreeBitsELBO, KLWeight, kl_weighted
+from .optim import GroupedAdam, adam
+
+__all__ = [
+    "DefensiveMixture", "FreeBitsELBO", "GroupedAdam", "IWAE", "KLWeight", "LocalFit", "LocalFullNormal",
+    "active_units", "adam", "amortization_gap", "elbo_terms", "fit_local", "importance_log_likelihood",
+    "is_converged", "kl_term", "kl_weighted", "mean_elbo", "posterior_means", "refinement_gain",
+]

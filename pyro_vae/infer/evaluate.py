@@ -1,0 +1,165 @@
+"""Evaluation: ELBO terms, importance-sampled log-likelihood, IWAE bounds, active units.
+
+``ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z))``; ``loss = -ELBO`` (for grey-value
+pixels under a Bernoulli, ``loss = BCE + KL``, the reference experiments' number).
+``log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K``, z_k ~ q(z|x).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions.kl import kl_divergence
+
+from ..models.guides import Guide
+from ..models.likelihoods import log_density
+from ..models.vae import VAE
+
+
+def batches(x: torch.Tensor, batch_size: int):
+    """``(idx, x[idx])`` over consecutive rows of ``x``, ``batch_size`` at a time."""
+    for start in range(0, x.shape[0], batch_size):
+        idx = torch.arange(start, min(start + batch_size, x.shape[0]), device=x.device)
+        yield idx, x[idx]
+
+
+def stderr(values: torch.Tensor) -> float:
+    """Standard error of the mean of per-datapoint ``values``: std / sqrt(N) (nan for N < 2)."""
+    return (values.std() / math.sqrt(len(values))).item() if len(values) > 1 else float("nan")
+
+
+def kl_term(q, p, z: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """KL(q || p) per batch element: analytic where registered, else ``log q(z) - log p(z)``.
+
+    :param z: a sample from ``q`` (used only for the Monte-Carlo fallback).
+    :returns: ``(kl, is_analytic)`` with ``kl`` of shape ``q.batch_shape``.
+    """
+    try:
+        return kl_divergence(q, p.expand(q.batch_shape)), True
+    except NotImplementedError:
+        return q.log_prob(z) - p.log_prob(z), False
+
+
+@torch.no_grad()
+def elbo_terms(
+    vae: VAE,
+    guide: Guide,
+    x: torch.Tensor,
+    batch_size: int = 1000,
+) -> dict:
+    """Mean per-image ``elbo``, ``recon`` (E_q log p(x|z), one sample), ``kl`` and ``loss`` on images ``x`` ``(N, D)``.
+
+    The guide is asked for q(z | x_n) with the rows' indices, so a mean-field guide
+    fitted to ``x`` works too. ``kl_estimator`` says whether the KL is analytic or a
+    one-sample Monte-Carlo estimate; ``convention`` says whether ``recon`` is a true
+    log-likelihood or minus a binary cross-entropy (grey-value pixels).
+    """
+    totals = {"recon": 0.0, "kl": 0.0}
+    analytic = True
+    prior = vae.prior()
+    for idx, xb in batches(x, batch_size):
+        q = guide.posterior(xb, idx)
+        z = q.rsample()  # (B, z_dim)
+        recon = vae.likelihood(vae.decoder(z)).log_prob(xb)  # (B,)
+        kl, is_analytic = kl_term(q, prior, z)
+        analytic &= is_analytic
+        totals["recon"] += recon.sum().item()
+        totals["kl"] += kl.sum().item()
+    n = x.shape[0]
+    recon, kl = totals["recon"] / n, totals["kl"] / n
+    return {
+        "elbo": recon - kl,
+        "loss": kl - recon,
+        "recon": recon,
+        "kl": kl,
+        "kl_estimator": "analytic" if analytic else "monte_carlo",
+        "convention": vae.likelihood.convention,
+    }
+
+
+@torch.no_grad()
+def posterior_means(guide: Guide, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """E_q[z | x_n] for every row of ``x`` ``(N, D)``, shape ``(N, z_dim)``."""
+    means = [guide.posterior(xb, idx).mean for idx, xb in batches(x, batch_size)]
+    return torch.cat(means)
+
+
+@torch.no_grad()
+def log_weights(vae: VAE, q, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Importance log-weights log p(x, z_k) - log q(z_k | x), z_k ~ q, shape ``(K, B)``."""
+    z = q.sample((num_samples,))  # (K, B, z_dim)
+    k, b = z.shape[:2]
+    logits = vae.decoder(z.reshape(k * b, -1)).reshape(k, b, -1)  # (K, B, D)
+    return log_density(vae.likelihood, logits, x) + vae.prior().log_prob(z) - q.log_prob(z)
+
+
+@torch.no_grad()
+def importance_log_likelihood(
+    vae: VAE,
+    guide: Guide,
+    x: torch.Tensor,
+    num_samples: int = 5000,
+    chunk_size: int = 250,
+    batch_size: int = 100,
+) -> dict:
+    """Per-datapoint importance-sampled log p(x) of images ``x`` ``(N, D)`` with q(z|x) as proposal.
+
+    ``log p(x) ~= logsumexp_k [log p(x | z_k) + log p(z_k) - log q(z_k | x)] - log K``, z_k ~ q(z|x).
+
+    For a given K this is also the IWAE bound L_K (Burda et al. 2015): E[L_K] <= log p(x),
+    rising to log p(x) as K grows. Memory is bounded by ``chunk_size * batch_size * D``
+    numbers: samples are drawn ``chunk_size`` at a time and folded into a running logsumexp.
+
+    :returns: ``log_likelihood`` (mean over the data), ``stderr`` (its standard error
+        over datapoints), ``per_datapoint`` ``(N,)`` and ``num_samples``.
+    """
+    per_point = []
+    for idx, xb in batches(x, batch_size):
+        q = guide.posterior(xb, idx)
+        running = torch.full((xb.shape[0],), -math.inf, device=xb.device)
+        for start in range(0, num_samples, chunk_size):
+            k = min(chunk_size, num_samples - start)
+            running = torch.logaddexp(running, torch.logsumexp(log_weights(vae, q, xb, k), 0))
+        per_point.append(running - math.log(num_samples))
+    values = torch.cat(per_point)
+    return {
+        "log_likelihood": values.mean().item(),
+        "stderr": stderr(values),
+        "per_datapoint": values,
+        "num_samples": num_samples,
+    }
+
+
+class DefensiveMixture(Guide):
+    """The proposal r(z | x) = (1/M) sum_m q_m(z | x) over M guides of one Gaussian family.
+
+    Importance weights under r are at most M times those under any single q_m, so
+    E_r[w^2] <= M min_m E_{q_m}[w^2]: the estimate is never much worse than with the best of
+    the guides, whichever that is for a given image (Hesterberg 1995; Owen & Zhou 2000).
+    """
+
+    def __init__(self, guides: list[Guide]):
+        super().__init__(guides[0].num_data)
+        self.guides = list(guides)  # not a ModuleList: the mixture owns no parameters
+
+    def posterior(self, x, idx=None):
+        parts = [g.posterior(x, idx) for g in self.guides]
+        weights = x.new_full((x.shape[0], len(parts)), 1.0 / len(parts))  # (B, M)
+        if all(isinstance(q, dist.MultivariateNormal) for q in parts):
+            components = dist.MultivariateNormal(torch.stack([q.loc for q in parts], -2),
+                                                 scale_tril=torch.stack([q.scale_tril for q in parts], -3))
+        elif all(isinstance(q, dist.Independent) and isinstance(q.base_dist, dist.Normal) for q in parts):
+            components = dist.Normal(torch.stack([q.base_dist.loc for q in parts], -2),
+                                     torch.stack([q.base_dist.scale for q in parts], -2)).to_event(1)
+        else:
+            raise ValueError("DefensiveMixture needs guides whose q are all diagonal or all full-covariance Normals")
+        return dist.MixtureSameFamily(dist.Categorical(probs=weights), components)
+
+
+@torch.no_grad()
+def active_units(guide: Guide, x: torch.Tensor, threshold: float = 0.01, batch_size: int = 1000) -> dict:
+    """Latent dimensions in use (Burda et al. 2015): A_u = Cov_x(E_q[z_u | x]) > ``threshold``."""
+    activity = posterior_means(guide, x, batch_size).var(0)  # (z_dim,)
+    return {"active_units": int((activity > threshold).sum()), "activity": activity.tolist()}

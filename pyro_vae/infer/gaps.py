@@ -1,0 +1,68 @@
+"""Inference gaps (Cremer, Li & Duvenaud 2018): where log p(x) - L[q] comes from.
+
+    log p(x) - L[q] = (log p(x) - L[q*]) + (L[q*] - L[q])
+                    =  approximation gap  +  amortization gap
+
+q is the amortized guide, q* per-image Gaussians of the guide's own family (diagonal or
+full covariance) fitted with the decoder frozen, from the encoder's output, until the
+stopping rule of :func:`~pyro_vae.infer.local_fit.fit_local` holds, and checked by
+:func:`~pyro_vae.infer.local_fit.refinement_gain`. log p(x) is importance-sampled with the
+defensive mixture (q + q*) / 2 as the proposal: q* is the better proposal where the encoder
+is off, q where q* is too narrow, and the mixture's weights are at most twice either one's.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..models.guides import Guide
+from ..models.vae import VAE
+from .evaluate import DefensiveMixture, importance_log_likelihood, stderr
+from .local_fit import fit_local, guide_family, mean_elbo, refinement_gain
+
+CONVERGED_GAIN = 0.1  # nats/image a further optimisation of q* may still gain for q* to count as converged
+
+
+def is_converged(check: dict) -> bool:
+    """Whether a :func:`refinement_gain` result says q* is converged: gain + 2 stderr <= CONVERGED_GAIN."""
+    return check["gain"] + 2 * check["gain_stderr"] <= CONVERGED_GAIN
+
+
+def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict, num_samples: int = 5000,
+                     elbo_samples: int = 100, check_images: int = 100, batch_size: int = 1000) -> dict:
+    """The decomposition on images ``x`` ``(N, D)``, nats per image.
+
+    L[q] and L[q*] are estimated with ``elbo_samples`` samples per image (analytic KL where
+    registered); log p(x) with K = ``num_samples`` from the defensive mixture (q + q*) / 2;
+    ``convergence`` is :func:`refinement_gain` on the first ``check_images`` images, with
+    ``converged`` true when that gain plus two standard errors is at most :data:`CONVERGED_GAIN`.
+
+    :param fit_options: keyword arguments of :func:`fit_local` (learning rates, tolerance, cap, particles).
+    """
+    family = guide_family(guide)
+    fit = fit_local(vae, x, init=guide, family=family, batch_size=batch_size, **fit_options)
+    amortized = mean_elbo(vae, guide, x, elbo_samples)
+    optimal = mean_elbo(vae, fit.guide, x, elbo_samples)
+    start = time.perf_counter()
+    ll = importance_log_likelihood(vae, DefensiveMixture([guide, fit.guide]), x, num_samples)
+    ll_seconds = time.perf_counter() - start
+    convergence = refinement_gain(vae, x[:check_images], fit) if check_images else None
+    if convergence:
+        convergence["converged"] = is_converged(convergence)
+    per_amortized, per_optimal = amortized["per_datapoint"], optimal["per_datapoint"]
+    return {
+        "family": family,
+        "log_likelihood": {"value": ll["log_likelihood"], "stderr": ll["stderr"],
+                           "proposal": "defensive mixture (q + q*) / 2", "seconds": ll_seconds},
+        "elbo_amortized": amortized["elbo"],
+        "elbo_optimal": optimal["elbo"],
+        "elbo_samples": elbo_samples,
+        "approximation_gap": ll["log_likelihood"] - optimal["elbo"],
+        "amortization_gap": optimal["elbo"] - amortized["elbo"],
+        "amortization_gap_stderr": stderr(per_optimal - per_amortized),
+        "approximation_gap_stderr": stderr(ll["per_datapoint"] - per_optimal),
+        "local_fit": {**fit.summary(), **{k: v for k, v in fit_options.items() if k != "init_scale"}},
+        "convergence": convergence,
+    }

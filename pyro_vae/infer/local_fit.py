@@ -1,0 +1,294 @@
+"""Local variational fits: per-datapoint Gaussians optimised with the decoder frozen (the q* of Cremer et al. 2018).
+
+For each image x_n,  q*_n = argmax_{q in family} ELBO(x_n; q),
+ELBO(x_n; q) = E_q[log p(x_n | z)] - KL(q || p(z)),
+over a diagonal Gaussian N(loc_n, diag scale_n^2) or a full one N(loc_n, L_n L_n^T), by Adam on
+(loc_n, log scale_n) or (loc_n, L_n) with Pyro's ``TraceMeanField_ELBO`` (analytic KL where one is
+registered) and ``num_particles`` samples a step; the model's parameters are held fixed.
+
+Stopping rule (on the mean ELBO per image of a chunk, averaged over windows of ``window`` steps):
+when a window gains less than ``tolerance`` nats/image over the previous one, the learning rate is
+divided by ``decay``; when that happens at ``min_lr`` the fit has converged (``stopped_on =
+"tolerance"``). ``max_steps`` caps every chunk (``stopped_on = "cap"``). :func:`refinement_gain`
+checks the result: how much a longer, lower-noise optimisation still gains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import TraceMeanField_ELBO
+from torch import nn
+from pyro.distributions import constraints
+from torch.distributions import transform_to
+
+from .evaluate import kl_term, stderr
+from ..models.guides import Guide, MeanField
+from ..models.likelihoods import log_density
+from ..models.vae import VAE
+
+FAMILIES = ("diagonal", "full")
+
+
+class LocalFullNormal(Guide):
+    """q(z_n) = N(loc_n, L_n L_n^T) with free loc_n and L_n for each of N points (dense parameters).
+
+    ``L_n = tril(raw_n, -1) + diag(softplus(diag(raw_n)))``, so every L_n is a valid Cholesky factor.
+
+    :param init_loc: ``(N, z_dim)`` initial means.
+    :param init_scale_tril: ``(N, z_dim, z_dim)`` initial Cholesky factors.
+    """
+
+    amortized, family = False, "full"
+
+    def __init__(self, init_loc: torch.Tensor, init_scale_tril: torch.Tensor):
+        super().__init__(init_loc.shape[0])
+        to_raw = transform_to(constraints.softplus_lower_cholesky).inv
+        self.loc = nn.Parameter(init_loc.detach().clone())  # (N, z_dim)
+        self.raw_scale_tril = nn.Parameter(to_raw(init_scale_tril.detach()).tril().clone())  # (N, z_dim, z_dim)
+
+    def posterior(self, x, idx=None):
+        if idx is None:
+            idx = torch.arange(self.num_data, device=x.device)
+        scale_tril = transform_to(constraints.softplus_lower_cholesky)(self.raw_scale_tril[idx])
+        return dist.MultivariateNormal(self.loc[idx], scale_tril=scale_tril)
+
+
+def guide_family(guide: Guide) -> str:
+    """The Gaussian family of a guide's q(z | x): ``"diagonal"`` or ``"full"``.
+
+    Raises ``ValueError`` for a guide whose q is neither (no local fit in its family exists).
+    """
+    family = getattr(guide, "family", None)
+    if family not in FAMILIES:
+        raise ValueError(
+            f"{type(guide).__name__} has no Gaussian family for a local fit (family {family!r}); "
+            f"local fits exist for the families {', '.join(FAMILIES)}"
+        )
+    return family
+
+
+@dataclass
+class LocalFit:
+    """The fitted local guide and how each chunk's optimisation ended."""
+
+    guide: Guide
+    steps: list = field(default_factory=list)  # steps taken, per chunk
+    stopped_on: list = field(default_factory=list)  # "tolerance" or "cap", per chunk
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        """Steps (min, median, max) and how many chunks stopped on the rule or on the cap."""
+        steps = sorted(self.steps)
+        return {
+            "chunks": len(steps),
+            "steps_min": steps[0],
+            "steps_median": steps[len(steps) // 2],
+            "steps_max": steps[-1],
+            "stopped_on_tolerance": self.stopped_on.count("tolerance"),
+            "stopped_on_cap": self.stopped_on.count("cap"),
+            "seconds": self.seconds,
+        }
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """Hold a module's parameters fixed (no gradients) and in eval mode for the block."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    training = module.training
+    module.train(False)
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        module.train(training)
+
+
+def _start(init: Guide | None, x: torch.Tensor, z_dim: int, family: str, init_scale: float):
+    """(loc, scale or scale_tril) to start from: the init guide's q(z | x), else N(0, init_scale^2 I)."""
+    if init is None:
+        loc = x.new_zeros(x.shape[0], z_dim)
+        scale = torch.full_like(loc, init_scale)
+        return loc, (scale if family == "diagonal" else torch.diag_embed(scale))
+    with torch.no_grad():
+        q = init.posterior(x, torch.arange(x.shape[0], device=x.device))  # amortized guides ignore idx
+        if family == "diagonal":
+            return q.mean, q.variance.sqrt()
+        if isinstance(q, dist.MultivariateNormal):
+            return q.mean, q.scale_tril
+        return q.mean, torch.diag_embed(q.variance.sqrt())
+
+
+def _local_guide(family: str, loc: torch.Tensor, scale: torch.Tensor) -> Guide:
+    if family == "diagonal":
+        return MeanField(loc.shape[0], loc.shape[1], loc, scale, sparse=False)
+    return LocalFullNormal(loc, scale)
+
+
+def _step(objective, vae: VAE, local: Guide, x: torch.Tensor, optimizer) -> float:
+    """One Adam step on the local parameters; returns the mean ELBO per image before it."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = objective.differentiable_loss(vae.model, local, x) / x.shape[0]  # -mean ELBO per image
+    loss.backward()
+    optimizer.step()
+    return -loss.item()
+
+
+def _fit_chunk(vae: VAE, x: torch.Tensor, local: Guide, lr: float, min_lr: float, decay: float,
+               tolerance: float, window: int, max_steps: int, num_particles: int) -> tuple[int, str]:
+    """Maximise the chunk's ELBO over ``local``'s parameters; returns (steps, stopped_on)."""
+    objective = TraceMeanField_ELBO(num_particles=num_particles)
+    optimizer = torch.optim.Adam(local.parameters(), lr=lr)
+    window_sum, previous, steps = 0.0, -math.inf, 0
+    while steps < max_steps:
+        window_sum += _step(objective, vae, local, x, optimizer)
+        steps += 1
+        if steps % window == 0:
+            mean = window_sum / window
+            if mean - previous < tolerance:
+                if lr <= min_lr * (1 + 1e-9):
+                    return steps, "tolerance"
+                lr = max(lr / decay, min_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            previous, window_sum = mean, 0.0
+    return steps, "cap"
+
+
+def fit_local(
+    vae: VAE,
+    x: torch.Tensor,
+    init: Guide | None = None,
+    family: str = "diagonal",
+    lr: float = 0.05,
+    min_lr: float = 5e-4,
+    decay: float = 3.0,
+    tolerance: float = 0.01,
+    window: int = 50,
+    max_steps: int = 5000,
+    num_particles: int = 4,
+    init_scale: float = 0.1,
+    batch_size: int = 1000,
+) -> LocalFit:
+    """Fit per-datapoint Gaussians q(z_n) to the images ``x`` ``(N, D)`` with the decoder frozen.
+
+    max over q_n in ``family`` of ELBO(x_n; q_n); see the module docstring for the stopping rule.
+    Chunks of ``batch_size`` images are fitted one after another (their objectives are
+    independent). With ``init`` a guide, each q_n starts at its q(z | x_n) (for an amortized
+    encoder: the q* of Cremer et al. 2018); otherwise at N(0, init_scale^2 I).
+
+    :param tolerance: nats per image a window of ``window`` steps must gain to count as progress.
+    :returns: a :class:`LocalFit`; ``fit.guide`` is a guide over the rows of ``x`` (``idx`` = row numbers).
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    if not (0 < min_lr <= lr) or decay <= 1 or window < 1 or max_steps < 0 or num_particles < 1:
+        raise ValueError(
+            f"fit_local needs 0 < min_lr <= lr, decay > 1, window >= 1, max_steps >= 0 and num_particles >= 1; "
+            f"got min_lr={min_lr}, lr={lr}, decay={decay}, window={window}, max_steps={max_steps}, "
+            f"num_particles={num_particles}"
+        )
+    start_time = time.perf_counter()
+    fit = LocalFit(guide=None)
+    locs, scales = [], []
+    for start in range(0, x.shape[0], batch_size):
+        chunk = x[start : start + batch_size]
+        loc0, scale0 = _start(_rows(init, start, chunk.shape[0]), chunk, vae.z_dim, family, init_scale)
+        local = _local_guide(family, loc0, scale0)
+        local.name = "local_guide"
+        if max_steps > 0:
+            with torch.enable_grad(), pyro.validation_enabled(False), pyro.get_param_store().scope(), frozen(vae):
+                steps, stopped = _fit_chunk(vae, chunk, local, lr, min_lr, decay, tolerance, window,
+                                                     max_steps, num_particles)
+        else:
+            steps, stopped = 0, "cap"
+        fit.steps.append(steps), fit.stopped_on.append(stopped)
+        with torch.no_grad():
+            q = local.posterior(chunk)
+            locs.append(q.mean.detach())
+            scales.append(q.variance.sqrt().detach() if family == "diagonal" else q.scale_tril.detach())
+    fit.guide = _local_guide(family, torch.cat(locs), torch.cat(scales)).to(x.device)
+    fit.seconds = time.perf_counter() - start_time
+    return fit
+
+
+class _RowSlice(Guide):
+    """Rows ``start .. start + n`` of a local guide, seen as a guide over n points."""
+
+    amortized = False
+
+    def __init__(self, guide: Guide, start: int, n: int):
+        super().__init__(n)
+        self.inner, self.start = guide, start
+
+    def posterior(self, x, idx=None):
+        idx = torch.arange(x.shape[0], device=x.device) if idx is None else idx
+        return self.inner.posterior(x, idx + self.start)
+
+
+def _rows(init: Guide | None, start: int, n: int) -> Guide | None:
+    """An amortized guide as it is; a local one restricted to the chunk's rows."""
+    if init is None or init.amortized:
+        return init
+    return _RowSlice(init, start, n)
+
+
+@torch.no_grad()
+def mean_elbo(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, batch_size: int = 500) -> dict:
+    """ELBO per image of ``guide`` on ``x`` with ``num_samples`` samples each: mean and standard error.
+
+    ``ELBO(x_n) ~= 1/S sum_s log p(x_n | z_s) - KL(q_n || p)``, the KL analytic where registered.
+    """
+    values = []
+    prior = vae.prior()
+    for start in range(0, x.shape[0], batch_size):
+        chunk = x[start : start + batch_size]
+        idx = torch.arange(start, start + chunk.shape[0], device=x.device)
+        q = guide.posterior(chunk, idx)
+        z = q.sample((num_samples,))  # (S, B, z_dim)
+        recon = log_density(vae.likelihood, vae.decoder(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:2], -1), chunk)
+        kl, analytic = kl_term(q, prior, z[0])
+        if not analytic:
+            kl = (q.log_prob(z) - prior.log_prob(z)).mean(0)
+        values.append(recon.mean(0) - kl)
+    values = torch.cat(values)
+    return {"elbo": values.mean().item(), "stderr": stderr(values),
+            "per_datapoint": values}
+
+
+def refinement_gain(vae: VAE, x: torch.Tensor, fit: LocalFit, steps: int = 1000, lr: float = 0.01,
+                    min_lr: float = 1e-4, num_particles: int = 16, num_samples: int = 200) -> dict:
+    """How much optimising a local fit further still gains, nats per image (the convergence check).
+
+    Starts from ``fit.guide``'s first ``len(x)`` rows (``x`` = the first images it was fitted to) and
+    runs ``steps`` Adam steps with ``num_particles`` samples each, the learning rate decaying
+    exponentially from ``lr`` to ``min_lr``; the ELBOs before and after are estimated with
+    ``num_samples`` samples per image, and ``gain`` is their mean difference.
+    """
+    family = guide_family(fit.guide)
+    before_guide = _RowSlice(fit.guide, 0, x.shape[0])
+    loc0, scale0 = _start(before_guide, x, vae.z_dim, family, init_scale=1.0)
+    refined = _local_guide(family, loc0, scale0)
+    refined.name = "local_guide"
+    objective = TraceMeanField_ELBO(num_particles=num_particles)
+    optimizer = torch.optim.Adam(refined.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=(min_lr / lr) ** (1 / max(1, steps)))
+    with torch.enable_grad(), pyro.validation_enabled(False), pyro.get_param_store().scope(), frozen(vae):
+        for _ in range(steps):
+            _step(objective, vae, refined, x, optimizer)
+            schedule.step()
+    before = mean_elbo(vae, before_guide, x, num_samples)
+    after = mean_elbo(vae, refined, x, num_samples)
+    diff = after["per_datapoint"] - before["per_datapoint"]
+    return {"images": x.shape[0], "steps": steps, "num_particles": num_particles, "lr": [lr, min_lr],
+            "elbo_before": before["elbo"], "elbo_after": after["elbo"], "gain": diff.mean().item(),
+            "gain_stderr": stderr(diff)}

@@ -1,0 +1,167 @@
+"""Training objectives: -ELBO estimators, the IWAE bound, KL weighting and free bits.
+
+``Loss = -ELBO``,  ``ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z))``.
+
+- ``trace``: :class:`pyro.infer.Trace_ELBO`, the Monte-Carlo estimate
+  ``log p(x, z) - log q(z|x)`` at z ~ q (reparameterized);
+- ``trace_mean_field``: :class:`pyro.infer.TraceMeanField_ELBO`, the analytic KL(q || p)
+  wherever one is registered (diagonal Normal vs Normal or MultivariateNormal, MVN vs
+  MVN), the Monte-Carlo term elsewhere (mixture prior);
+- ``jit_trace``, ``jit_trace_mean_field``: the same, compiled by Pyro with ``torch.jit.trace``;
+- ``iwae``: the importance-weighted bound (Burda et al. 2015) with K = ``num_particles``,
+  ``L_K = E[log (1/K) sum_k p(x, z_k) / q(z_k | x)]``, written directly below.
+
+KL weight: ``ELBO_beta = E_q[log p(x|z)] - beta_t KL``, with ``beta_t = beta * min(1, t / T)``
+(linear annealing over T steps), applied by scaling the log-densities of site ``z`` in
+both model and guide. Free bits (Kingma et al. 2016): each latent dimension's KL,
+averaged over the minibatch, counts as at least ``lambda`` nats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.kl import kl_divergence
+from pyro.infer import ELBO, JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+
+
+class _DirectLoss(ELBO):
+    """An objective written as ``differentiable_loss``; ``loss`` and ``loss_and_grads`` follow from it."""
+
+    def _get_trace(self, model, guide, args, kwargs):  # traces are built in differentiable_loss
+        raise NotImplementedError
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+class IWAE(_DirectLoss):
+    """-L_K per minibatch, scaled to the data like the other objectives.
+
+    ``L_K(x) = logsumexp_k [log p(x, z_k) - log q(z_k | x)] - log K``, z_1..K ~ q(z | x),
+    drawn at once in a ``particles`` plate (dim -2); with K = 1 it is the ELBO.
+    """
+
+    def __init__(self, num_particles: int = 5):
+        super().__init__(num_particles=num_particles, max_plate_nesting=1)
+
+    def _log_weights(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, float]:
+        with pyro.plate("particles", self.num_particles, dim=-2):
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        model_trace.compute_log_prob()
+        guide_trace.compute_log_prob()
+        log_w, scales = 0.0, set()
+        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+            for site in trace.nodes.values():
+                if site["type"] == "sample" and not site_is_subsample(site):
+                    log_w = log_w + sign * site["unscaled_log_prob"]  # (K, B)
+                    scales.add(float(site["scale"]))  # the data plate's N / B
+        if len(scales) != 1:
+            raise ValueError(
+                "the iwae objective needs every sample site at the data plate's scale, got scales "
+                f"{sorted(scales)}; a KL weight (kl_weighted) has no meaning inside an importance weight: "
+                "weight the KL under Trace_ELBO or TraceMeanField_ELBO instead"
+            )
+        return log_w, scales.pop()
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        log_w, scale = self._log_weights(model, guide, *args, **kwargs)
+        bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)  # (B,)
+        return -scale * bound.sum()
+
+
+class FreeBitsELBO(_DirectLoss):
+    """-ELBO with free bits: ``loss = -E_q log p(x|z) + beta_t sum_j max(lambda, mean_batch KL_j)`` (x N).
+
+    beta_t is the KL weight that :func:`kl_weighted` puts on site ``z`` (1 without it).
+
+    Needs a per-dimension analytic KL: a diagonal Normal guide and prior (standard).
+    """
+
+    def __init__(self, free_bits: float, num_particles: int = 1):
+        super().__init__(num_particles=num_particles)
+        self.free_bits = free_bits
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        total = 0.0
+        for _ in range(self.num_particles):
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+            model_trace.compute_log_prob()
+            q, p = guide_trace.nodes["z"]["fn"], model_trace.nodes["z"]["fn"]
+            kl_per_dim = kl_divergence(_base_normal(q), _base_normal(p))  # (B, z_dim)
+            x_site = model_trace.nodes["x"]
+            beta = guide_trace.nodes["z"]["scale"] / x_site["scale"]  # the KL weight beta_t of kl_weighted
+            recon = x_site["unscaled_log_prob"]  # (B,)
+            batch = recon.shape[0]
+            floored = torch.clamp(kl_per_dim.mean(0), min=self.free_bits).sum()
+            total = total + x_site["scale"] * (beta * batch * floored - recon.sum())
+        return total / self.num_particles
+
+
+def _base_normal(fn):
+    base = fn
+    while isinstance(base, pyro.distributions.Independent):
+        base = base.base_dist
+    if not isinstance(base, pyro.distributions.Normal):
+        raise ValueError(
+            f"FreeBitsELBO needs a diagonal Normal prior and guide (a KL per dimension), got {type(base).__name__}; "
+            "use a standard Normal prior with a diagonal guide"
+        )
+    return base
+
+
+class KLWeight:
+    """The current KL weight beta_t = beta * min(1, t / anneal_steps) (beta when anneal_steps = 0)."""
+
+    def __init__(self, beta: float = 1.0, anneal_steps: int = 0):
+        self.beta, self.anneal_steps = beta, anneal_steps
+        self.value = self.at(1)
+
+    def at(self, step: int) -> float:
+        if self.anneal_steps == 0:
+            return self.beta
+        return self.beta * min(1.0, step / self.anneal_steps)
+
+    def set_step(self, step: int) -> None:
+        self.value = self.at(step)
+
+    @property
+    def active(self) -> bool:
+        return self.beta != 1.0 or self.anneal_steps > 0
+
+
+class _ScaleLatent(Messenger):
+    """Multiply the log-density of site ``name`` by ``weight.value`` (model and guide alike)."""
+
+    def __init__(self, name: str, weight: KLWeight):
+        super().__init__()
+        self.name, self.weight = name, weight
+
+    def _process_message(self, msg):
+        if msg["name"] == self.name:
+            msg["scale"] = msg["scale"] * self.weight.value
+
+
+def kl_weighted(program, weight: KLWeight, site: str = "z"):
+    """``program`` with the log-density of ``site`` scaled by the KL weight: -beta KL in the ELBO."""
+    return _ScaleLatent(site, weight)(program)
+
+
+ELBOS = {"trace": Trace_ELBO, "trace_mean_field": TraceMeanField_ELBO,
+         "jit_trace": JitTrace_ELBO, "jit_trace_mean_field": JitTraceMeanField_ELBO}

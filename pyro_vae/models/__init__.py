@@ -1,0 +1,18 @@
+"""The models: what a student reads beside the equations.
+
+``z ~ p(z)``, ``x ~ p(x | z)`` (:class:`VAE` with a prior, a decoder and a likelihood) and the
+guide ``q(z | x)``; plain torch modules and Pyro sample statements, no files, no configs.
+"""
+
+from .guides import AmortizedFullNormal, AmortizedNormal, Guide, MeanField, is_amortized
+from .likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood, log_density
+from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .priors import CorrelatedPrior, LearnedPrior, MixturePrior, StandardNormalPrior, equicorrelation
+from .vae import VAE, data_plate
+
+__all__ = [
+    "AmortizedFullNormal", "AmortizedNormal", "BernoulliLikelihood", "ContinuousBernoulliLikelihood", "ConvDecoder",
+    "ConvEncoder", "CorrelatedPrior", "Guide", "LearnedPrior", "MLPDecoder", "MLPEncoder", "MeanField",
+    "MixturePrior", "NormalLikelihood", "StandardNormalPrior", "VAE", "data_plate", "equicorrelation",
+    "is_amortized", "log_density",
+]

@@ -1,0 +1,139 @@
+"""Guides q(z | x): amortized (an encoder) and mean-field (free parameters per data point).
+
+Every guide is an ``nn.Module`` whose ``forward(x, idx=None)`` is the Pyro guide
+program (same arguments, site ``"z"`` and plate ``"data"`` as :meth:`VAE.model`), and
+whose ``posterior(x, idx)`` returns q(z | x) with batch shape ``(B,)``, event ``(z_dim,)``.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import nn
+from pyro.distributions import constraints
+from torch.distributions import transform_to
+
+from .vae import data_plate
+
+
+class Guide(nn.Module):
+    """Base class: subclasses define ``posterior(x, idx) -> q(z | x)``.
+
+    ``amortized``: q(z | x) is a function of x (an encoder), so new images need no fitting;
+    guides with free parameters per data point (mean-field) set it to False.
+    ``family``: the Gaussian family of q (``"diagonal"`` or ``"full"``), the family a local fit
+    q* uses when the amortization gap is measured; None for other guides.
+    """
+
+    name = "guide"
+    amortized = True
+    family: str | None = None
+
+    def __init__(self, num_data: int):
+        super().__init__()
+        self.num_data = num_data
+
+    def posterior(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> dist.Distribution:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> None:
+        """The Pyro guide: z ~ q(z | x) inside the ``data`` plate."""
+        pyro.module(self.name, self)
+        with data_plate(x, idx, self.num_data):
+            pyro.sample("z", self.posterior(x, idx))
+
+
+class AmortizedNormal(Guide):
+    """q(z | x) = N(loc(x), diag(exp(log_var(x)))), two linear heads on an encoder body."""
+
+    family = "diagonal"
+
+    def __init__(self, encoder: nn.Module, z_dim: int, num_data: int):
+        super().__init__(num_data)
+        self.encoder = encoder
+        self.loc_head = nn.Linear(encoder.out_features, z_dim)
+        self.log_var_head = nn.Linear(encoder.out_features, z_dim)
+
+    def posterior(self, x, idx=None):
+        h = self.encoder(x)  # (B, features)
+        loc, scale = self.loc_head(h), (0.5 * self.log_var_head(h)).exp()  # (B, z_dim)
+        return dist.Normal(loc, scale).to_event(1)
+
+
+class AmortizedFullNormal(Guide):
+    """q(z | x) = N(loc(x), L(x) L(x)^T), L = softplus_lower_cholesky(raw(x)): a full-covariance posterior.
+
+    ``L = tril(raw, -1) + diag(softplus(diag(raw)))``, so L is always a valid factor (softplus,
+    not exp, keeps early steps from blowing the scales up).
+    """
+
+    family = "full"
+
+    def __init__(self, encoder: nn.Module, z_dim: int, num_data: int):
+        super().__init__(num_data)
+        self.encoder = encoder
+        self.z_dim = z_dim
+        self.loc_head = nn.Linear(encoder.out_features, z_dim)
+        self.tril_head = nn.Linear(encoder.out_features, z_dim * (z_dim + 1) // 2)
+        self.register_buffer("_tril_rows", torch.tril_indices(z_dim, z_dim)[0], persistent=False)
+        self.register_buffer("_tril_cols", torch.tril_indices(z_dim, z_dim)[1], persistent=False)
+
+    def posterior(self, x, idx=None):
+        h = self.encoder(x)
+        raw = h.new_zeros(h.shape[0], self.z_dim, self.z_dim)  # (B, z_dim, z_dim)
+        raw[:, self._tril_rows, self._tril_cols] = self.tril_head(h)
+        scale_tril = transform_to(constraints.softplus_lower_cholesky)(raw)
+        return dist.MultivariateNormal(self.loc_head(h), scale_tril=scale_tril)
+
+
+class MeanField(Guide):
+    """q(z_n) = N(loc_n, diag(scale_n^2)) with free (loc_n, log scale_n) for each of N points.
+
+    Rows are read with ``F.embedding(idx, table, sparse=True)``: the gradient touches only
+    the minibatch rows and :func:`pyro_vae.infer.optim.adam` updates only those (O(batch) per
+    step; other rows stay bit-identical). Memory: 2 x N x z_dim numbers (plus Adam's two
+    moments of the same size).
+
+    :param init_loc: ``(N, z_dim)`` initial means (zeros when omitted).
+    :param init_scale: initial standard deviation, a number or an ``(N, z_dim)`` tensor.
+    :param sparse: row-sparse gradients (for minibatch training); dense for full-batch fits.
+    """
+
+    amortized, family = False, "diagonal"
+
+    def __init__(
+        self,
+        num_data: int,
+        z_dim: int,
+        init_loc: torch.Tensor | None = None,
+        init_scale: float | torch.Tensor = 0.1,
+        sparse: bool = True,
+    ):
+        super().__init__(num_data)
+        if init_loc is None:
+            init_loc = torch.zeros(num_data, z_dim)
+        log_scale = torch.log(torch.as_tensor(init_scale, dtype=init_loc.dtype)).expand(num_data, z_dim)
+        self.loc = nn.Parameter(init_loc.detach().clone())  # (N, z_dim)
+        self.log_scale = nn.Parameter(log_scale.detach().clone().to(init_loc.device))  # (N, z_dim)
+        self.sparse = sparse
+
+    def posterior(self, x, idx=None):
+        if idx is None:
+            if x.shape[0] != self.num_data:
+                raise ValueError(
+                    f"the mean_field guide holds parameters for {self.num_data} points but got "
+                    f"{x.shape[0]} images without indices; pass idx, or fit new images with "
+                    "pyro_vae.fit_local"
+                )
+            idx = torch.arange(self.num_data, device=x.device)
+        loc = F.embedding(idx, self.loc, sparse=self.sparse)  # (B, z_dim)
+        scale = F.embedding(idx, self.log_scale, sparse=self.sparse).exp()
+        return dist.Normal(loc, scale).to_event(1)
+
+
+def is_amortized(guide: Guide) -> bool:
+    """Whether the guide can encode new images directly (no local fitting needed)."""
+    return guide.amortized
+

@@ -1,0 +1,167 @@
+"""Priors p(z): small modules whose ``forward()`` returns a distribution over one z.
+
+Every prior's distribution has ``batch_shape == ()`` and ``event_shape == (z_dim,)``;
+the model's ``data`` plate broadcasts it over the minibatch. Fixed tensors are buffers
+and learned ones parameters, so ``.to(device)`` moves them and ``pyro.module`` trains them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions.kl import kl_divergence
+from torch import nn
+from torch.distributions import constraints, transform_to
+
+
+DEFAULT_CORRELATION = 0.8  # covariance left empty: Sigma = (1 - rho) I + rho 1 1^T
+
+
+def equicorrelation(z_dim: int, rho: float = DEFAULT_CORRELATION) -> list[list[float]]:
+    """Sigma_ij = 1 if i = j else rho: unit variances, every pair correlated by rho (z = 2: [[1, .8], [.8, 1]]).
+
+    Positive-definite for -1 / (z_dim - 1) < rho < 1 (eigenvalues 1 - rho and 1 + (z_dim - 1) rho).
+    """
+    return [[1.0 if i == j else rho for j in range(z_dim)] for i in range(z_dim)]
+
+
+def check_covariance(covariance, z_dim: int, name: str = "covariance") -> torch.Tensor:
+    """Return ``covariance`` as a float tensor after checking it is a valid z_dim x z_dim covariance.
+
+    Raises :class:`ValueError` naming the matrix and the reason: not a matrix, not
+    square, wrong size, not symmetric, or not positive-definite.
+    """
+    try:
+        sigma = torch.as_tensor(covariance, dtype=torch.float64)
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        raise ValueError(
+            f"{name} = {covariance!r} is not a matrix of numbers; "
+            "give a list of rows, for example [[1.0, 0.8], [0.8, 1.0]]"
+        ) from None
+    if sigma.dim() != 2 or sigma.shape[0] != sigma.shape[1]:
+        raise ValueError(
+            f"{name} = {covariance!r} is not square (shape {tuple(sigma.shape)}); "
+            f"give a {z_dim} x {z_dim} matrix"
+        )
+    if sigma.shape[0] != z_dim:
+        raise ValueError(
+            f"{name} = {covariance!r} is {sigma.shape[0]} x {sigma.shape[0]} but z_dim = {z_dim}; "
+            f"give a {z_dim} x {z_dim} matrix or change z_dim"
+        )
+    if not torch.isfinite(sigma).all():
+        raise ValueError(f"{name} = {covariance!r} has non-finite entries")
+    if not torch.allclose(sigma, sigma.T, rtol=1e-6, atol=1e-8):
+        raise ValueError(f"{name} = {covariance!r} is not symmetric; make entry [i][j] equal [j][i]")
+    _, info = torch.linalg.cholesky_ex(sigma)
+    if info.item() != 0:
+        smallest = torch.linalg.eigvalsh(sigma).min().item()
+        raise ValueError(
+            f"{name} = {covariance!r} is not positive-definite (smallest eigenvalue "
+            f"{smallest:.4g}); use a symmetric matrix with positive eigenvalues, "
+            "for example [[1.0, 0.8], [0.8, 1.0]]"
+        )
+    factor, info = torch.linalg.cholesky_ex(sigma.to(torch.float32))  # the precision training uses
+    if info.item() != 0 or not torch.isfinite(factor).all():
+        raise ValueError(
+            f"{name} = {covariance!r} does not fit in float32, the precision of training (an entry or "
+            "its Cholesky factor overflows or vanishes, or it is too near singular); rescale it to "
+            "entries of moderate size, for example [[1.0, 0.8], [0.8, 1.0]]"
+        )
+    return sigma
+
+
+class StandardNormalPrior(nn.Module):
+    """p(z) = N(0, I)."""
+
+    def __init__(self, z_dim: int):
+        super().__init__()
+        self.z_dim = z_dim
+        self.register_buffer("loc", torch.zeros(z_dim))
+        self.register_buffer("scale", torch.ones(z_dim))
+
+    def forward(self) -> dist.Distribution:
+        return dist.Normal(self.loc, self.scale).to_event(1)
+
+
+class CorrelatedPrior(nn.Module):
+    """p(z) = N(loc, Sigma), as ``MultivariateNormal(loc, scale_tril=L)`` with L = cholesky(Sigma).
+
+    :param covariance: the z_dim x z_dim matrix Sigma (checked by :func:`check_covariance`).
+    :param loc: the mean; zeros when omitted.
+    """
+
+    def __init__(self, covariance, loc: Sequence[float] | None = None):
+        super().__init__()
+        sigma = torch.as_tensor(covariance, dtype=torch.float64)
+        z_dim = sigma.shape[-1] if sigma.dim() == 2 else 0
+        sigma = check_covariance(covariance, z_dim)
+        try:
+            loc_t = torch.zeros(z_dim) if loc is None or len(loc) == 0 else torch.as_tensor(loc, dtype=torch.float32)
+        except (TypeError, ValueError, OverflowError, RuntimeError):
+            raise ValueError(
+                f"loc = {loc!r} is not a list of numbers; give {z_dim} numbers, or [] for zeros"
+            ) from None
+        if loc_t.shape != (z_dim,):
+            raise ValueError(
+                f"loc has {loc_t.numel()} entries but the covariance is {z_dim} x {z_dim}; "
+                f"give {z_dim} numbers or leave loc empty for zeros"
+            )
+        self.z_dim = z_dim
+        self.register_buffer("loc", loc_t)
+        self.register_buffer("scale_tril", torch.linalg.cholesky(sigma).to(torch.float32))
+        # the ELBO's KL term starts near KL(N(0, I) || p(z)): it must be finite in float32
+        kl = kl_divergence(dist.Normal(torch.zeros(z_dim), torch.ones(z_dim)).to_event(1), self())
+        if not torch.isfinite(kl):
+            raise ValueError(
+                f"loc = {loc!r} with covariance = {covariance!r} lies so far from N(0, I) that "
+                f"KL(N(0, I) || p(z)) is {kl.item()} in float32; use a loc and covariance of moderate size"
+            )
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        return self.scale_tril @ self.scale_tril.T
+
+    def forward(self) -> dist.Distribution:
+        return dist.MultivariateNormal(self.loc, scale_tril=self.scale_tril)
+
+
+class LearnedPrior(nn.Module):
+    """p(z) = N(loc, L L^T) with loc and L learned; L = lower_cholesky(raw) keeps it a valid factor.
+
+    ``lower_cholesky(raw) = tril(raw, -1) + diag(exp(diag(raw)))``; it starts at N(0, I).
+    """
+
+    def __init__(self, z_dim: int):
+        super().__init__()
+        self.z_dim = z_dim
+        self.loc = nn.Parameter(torch.zeros(z_dim))
+        self.raw_scale_tril = nn.Parameter(torch.zeros(z_dim, z_dim))
+
+    @property
+    def scale_tril(self) -> torch.Tensor:
+        return transform_to(constraints.lower_cholesky)(self.raw_scale_tril)
+
+    def forward(self) -> dist.Distribution:
+        return dist.MultivariateNormal(self.loc, scale_tril=self.scale_tril)
+
+
+class MixturePrior(nn.Module):
+    """p(z) = sum_k pi_k N(z; loc_k, diag(scale_k^2)), with pi, loc, scale learned.
+
+    Component means start at random draws from N(0, I) (seeded by the run's seed),
+    scales at 1, weights uniform. There is no closed-form KL against this prior: the
+    KL reported for it is a Monte-Carlo estimate.
+    """
+
+    def __init__(self, z_dim: int, components: int = 10):
+        super().__init__()
+        self.z_dim = z_dim
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.locs = nn.Parameter(torch.randn(components, z_dim))
+        self.log_scales = nn.Parameter(torch.zeros(components, z_dim))
+
+    def forward(self) -> dist.Distribution:
+        components = dist.Normal(self.locs, self.log_scales.exp()).to_event(1)
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)

@@ -1,0 +1,45 @@
+"""What every figure module shares: tiling flat images, decoding a grid of codes, saving a figure.
+
+Figures are plain :class:`matplotlib.figure.Figure` objects: no pyplot state to close and
+no backend to switch; ``savefig`` picks the Agg canvas from the file's suffix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from ..models.vae import VAE
+
+IMAGE_SHAPE = (28, 28)  # MNIST and Fashion-MNIST
+H, W = IMAGE_SHAPE
+DIGIT_COLOURS = {"cmap": "tab10", "vmin": -0.5, "vmax": 9.5}  # one colour per class 0..9
+
+
+def image_grid(images: torch.Tensor, rows: int, cols: int) -> np.ndarray:
+    """Tile ``rows * cols`` flat images ``(n, 784)`` into one ``(rows*28, cols*28)`` array."""
+    images = images.detach().cpu().reshape(rows, cols, H, W)
+    return images.permute(0, 2, 1, 3).reshape(rows * H, cols * W).numpy()
+
+
+def model_device(vae: VAE) -> torch.device:
+    """The device of the prior's parameters or buffers (CPU for a prior without any)."""
+    tensors = list(vae.prior.parameters()) + list(vae.prior.buffers())
+    return tensors[0].device if tensors else torch.device("cpu")
+
+
+@torch.no_grad()
+def decode_grid(vae: VAE, z: torch.Tensor) -> torch.Tensor:
+    """Decoder means for a ``(..., z_dim)`` array of codes, flat ``(n, 784)``."""
+    return vae.decode_mean(z.reshape(-1, z.shape[-1]).to(model_device(vae))).cpu()
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (parent folders made; 110 dpi, tight bounding box); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path

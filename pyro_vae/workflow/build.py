@@ -1,0 +1,222 @@
+"""Build the parts a config names (prior, networks, likelihood, guide, objective) from registries.
+
+Each registry maps a config name to a constructor of the part; a new part is one entry.
+:func:`check_config` runs before data are loaded or training starts: names, the cross-field
+:data:`~pyro_vae.workflow.rules.RULES`, memory, and the parts' own argument checks (a part raises
+``ValueError`` about its own arguments; :func:`_as_config_error` names the config keys instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import re
+import warnings
+
+import torch
+
+from ..infer.objectives import ELBOS, IWAE, FreeBitsELBO
+from ..models.guides import AmortizedFullNormal, AmortizedNormal, Guide, MeanField
+from ..models.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood
+from ..models.nets import INITS, NETS, NUM_PIXELS, build_networks, glorot_init_, network_size
+from ..models.priors import (CorrelatedPrior, LearnedPrior, MixturePrior, StandardNormalPrior, check_covariance,
+                             equicorrelation)
+from ..models.vae import VAE
+from .config import Config, ConfigError
+from .data import DATASETS, PIXEL_MODES
+from .rules import check_rules
+
+
+def _correlated_prior(c: Config) -> CorrelatedPrior:
+    covariance = c.prior.covariance if len(c.prior.covariance) else equicorrelation(c.model.z_dim)
+    check_covariance(covariance, c.model.z_dim)
+    return CorrelatedPrior(covariance, c.prior.loc)
+
+
+PRIORS = {
+    "standard": lambda c: StandardNormalPrior(c.model.z_dim),
+    "correlated": _correlated_prior,
+    "learned": lambda c: LearnedPrior(c.model.z_dim),
+    "mixture": lambda c: MixturePrior(c.model.z_dim, c.prior.components),
+}
+GUIDES = {  # (config, encoder body, number of training images) -> guide
+    "amortized": lambda c, encoder, n: AmortizedNormal(encoder, c.model.z_dim, n),
+    "amortized_full": lambda c, encoder, n: AmortizedFullNormal(encoder, c.model.z_dim, n),
+    "mean_field": lambda c, encoder, n: MeanField(n, c.model.z_dim, init_scale=c.guide.init_scale),
+}
+LIKELIHOODS = {
+    "bernoulli": lambda c: BernoulliLikelihood(grey_values=c.data.pixels == "grayscale"),
+    "continuous_bernoulli": lambda c: ContinuousBernoulliLikelihood(),
+    "normal": lambda c: NormalLikelihood(c.model.normal_scale, c.model.learn_scale),
+}
+OBJECTIVES = (*ELBOS, "iwae")
+DEVICES = ("cpu", "cuda", "auto")
+
+# config key -> (the names it may take, what they are called in the message)
+NAMES = {
+    "data.dataset": (DATASETS, "datasets"),
+    "data.pixels": (PIXEL_MODES, "modes"),
+    "train.device": (DEVICES, "devices"),
+    "model.net": (NETS, "nets"),
+    "model.init": (INITS, "inits"),
+    "model.likelihood": (tuple(LIKELIHOODS), "likelihoods"),
+    "prior.type": (tuple(PRIORS), "priors"),
+    "guide.type": (tuple(GUIDES), "guides"),
+    "train.objective": (OBJECTIVES, "objectives"),
+}
+# a part's argument name -> the config key that sets it
+ARGUMENT_KEYS = {"covariance": "prior.covariance", "loc": "prior.loc", "z_dim": "model.z_dim",
+                 "components": "prior.components", "init_scale": "guide.init_scale"}
+
+
+def _as_config_error(err: ValueError) -> ConfigError:
+    """A part's ``ValueError`` about its arguments, reworded with the config keys that set them."""
+    pattern = r"(?<![\w.])(" + "|".join(ARGUMENT_KEYS) + r")(?![\w])"
+    return ConfigError(re.sub(pattern, lambda m: ARGUMENT_KEYS[m.group(1)], str(err)))
+
+
+@contextlib.contextmanager
+def config_keys():
+    """Inside, a part's ``ValueError`` becomes a :class:`ConfigError` naming config keys."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise _as_config_error(err) from None
+
+
+def proper_density(config: Config) -> bool:
+    """Whether the run's likelihood is a normalised density of its pixels (so log p(x) means something):
+    not a Bernoulli over grey values, whose log_prob is minus the binary cross-entropy."""
+    return LIKELIHOODS[config.model.likelihood](config).convention == "log_likelihood"
+
+
+def check_names(config: Config) -> None:
+    """Every name-valued key is one its registry knows; raises ConfigError naming the key and the choices."""
+    tree = config.to_dict()
+    for key, (valid, what) in NAMES.items():
+        section, name = key.split(".")
+        value = tree[section][name]
+        if value not in valid:
+            raise ConfigError(f"unknown {key} {value!r}; valid {what}: {', '.join(valid)}")
+
+
+def build_objective(config: Config):
+    """The training objective of ``[train]``: an ELBO estimator, free bits, or the IWAE bound."""
+    t = config.train
+    if t.free_bits > 0:
+        return FreeBitsELBO(t.free_bits, t.num_particles)
+    if t.objective == "iwae":
+        return IWAE(t.num_particles)
+    if t.objective.startswith("jit_"):  # Pyro's JIT uses torch.jit.trace, deprecated (but working) in recent torch
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.*is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    return ELBOS[t.objective](num_particles=t.num_particles)
+
+
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` (cuda when available) as a :class:`torch.device`."""
+    if name not in DEVICES:
+        raise ConfigError(f"unknown train.device {name!r}; valid devices: {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+TRAIN_IMAGES = 60_000  # MNIST and Fashion-MNIST: the most a mean_field guide holds rows for
+_SIZE_KEYS = (("model", "hidden"), ("model", "z_dim"), ("prior", "components"), ("train", "num_particles"),
+              ("train", "batch_size"), ("train", "eval_batch_size"))
+
+
+def _memory_needed(config: Config, num_data: int) -> int:
+    """Bytes a training step needs, roughly: parameters, gradients and two Adam moments
+    (16 bytes each), and the activations of the largest batch (kept for the backward pass)."""
+    m, t, z = config.model, config.train, config.model.z_dim
+    full = config.guide.type == "amortized_full"
+    parameters, features = network_size(m.net, z, m.hidden)
+    tril = z * (z + 1) // 2
+    parameters += {"amortized": 2 * (features + 1) * z, "amortized_full": (features + 1) * (z + tril) + 2 * tril,
+                   "mean_field": 2 * num_data * z}.get(config.guide.type, 0)
+    parameters += {"correlated": z + z * z, "learned": z + z * z,
+                   "mixture": config.prior.components * (1 + 2 * z)}.get(config.prior.type, 2 * z)
+    particles = t.num_particles if t.objective == "iwae" else 1  # IWAE draws its K samples at once
+    batch = max(min(t.batch_size, num_data) * particles, min(t.eval_batch_size, 10_000))
+    per_image = 4 * NUM_PIXELS + 2 * (sum(m.hidden) if m.net == "mlp" else 20_000) + (z * z if full else 4 * z)
+    return 16 * parameters + 16 * batch * per_image
+
+
+def _memory_available(config: Config) -> int:
+    """This machine's memory in bytes (and the GPU's, if the config trains on one)."""
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        have = 2**50  # unknown: refuse only absurd sizes
+    if config.train.device in ("cuda", "auto") and torch.cuda.is_available():
+        have = min(have, torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    return have
+
+
+def _format_bytes(n: int) -> str:
+    if n.bit_length() > 1000:
+        return f"about 2^{n.bit_length()} bytes"
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024:
+            return f"{size:.3g} {unit}"
+        size /= 1024
+    return f"{size:.3g} EiB"
+
+
+def check_size(config: Config, num_data: int) -> None:
+    """Refuse (ConfigError) a model or batch too large for this machine's memory, naming the key
+    whose value makes it so, before any of it is allocated."""
+    need, have = _memory_needed(config, num_data), _memory_available(config)
+    if need <= have:
+        return
+
+    def need_with_default(name: tuple[str, str]) -> int:
+        reset = copy.deepcopy(config)
+        setattr(getattr(reset, name[0]), name[1], getattr(getattr(Config(), name[0]), name[1]))
+        return _memory_needed(reset, num_data)
+
+    section, key = min(_SIZE_KEYS, key=need_with_default)  # the key whose value costs the most
+    value, default = getattr(getattr(config, section), key), getattr(getattr(Config(), section), key)
+    raise ConfigError(
+        f"{section}.{key} = {value!r} needs {_format_bytes(need)} of memory to train (parameters, gradients, "
+        f"Adam moments, activations) but this machine has {_format_bytes(have)}; use a smaller {section}.{key}, "
+        f"for example {section}.{key}={default!r}"
+    )
+
+
+def build_model(config: Config, num_data: int) -> tuple[VAE, Guide]:
+    """``(vae, guide)`` for ``config`` with a training set of ``num_data`` points (on the CPU)."""
+    check_names(config)
+    check_size(config, num_data)
+    m = config.model
+    encoder, decoder = build_networks(m.net, m.z_dim, m.hidden)
+    with config_keys():
+        prior = PRIORS[config.prior.type](config)
+        vae = VAE(prior, decoder, LIKELIHOODS[m.likelihood](config), num_data)
+        guide = GUIDES[config.guide.type](config, encoder, num_data)
+    if m.init == "glorot":
+        glorot_init_(decoder)
+        glorot_init_(guide)
+    return vae, guide
+
+
+def check_config(config: Config) -> None:
+    """Check ``config`` before anything is loaded or written: names, cross-field rules, memory and
+    the prior's own arguments (the one part whose values need checking beyond their range); raises
+    :class:`ConfigError`."""
+    check_names(config)
+    resolve_device(config.train.device)
+    check_rules(config)
+    check_size(config, min(config.data.train_size or TRAIN_IMAGES, TRAIN_IMAGES))
+    with config_keys(), torch.random.fork_rng(devices=[]):  # building must not move the run's random stream
+        PRIORS[config.prior.type](config)

@@ -1,0 +1,196 @@
+"""MNIST and Fashion-MNIST as in-memory tensors, with pixel modes and (index, x) minibatches.
+
+Images are loaded once through ``torchvision.datasets`` into a float tensor of grey
+values in [0, 1], shape ``(N, 784)``. The pixel mode decides what the model sees:
+
+- ``grayscale``: the grey values themselves (the reference experiments' convention;
+  the Bernoulli "likelihood" is then binary cross-entropy, not a normalised density);
+- ``dynamic``: a fresh binarization ``x ~ Bernoulli(grey)`` every time a batch is drawn;
+- ``threshold``: the fixed binarization ``x = 1[grey > 0.5]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .config import Config
+
+DATA_ENV = "PYRO_VAE_DATA"
+DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # torchvision.datasets classes, imported on use
+PIXEL_MODES = ("grayscale", "dynamic", "threshold")
+IMAGE_SHAPE = (28, 28)
+
+
+class DataError(RuntimeError):
+    """Data that cannot be found or read; the message is one line naming files and folder."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data directory: the argument, else ``$PYRO_VAE_DATA``, else ``./data``."""
+    return Path(data_dir or os.environ.get(DATA_ENV) or "data")
+
+
+def _required_files(dataset_cls) -> list[str]:
+    return [os.path.splitext(os.path.basename(url))[0] for url, _ in dataset_cls.resources]
+
+
+def load_images(
+    dataset: str, train: bool, data_dir: str | os.PathLike | None = None, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load one split as ``(images, labels)``: float32 ``(N, 784)`` in [0, 1] and int64 ``(N,)``.
+
+    Downloads through torchvision when the files are missing and a network exists;
+    otherwise raises :class:`DataError` naming the files needed and the folder searched.
+    """
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+    from torchvision import datasets  # a second's import, needed only here
+
+    dataset_cls = getattr(datasets, DATASETS[dataset])
+    root = resolve_data_dir(data_dir)
+    raw_folder = root / dataset_cls.__name__ / "raw"
+    needed = _required_files(dataset_cls)
+    if not all((raw_folder / name).is_file() for name in needed) and download:
+        try:  # torchvision prints progress and mirror failures to stdout
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                dataset_cls(root, train=train, download=True)
+        except Exception:  # no network, a mirror down, a read-only folder, ...
+            pass
+    missing = [name for name in needed if not (raw_folder / name).is_file()]
+    if missing:
+        raise DataError(
+            f"{dataset} files not found in {raw_folder} and could not be downloaded; "
+            f"put {', '.join(needed)} there, or point --data-dir "
+            f"or ${DATA_ENV} at a folder holding {dataset_cls.__name__}/raw/"
+        )
+    try:
+        ds = dataset_cls(root, train=train, download=False)
+    except Exception as err:  # truncated or foreign files: torchvision's IDX reader fails
+        raise DataError(
+            f"{dataset} files in {raw_folder} could not be read as IDX image/label files "
+            f"({type(err).__name__}); replace them with the official {', '.join(needed)}"
+        ) from None
+    if ds.data.shape[1:] != IMAGE_SHAPE or len(ds.data) != len(ds.targets):
+        raise DataError(
+            f"{dataset} files in {raw_folder} hold images of shape {tuple(ds.data.shape)} and "
+            f"{len(ds.targets)} labels; expected (N, 28, 28) images with N labels: replace them "
+            "with the official files"
+        )
+    images = ds.data.reshape(len(ds.data), -1).to(torch.float32) / 255.0
+    return images, ds.targets.to(torch.int64)
+
+
+class ImageData:
+    """An in-memory image set: grey values ``(N, 784)``, labels ``(N,)`` and a pixel mode.
+
+    :param images: grey values in [0, 1], shape ``(N, D)``.
+    :param labels: integer class labels, shape ``(N,)`` (kept for plots).
+    :param pixels: one of :data:`PIXEL_MODES`.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, pixels: str = "grayscale"):
+        if pixels not in PIXEL_MODES:
+            raise DataError(f"unknown pixel mode {pixels!r}; valid modes: {', '.join(PIXEL_MODES)}")
+        if images.dim() != 2 or images.shape[0] != labels.shape[0]:
+            raise DataError(
+                f"images must be (N, D) with N labels, got images {tuple(images.shape)} "
+                f"and labels {tuple(labels.shape)}"
+            )
+        self.images = images  # (N, D) grey values
+        self.labels = labels  # (N,)
+        self.pixels = pixels
+        self._threshold = (images > 0.5).to(images.dtype) if pixels == "threshold" else None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> "ImageData":
+        return ImageData(self.images.to(device), self.labels.to(device), self.pixels)
+
+    def subset(self, n: int) -> "ImageData":
+        """The first ``n`` images (all of them when ``n`` is 0 or larger than the set)."""
+        if n <= 0 or n >= len(self):
+            return self
+        return ImageData(self.images[:n], self.labels[:n], self.pixels)
+
+    def pixels_at(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The observed pixels of rows ``idx`` under the pixel mode, shape ``(len(idx), D)``."""
+        if self.pixels == "threshold":
+            return self._threshold[idx]
+        grey = self.images[idx]
+        if self.pixels == "dynamic":
+            return torch.bernoulli(grey, generator=generator)
+        return grey
+
+    def observed(self, generator: torch.Generator | None = None) -> "ImageData":
+        """The pixels drawn once (one binarization in dynamic mode), so every estimate sees the same x."""
+        x = self.pixels_at(torch.arange(len(self), device=self.device), generator)
+        return ImageData(x, self.labels, "grayscale")  # "grayscale" hands the fixed pixels on as they are
+
+    def order(self, generator: torch.Generator | None = None, shuffle: bool = True) -> torch.Tensor:
+        """A random permutation of the rows drawn from ``generator`` (or ``0..N-1``)."""
+        n = len(self)
+        if not shuffle:
+            return torch.arange(n, device=self.device)
+        return torch.randperm(n, generator=generator, device=self.device)
+
+    def batches_in(
+        self, order: torch.Tensor, batch_size: int, generator: torch.Generator | None = None, start: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(idx, x)`` minibatches along ``order``, skipping the first ``start`` batches."""
+        for begin in range(start * batch_size, len(order), batch_size):
+            idx = order[begin : begin + batch_size]
+            yield idx, self.pixels_at(idx, generator)
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(idx, x)`` minibatches covering every image once.
+
+        The order is a permutation drawn from ``generator`` (the same generator then
+        draws the dynamic binarizations), so a seeded generator gives a repeatable epoch.
+        """
+        yield from self.batches_in(self.order(generator, shuffle), batch_size, generator)
+
+
+def load_data(
+    dataset: str,
+    pixels: str,
+    data_dir: str | os.PathLike | None = None,
+    train_size: int = 0,
+    test_size: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[ImageData, ImageData]:
+    """Load ``(train, test)`` :class:`ImageData` on ``device``; sizes 0 mean the whole split."""
+    train = ImageData(*load_images(dataset, True, data_dir), pixels).subset(train_size)
+    test = ImageData(*load_images(dataset, False, data_dir), pixels).subset(test_size)
+    return train.to(device), test.to(device)
+
+
+
+def load_run_data(config: Config, data_dir=None, device: torch.device | str = "cpu") -> tuple[ImageData, ImageData]:
+    """``(train, test)`` images of ``config``'s [data] section on ``device``."""
+    d = config.data
+    return load_data(d.dataset, d.pixels, data_dir, d.train_size, d.test_size, device)
+
+def first_index(labels: torch.Tensor, label: int) -> int | None:
+    """The row of the first image labelled ``label`` (None if there is none)."""
+    found = (labels.cpu() == label).nonzero()
+    return int(found[0]) if len(found) else None
+
+
+def example_indices(labels: torch.Tensor, n: int = 10) -> torch.Tensor:
+    """Rows to show: the first image of each class 0, 1, ..., then the first others, ``n`` in all."""
+    firsts = [i for i in (first_index(labels, c) for c in range(n)) if i is not None]
+    rest = [i for i in range(len(labels)) if i not in set(firsts)][: max(0, n - len(firsts))]
+    return torch.tensor((firsts + rest)[:n], dtype=torch.long)

@@ -1,0 +1,257 @@
+"""Evaluating a trained run: test-set ELBO terms, the importance-sampled log-likelihood and,
+for an amortized guide, the inference gaps; ``evaluation.json`` in the run directory.
+
+``evaluate_run`` writes the ELBO and its terms, log p(x) with K samples and its standard error,
+IWAE bounds for smaller K and the active units; with ``gap=True`` the decomposition of
+:func:`pyro_vae.infer.gaps.amortization_gap` on the same images. A mean-field guide has no
+encoder: its test images get Gaussians of their own (:func:`fit_test_images`, cached in the run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import torch
+
+from ..infer.evaluate import active_units, elbo_terms, importance_log_likelihood, posterior_means
+from ..infer.gaps import CONVERGED_GAIN, amortization_gap, is_converged
+from ..infer.local_fit import fit_local, guide_family
+from ..models.guides import Guide, MeanField, is_amortized
+from ..models.vae import VAE
+from .checkpoint import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
+from .config import Config, ConfigError
+from .data import ImageData, load_run_data
+from .runs import Run, RunDir, load_run
+from .streams import eval_generator, seeded
+
+SPLITS = ("test", "train")
+NOT_A_DENSITY = (
+    "grey-value pixels under a Bernoulli: -BCE is not a normalised log-density, so no "
+    "log-likelihood is reported; train with data.pixels = 'dynamic' or 'threshold', or "
+    "model.likelihood = 'continuous_bernoulli'"
+)
+
+
+def _fingerprint(*tensors: torch.Tensor, extra: object = None) -> str:
+    """A hash of tensors' bytes (and ``repr(extra)``): what a cached result was computed from."""
+    digest = hashlib.sha256(repr(extra).encode())
+    for t in tensors:
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def fit_test_images(vae: VAE, x: torch.Tensor, config: Config, cache: Path | None = None) -> tuple[Guide, dict]:
+    """Per-image Gaussians for new images ``x`` (a mean-field run's test set), decoder frozen.
+
+    The fit (:func:`pyro_vae.infer.local_fit.fit_local` with the [guide] settings) runs on its own
+    seeded stream and is kept in ``cache`` with a fingerprint of the decoder's weights, the
+    images and the settings; a later call with the same three reads it back instead of refitting.
+    """
+    options = config.guide.local_fit_options()
+    key = _fingerprint(*vae.state_dict().values(), x, extra=(options, config.train.seed,
+                                                             config.train.eval_batch_size))
+    if cache is not None and cache.is_file():
+        try:
+            saved = load_checkpoint(cache, map_location=x.device)
+        except CheckpointError:
+            saved = None
+        if saved is not None and saved.get("key") == key:
+            return MeanField(x.shape[0], vae.z_dim, saved["loc"], saved["scale"], sparse=False), saved["summary"]
+    with seeded(config.train.seed + 1, x.device):
+        fit = fit_local(vae, x, batch_size=config.train.eval_batch_size, **options)
+    q = fit.guide.posterior(x)
+    summary = fit.summary()
+    if cache is not None:
+        save_checkpoint(cache, {"key": key, "loc": q.mean.detach(), "scale": q.stddev.detach(), "summary": summary})
+    return fit.guide, summary
+
+
+def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, device,
+                      cache: Path | None = None) -> tuple[dict, Guide]:
+    """Test-set ELBO terms and the guide they used (mean-field: :func:`fit_test_images`, cached in ``cache``).
+
+    Runs under :func:`seeded`, so the same parameters always give the same numbers.
+    """
+    with seeded(config.train.seed + 1, device):
+        x = test.observed(eval_generator(config.train.seed, device)).images
+        local = {}
+        if not is_amortized(guide):
+            guide, summary = fit_test_images(vae, x, config, cache)
+            local = {"local_fit": summary}
+        terms = elbo_terms(vae, guide, x, config.train.eval_batch_size)
+    return {**terms, **local}, guide
+
+
+def evaluation_codes(guide: Guide, test: ImageData, config: Config, device) -> torch.Tensor:
+    """Posterior means E_q[z | x] of the test images (the evaluation's fixed binarization)."""
+    x = test.observed(eval_generator(config.train.seed, device)).images
+    return posterior_means(guide, x, config.train.eval_batch_size)
+
+
+def snapshot_data(guide, train: ImageData, test: ImageData) -> ImageData:
+    """The images the figures over training follow: the test set, or for a guide without an
+    encoder (mean-field) as many training images, the rows its Gaussians belong to."""
+    return test if is_amortized(guide) else train.subset(len(test))
+
+
+def _split(run: Run, split: str, data_dir) -> ImageData:
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    train, test = load_run_data(run.config, data_dir)
+    return test if split == "test" else train
+
+
+def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap: bool) -> dict:
+    """What an evaluation's numbers depend on: the run's whole config, its epochs, the split, K,
+    the number of images and whether the gap was measured. A saved evaluation is reused only
+    when these are equal."""
+    return {"split": split, "num_samples": num_samples, "images": images, "gap": gap,
+            "epochs": len(run.history), "config": run.config.to_dict()}
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    num_samples: int = 5000,
+    split: str = "test",
+    data_dir=None,
+    iwae_samples: tuple[int, ...] = (1, 10, 100),
+    gap: bool = False,
+    limit: int = 0,
+    save: bool = True,
+) -> dict:
+    """Evaluate a run on ``split`` and write ``evaluation.json`` (unless ``save`` is false);
+    see the module docstring.
+
+    :param limit: evaluate the first ``limit`` images only (0 = all).
+    """
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
+    run = load_run(run_dir)
+    seed = run.config.train.seed
+    data = _split(run, split, data_dir).subset(limit)
+    x = data.observed(eval_generator(seed)).images
+    report: dict = {"split": split, "images": len(data), "num_samples": num_samples,
+                    "convention": run.vae.likelihood.convention, "epochs": len(run.history),
+                    "settings": evaluation_settings(run, split, num_samples, len(data), gap)}
+    proper = run.vae.likelihood.convention == "log_likelihood"
+    if gap:
+        _check_gap(run)
+    with seeded(seed + 3):
+        guide = run.guide
+        if not is_amortized(guide) and split == "test":  # on "train" it has its own rows
+            guide, report["local_fit"] = fit_test_images(run.vae, x, run.config, cache=run.dir.local_fit)
+        report["elbo"] = elbo_terms(run.vae, guide, x, run.config.train.eval_batch_size)
+        report["active_units"] = active_units(guide, x)["active_units"]
+        if not proper:
+            report["log_likelihood"] = None
+            report["note"] = NOT_A_DENSITY
+        elif gap:  # one K-sample estimate, with the better proposal, serves both
+            report["gap"] = measure_gap(run, x, num_samples)
+            report["log_likelihood"] = dict(report["gap"]["log_likelihood"])
+        else:
+            start = time.perf_counter()
+            ll = importance_log_likelihood(run.vae, guide, x, num_samples)
+            report["log_likelihood"] = {"value": ll["log_likelihood"], "stderr": ll["stderr"], "proposal": "q",
+                                        "seconds": time.perf_counter() - start}
+        if proper:
+            report["iwae"] = {
+                str(k): importance_log_likelihood(run.vae, guide, x, k)["log_likelihood"]
+                for k in iwae_samples if k < num_samples
+            }
+    if save:
+        write_json(run.dir.evaluation, report)
+    return report
+
+
+def finished_evaluation(run_dir: str | Path, settings: dict) -> dict | None:
+    """The run's saved evaluation if it was made with exactly these :func:`evaluation_settings`, else None."""
+    report = read_json(RunDir(run_dir).evaluation)
+    if report is None or report.get("settings") != settings:
+        return None
+    return report
+
+
+def _check_gap(run: Run) -> None:
+    if not is_amortized(run.guide):
+        raise ConfigError("the amortization gap needs an amortized guide; this run's guide is mean_field")
+    if run.vae.likelihood.convention != "log_likelihood":
+        raise ConfigError(f"the amortization gap needs a proper likelihood: {NOT_A_DENSITY}")
+    try:
+        guide_family(run.guide)
+    except ValueError as err:
+        raise ConfigError(f"the amortization gap needs q* in the guide's family: {err}") from None
+
+
+def measure_gap(run: Run, x: torch.Tensor, num_samples: int = 5000, log=print) -> dict:
+    """:func:`pyro_vae.infer.gaps.amortization_gap` of a run on images ``x`` with its [guide] fit settings;
+    a one-line warning is logged when q* is not converged."""
+    _check_gap(run)
+    gap = amortization_gap(run.vae, run.guide, x, run.config.guide.local_fit_options(), num_samples,
+                           batch_size=run.config.train.eval_batch_size)
+    check = gap["convergence"]
+    if check and not check["converged"]:
+        log(f"warning: q* is not converged: a further optimisation gains {check['gain']:.3f} +- "
+            f"{check['gain_stderr']:.3f} nats/image (> {CONVERGED_GAIN}); lower guide.local_tolerance "
+            "or guide.local_min_lr, or raise guide.local_particles or guide.local_steps")
+    return gap
+
+
+def format_report(report: dict) -> str:
+    """A plain-text table of an evaluation report."""
+    e = report["elbo"]
+    rows = [
+        ("images", f"{report['images']} ({report['split']})"),
+        ("-ELBO per image", f"{-e['elbo']:.2f}  (recon {-e['recon']:.2f} + KL {e['kl']:.2f}, KL {e['kl_estimator']})"),
+        ("active units", str(report["active_units"])),
+    ]
+    if "local_fit" in report:
+        rows.append(("local fit (test images)", _fit_line(report["local_fit"])))
+    if report["log_likelihood"] is None:
+        rows.append(("log p(x)", "not reported: " + report["note"]))
+    else:
+        ll = report["log_likelihood"]
+        rows.append((f"log p(x), K={report['num_samples']}",
+                     f"{ll['value']:.2f} +- {ll['stderr']:.2f}  (proposal: {ll.get('proposal', 'q')})"))
+        for k, value in report["iwae"].items():
+            rows.append((f"IWAE bound, K={k}", f"{value:.2f}"))
+    if "gap" in report:
+        g = report["gap"]
+        rows += [
+            ("L[q amortized]", f"{g['elbo_amortized']:.2f}"),
+            (f"L[q*] ({g['family']} Gaussians)", f"{g['elbo_optimal']:.2f}  ({_fit_line(g['local_fit'])})"),
+            ("approximation gap", f"{g['approximation_gap']:.2f} +- {g['approximation_gap_stderr']:.2f}"),
+            ("amortization gap", f"{g['amortization_gap']:.2f} +- {g['amortization_gap_stderr']:.2f}"),
+        ]
+        if g["convergence"]:
+            c = g["convergence"]
+            rows.append(("q* convergence check", f"a further {c['steps']} steps ({c['num_particles']} samples each) "
+                         f"gain {c['gain']:.3f} +- {c['gain_stderr']:.3f} nats on {c['images']} images: "
+                         + ("converged" if is_converged(c) else "NOT converged")))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _fit_line(fit: dict) -> str:
+    """Steps and stopping of a local fit, in words."""
+    steps = (f"{fit['steps_median']} steps" if fit["steps_min"] == fit["steps_max"]
+             else f"{fit['steps_min']}-{fit['steps_max']} steps, median {fit['steps_median']}")
+    return (f"{steps}; {fit['stopped_on_tolerance']} of {fit['chunks']} chunks stopped on the rule, "
+            f"{fit['stopped_on_cap']} on the cap; {fit['seconds']:.0f} s")
+
+
+def inference_seconds(run: Run, x: torch.Tensor, repeats: int = 5) -> dict:
+    """Median seconds to infer q(z | x) for one new image: an encoder pass, or a real local fit
+    (gradients on, the run's stopping rule; its steps are returned too)."""
+    times, steps = [], []
+    for _ in range(repeats if is_amortized(run.guide) else 1):
+        start = time.perf_counter()
+        if is_amortized(run.guide):
+            with torch.no_grad():
+                run.guide.posterior(x[:1]).mean
+        else:
+            steps.append(fit_local(run.vae, x[:1], family=guide_family(run.guide),
+                                   **run.config.guide.local_fit_options()).steps[0])
+        times.append(time.perf_counter() - start)
+    return {"seconds": sorted(times)[len(times) // 2], "local_fit_steps": steps[0] if steps else None}

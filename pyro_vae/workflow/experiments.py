@@ -1,0 +1,255 @@
+"""Named experiments: one TOML file, one command, ``pyro-vae run NAME``.
+
+An experiment file is a config (``[data]`` ... ``[train]``) plus an ``[experiment]`` table
+that says what the run is for and what to do after training::
+
+    [experiment]
+    order = 1                       # place in experiments/README.md
+    title = "MLP VAE, 2-D latent"
+    reproduces = "the reference's 2-D MLP VAE: reconstructions, scatter, samples"
+    kind = "train"                  # train | compare | sweep
+    num_samples = 1000              # K of the importance-sampled test log p(x); 0 = none
+    reference = {loss = 165.0, kl = 3.9, recon = 161.0}        # the reference's numbers, if any
+    sweep = {key = "model.z_dim", values = [2, 3, 5, 10, 20, 50]}   # kind = "sweep" only
+    figures = ["figures/latent_scatter.png"]   # shown in experiments/README.md (copied, shrunk)
+
+``train`` trains (or resumes) ``runs/NAME`` and evaluates it; ``compare`` runs
+:func:`pyro_vae.workflow.compare.compare` (amortized vs mean-field, amortization gap); ``sweep``
+trains one run per value in ``runs/NAME/<key>_<value>`` and draws the sweep figure.
+Every run directory gets ``experiment.json`` (command, wall time); a finished run is
+not trained again, so a second ``pyro-vae run NAME`` only redoes what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import time
+import tomllib
+from pathlib import Path
+
+import torch
+
+from .build import proper_density
+from .checkpoint import read_json, write_json
+from .compare import compare
+from .config import Config, ConfigError, load_config
+from .evaluation import evaluate_run, evaluation_settings, finished_evaluation, format_report
+from .runs import RunDir, load_run
+from .training import train_or_resume
+
+KINDS = ("train", "compare", "sweep")
+# A small setting for smoke tests and notebooks under CI: a few images, 2 epochs, small K.
+QUICK_OVERRIDES = ("data.train_size=1000", "data.test_size=300", "train.epochs=2", "guide.local_steps=20")
+QUICK_NUM_SAMPLES = 20
+
+
+@dataclasses.dataclass
+class Experiment:
+    """The ``[experiment]`` table of an experiment file (see the module docstring)."""
+
+    name: str
+    path: Path
+    title: str = ""
+    reproduces: str = ""
+    kind: str = "train"
+    order: int = 100
+    num_samples: int = 0
+    reference: dict = dataclasses.field(default_factory=dict)
+    sweep: dict = dataclasses.field(default_factory=dict)
+    figures: list = dataclasses.field(default_factory=list)  # key figures the report publishes (paths in the run)
+
+    @property
+    def command(self) -> str:
+        return f"pyro-vae run {self.name}"
+
+    def config(self, overrides=()) -> Config:
+        return load_config(self.path, overrides)
+
+    def sweep_runs(self) -> list[tuple[object, str]]:
+        """``(value, subdirectory name)`` for each value of a sweep."""
+        short = self.sweep["key"].partition(".")[2]
+        return [(value, f"{short}_{value}") for value in self.sweep["values"]]
+
+
+def find_experiment(name: str | Path, experiments_dir: str | Path | None = None) -> Path:
+    """The TOML file of experiment ``name``: a path, else ``<experiments_dir>/NAME.toml``
+    (default ``./experiments``, then the one beside the package)."""
+    given = Path(name)
+    if given.suffix == ".toml" or given.is_file():
+        if given.is_file():
+            return given
+        raise ConfigError(f"experiment file '{given}' not found; pass an existing TOML file or a name in experiments/")
+    folders = [Path(experiments_dir)] if experiments_dir else [Path("experiments"), default_experiments_dir()]
+    for folder in folders:
+        if (folder / f"{name}.toml").is_file():
+            return folder / f"{name}.toml"
+    known = sorted(p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.toml"))
+    raise ConfigError(f"unknown experiment {str(name)!r}; known experiments: {', '.join(known) or 'none found'}")
+
+
+def default_experiments_dir() -> Path:
+    """``experiments/`` of the source tree this package was installed from."""
+    return Path(__file__).resolve().parent.parent / "experiments"
+
+
+def load_experiment(name: str | Path, experiments_dir: str | Path | None = None) -> Experiment:
+    """Read and check the ``[experiment]`` table (and the config) of an experiment file."""
+    path = find_experiment(name, experiments_dir)
+    try:
+        table = tomllib.loads(path.read_text()).get("experiment", {})
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"experiment file '{path}' is not valid TOML: {err}") from None
+    fields = {f.name for f in dataclasses.fields(Experiment)} - {"name", "path"}
+    unknown = sorted(set(table) - fields)
+    if unknown:
+        raise ConfigError(f"unknown key experiment.{unknown[0]} in {path}; valid keys: {', '.join(sorted(fields))}")
+    experiment = Experiment(name=path.stem, path=path, **table)
+    if experiment.kind not in KINDS:
+        raise ConfigError(f"experiment.kind {experiment.kind!r} in {path} is unknown; valid kinds: {', '.join(KINDS)}")
+    if not isinstance(experiment.num_samples, int) or experiment.num_samples < 0:
+        raise ConfigError(f"experiment.num_samples in {path} must be an integer >= 0, got {experiment.num_samples!r}")
+    if experiment.kind == "sweep":
+        key, values = experiment.sweep.get("key"), experiment.sweep.get("values")
+        if not isinstance(key, str) or "." not in key or not isinstance(values, list) or not values:
+            raise ConfigError(
+                f"a sweep needs experiment.sweep = {{key = \"section.key\", values = [...]}} in {path}, "
+                f"got {experiment.sweep!r}"
+            )
+        for value in values:  # every member's config must be valid before anything trains
+            experiment.config([f"{key}={json.dumps(value)}"])
+    else:
+        experiment.config()
+    return experiment
+
+
+def _evaluate(out: Path, num_samples: int, data_dir, log) -> dict | None:
+    """The test-set evaluation with K = ``num_samples`` (kept if already made with that K)."""
+    if num_samples <= 0:
+        return None
+    metrics = read_json(RunDir(out).metrics)
+    settings = evaluation_settings(load_run(out), "test", num_samples, metrics["test_images"], gap=False)
+    report = finished_evaluation(out, settings)
+    if report is None:
+        report = evaluate_run(out, num_samples, "test", data_dir)
+        log(format_report(report))
+    return report
+
+
+def run_experiment(
+    name: str | Path,
+    out: str | Path | None = None,
+    data_dir=None,
+    overrides: list[str] | tuple = (),
+    num_samples: int | None = None,
+    quick: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log=print,
+) -> Path:
+    """Run experiment ``name`` into ``out`` (default ``runs/NAME``); see the module docstring.
+
+    :param num_samples: K for the test log p(x) (default: the experiment's ``num_samples``).
+    :param quick: the small :data:`QUICK_OVERRIDES` setting (smoke tests, notebooks under CI).
+    """
+    experiment = load_experiment(name)
+    command = ["pyro-vae", "run", experiment.name, *(["--quick"] if quick else []),
+               *(f"--set {shlex.quote(o)}" for o in overrides),
+               *([f"--num-samples {num_samples}"] if num_samples is not None else [])]
+    overrides = [*(QUICK_OVERRIDES if quick else ()), *overrides]
+    k = num_samples if num_samples is not None else (QUICK_NUM_SAMPLES if quick else experiment.num_samples)
+    if k < 0 or (k == 0 and experiment.kind == "compare"):
+        raise ConfigError(f"--num-samples must be >= {int(experiment.kind == 'compare')}, got {k}")
+    out = Path(out) if out else Path("runs") / experiment.name
+    config = experiment.config(overrides)  # bad overrides fail here, before anything is written
+    start = time.perf_counter()
+    if experiment.kind == "train":
+        reused = train_or_resume(config, out, data_dir, overwrite, progress, log)
+        if proper_density(config):
+            _evaluate(out, k, data_dir, log)
+    elif experiment.kind == "compare":
+        result = compare(experiment.path, out, data_dir, k, 0, list(overrides), progress, log, overwrite=overwrite)
+        reused = result["reused"]
+    else:
+        reused = run_sweep(experiment, out, data_dir, overrides, k, overwrite, progress, log)
+    seconds = time.perf_counter() - start
+    previous = read_json(RunDir(out).experiment)
+    if reused and previous:
+        log(f"experiment {experiment.name}: every run was already finished; {RunDir(out).experiment} kept")
+        return out
+    record = {
+        "experiment": experiment.name,
+        "command": " ".join(command),
+        "quick": quick,
+        "num_samples": k,
+        "wall_seconds": None if reused else seconds,  # None: trained before, by another command
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if not reused:
+        record["threads"] = torch.get_num_threads()
+        record["load_average_15min"] = round(os.getloadavg()[2], 1)  # other work sharing the machine, at the end
+    write_json(RunDir(out).experiment, record)
+    log(f"experiment {experiment.name} done in {seconds:.0f} s; results in {out}")
+    return out
+
+
+def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_samples: int, overwrite: bool,
+              progress: bool, log) -> bool:
+    """One run per swept value in ``out/<key>_<value>``; writes ``sweep.json`` and ``sweep.png``.
+
+    Returns whether every run was found finished."""
+    from ..plots.base import save_figure
+    from ..plots.study import plot_sweep
+
+    key = experiment.sweep["key"]
+    rows, reused = [], True
+    for value, sub in experiment.sweep_runs():
+        config = experiment.config([*overrides, f"{key}={json.dumps(value)}"])
+        log(f"--- {key} = {value}")
+        run_dir = out / sub
+        reused &= train_or_resume(config, run_dir, data_dir, overwrite, progress, log)
+        report = _evaluate(run_dir, num_samples, data_dir, log) if proper_density(config) else None
+        metrics = read_json(RunDir(run_dir).metrics)
+        ll = (report or {}).get("log_likelihood")
+        rows.append({
+            "value": value,
+            "run": sub,
+            "test_loss": metrics["test_loss"],
+            "test_recon": metrics["test_recon"],
+            "test_kl": metrics["test_kl"],
+            "log_likelihood": ll["value"] if ll else None,
+            "log_likelihood_stderr": ll["stderr"] if ll else None,
+            "active_units": (report or {}).get("active_units"),
+            "train_seconds": metrics["train_seconds"],
+        })
+    result = {"key": key, "num_samples": num_samples, "rows": rows}
+    write_json(RunDir(out).sweep, result)
+    save_figure(plot_sweep(result, title=experiment.title), RunDir(out).sweep_figure)
+    return reused
+
+
+def quick_requested() -> bool:
+    """Whether notebooks should use the quick setting: ``$PYRO_VAE_QUICK`` or ``$CI`` set (not 0)."""
+    return any(os.environ.get(name, "0") not in ("", "0", "false") for name in ("PYRO_VAE_QUICK", "CI"))
+
+
+def notebook_run(name: str, quick: bool | None = None, data_dir=None, runs_dir: str | Path | None = None) -> Path:
+    """The run directory of experiment ``name`` for a notebook.
+
+    Quick (``quick=True``, or by default when :func:`quick_requested`): a fresh run of the
+    quick setting in a temporary folder, seconds long. Otherwise ``runs/NAME`` of the
+    source tree, made by ``pyro-vae run NAME`` (run here, at full length, if it is missing).
+    """
+    import tempfile
+
+    quick = quick_requested() if quick is None else quick
+    if quick:
+        return run_experiment(name, Path(tempfile.mkdtemp(prefix=f"{name}_")) / name, data_dir, quick=True,
+                              progress=False, log=lambda line: None)
+    out = Path(runs_dir or default_experiments_dir().parent / "runs") / name
+    record = read_json(RunDir(out).experiment)
+    if record is not None and not record["quick"]:
+        return out
+    return run_experiment(name, out, data_dir)

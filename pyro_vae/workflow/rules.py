@@ -1,0 +1,93 @@
+"""Cross-field rules: combinations of config values that cannot mean what they say.
+
+One table, :data:`RULES`, read by :func:`check_rules` (and so by the CLI and the Python API
+through :func:`pyro_vae.workflow.build.check_config`) and by the tests, which break each rule
+with its ``example`` and expect the refusal. A single value's type and range is checked in
+:mod:`~pyro_vae.workflow.config`; a part's own arguments by its constructor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .config import Config, ConfigError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``broken(config)`` is true when the values of ``keys`` contradict each other; ``message(config)``
+    says which and how to fix it; ``example`` is a list of overrides that breaks it."""
+
+    keys: tuple[str, ...]
+    broken: Callable[[Config], bool]
+    message: Callable[[Config], str]
+    example: tuple[str, ...]
+
+
+def _free_bits(c: Config) -> bool:
+    return c.train.free_bits > 0
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        ("train.free_bits", "train.objective"),
+        lambda c: _free_bits(c) and c.train.objective != "trace_mean_field",
+        lambda c: "train.free_bits needs train.objective = 'trace_mean_field' (analytic KL per dimension), "
+                  f"got {c.train.objective!r}",
+        ("train.free_bits=0.5", "train.objective='trace'"),
+    ),
+    Rule(
+        ("train.free_bits", "prior.type", "guide.type"),
+        lambda c: _free_bits(c) and (c.prior.type != "standard" or c.guide.type == "amortized_full"),
+        lambda c: "train.free_bits needs a per-dimension KL: prior.type = 'standard' and a diagonal guide "
+                  f"('amortized' or 'mean_field'), got prior {c.prior.type!r} and guide {c.guide.type!r}",
+        ("train.free_bits=0.5", "train.objective='trace_mean_field'", "prior.type='learned'"),
+    ),
+    Rule(
+        ("train.objective", "train.beta", "train.kl_anneal_steps"),
+        lambda c: c.train.objective == "iwae" and (c.train.beta != 1.0 or c.train.kl_anneal_steps > 0),
+        lambda c: "train.beta must be 1 and train.kl_anneal_steps 0 with the iwae objective (a bound on log p(x), "
+                  f"not a weighted ELBO), got beta = {c.train.beta}, kl_anneal_steps = {c.train.kl_anneal_steps}; "
+                  "use objective 'trace_mean_field' to weight or anneal the KL",
+        ("train.objective='iwae'", "train.beta=0.5"),
+    ),
+    Rule(
+        ("train.objective", "train.kl_anneal_steps"),
+        lambda c: c.train.objective.startswith("jit_") and c.train.kl_anneal_steps > 0,
+        lambda c: f"train.kl_anneal_steps = {c.train.kl_anneal_steps} cannot work with train.objective = "
+                  f"{c.train.objective!r}: the compiled trace keeps the KL weight of its first step; use 'trace' "
+                  "or 'trace_mean_field' to anneal the KL",
+        ("train.objective='jit_trace'", "train.kl_anneal_steps=100"),
+    ),
+    Rule(
+        ("train.objective", "guide.type", "prior.type"),
+        lambda c: c.train.objective == "jit_trace_mean_field" and c.guide.type == "amortized_full"
+        and c.prior.type in ("correlated", "learned"),
+        lambda c: "train.objective = 'jit_trace_mean_field' cannot trace torch's KL between two "
+                  f"MultivariateNormals (guide.type = 'amortized_full' with prior.type = {c.prior.type!r}); use "
+                  "train.objective = 'trace_mean_field'",
+        ("train.objective='jit_trace_mean_field'", "guide.type='amortized_full'", "prior.type='learned'"),
+    ),
+    Rule(
+        ("prior.type", "prior.covariance", "prior.loc"),
+        lambda c: c.prior.type != "correlated" and (len(c.prior.covariance) > 0 or len(c.prior.loc) > 0),
+        lambda c: f"prior.covariance and prior.loc belong to prior.type = 'correlated' but prior.type = "
+                  f"{c.prior.type!r} would ignore them; set prior.type = 'correlated' or remove them",
+        ("prior.covariance=[[1.0, 0.5], [0.5, 1.0]]",),
+    ),
+    Rule(
+        ("guide.local_min_lr", "guide.local_lr"),
+        lambda c: c.guide.local_min_lr > c.guide.local_lr,
+        lambda c: f"guide.local_min_lr = {c.guide.local_min_lr} is above guide.local_lr = {c.guide.local_lr}; the "
+                  "local fit's learning rate falls from local_lr to local_min_lr: make local_min_lr <= local_lr",
+        ("guide.local_min_lr=0.1", "guide.local_lr=0.01"),
+    ),
+)
+
+
+def check_rules(config: Config) -> None:
+    """Raise :class:`ConfigError` with the message of the first rule ``config`` breaks."""
+    for rule in RULES:
+        if rule.broken(config):
+            raise ConfigError(rule.message(config))

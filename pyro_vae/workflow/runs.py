@@ -1,0 +1,176 @@
+"""Run directories: :class:`RunDir` names every file a run writes; :func:`load_run` gets a run back.
+
+A run directory holds ``config.toml`` (the resolved config), ``history.json`` (one
+record per epoch), ``metrics.json`` (final test metrics), ``checkpoint.pt`` (model,
+guide, optimizer and random states) and ``figures/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..models.guides import Guide
+from ..models.vae import VAE
+from .build import build_model
+from .checkpoint import CheckpointError, check_entries, check_weights, load_checkpoint, read_json
+from .config import Config, ConfigError, load_config
+
+
+class RunDir:
+    """A results directory and the name of every file in it; nothing else spells them.
+
+    A training run writes ``config``, ``history``, ``metrics``, ``checkpoint`` (and
+    ``previous_checkpoint``), ``figures/`` and, for a mean-field guide, the ``local_fit`` cache;
+    ``pyro-vae evaluate`` adds ``evaluation``; an experiment's folder holds ``experiment`` and,
+    for a comparison or a sweep, its table and figure (the runs in subfolders).
+    """
+
+    RUN_FILES = ("config.toml", "history.json", "metrics.json", "checkpoint.pt", "checkpoint.prev.pt",
+                 "test_local_fit.pt")
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    config = property(lambda self: self.path / "config.toml")
+    history = property(lambda self: self.path / "history.json")
+    metrics = property(lambda self: self.path / "metrics.json")
+    checkpoint = property(lambda self: self.path / "checkpoint.pt")
+    previous_checkpoint = property(lambda self: self.path / "checkpoint.prev.pt")
+    figures = property(lambda self: self.path / "figures")
+    local_fit = property(lambda self: self.path / "test_local_fit.pt")  # a mean-field run's test-image fit (a cache)
+    evaluation = property(lambda self: self.path / "evaluation.json")
+    experiment = property(lambda self: self.path / "experiment.json")
+    comparison = property(lambda self: self.path / "comparison.json")
+    comparison_table = property(lambda self: self.path / "comparison.md")
+    gap_figure = property(lambda self: self.path / "amortization_gap.png")
+    sweep = property(lambda self: self.path / "sweep.json")
+    sweep_figure = property(lambda self: self.path / "sweep.png")
+
+    def holds_run(self) -> bool:
+        return any((self.path / name).exists() for name in self.RUN_FILES)
+
+    def is_finished(self) -> bool:
+        """Whether training finished (metrics written) and the checkpoint is there."""
+        return self.metrics.is_file() and self.checkpoint.exists()
+
+    def saved_config(self) -> Config:
+        if not self.config.is_file():
+            raise ConfigError(f"{self.path} is not a run directory (no {self.config.name}); pass the --out of "
+                              "a training run")
+        return load_config(self.config)
+
+    def latest_checkpoint(self) -> Path | None:
+        """The checkpoint to resume from: the latest, or the previous one when a save stopped
+        between its two renames; None when there is neither."""
+        for path in (self.checkpoint, self.previous_checkpoint):
+            if path.exists():
+                return path
+        return None
+
+    def prepare(self, config: Config, overwrite: bool = False, dry_run: bool = False) -> "RunDir":
+        """Create the directory and write ``config.toml``; refuse to clobber another run.
+
+        Raises :class:`ConfigError` (before writing anything) when it already holds a run and
+        ``overwrite`` is false, or cannot be a folder (under a regular file, a name too long, no
+        permission). With ``dry_run`` only the checks are made.
+        """
+        path = self.path
+        try:
+            if path.exists() and not path.is_dir():
+                raise ConfigError(f"--out {path} is a file, not a directory; choose another --out")
+            existing = path
+            while not existing.exists() and existing != existing.parent:  # the nearest folder that exists
+                existing = existing.parent
+            if not existing.is_dir():
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+            if self.holds_run() and not overwrite:
+                raise ConfigError(
+                    f"run directory {path} already holds a run; pass --out NEW_DIR for a new run "
+                    "or --overwrite to replace it, or --resume it"
+                )
+        except OSError as err:
+            raise _out_error(path, err) from None
+        if dry_run:
+            return self
+        created = [folder for folder in (self.figures, path, *path.parents) if not folder.exists()]
+        doing = "create the folder"
+        try:
+            if self.holds_run():
+                for name in self.RUN_FILES:
+                    (path / name).unlink(missing_ok=True)
+                shutil.rmtree(self.figures, ignore_errors=True)
+            self.figures.mkdir(parents=True, exist_ok=True)
+            doing = f"write {self.config.name}"
+            config.save(self.config)
+        except OSError as err:
+            for folder in created:  # deepest first: leave no empty folders behind
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise _out_error(path, err, doing) from None
+        return self
+
+
+def _out_error(path: Path, err: OSError, doing: str = "create the folder") -> ConfigError:
+    return ConfigError(f"--out {path}: cannot {doing} ({err.strerror or err}): choose another --out")
+
+
+@dataclass
+class Run:
+    """A finished (or interrupted) run loaded back: parts ready for evaluation and plots."""
+
+    dir: RunDir
+    config: Config
+    vae: VAE
+    guide: Guide
+    history: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    snapshots: dict = field(default_factory=dict)  # str(epoch) -> reconstructions (and codes) then
+
+    @property
+    def path(self) -> Path:
+        return self.dir.path
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
+    """Load a run directory: ``load_run("runs/vae_2d").vae.sample_prior(16)``.
+
+    Needs only the checkpoint's weights (``vae``, ``guide``, ``num_data``) and ``config.toml``,
+    so checkpoints of every format load, including those too old to resume training from.
+    """
+    run_dir = RunDir(path)
+    config = run_dir.saved_config()
+    checkpoint = run_dir.checkpoint
+    state = load_checkpoint(checkpoint, map_location=device)
+    check_entries(state, checkpoint, ("num_data", "vae", "guide"))
+    num_data = state["num_data"]
+    if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
+        raise CheckpointError(f"checkpoint {checkpoint}: num_data is {num_data!r}, not a number of images; retrain")
+    vae, guide = build_model(config, num_data)
+    for module, entry in ((vae, "vae"), (guide, "guide")):
+        check_weights(module, state[entry], checkpoint, entry)
+    vae.load_state_dict(state["vae"])
+    guide.load_state_dict(state["guide"])
+    vae.to(device).eval()
+    guide.to(device).eval()
+    metrics = read_json(run_dir.metrics) or {}
+    history, snapshots = state.get("history"), state.get("snapshots")
+    return Run(run_dir, config, vae, guide, history if isinstance(history, list) else [], metrics,
+               snapshots if isinstance(snapshots, dict) else {})

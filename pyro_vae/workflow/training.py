@@ -1,0 +1,464 @@
+"""A training run: parts from the config, the SVI loop with its hooks, the run directory, resumable.
+
+A checkpoint holds the parameters, the optimizer moments, torch's global RNG state and, inside
+an epoch, where the pass stopped (:meth:`~pyro_vae.workflow.loop.EpochState.position`), so a run
+stopped anywhere and resumed from its last checkpoint ends bit for bit where an uninterrupted
+run ends (on the CPU). :func:`train_or_resume` is the one lifecycle of ``pyro-vae train``,
+``run``, ``compare`` and sweeps.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pyro
+import torch
+from pyro.infer import SVI
+
+from ..infer.objectives import KLWeight, kl_weighted
+from ..infer.optim import adam
+from ..models.guides import is_amortized
+from .build import build_model, build_objective, check_config, resolve_device
+from .checkpoint import CheckpointError, check_entries, check_weights, load_checkpoint, save_checkpoint, write_json
+from .config import Config, ConfigError, from_dict, load_config
+from .data import ImageData, example_indices, load_run_data
+from .evaluation import evaluate_test_set, evaluation_codes, snapshot_data
+from .loop import CtrlC, EpochState, FiniteLoss, Hook, ProgressBar, StopRequested, TrainingError, run_epoch
+from .runs import RunDir
+
+CHECKPOINT_FORMAT = 2  # 2: the optimizer state of pyro_vae.infer.optim's per-row Adam; 1 cannot be resumed
+
+__all__ = ["CHECKPOINT_FORMAT", "Interrupted", "Trainer", "TrainingError", "resume", "train", "train_or_resume"]
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training; a checkpoint of the last finished step was written first."""
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class Trainer:
+    """One training run into one run directory: fresh or resumed, trained, finished.
+
+    Nothing global happens here until training starts (:meth:`start`: Pyro's param store,
+    seed and validation, then the parts); the data come from the caller.
+
+    :param config: the resolved, checked config.
+    :param out: the run directory.
+    """
+
+    def __init__(self, config: Config, out: str | Path, train_data: ImageData, test_data: ImageData,
+                 progress: bool = True, log=print):
+        self.config, self.dir, self.progress, self.log = config, RunDir(out), progress, log
+        self.device = resolve_device(config.train.device)
+        self.train_data, self.test_data = train_data.to(self.device), test_data.to(self.device)
+        self.steps_per_epoch = math.ceil(len(self.train_data) / config.train.batch_size)
+        self.history: list[dict] = []
+        self.epoch = 0  # epochs finished
+        self.position: dict | None = None  # inside epoch + 1, if it was interrupted
+        self.seconds = 0.0  # training time so far, over all sessions
+        self.snapshots: dict[str, dict] = {}  # str(epoch) -> take_snapshot(...), for train.snapshot_epochs
+        self.svi: SVI | None = None
+
+    @property
+    def out(self) -> Path:
+        return self.dir.path
+
+    def start(self) -> None:
+        """Set Pyro's global state (param store, seed, validation) and build the parts and SVI (once)."""
+        if self.svi is not None:
+            return
+        config, t = self.config, self.config.train
+        pyro.clear_param_store()
+        pyro.set_rng_seed(t.seed)
+        pyro.enable_validation(t.validate)
+        self.vae, self.guide = build_model(config, len(self.train_data))
+        self.vae.to(self.device)
+        self.guide.to(self.device)
+        self.optimizer = adam(t.lr, config.guide.local_lr)
+        self.kl_weight = KLWeight(t.beta, t.kl_anneal_steps)
+        model, guide = self.vae.model, self.guide
+        if self.kl_weight.active:
+            model, guide = kl_weighted(model, self.kl_weight), kl_weighted(guide, self.kl_weight)
+        self.svi = SVI(model, guide, self.optimizer, build_objective(config))
+
+    # --- checkpoints -------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": self.epoch,
+            "position": self.position,
+            "num_data": len(self.train_data),
+            "vae": self.vae.state_dict(),
+            "guide": self.guide.state_dict(),
+            "optimizer": self.optimizer.get_state(),
+            "rng": torch.get_rng_state(),
+            "history": self.history,
+            "seconds": self.seconds,
+            "snapshots": self.snapshots,
+            "config": self.config.to_dict(),
+        }
+
+    def save(self) -> None:
+        """Write the checkpoint; the one it replaces is kept as ``checkpoint.prev.pt``."""
+        try:
+            save_checkpoint(self.dir.checkpoint, self.state(), keep_previous=self.dir.previous_checkpoint)
+            write_json(self.dir.history, self.history)
+        except OSError as err:
+            raise TrainingError(
+                f"could not save {self.dir.checkpoint} ({err.strerror or err}); the previous checkpoint is kept: "
+                f"free disk space and continue with --resume {self.out}"
+            ) from None
+
+    def restore(self, state: dict, path: Path | None = None) -> None:
+        """Continue from ``state`` (this run's checkpoint, read from ``path``), every entry checked first.
+
+        Raises :class:`CheckpointError` naming the entry that is missing or wrong (a tensor of
+        another shape than the model's, a config that does not parse or is another run's), when
+        the data differ, or when the checkpoint's format is not this version's.
+        """
+        path = Path(path) if path is not None else self.dir.checkpoint
+        self.start()
+        check_entries(state, path)
+        if state["format"] == 1:
+            raise CheckpointError(
+                f"checkpoint {path} was written by an older pyro_vae (checkpoint format 1) whose optimizer state "
+                f"differs, so training cannot continue from it; it can still be evaluated and plotted (pyro-vae "
+                f"evaluate --run {self.dir.path}, pyro-vae plot --run {self.dir.path}): to train, start a new run"
+            )
+        if state["format"] != CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"checkpoint {path} has format {state['format']!r}, but this pyro_vae writes and resumes format "
+                f"{CHECKPOINT_FORMAT}; resume it with the pyro_vae that wrote it, or start a new run"
+            )
+        position = state["position"]
+        wrong = [key for key, ok in {
+            "epoch": isinstance(state["epoch"], int) and state["epoch"] >= 0,
+            "position": position is None or isinstance(position, dict)
+            and {"step", "generator", "loss_sum", "seen"} <= position.keys(),
+            "num_data": isinstance(state["num_data"], int),
+            "history": isinstance(state["history"], list),
+            "seconds": isinstance(state["seconds"], (int, float)),
+            "rng": torch.is_tensor(state["rng"]) and state["rng"].dtype == torch.uint8,
+            "snapshots": isinstance(state.get("snapshots", {}), dict),
+        }.items() if not ok]
+        if wrong:
+            found = ", ".join(f"{key} ({type(state[key]).__name__})" for key in wrong)
+            raise CheckpointError(
+                f"checkpoint {path} has a wrong {found}, not what pyro_vae train writes; use an earlier "
+                "copy (checkpoint.prev.pt) or start a new run"
+            )
+        if state["num_data"] != len(self.train_data):
+            raise CheckpointError(
+                f"checkpoint {path} was trained on {state['num_data']} images but the data now have "
+                f"{len(self.train_data)}; restore data.train_size or start a new run"
+            )
+        try:
+            if not isinstance(state["config"], dict):
+                raise ConfigError(f"it is a {type(state['config']).__name__}, not a table")
+            saved = from_dict(state["config"])
+        except ConfigError as err:
+            raise CheckpointError(
+                f"checkpoint {path} holds a config that does not parse ({err}); use an earlier copy "
+                "(checkpoint.prev.pt) or start a new run"
+            ) from None
+        if saved.differences(self.config, ignore=["train.epochs"]):
+            raise CheckpointError(
+                f"{path} belongs to another config than {self.dir.config}; "
+                "restore the run's config.toml or start a new run"
+            )
+        check_weights(self.vae, state["vae"], path, "vae")
+        check_weights(self.guide, state["guide"], path, "guide")
+        try:
+            self.optimizer.set_state(state["optimizer"])
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise CheckpointError(f"checkpoint {path}: {err}") from None
+        try:
+            torch.set_rng_state(state["rng"])
+        except RuntimeError:
+            raise CheckpointError(
+                f"checkpoint {path}: rng is not a torch RNG state; use an earlier copy (checkpoint.prev.pt) "
+                "or start a new run"
+            ) from None
+        self.vae.load_state_dict(state["vae"])
+        self.guide.load_state_dict(state["guide"])
+        self.epoch, self.position = state["epoch"], state["position"]
+        self.history, self.seconds = list(state["history"]), state["seconds"]
+        self.snapshots = dict(state.get("snapshots", {}))
+
+    # --- the loop ----------------------------------------------------------------------
+    def hooks(self, progress: ProgressBar, ctrl_c: CtrlC) -> list[Hook]:
+        """What runs around the SVI steps, in order: KL schedule, finite-loss check, progress, Ctrl-C;
+        at each epoch's end the record, test evaluation, snapshot, checkpoint and log line."""
+        return [_KLSchedule(self), FiniteLoss(), progress, ctrl_c, _EpochRecord(self), _TestEvaluation(self),
+                _Snapshot(self), _Checkpoint(self), _LogLine(self)]
+
+    def run(self) -> Path:
+        """Train the remaining epochs, then :meth:`finish` (metrics and figures)."""
+        self.start()
+        cfg = self.config.train
+        if cfg.snapshot_epochs and not is_amortized(self.guide):
+            self.log(f"guide.type = {self.config.guide.type}: the figures over training follow the first "
+                     f"{len(self.test_data)} training images (the rows its Gaussians belong to), not the test set")
+        if self.epoch == 0 and self.position is None:
+            self.snapshot()
+        progress = ProgressBar(self.progress)
+        with CtrlC() as ctrl_c:
+            hooks = self.hooks(progress, ctrl_c)
+            while self.epoch < cfg.epochs:
+                epoch = EpochState.begin(self.train_data, self.epoch + 1, cfg.seed, self.position)
+                try:
+                    run_epoch(self.svi, self.train_data, cfg.batch_size, epoch, hooks)
+                except StopRequested:
+                    self.seconds += epoch.seconds()
+                    self.position = epoch.position()
+                    self.save()
+                    raise Interrupted(f"interrupted in epoch {epoch.number} after step {epoch.step}; checkpoint "
+                                      f"saved: continue with pyro-vae train --resume {self.out}") from None
+                finally:
+                    progress.close()
+                if ctrl_c.requested:
+                    raise Interrupted(f"interrupted after epoch {epoch.number}; checkpoint saved: continue with "
+                                      f"pyro-vae train --resume {self.out}")
+        return self.finish()
+
+    def snapshot(self) -> None:
+        """Record :func:`take_snapshot` if the current epoch is one of ``train.snapshot_epochs``."""
+        if self.epoch in self.config.train.snapshot_epochs and str(self.epoch) not in self.snapshots:
+            self.vae.eval(), self.guide.eval()
+            self.snapshots[str(self.epoch)] = take_snapshot(
+                self.vae, self.guide, snapshot_data(self.guide, self.train_data, self.test_data), self.config,
+                self.device,
+            )
+
+    def finish(self) -> Path:
+        """Final test metrics (``metrics.json``) and the figures."""
+        from .figures import draw_run_figures  # matplotlib is imported only where figures are drawn
+
+        self.vae.eval(), self.guide.eval()
+        terms, test_guide = evaluate_test_set(self.vae, self.guide, self.test_data, self.config, self.device,
+                                              cache=self.dir.local_fit)
+        metrics = {f"test_{k}": v for k, v in terms.items()}
+        metrics.update({
+            "train_loss": self.history[-1]["train_loss"],
+            "epochs": self.epoch,
+            "train_images": len(self.train_data),
+            "test_images": len(self.test_data),
+            "train_seconds": self.seconds,
+            "num_parameters": {
+                "model": count_parameters(self.vae),
+                "guide": count_parameters(self.guide),
+                "total": count_parameters(self.vae) + count_parameters(self.guide),
+            },
+            "device": str(self.device),
+        })
+        write_json(self.dir.metrics, metrics)
+        draw_run_figures(self.dir, self.vae, test_guide, self.test_data, self.history, self.config, self.device,
+                         self.snapshots, snapshot_data(self.guide, self.train_data, self.test_data))
+        self.log(
+            f"test loss {metrics['test_loss']:.2f} per image (recon {-metrics['test_recon']:.2f} + "
+            f"KL {metrics['test_kl']:.2f}); run written to {self.out}"
+        )
+        return self.out
+
+
+def take_snapshot(vae, guide, data: ImageData, config: Config, device) -> dict:
+    """What the figures over training need from one moment: reconstructions of the example
+    digits (:func:`~pyro_vae.workflow.data.example_indices`) and, for z_dim <= 3, every posterior
+    mean of ``data`` (see :func:`snapshot_data`; ``split`` says which)."""
+    codes = evaluation_codes(guide, data, config, device)
+    with torch.no_grad():
+        snapshot = {"reconstructions": vae.decode_mean(codes[example_indices(data.labels)]).cpu(),
+                    "split": "test" if is_amortized(guide) else "train"}
+    if vae.z_dim <= 3:
+        snapshot["codes"] = codes.cpu()
+    return snapshot
+
+
+class _KLSchedule(Hook):
+    """Set the KL weight beta_t for the coming step (t counts steps over the whole run)."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def epoch_started(self, epoch):
+        self.trainer.vae.train(), self.trainer.guide.train()
+
+    def step_started(self, epoch):
+        self.trainer.kl_weight.set_step((epoch.number - 1) * self.trainer.steps_per_epoch + epoch.step + 1)
+
+
+class _EpochRecord(Hook):
+    """The epoch is done: count it, add its record (train loss, seconds) to the history."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def epoch_finished(self, epoch):
+        t = self.trainer
+        seconds = epoch.seconds()
+        t.seconds += seconds
+        t.epoch, t.position = epoch.number, None
+        t.history.append({"epoch": epoch.number, "train_loss": epoch.loss, "seconds": seconds})
+        t.vae.eval(), t.guide.eval()
+
+
+class _TestEvaluation(Hook):
+    """Test-set ELBO terms into the epoch's record (an amortized guide; a mean-field one is fitted at the end)."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def epoch_finished(self, epoch):
+        t = self.trainer
+        if is_amortized(t.guide):
+            terms, _ = evaluate_test_set(t.vae, t.guide, t.test_data, t.config, t.device)
+            t.history[-1].update({f"test_{k}": terms[k] for k in ("loss", "elbo", "recon", "kl")})
+
+
+class _Snapshot(Hook):
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def epoch_finished(self, epoch):
+        self.trainer.snapshot()
+
+
+class _Checkpoint(Hook):
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def epoch_finished(self, epoch):
+        self.trainer.save()
+
+
+class _LogLine(Hook):
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def epoch_finished(self, epoch):
+        self.trainer.log(_epoch_line(self.trainer.history[-1], self.trainer.config.train.epochs))
+
+
+def train(
+    config: Config,
+    out_dir: str | Path,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    log=print,
+) -> Path:
+    """Train the VAE ``config`` describes and write the run directory ``out_dir``.
+
+    Writes ``config.toml`` first, then after every epoch ``checkpoint.pt`` and
+    ``history.json`` (atomically), and at the end ``metrics.json`` and ``figures/``.
+    """
+    check_config(config)
+    run_dir = RunDir(out_dir).prepare(config, overwrite, dry_run=True)  # refuse early, write nothing
+    trainer = Trainer(config, run_dir.path, *load_run_data(config, data_dir), progress=progress, log=log)
+    run_dir.prepare(config, overwrite)
+    return trainer.run()
+
+
+def _same_run_or_refuse(config: Config, saved: Config, changed: str, shorter: str) -> None:
+    """Refuse a config that differs from a run's ``saved`` one in anything but more epochs.
+
+    :param changed: the message when keys differ, ``{}`` standing for their names.
+    :param shorter: the message when ``config`` asks for fewer epochs than the run has.
+    """
+    keys = config.differences(saved, ignore=["train.epochs"])
+    if keys:
+        raise ConfigError(changed.format(", ".join(keys)))
+    if config.train.epochs < saved.train.epochs:
+        raise ConfigError(shorter)
+
+
+def resume(
+    run_dir: str | Path,
+    overrides: list[str] | None = None,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    log=print,
+) -> Path:
+    """Continue the run in ``run_dir`` from its last checkpoint.
+
+    ``overrides`` may raise ``train.epochs`` (train longer); any other change to the
+    saved config is refused, since the run would no longer be one experiment.
+    """
+    run_dir = RunDir(run_dir)
+    out = run_dir.path
+    saved = run_dir.saved_config()
+    config = load_config(run_dir.config, overrides or [])
+    _same_run_or_refuse(
+        config, saved,
+        changed=f"cannot resume {out} with a changed config ({{}}); only train.epochs may change: start a new run "
+                "with --out NEW_DIR instead",
+        shorter=f"train.epochs = {config.train.epochs} is below the run's {saved.train.epochs}; resume can only "
+                "train longer",
+    )
+    check_config(config)
+    trainer = Trainer(config, out, *load_run_data(config, data_dir), progress=progress, log=log)
+    latest = run_dir.latest_checkpoint()
+    if latest is not None:
+        try:
+            state = load_checkpoint(latest, map_location=trainer.device)
+        except CheckpointError as err:
+            previous = run_dir.previous_checkpoint
+            if latest != previous and previous.exists():
+                raise CheckpointError(
+                    f"{err}; the previous checkpoint {previous} is intact: rename it to {latest.name} "
+                    "to resume from it"
+                ) from None
+            raise
+        trainer.restore(state, latest)  # checks every entry (and the config) before using any
+    if config.train.epochs != saved.train.epochs:
+        config.save(run_dir.config)
+    done = f"epoch {trainer.epoch}" + (f", step {trainer.position['step']}" if trainer.position else "")
+    log(f"resuming {out} after {done} of {config.train.epochs}")
+    return trainer.run()
+
+
+def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: bool = False, progress: bool = True,
+                    log=print, redraw: bool = True) -> bool:
+    """Train ``config`` into ``out``, or finish or reuse the run already there: the one lifecycle of
+    ``pyro-vae run``, ``compare`` and sweeps.
+
+    A run in ``out`` is reused only if its whole resolved config equals ``config`` (finished:
+    kept, its figures redrawn when ``redraw``), resumed if only ``train.epochs`` grew, and
+    refused in one line naming the keys that differ otherwise (``overwrite`` replaces it).
+    Returns whether a finished run was reused.
+    """
+    run_dir = RunDir(out)
+    out = run_dir.path
+    if run_dir.checkpoint.exists() and not overwrite:
+        saved = run_dir.saved_config()
+        _same_run_or_refuse(
+            config, saved,
+            changed=f"{out} holds a run with another config ({{}}); pass --overwrite to replace it or --out NEW_DIR",
+            shorter=f"{out} holds a run of {saved.train.epochs} epochs, more than train.epochs = "
+                    f"{config.train.epochs}; pass --overwrite to replace it or --out NEW_DIR",
+        )
+        if run_dir.metrics.exists() and saved.train.epochs == config.train.epochs:
+            log(f"{out}: finished run found, not trained again" + ("; redrawing its figures" if redraw else ""))
+            if redraw:
+                from .figures import redraw_figures  # matplotlib only where figures are drawn
+
+                redraw_figures(out, data_dir)
+            return True
+        resume(out, [f"train.epochs={config.train.epochs}"], data_dir, progress, log)
+        return False
+    train(config, out, data_dir, progress, overwrite=overwrite, log=log)
+    return False
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    line = f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:8.2f}"
+    if "test_loss" in record:
+        line += (
+            f"  test loss {record['test_loss']:8.2f} (recon {-record['test_recon']:.2f}"
+            f" + KL {record['test_kl']:.2f})"
+        )
+    return line + f"  {record['seconds']:.1f} s"

@@ -1,0 +1,169 @@
+import math
+import warnings
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+
+from pyro_vae.workflow.build import build_model, check_config
+from pyro_vae.workflow.config import ConfigError
+from pyro_vae.infer.optim import adam
+from pyro_vae.workflow.build import GUIDES, OBJECTIVES, PRIORS, build_objective
+
+from ..helpers import tiny_config
+
+
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+@pytest.mark.parametrize("guide_kind", GUIDES)
+@pytest.mark.parametrize("prior_kind", PRIORS)
+def test_every_prior_guide_objective_trains(tiny_data, prior_kind, guide_kind, objective):
+    config = tiny_config(prior={"type": prior_kind}, guide={"type": guide_kind})
+    config.train.objective = objective
+    config.train.num_particles = 3 if objective == "iwae" else 1
+    full_mvn_kl = guide_kind == "amortized_full" and prior_kind in ("correlated", "learned")
+    if objective == "jit_trace_mean_field" and full_mvn_kl:
+        with pytest.raises(ConfigError, match="cannot trace torch's KL between two"):
+            check_config(config)
+        return
+    check_config(config)
+    vae, guide = build_model(config, len(tiny_data))
+    svi = SVI(vae.model, guide, adam(1e-2), build_objective(config))
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no Pyro warnings (shape, plate or mean-field misuse)
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit\.trace")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        while len(losses) < 100:
+            for idx, x in tiny_data.batches(16, generator):
+                losses.append(svi.step(x, idx) / len(tiny_data))
+    assert all(math.isfinite(v) for v in losses)
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 20
+    idx = torch.arange(4)
+    trace = poutine.trace(guide).get_trace(tiny_data.pixels_at(idx), idx)
+    assert trace.nodes["z"]["value"].shape == (4, 2)
+
+
+def _loss_draws(objective, vae, guide, x, draws):
+    return torch.tensor([objective.loss(vae.model, guide, x) for _ in range(draws)])
+
+
+@pytest.mark.parametrize("guide_kind", ["amortized", "amortized_full"])
+def test_analytic_kl_and_monte_carlo_elbos_agree(tiny_data, guide_kind):
+    """TraceMeanField_ELBO (analytic KL) and Trace_ELBO estimate the same ELBO."""
+    config = tiny_config(prior={"type": "correlated"}, guide={"type": guide_kind})
+    vae, guide = build_model(config, len(tiny_data))
+    with torch.no_grad():  # a guide far from the prior, so the KL term matters
+        guide.loc_head.bias.fill_(1.5)
+    x = tiny_data.images[:4]
+    pyro.set_rng_seed(0)
+    mc = _loss_draws(Trace_ELBO(), vae, guide, x, 600)
+    analytic = _loss_draws(TraceMeanField_ELBO(), vae, guide, x, 600)
+    se = (mc.var() / len(mc) + analytic.var() / len(analytic)).sqrt()
+    assert abs(mc.mean() - analytic.mean()) < 4 * se
+    assert analytic.std() < mc.std()  # the analytic KL removes that term's variance
+
+
+# --- the new objectives against hand computations ------------------------------------------
+from pyro_vae.infer.objectives import IWAE, FreeBitsELBO, KLWeight, kl_weighted  # noqa: E402
+
+from .test_evaluate import _ExactPosterior, _GaussianProposal, _linear_gaussian  # noqa: E402
+
+
+def test_iwae_with_one_particle_is_the_elbo(tiny_data):
+    vae, guide = build_model(tiny_config(prior={"type": "correlated"}), len(tiny_data))
+    idx = torch.arange(12)
+    x = tiny_data.pixels_at(idx)
+    pyro.set_rng_seed(3)
+    iwae = IWAE(num_particles=1).loss(vae.model, guide, x, idx)
+    pyro.set_rng_seed(3)
+    elbo = Trace_ELBO().loss(vae.model, guide, x, idx)
+    assert iwae == pytest.approx(elbo, rel=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 7, 50])
+def test_iwae_is_exact_with_the_exact_posterior(k):
+    vae, W, b, s, x, exact = _linear_gaussian(n=30, seed=4)
+    loss = IWAE(num_particles=k).loss(vae.model, _ExactPosterior(W, b, s, 1.0), x)
+    assert loss == pytest.approx(-exact.sum().item(), abs=1e-2)
+
+
+def test_iwae_bound_tightens_with_k():
+    vae, W, b, s, x, exact = _linear_gaussian(n=200, seed=5)
+    guide = _GaussianProposal(W, b, s, widen=1.6)
+    losses = [IWAE(num_particles=k).loss(vae.model, guide, x) / 200 for k in (1, 10, 200)]
+    assert losses[0] > losses[1] > losses[2] > -exact.mean().item() - 0.05
+
+
+def test_kl_weight_scales_only_the_latent_terms(tiny_data):
+    vae, guide = build_model(tiny_config(), len(tiny_data))
+    x = tiny_data.images[:10]
+    weight = KLWeight(beta=0.0)
+    pyro.set_rng_seed(1)
+    loss = Trace_ELBO().loss(kl_weighted(vae.model, weight), kl_weighted(guide, weight), x)
+    pyro.set_rng_seed(1)
+    with torch.no_grad():
+        z = guide.posterior(x).rsample()
+        recon = vae.likelihood(vae.decoder(z)).log_prob(x).sum()
+    assert loss == pytest.approx(-recon.item(), rel=1e-5)  # beta = 0: reconstruction only
+    weight = KLWeight(beta=2.0)
+    analytic = TraceMeanField_ELBO()
+    pyro.set_rng_seed(1)
+    weighted = analytic.loss(kl_weighted(vae.model, weight), kl_weighted(guide, weight), x)
+    pyro.set_rng_seed(1)
+    plain = analytic.loss(vae.model, guide, x)
+    kl = torch.distributions.kl_divergence(guide.posterior(x), vae.prior().expand((10,))).sum().item()
+    assert weighted - plain == pytest.approx(kl, rel=1e-4)  # one more KL
+
+
+def test_kl_annealing_schedule():
+    weight = KLWeight(beta=2.0, anneal_steps=10)
+    assert [weight.at(t) for t in (1, 5, 10, 50)] == [0.2, 1.0, 2.0, 2.0]
+    assert KLWeight().at(1) == 1.0 and not KLWeight().active and KLWeight(1.0, 5).active
+
+
+def test_free_bits_floor_each_dimension(tiny_data):
+    vae, guide = build_model(tiny_config(model={"z_dim": 3}), len(tiny_data))
+    idx = torch.arange(16)
+    x = tiny_data.pixels_at(idx)
+    pyro.set_rng_seed(2)
+    zero = FreeBitsELBO(free_bits=0.0).loss(vae.model, guide, x, idx)
+    pyro.set_rng_seed(2)
+    assert zero == pytest.approx(TraceMeanField_ELBO().loss(vae.model, guide, x, idx), rel=1e-5)
+    pyro.set_rng_seed(2)
+    floored = FreeBitsELBO(free_bits=50.0).loss(vae.model, guide, x, idx)
+    with torch.no_grad():
+        pyro.set_rng_seed(2)
+        z = guide.posterior(x).rsample()
+        recon = vae.likelihood(vae.decoder(z)).log_prob(x).sum()
+    scale = len(tiny_data) / 16
+    assert floored == pytest.approx(scale * (16 * 50.0 * 3 - recon.item()), rel=1e-5)
+
+
+def test_free_bits_follow_the_kl_weight(tiny_data):
+    """beta_t multiplies the floored KL: -recon + beta_t sum_j max(lambda, KL_j), annealing included."""
+    vae, guide = build_model(tiny_config(model={"z_dim": 3}), len(tiny_data))
+    idx = torch.arange(16)
+    x = tiny_data.pixels_at(idx)
+    with torch.no_grad():
+        pyro.set_rng_seed(2)
+        z = guide.posterior(x).rsample()
+        recon = vae.likelihood(vae.decoder(z)).log_prob(x).sum().item()
+    scale = len(tiny_data) / 16
+    for beta, anneal, step in ((1.0, 0, 1), (4.0, 0, 1), (4.0, 10, 5)):
+        weight = KLWeight(beta, anneal)
+        weight.set_step(step)
+        pyro.set_rng_seed(2)
+        loss = FreeBitsELBO(free_bits=50.0).loss(kl_weighted(vae.model, weight), kl_weighted(guide, weight), x, idx)
+        assert loss == pytest.approx(scale * (weight.value * 16 * 50.0 * 3 - recon), rel=1e-5)
+
+
+def test_iwae_refuses_a_kl_weight(tiny_data):
+    """A KL weight inside IWAE used to scale the whole bound by beta_t; now it is refused."""
+    vae, guide = build_model(tiny_config(), len(tiny_data))
+    idx = torch.arange(16)
+    weight = KLWeight(1.0, anneal_steps=10)  # beta_t = 0.1 at step 1
+    with pytest.raises(ValueError, match="iwae objective needs every sample site at the data plate's scale"):
+        IWAE(3).loss(kl_weighted(vae.model, weight), kl_weighted(guide, weight), tiny_data.pixels_at(idx), idx)

@@ -1,0 +1,51 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pyro_vae.models.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood
+
+
+def test_bernoulli_on_grey_values_is_minus_bce():
+    logits, x = torch.randn(4, 784), torch.rand(4, 784)
+    log_prob = BernoulliLikelihood(grey_values=True)(logits).log_prob(x)
+    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    assert log_prob.shape == (4,)
+    assert torch.allclose(log_prob, -bce, atol=1e-4)
+
+
+def test_bernoulli_on_bits_rejects_grey_values_under_validation():
+    with pytest.raises(ValueError):
+        BernoulliLikelihood(grey_values=False)(torch.randn(2, 5)).log_prob(torch.full((2, 5), 0.3))
+
+
+def test_conventions_are_labelled():
+    assert BernoulliLikelihood(grey_values=True).convention == "bce"
+    assert BernoulliLikelihood(grey_values=False).convention == "log_likelihood"
+    assert ContinuousBernoulliLikelihood().convention == "log_likelihood"
+
+
+def test_continuous_bernoulli_is_normalised_on_the_unit_interval():
+    likelihood = ContinuousBernoulliLikelihood()
+    logits = torch.tensor([[-2.0], [0.3], [4.0]])
+    grid = torch.linspace(1e-4, 1 - 1e-4, 20001)
+    density = likelihood(logits.expand(3, 1)).log_prob(grid.reshape(-1, 1, 1).expand(-1, 3, 1)).exp()
+    integral = torch.trapezoid(density, grid, dim=0)
+    assert torch.allclose(integral, torch.ones(3), atol=2e-3)
+    assert likelihood.mean(logits).shape == (3, 1)
+
+
+def test_fused_bernoulli_log_density_equals_the_distribution():
+    import torch
+
+    from pyro_vae.models.likelihoods import BernoulliLikelihood, log_density
+
+    logits = torch.randn(5, 3, 784) * 4  # (K, B, D)
+    x = (torch.rand(3, 784) < 0.3).float()
+    likelihood = BernoulliLikelihood()
+    expected = likelihood(logits).log_prob(x)
+    assert torch.allclose(log_density(likelihood, logits, x), expected, rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="got values other than 0 and 1"):
+        log_density(likelihood, logits, torch.full((3, 784), 0.5))
+    grey = BernoulliLikelihood(grey_values=True)  # -BCE on grey values: no fused path
+    values = torch.rand(3, 784)
+    assert torch.allclose(log_density(grey, logits, values), grey(logits).log_prob(values))

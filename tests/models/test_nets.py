@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from pyro_vae.models.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, build_networks
+
+
+def test_mlp_default_is_784_512_256():
+    encoder, decoder = MLPEncoder(), MLPDecoder(z_dim=2)
+    widths = [(m.in_features, m.out_features) for m in encoder.net if isinstance(m, torch.nn.Linear)]
+    assert widths == [(784, 512), (512, 256)]
+    widths = [(m.in_features, m.out_features) for m in decoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths == [(2, 256), (256, 512), (512, 784)]
+    assert encoder(torch.rand(5, 784)).shape == (5, 256)
+    assert decoder(torch.randn(5, 2)).shape == (5, 784)
+
+
+def test_mlp_hidden_sizes_are_configurable():
+    encoder, decoder = build_networks("mlp", 3, [64, 32, 16])
+    assert encoder.out_features == 16
+    assert encoder(torch.rand(4, 784)).shape == (4, 16)
+    assert decoder(torch.randn(4, 3)).shape == (4, 784)
+
+
+def test_conv_encoder_feature_maps():
+    encoder = ConvEncoder()
+    x = torch.rand(3, 784)
+    shapes = []
+    for layer in encoder.net:
+        x = layer(x)
+        shapes.append(tuple(x.shape[1:]))
+    assert (32, 14, 14) in shapes and (64, 7, 7) in shapes
+    assert x.shape == (3, 16) and encoder.out_features == 16
+
+
+@pytest.mark.parametrize("z_dim", [2, 3])
+def test_conv_decoder_gives_784_logits(z_dim):
+    decoder = ConvDecoder(z_dim)
+    logits = decoder(torch.randn(6, z_dim))
+    assert logits.shape == (6, 784)
+    assert torch.isfinite(logits).all()
+
+
+def test_decoders_output_logits_not_probabilities():
+    torch.manual_seed(0)
+    decoder = MLPDecoder(2, [8])
+    with torch.no_grad():
+        decoder.net[-1].bias.fill_(-5.0)
+    assert decoder(torch.zeros(1, 2)).max() < 0  # a sigmoid output could not be negative
+
+
+def test_glorot_init_matches_keras_defaults():
+    from pyro_vae.workflow.build import build_model
+    from pyro_vae.workflow.config import load_config
+
+    config = load_config(None, ["model.net=conv"])
+    vae, guide = build_model(config, 10)
+    dense = guide.encoder.net[6]  # Dense(3136 -> 16)
+    bound = (6 / (3136 + 16)) ** 0.5
+    assert dense.weight.abs().max() <= bound and dense.weight.abs().max() > 0.9 * bound
+    assert all((m.bias == 0).all() for m in vae.decoder.modules() if hasattr(m, "bias") and m.bias is not None)
+    torch_default = build_model(load_config(None, ["model.net=conv", "model.init=torch"]), 10)[1]
+    assert torch_default.encoder.net[6].weight.abs().max() <= 1 / 3136**0.5  # PyTorch's smaller bound

@@ -1,0 +1,140 @@
+import pytest
+import torch
+from torch.distributions import kl_divergence as torch_kl
+
+import pyro.distributions as dist
+from pyro.distributions.kl import kl_divergence
+
+from pyro_vae.models.priors import CorrelatedPrior, LearnedPrior, check_covariance
+from pyro_vae.workflow.build import PRIORS
+from pyro_vae.workflow.config import Config
+
+
+def build_prior(kind: str, z_dim: int, covariance=(), components: int = 10):
+    """The prior the config registry builds for ``kind`` (what a run gets)."""
+    config = Config()
+    config.model.z_dim, config.prior.covariance, config.prior.components = z_dim, list(covariance), components
+    return PRIORS[kind](config)
+
+
+@pytest.mark.parametrize("kind", PRIORS)
+@pytest.mark.parametrize("z_dim", [2, 3])
+def test_every_prior_is_a_distribution_over_one_z(kind, z_dim):
+    covariance = [] if z_dim == 2 else torch.eye(3).tolist()
+    prior = build_prior(kind, z_dim, covariance=covariance)()
+    assert prior.batch_shape == () and prior.event_shape == (z_dim,)
+    z = prior.sample((7,))
+    assert z.shape == (7, z_dim)
+    assert torch.isfinite(prior.log_prob(z)).all() and prior.log_prob(z).shape == (7,)
+
+
+def test_correlated_prior_uses_the_cholesky_factor_of_sigma():
+    prior = build_prior("correlated", 2)
+    sigma = torch.tensor([[1.0, 0.8], [0.8, 1.0]])
+    assert torch.allclose(prior.scale_tril @ prior.scale_tril.T, sigma, atol=1e-6)
+    assert torch.equal(prior.scale_tril, prior.scale_tril.tril())
+    p = prior()
+    assert isinstance(p, dist.MultivariateNormal)
+    z = p.sample((200000,))
+    assert torch.allclose(torch.cov(z.T), sigma, atol=0.02)
+
+
+def test_correlated_prior_with_a_loc():
+    prior = CorrelatedPrior([[2.0, 0.0, 0.0], [0.0, 1.0, 0.5], [0.0, 0.5, 1.0]], loc=[1.0, -1.0, 0.0])
+    assert torch.equal(prior().mean, torch.tensor([1.0, -1.0, 0.0]))
+    with pytest.raises(ValueError, match="loc has 2 entries but the covariance is 3 x 3"):
+        CorrelatedPrior(torch.eye(3).tolist(), loc=[0.0, 1.0])
+    with pytest.raises(ValueError, match=r"loc = \['a', 'b'\] is not a list of numbers"):
+        CorrelatedPrior(torch.eye(2).tolist(), loc=["a", "b"])
+
+
+@pytest.mark.parametrize("loc", [[1e20, 0.0], [1e39, 0.0]])
+def test_a_loc_too_far_for_float32_is_refused(loc):
+    """Finite in float64, but the ELBO's KL term would start at inf (or nan) in float32."""
+    too_far = r"loc = .* lies so far from N\(0, I\) that KL\(N\(0, I\) \|\| p\(z\)\) is (inf|nan) in float32"
+    with pytest.raises(ValueError, match=too_far):
+        CorrelatedPrior(torch.eye(2).tolist(), loc=loc)
+    assert torch.isfinite(CorrelatedPrior(torch.eye(2).tolist(), loc=[1e5, 0.0])().log_prob(torch.zeros(2)))
+
+
+@pytest.mark.parametrize(
+    "covariance, message",
+    [
+        ([[1.0, 0.8, 0.0], [0.8, 1.0, 0.0]], r"is not square \(shape \(2, 3\)\)"),
+        ([[1.0, 0.5], [0.2, 1.0]], r"is not symmetric"),
+        ([[1.0, 2.0], [2.0, 1.0]], r"is not positive-definite \(smallest eigenvalue -1\)"),
+        ([[1.0, 0.0], [0.0, 0.0]], r"is not positive-definite"),
+        (torch.eye(3).tolist(), r"is 3 x 3 but z_dim = 2"),
+        ([[1.0, "a"], ["a", 1.0]], r"is not a matrix of numbers"),
+        ([1.0, 2.0], r"is not square"),
+        ([[float("nan"), 0.0], [0.0, 1.0]], r"non-finite"),
+        ([[10**400, 0], [0, 1]], r"is not a matrix of numbers"),
+        ([[1e80, 0.0], [0.0, 1.0]], r"does not fit in float32"),  # positive-definite in float64 only
+        ([[1e-80, 0.0], [0.0, 1.0]], r"does not fit in float32"),
+        ([[1.0, 1 - 1e-12], [1 - 1e-12, 1.0]], r"does not fit in float32.*too near singular"),
+    ],
+)
+def test_bad_covariances_name_the_matrix_and_the_reason(covariance, message):
+    with pytest.raises(ValueError, match=r"^covariance = .*" + message):
+        check_covariance(covariance, 2)
+
+
+@pytest.mark.parametrize("z_dim", [2, 3, 50])
+def test_correlated_prior_defaults_to_equicorrelation_in_any_dimension(z_dim):
+    """An empty prior.covariance means unit variances and correlation 0.8 between every pair."""
+    sigma = build_prior("correlated", z_dim).covariance
+    expected = torch.full((z_dim, z_dim), 0.8) + 0.2 * torch.eye(z_dim)
+    assert torch.allclose(sigma, expected, atol=1e-5)
+    if z_dim == 2:
+        assert torch.allclose(sigma, torch.tensor([[1.0, 0.8], [0.8, 1.0]]))
+
+
+def test_learned_prior_keeps_a_valid_cholesky_factor():
+    prior = LearnedPrior(3)
+    with torch.no_grad():
+        prior.raw_scale_tril.copy_(torch.randn(3, 3) * 3)
+    L = prior.scale_tril
+    assert torch.equal(L, L.tril()) and (L.diagonal() > 0).all()
+    assert prior().event_shape == (3,)
+    assert sum(p.numel() for p in prior.parameters()) == 3 + 9
+
+
+def test_mixture_prior_parameters_are_learned():
+    prior = build_prior("mixture", 2, components=5)
+    names = {name for name, _ in prior.named_parameters()}
+    assert names == {"logits", "locs", "log_scales"}
+    assert isinstance(prior(), dist.MixtureSameFamily)
+
+
+def _mc_kl(q, p, n=200000):
+    z = q.sample((n,))
+    terms = q.log_prob(z) - p.log_prob(z)
+    return terms.mean(), terms.std() / n**0.5
+
+
+def test_kl_diag_normal_vs_mvn_matches_torch_and_monte_carlo():
+    torch.manual_seed(1)
+    q = dist.Normal(torch.tensor([0.5, -1.0]), torch.tensor([0.3, 0.7])).to_event(1)
+    p = build_prior("correlated", 2)()
+    analytic = kl_divergence(q, p)
+    as_mvn = torch.distributions.MultivariateNormal(q.mean, covariance_matrix=torch.diag(q.variance))
+    assert torch.allclose(analytic, torch_kl(as_mvn, p), atol=1e-5)
+    mean, se = _mc_kl(q, p)
+    assert abs(analytic - mean) < 4 * se
+
+
+def test_kl_mvn_vs_mvn_matches_monte_carlo():
+    torch.manual_seed(2)
+    L = torch.tensor([[0.5, 0.0], [0.3, 0.4]])
+    q = dist.MultivariateNormal(torch.tensor([0.2, 0.1]), scale_tril=L)
+    p = build_prior("correlated", 2)()
+    analytic = kl_divergence(q, p)
+    mean, se = _mc_kl(q, p)
+    assert abs(analytic - mean) < 4 * se
+
+
+def test_kl_diag_normal_vs_standard_normal_closed_form():
+    loc, scale = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.3, 0.7, 1.5])
+    q = dist.Normal(loc, scale).to_event(1)
+    closed = 0.5 * (scale**2 + loc**2 - 1 - 2 * scale.log()).sum()
+    assert torch.allclose(kl_divergence(q, build_prior("standard", 3)()), closed, atol=1e-6)

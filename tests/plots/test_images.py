@@ -1,0 +1,53 @@
+import io
+
+import torch
+from matplotlib.figure import Figure
+
+from pyro_vae.plots import images, latent
+from pyro_vae.plots.base import save_figure
+from pyro_vae.workflow.build import build_model
+
+from ..helpers import tiny_config
+
+
+def _vae():
+    return build_model(tiny_config(), 64)[0]
+
+
+def test_interpolation_decodes_the_straight_line_between_the_codes(tmp_path, monkeypatch):
+    vae = _vae()
+    seen = []
+    monkeypatch.setattr(images, "decode_grid", lambda vae, z: seen.append(z) or torch.zeros(len(z), 784))
+    fig = images.plot_interpolation(vae, torch.zeros(784), torch.ones(784), torch.tensor([0.0, 2.0]),
+                                    torch.tensor([1.0, -2.0]), steps=5)
+    (z,) = seen
+    assert torch.allclose(z, torch.tensor([[0.0, 2.0], [0.25, 1.0], [0.5, 0.0], [0.75, -1.0], [1.0, -2.0]]))
+    assert isinstance(fig, Figure) and save_figure(fig, tmp_path / "i.png").stat().st_size > 1000
+
+
+def test_training_curves_with_and_without_test_terms(tmp_path):
+    full = [{"epoch": e, "train_loss": 200.0 - e, "test_loss": 190.0 - e, "test_recon": -185.0, "test_kl": 5.0}
+            for e in (1, 2)]
+    for name, history in (("full", full), ("train_only", [{"epoch": 1, "train_loss": 200.0}])):
+        fig = images.plot_training_curves(history)
+        assert [ax.get_title() for ax in fig.axes] == ["total loss (-ELBO)", "reconstruction  -E_q log p(x|z)",
+                                                       "KL(q(z|x) || p(z))"]
+        assert save_figure(fig, tmp_path / f"{name}.png").stat().st_size > 5000
+
+
+def test_reconstructions_and_image_grid(tmp_path):
+    fig = images.plot_reconstructions(torch.rand(10, 784), torch.rand(10, 784))
+    assert [ax.get_title() for ax in fig.axes] == ["test images", "reconstructions"]
+    assert save_figure(fig, tmp_path / "r.png").stat().st_size > 5000
+    fig = images.plot_image_grid(torch.rand(100, 784), 10, 10, "samples")
+    assert fig.axes[0].get_title() == "samples" and fig.axes[0].images[0].get_array().shape == (280, 280)
+
+
+def test_preview_png_is_smaller_and_at_most_the_width(tmp_path):
+    from PIL import Image
+
+    path = save_figure(latent.plot_manifold(_vae()), tmp_path / "manifold.png")
+    preview = images.preview_png(path, width=300)
+    with Image.open(io.BytesIO(preview)) as image, Image.open(path) as original:
+        assert image.width == 300 and abs(image.height / image.width - original.height / original.width) < 0.01
+    assert len(preview) < path.stat().st_size

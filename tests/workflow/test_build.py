@@ -1,0 +1,54 @@
+import pytest
+
+from pyro_vae.workflow.build import (GUIDES, LIKELIHOODS, NAMES, PRIORS, build_model, check_config, check_names,
+                                     proper_density)
+from pyro_vae.workflow.config import ConfigError, load_config
+
+
+@pytest.mark.parametrize("key", NAMES)
+def test_an_unknown_name_is_refused_with_the_valid_ones(key):
+    config = load_config(None, [f"{key}='nosuch'"])
+    valid, what = NAMES[key]
+    with pytest.raises(ConfigError, match=rf"^unknown {key} 'nosuch'; valid {what}: {', '.join(valid)}$"):
+        check_names(config)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["prior.covariance=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]"],
+         r"^prior.covariance = .* is 3 x 3 but model.z_dim = 2; give a 2 x 2 matrix or change model.z_dim$"),
+        (["prior.covariance=[[1.0, 2.0], [2.0, 1.0]]"], r"^prior.covariance = .* is not positive-definite"),
+        (["prior.loc=[0.0, 1.0, 2.0]"], r"^prior.loc has 3 entries but the prior.covariance is 2 x 2"),
+        (["prior.loc=[1e39, 0.0]"], r"^prior.loc = \[1e\+39, 0.0\] with prior.covariance = .* lies so far"),
+    ],
+)
+def test_a_part_s_own_errors_come_back_naming_config_keys(overrides, message):
+    """The prior raises ValueError about its arguments (covariance, loc, z_dim); the config layer names the keys."""
+    config = load_config(None, ["prior.type='correlated'", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        check_config(config)
+    with pytest.raises(ConfigError, match=message):
+        build_model(config, 10)
+
+
+def test_registries_build_every_part():
+    for kind in PRIORS:
+        vae, guide = build_model(load_config(None, [f"prior.type='{kind}'"]), 10)
+        assert vae.prior().event_shape == (2,)
+    for kind in GUIDES:
+        _, guide = build_model(load_config(None, [f"guide.type='{kind}'"]), 10)
+        assert guide.family in ("diagonal", "full")
+    assert set(LIKELIHOODS) == {"bernoulli", "continuous_bernoulli", "normal"}
+
+
+@pytest.mark.parametrize(
+    "overrides, proper",
+    [([], False), (["data.pixels='dynamic'"], True), (["data.pixels='threshold'"], True),
+     (["model.likelihood='continuous_bernoulli'"], True)],
+)
+def test_proper_density_is_the_likelihood_s_own_convention(overrides, proper):
+    config = load_config(None, overrides)
+    assert proper_density(config) is proper
+    vae, _ = build_model(config, 10)
+    assert (vae.likelihood.convention == "log_likelihood") is proper

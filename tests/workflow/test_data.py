@@ -1,0 +1,88 @@
+import pytest
+import torch
+from torchvision import datasets
+
+from pyro_vae.workflow.data import DATA_ENV, DataError, ImageData, load_data, load_images, resolve_data_dir
+
+
+def test_data_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    assert str(resolve_data_dir()) == "data"
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    assert resolve_data_dir() == tmp_path
+    assert str(resolve_data_dir("given")) == "given"
+
+
+def test_missing_files_give_one_line_naming_files_and_folder(tmp_path, monkeypatch):
+    def no_network(self):
+        raise OSError("no network")
+
+    monkeypatch.setattr(datasets.MNIST, "download", no_network)
+    with pytest.raises(DataError) as err:
+        load_images("mnist", True, tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(tmp_path / "MNIST" / "raw") in message
+    assert "train-images-idx3-ubyte" in message and "t10k-labels-idx1-ubyte" in message
+    assert "--data-dir" in message and DATA_ENV in message
+
+
+def test_missing_files_without_download(tmp_path):
+    with pytest.raises(DataError, match="could not be downloaded"):
+        load_images("fashion_mnist", False, tmp_path, download=False)
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_load_real_splits(data_dir, dataset):
+    train, test = load_data(dataset, "grayscale", data_dir)
+    assert train.images.shape == (60000, 784) and test.images.shape == (10000, 784)
+    assert train.images.dtype == torch.float32
+    assert 0.0 == train.images.min().item() and train.images.max().item() == 1.0
+    assert set(test.labels.unique().tolist()) == set(range(10))
+
+
+@pytest.mark.mnist
+def test_subset_sizes(data_dir):
+    train, test = load_data("mnist", "threshold", data_dir, train_size=100, test_size=50)
+    assert (len(train), len(test)) == (100, 50)
+
+
+def _grey(n=50, d=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, d, generator=g), torch.arange(n) % 10
+
+
+def test_batches_cover_every_index_once_in_a_seeded_order():
+    data = ImageData(*_grey(), pixels="grayscale")
+    batches = list(data.batches(16, torch.Generator().manual_seed(3)))
+    assert [len(idx) for idx, _ in batches] == [16, 16, 16, 2]
+    order = torch.cat([idx for idx, _ in batches])
+    assert sorted(order.tolist()) == list(range(50))
+    assert not torch.equal(order, torch.arange(50))
+    again = torch.cat([idx for idx, _ in data.batches(16, torch.Generator().manual_seed(3))])
+    assert torch.equal(order, again)
+    for idx, x in batches:
+        assert torch.equal(x, data.images[idx])
+
+
+def test_pixel_modes():
+    images, labels = _grey(2000, 30, seed=123)  # not the binarization seeds below
+    assert torch.equal(ImageData(images, labels, "grayscale").pixels_at(torch.arange(5)), images[:5])
+    threshold = ImageData(images, labels, "threshold").pixels_at(torch.arange(2000))
+    assert torch.equal(threshold, (images > 0.5).float())
+    dynamic = ImageData(images, labels, "dynamic")
+    first = dynamic.pixels_at(torch.arange(2000), torch.Generator().manual_seed(0))
+    second = dynamic.pixels_at(torch.arange(2000), torch.Generator().manual_seed(1))
+    assert set(first.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(first, second)  # a fresh binarization every draw
+    # E[x] = grey value: the mean over 2000 images of (x - grey) is near 0 for each pixel
+    assert (first - images).mean(0).abs().max() < 0.05
+
+
+def test_bad_pixel_mode_and_shapes():
+    images, labels = _grey()
+    with pytest.raises(DataError, match="unknown pixel mode 'binary'; valid modes: grayscale"):
+        ImageData(images, labels, "binary")
+    with pytest.raises(DataError, match="images must be"):
+        ImageData(images, labels[:3])

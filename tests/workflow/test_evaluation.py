@@ -1,0 +1,124 @@
+import json
+
+import pytest
+
+from pyro_vae.cli import main
+from pyro_vae.workflow.config import ConfigError
+from pyro_vae.workflow.evaluation import evaluate_run
+from pyro_vae.workflow.training import train
+
+from ..helpers import tiny_config
+
+pytestmark = pytest.mark.mnist
+QUIET = {"progress": False, "log": lambda line: None}
+
+
+def _run(tmp_path, data_dir, name, **sections):
+    config = tiny_config(**sections)
+    config.data.pixels = sections.get("data", {}).get("pixels", "dynamic")
+    config.data.train_size, config.data.test_size = 2000, 200
+    config.model.hidden = [128]
+    config.train.epochs, config.train.batch_size, config.train.lr = 2, 64, 3e-3
+    return train(config, tmp_path / name, data_dir, **QUIET)
+
+
+@pytest.fixture(scope="module")
+def amortized_run(tmp_path_factory, data_dir):
+    return _run(tmp_path_factory.mktemp("study"), data_dir, "amortized")
+
+
+def test_evaluation_report(amortized_run, data_dir):
+    report = evaluate_run(amortized_run, num_samples=200, data_dir=data_dir, gap=True)
+    assert json.loads((amortized_run / "evaluation.json").read_text())["num_samples"] == 200
+    assert report["images"] == 200 and report["convention"] == "log_likelihood"
+    ll, iwae, elbo = report["log_likelihood"]["value"], report["iwae"], report["elbo"]["elbo"]
+    assert ll > iwae["10"] > iwae["1"] and report["log_likelihood"]["stderr"] > 0
+    assert abs(iwae["1"] - elbo) < 1.0  # L_1 is the ELBO (other draws)
+    gap = report["gap"]
+    assert gap["amortization_gap"] > 3 * gap["amortization_gap_stderr"]  # q* beats the encoder it starts from
+    assert gap["approximation_gap"] > -3 * gap["approximation_gap_stderr"]  # log p(x) >= L[q*] within noise
+    assert gap["local_fit"]["stopped_on_tolerance"] == 1 and gap["local_fit"]["stopped_on_cap"] == 0
+    assert abs(gap["convergence"]["gain"]) < 0.1  # the stopping rule left little to gain
+    assert report["log_likelihood"]["proposal"].startswith("defensive mixture")
+
+
+def test_grey_values_get_no_log_likelihood(tmp_path, data_dir):
+    run = _run(tmp_path, data_dir, "grey", data={"pixels": "grayscale"})
+    report = evaluate_run(run, num_samples=10, data_dir=data_dir)
+    assert report["log_likelihood"] is None and "not a normalised log-density" in report["note"]
+    with pytest.raises(ConfigError, match="needs a proper likelihood"):
+        evaluate_run(run, num_samples=10, data_dir=data_dir, gap=True)
+
+
+def test_mean_field_run_is_fitted_on_the_test_set(tmp_path, data_dir):
+    run = _run(tmp_path, data_dir, "mf", guide={"type": "mean_field"})
+    report = evaluate_run(run, num_samples=50, data_dir=data_dir)
+    assert report["local_fit"]["stopped_on_tolerance"] == 1 and report["log_likelihood"]["value"] < 0
+    train_report = evaluate_run(run, num_samples=20, split="train", data_dir=data_dir, limit=100)
+    assert "local_fit" not in train_report and train_report["images"] == 100  # its own rows
+    with pytest.raises(ConfigError, match="needs an amortized guide"):
+        evaluate_run(run, num_samples=10, data_dir=data_dir, gap=True)
+
+
+def test_evaluate_command(amortized_run, data_dir, capsys):
+    assert main(["evaluate", "--run", str(amortized_run), "--num-samples", "20", "--limit", "50",
+                 "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "log p(x), K=20" in out and "IWAE bound, K=10" in out and "active units" in out
+    assert main(["evaluate", "--run", str(amortized_run), "--split", "valid", "--data-dir", str(data_dir)]) == 2
+    assert "unknown split 'valid'; valid splits: test, train" in capsys.readouterr().err
+    assert main(["evaluate", "--run", str(amortized_run), "--num-samples", "0"]) == 2
+
+
+def test_compare_amortized_and_mean_field(tmp_path, data_dir, capsys):
+    from pyro_vae.workflow.compare import compare
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[data]\npixels = "dynamic"\ntrain_size = 1500\ntest_size = 300\n[model]\nz_dim = 3\nhidden = [64]\n'
+        "[guide]\nlocal_steps = 20\n[train]\nepochs = 2\nbatch_size = 64\nlr = 3e-3\n"
+    )
+    result = compare(config, tmp_path / "cmp", data_dir, num_samples=30, limit=60, progress=False,
+                     log=lambda line: None)
+    a, m = result["amortized"], result["mean_field"]
+    assert a["variational_parameters"] > m["variational_parameters"] == 2 * 1500 * 3
+    assert m["test_local_fit"]["steps_max"] <= 20 and a["test_local_fit"] is None
+    assert m["local_fit_steps_for_one_image"] > 0  # a real fit, gradients on
+    assert a["seconds_to_infer_one_image"] < m["seconds_to_infer_one_image"]
+    assert a["gap"]["elbo_amortized"] == pytest.approx(a["test_elbo"], abs=2.0)  # 100 samples vs 1, same q
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| amortization gap L[q*] - L[q amortized] |" in table and "K = 30" in table
+    assert (tmp_path / "cmp" / "amortization_gap.png").stat().st_size > 5000
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["test_images"] == 60
+    evaluations = {kind: (tmp_path / "cmp" / kind / "evaluation.json").read_text() for kind in result if
+                   kind in ("amortized", "mean_field")}
+    assert all(json.loads(text)["split"] == "test" for text in evaluations.values())  # not the train report
+    lines = []
+    again = compare(config, tmp_path / "cmp", data_dir, num_samples=30, limit=60, progress=False, log=lines.append)
+    assert sum("found, not redone" in line for line in lines) == 2  # the K = 30 evaluations are reused
+    assert sum("finished run found, not trained again" in line for line in lines) == 2
+    for key in ("test_elbo", "test_log_likelihood", "gap", "variational_parameters"):
+        assert again["amortized"][key] == a[key] and again["mean_field"][key] == m[key]
+    with pytest.raises(ConfigError, match=r"holds a run with another config \(train.lr\)"):
+        compare(config, tmp_path / "cmp", data_dir, num_samples=30, limit=60, overrides=["train.lr=0.01"],
+                progress=False, log=lines.append)  # a changed config is never silently reused
+    compare(config, tmp_path / "cmp", data_dir, num_samples=40, limit=60, progress=False, log=lines.append)
+    assert json.loads((tmp_path / "cmp" / "amortized" / "evaluation.json").read_text())["num_samples"] == 40
+
+
+def test_a_guide_without_a_local_family_is_refused():
+    from pyro_vae.models.guides import Guide
+    from pyro_vae.workflow.config import Config
+    from pyro_vae.workflow.evaluation import measure_gap
+    from pyro_vae.workflow.runs import Run
+
+    from ..helpers import linear_gaussian
+
+    vae, *_ = linear_gaussian(n=4)
+
+    class Flow(Guide):
+        amortized = True
+
+    run = Run(dir=None, config=Config(), vae=vae, guide=Flow(4))
+    with pytest.raises(ConfigError, match="needs q\\* in the guide's family"):
+        measure_gap(run, None)

@@ -1,0 +1,160 @@
+import json
+import math
+
+import pytest
+
+from pyro_vae.cli import main
+from pyro_vae.workflow.config import ConfigError, load_config
+from pyro_vae.workflow.experiments import QUICK_OVERRIDES, load_experiment, run_experiment
+
+from ..conftest import REPO
+
+TINY = """
+[experiment]
+order = {order}
+title = "{title}"
+reproduces = "a smoke test"
+kind = "{kind}"
+num_samples = 5
+reference = {{loss = 165.0, kl = 3.9, recon = 161.0}}
+{sweep}
+
+[data]
+pixels = "{pixels}"
+train_size = 500
+test_size = 100
+
+[model]
+hidden = [64]
+
+[train]
+epochs = 1
+batch_size = 100
+{snapshots}
+"""
+
+
+def write_tiny(folder, name, kind="train", pixels="dynamic", order=1, sweep="", snapshots=""):
+    """A tiny experiment file (500 training images, 1 epoch) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    path.write_text(TINY.format(order=order, title=name.replace("_", " "), kind=kind, pixels=pixels, sweep=sweep,
+                                snapshots=snapshots))
+    return path
+
+
+QUIET = {"progress": False, "log": lambda line: None}
+
+
+def test_every_experiment_file_loads_with_its_own_place():
+    experiments = [load_experiment(p) for p in sorted((REPO / "experiments").glob("*.toml"))]
+    titled = [e for e in experiments if e.title]
+    assert {e.name for e in titled} >= {"vae_2d", "vae_conv_2d", "vae_3d", "vae_correlated",
+                                        "amortized_vs_meanfield", "latent_sweep", "beta_sweep"}
+    assert len({e.order for e in titled}) == len(titled)
+    sweep = load_experiment("latent_sweep", REPO / "experiments")
+    assert [sub for _, sub in sweep.sweep_runs()] == [f"z_dim_{z}" for z in (2, 3, 5, 10, 20, 50)]
+    assert load_experiment("vae_2d", REPO / "experiments").config().train.snapshot_epochs == [0, 1, 2, 5, 10, 20]
+
+
+def test_a_sweep_value_that_is_not_a_valid_config_is_refused_before_training(tmp_path):
+    path = write_tiny(tmp_path, "bad", kind="sweep", sweep='sweep = {key = "model.z_dim", values = [2, 0]}')
+    with pytest.raises(ConfigError, match="model.z_dim must be >= 1"):
+        load_experiment(path)
+
+
+@pytest.mark.mnist
+def test_train_experiment_evaluates_and_is_not_trained_twice(tmp_path, data_dir):
+    path = write_tiny(tmp_path, "tiny", snapshots="snapshot_epochs = [0, 1]")
+    out = run_experiment(path, tmp_path / "runs" / "tiny", data_dir, **QUIET)
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["command"] == "pyro-vae run tiny" and not record["quick"] and record["wall_seconds"] > 0
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["num_samples"] == 5 and evaluation["log_likelihood"]["value"] < 0
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {"interpolation.png", "reconstructions_over_epochs.png", "posterior_during_training.gif"} <= figures
+    checkpoint, record_text = (out / "checkpoint.pt").read_bytes(), (out / "experiment.json").read_text()
+    (out / "figures" / "interpolation.png").unlink()
+    lines = []
+    run_experiment(path, out, data_dir, progress=False, log=lines.append)
+    assert any("finished run found, not trained again" in line for line in lines)
+    assert (out / "checkpoint.pt").read_bytes() == checkpoint
+    assert (out / "experiment.json").read_text() == record_text  # the wall time of the real run is kept
+    assert (out / "figures" / "interpolation.png").exists()  # figures redrawn
+    run_experiment(path, out, data_dir, overrides=["train.epochs=2"], **QUIET)  # trains on from epoch 1
+    assert len(json.loads((out / "history.json").read_text())) == 2
+
+
+@pytest.mark.mnist
+def test_sweep_writes_one_run_per_value_and_the_figure(tmp_path, data_dir):
+    path = write_tiny(tmp_path, "tiny_sweep", kind="sweep", sweep='sweep = {key = "model.z_dim", values = [2, 4]}')
+    out = run_experiment(path, tmp_path / "sweep", data_dir, **QUIET)
+    result = json.loads((out / "sweep.json").read_text())
+    assert [r["value"] for r in result["rows"]] == [2, 4] and result["num_samples"] == 5
+    for row in result["rows"]:
+        metrics = json.loads((out / row["run"] / "metrics.json").read_text())
+        assert row["test_loss"] == metrics["test_loss"] and row["log_likelihood"] < 0
+        assert load_config(out / row["run"] / "config.toml").model.z_dim == row["value"]
+    assert (out / "sweep.png").stat().st_size > 10000
+
+
+@pytest.mark.mnist
+def test_quick_setting_from_the_command_line(tmp_path, data_dir, capsys):
+    out = tmp_path / "quick"
+    assert main(["run", "vae_2d", "--quick", "--out", str(out), "--data-dir", str(data_dir), "--no-progress"]) == 0
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["quick"] and record["command"] == "pyro-vae run vae_2d --quick"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_images"] == 1000 and metrics["epochs"] == 2 == int(QUICK_OVERRIDES[2].split("=")[1])
+    assert metrics["test_convention"] == "bce"
+    assert not (out / "evaluation.json").exists()  # grey values: no log-likelihood to estimate
+
+
+def test_notebooks_read_a_finished_full_run_and_never_a_quick_one(tmp_path, monkeypatch):
+    from pyro_vae.workflow import experiments
+
+    calls = []
+    monkeypatch.setattr(experiments, "run_experiment", lambda *args, **kw: calls.append((args, kw)) or args[1])
+    (tmp_path / "vae_2d").mkdir()
+    (tmp_path / "vae_2d" / "experiment.json").write_text(json.dumps({"quick": False}))
+    assert experiments.notebook_run("vae_2d", quick=False, runs_dir=tmp_path) == tmp_path / "vae_2d"
+    assert calls == []
+    (tmp_path / "vae_2d" / "experiment.json").write_text(json.dumps({"quick": True}))
+    assert experiments.notebook_run("vae_2d", quick=False, runs_dir=tmp_path) == tmp_path / "vae_2d"
+    assert len(calls) == 1 and not calls[0][1].get("quick")  # the full experiment is run
+    monkeypatch.setenv("CI", "1")
+    monkeypatch.delenv("PYRO_VAE_QUICK", raising=False)
+    assert experiments.quick_requested()
+    experiments.notebook_run("vae_2d")
+    assert calls[1][1]["quick"] and calls[1][0][1] != tmp_path / "vae_2d"  # a temporary folder
+    monkeypatch.setenv("CI", "0")
+    assert not experiments.quick_requested()
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("name", ["vae_conv_2d", "latent_sweep", "beta_sweep"])
+def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
+    """The experiments no notebook runs (the notebooks run the other four under CI)."""
+    out = run_experiment(name, tmp_path / name, data_dir, quick=True, **QUIET)
+    experiment = load_experiment(name)
+    if experiment.kind == "sweep":
+        rows = json.loads((out / "sweep.json").read_text())["rows"]
+        assert [r["value"] for r in rows] == experiment.sweep["values"]
+        assert all(math.isfinite(r["test_loss"]) for r in rows)
+        assert (out / "sweep.png").exists()
+    else:
+        assert (out / "figures" / "manifold.png").exists() and (out / "figures" / "latent_scatter.png").exists()
+
+
+def test_every_shipped_config_takes_every_prior_and_guide_in_one_set():
+    """`--set prior.type=P --set guide.type=G` on any experiment file gives a config that builds."""
+    from pyro_vae.workflow.build import check_config
+    from pyro_vae.workflow.config import load_config
+    from pyro_vae.workflow.build import GUIDES, PRIORS
+
+    files = sorted((REPO / "experiments").glob("*.toml"))
+    assert len(files) >= 10
+    for path in files:
+        for prior in PRIORS:
+            for guide in GUIDES:
+                check_config(load_config(path, [f"prior.type={prior}", f"guide.type={guide}"]))

@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from pyro_vae.cli import main
+from pyro_vae.workflow.experiments import run_experiment
+from pyro_vae.workflow.report import GENERATED_NOTE, write_report
+
+from .test_experiments import QUIET, write_tiny
+
+pytestmark = pytest.mark.mnist
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data_dir):
+    """An experiments folder with a binarized run, a grey-value run (quick) and one never run."""
+    root = tmp_path_factory.mktemp("report")
+    experiments, runs = root / "experiments", root / "runs"
+    run_experiment(write_tiny(experiments, "binarized", order=1), runs / "binarized", data_dir, **QUIET)
+    run_experiment(write_tiny(experiments, "grey", pixels="grayscale", order=2), runs / "grey", data_dir,
+                   quick=True, overrides=["data.train_size=500", "train.epochs=1"], **QUIET)
+    write_tiny(experiments, "never_run", order=3)
+    return experiments, runs
+
+
+def test_the_table_holds_the_measured_numbers_beside_the_reference(finished):
+    experiments, runs = finished
+    text = write_report(experiments, runs)
+    assert text.startswith(GENERATED_NOTE)
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    metrics = json.loads((runs / "binarized" / "metrics.json").read_text())
+    evaluation = json.loads((runs / "binarized" / "evaluation.json").read_text())
+    binarized = rows["binarized (100 test images)"]
+    assert f"**{metrics['test_loss']:.2f}**" in binarized and f"{metrics['test_kl']:.2f}" in binarized
+    assert f"{-metrics['test_recon']:.2f}" in binarized
+    assert f"{evaluation['log_likelihood']['value']:.2f} +- " in binarized and "(K = 5)" in binarized
+    assert "~165 / ~3.9 / ~161" in binarized
+    grey = rows["grey (300 test images) (quick setting)"]
+    assert "n/a: grey values (BCE)" in grey
+    assert "not run" in rows["never_run"]
+    assert text.index("### 1. binarized") < text.index("### 2. grey") < text.index("### 3. never run")
+    assert "`figures/interpolation.png`" in text and "- not run yet" in text
+
+
+def test_report_command_writes_the_readme(finished, capsys):
+    experiments, runs = finished
+    assert main(["report", "--experiments", str(experiments), "--runs", str(runs)]) == 0
+    assert (experiments / "README.md").read_text() == write_report(experiments, runs)
+    assert main(["report", "--experiments", str(experiments), "--runs", str(runs), "--out", "-"]) == 0
+    assert "## Results" in capsys.readouterr().out

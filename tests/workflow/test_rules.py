@@ -1,0 +1,40 @@
+import re
+
+import pytest
+
+from pyro_vae.workflow.build import check_config
+from pyro_vae.workflow.config import ConfigError, load_config
+from pyro_vae.workflow.rules import RULES, check_rules
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda rule: "+".join(rule.keys))
+def test_every_rule_refuses_its_example_in_one_line_naming_its_keys(rule):
+    config = load_config(None, rule.example)
+    assert rule.broken(config)
+    with pytest.raises(ConfigError) as refused:
+        check_config(config)  # what the CLI and the Python API call before anything is written
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message == rule.message(config)
+    named = [key for key in rule.keys if re.search(re.escape(key) + r"\b", message)]
+    assert len(named) >= 2, f"the message names {named} of the rule's keys {rule.keys}"
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda rule: "+".join(rule.keys))
+def test_the_defaults_break_no_rule(rule):
+    assert not rule.broken(load_config(None))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["train.free_bits=0.5", "train.objective='trace_mean_field'"],
+        ["train.objective='iwae'", "train.num_particles=5"],
+        ["train.objective='jit_trace'", "train.beta=2.0"],  # a constant weight compiles fine
+        ["prior.type='correlated'", "prior.covariance=[[1.0, 0.5], [0.5, 1.0]]", "prior.loc=[1.0, 0.0]"],
+        ["guide.local_min_lr=0.05", "guide.local_lr=0.05"],
+    ],
+)
+def test_legal_neighbours_of_the_rules_pass(overrides):
+    check_rules(load_config(None, overrides))
+    check_config(load_config(None, overrides))

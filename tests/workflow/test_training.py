@@ -1,0 +1,152 @@
+import json
+
+import pytest
+import torch
+
+from pyro_vae.workflow.checkpoint import load_checkpoint
+from pyro_vae.workflow.config import ConfigError
+from pyro_vae.workflow.data import ImageData, load_data
+from pyro_vae.workflow.loop import EpochState, FiniteLoss, TrainingError, run_epoch
+from pyro_vae.workflow.streams import epoch_generator
+from pyro_vae.workflow.training import train
+
+from ..helpers import tiny_config
+
+pytestmark = pytest.mark.mnist
+
+
+def _small(**sections):
+    config = tiny_config(**sections)
+    config.data.pixels = "grayscale"
+    config.data.train_size, config.data.test_size = 600, 200
+    config.train.epochs, config.train.batch_size = 2, 64
+    return config
+
+
+def _without_times(history):
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+def test_same_seed_same_history_and_weights(tmp_path, data_dir):
+    config = _small()
+    first = train(config, tmp_path / "a", data_dir, progress=False, log=lambda line: None)
+    second = train(config, tmp_path / "b", data_dir, progress=False, log=lambda line: None)
+    h1 = json.loads((first / "history.json").read_text())
+    h2 = json.loads((second / "history.json").read_text())
+    assert _without_times(h1) == _without_times(h2)
+    w1, w2 = load_checkpoint(first / "checkpoint.pt"), load_checkpoint(second / "checkpoint.pt")
+    assert all(torch.equal(w1["vae"][k], w2["vae"][k]) for k in w1["vae"])
+    config.train.seed = 1
+    third = train(config, tmp_path / "c", data_dir, progress=False, log=lambda line: None)
+    assert _without_times(json.loads((third / "history.json").read_text())) != _without_times(h1)
+
+
+def test_history_and_metrics_agree(tmp_path, data_dir):
+    run = train(_small(), tmp_path / "r", data_dir, progress=False, log=lambda line: None)
+    history = json.loads((run / "history.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert metrics["test_loss"] == pytest.approx(history[-1]["test_loss"])  # evaluation is seeded
+    assert metrics["test_convention"] == "bce" and metrics["test_kl_estimator"] == "analytic"
+
+
+def test_mean_field_run_fits_the_test_set_locally(tmp_path, data_dir):
+    from pyro_vae.infer.evaluate import elbo_terms
+    from pyro_vae.infer.local_fit import fit_local
+    from pyro_vae.workflow.runs import load_run
+    from pyro_vae.workflow.evaluation import fit_test_images
+    from pyro_vae.workflow.streams import eval_generator
+
+    config = _small(guide={"type": "mean_field"})
+    config.train.lr = 1e-2
+    run = train(config, tmp_path / "mf", data_dir, progress=False, log=lambda line: None)
+    metrics = json.loads((run / "metrics.json").read_text())
+    fit = metrics["test_local_fit"]
+    assert fit["chunks"] == 1 and fit["stopped_on_tolerance"] == 1 and fit["steps_max"] < config.guide.local_steps
+    history = json.loads((run / "history.json").read_text())
+    assert history[1]["train_loss"] < history[0]["train_loss"]  # variational EM makes progress
+    assert metrics["num_parameters"]["guide"] == 2 * 600 * 2
+    # the reported test ELBO is the fitted Gaussians', far above where the fit starts
+    loaded = load_run(run)
+    _, test = load_data("mnist", "grayscale", data_dir, 600, 200)
+    x = test.observed(eval_generator(config.train.seed)).images
+    start = fit_local(loaded.vae, x, max_steps=0, init_scale=config.guide.init_scale).guide
+    assert metrics["test_elbo"] > elbo_terms(loaded.vae, start, x)["elbo"] + 10
+    cached, summary = fit_test_images(loaded.vae, x, loaded.config, cache=run / "test_local_fit.pt")
+    assert summary == fit  # read back from the run directory, not refitted
+    assert elbo_terms(loaded.vae, cached, x)["elbo"] == pytest.approx(metrics["test_elbo"], abs=1.0)
+    assert (run / "figures" / "latent_scatter.png").is_file()
+
+
+def test_correlated_prior_run_draws_the_tilted_manifold(tmp_path, data_dir):
+    run = train(_small(prior={"type": "correlated"}), tmp_path / "c", data_dir, progress=False,
+                log=lambda line: None)
+    assert (run / "figures" / "manifold_tilted.png").is_file()
+
+
+def test_a_run_directory_is_not_clobbered(tmp_path, data_dir):
+    run = train(_small(), tmp_path / "r", data_dir, progress=False, log=lambda line: None)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="already holds a run; pass --out NEW_DIR"):
+        train(_small(), run, data_dir, progress=False, log=lambda line: None)
+    assert before == {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+class _NaNSVI:
+    def __init__(self, bad_step):
+        self.calls, self.bad_step = 0, bad_step
+
+    def step(self, x, idx):
+        self.calls += 1
+        return float("nan") if self.calls == self.bad_step else 1.0
+
+
+@pytest.mark.parametrize("bad_step", [1, 3])
+def test_a_nan_loss_stops_with_epoch_and_step(bad_step):
+    data = ImageData(torch.rand(40, 5), torch.zeros(40, dtype=torch.long))
+    with pytest.raises(TrainingError, match=f"at epoch 4, step {bad_step}; lower train.lr"):
+        run_epoch(_NaNSVI(bad_step), data, 10, EpochState.begin(data, 4, seed=0), [FiniteLoss()])
+
+
+def test_epoch_generators_differ_by_epoch_and_seed():
+    draw = lambda seed, epoch: torch.randperm(100, generator=epoch_generator(seed, epoch))  # noqa: E731
+    assert torch.equal(draw(0, 1), draw(0, 1))
+    assert not torch.equal(draw(0, 1), draw(0, 2)) and not torch.equal(draw(0, 1), draw(1, 1))
+
+
+def test_a_full_disk_keeps_the_last_checkpoint(tmp_path, data_dir, monkeypatch):
+    from pyro_vae.workflow import checkpoint
+
+    out = train(_small(), tmp_path / "r", data_dir, progress=False, log=lambda line: None)
+    good = (out / "checkpoint.pt").read_bytes()
+    real_replace = checkpoint.os.replace
+
+    def disk_full(src, dst):
+        if str(src).endswith(".tmp") and str(dst).endswith("checkpoint.pt"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", disk_full)
+    from pyro_vae.workflow.training import resume
+
+    with pytest.raises(TrainingError, match=r"could not save .*checkpoint.pt \(No space left on device\); "
+                                            r"the previous checkpoint is kept"):
+        resume(out, ["train.epochs=3"], data_dir, progress=False, log=lambda line: None)
+    assert (out / "checkpoint.pt").read_bytes() == good
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_snapshots_are_recorded_and_leave_training_unchanged(tmp_path, data_dir):
+    quiet = {"progress": False, "log": lambda line: None}
+    plain = train(_small(), tmp_path / "plain", data_dir, **quiet)
+    config = _small()
+    config.train.snapshot_epochs = [0, 2, 7]  # 7 is beyond the run: ignored
+    snapped = train(config, tmp_path / "snapped", data_dir, **quiet)
+    a, b = load_checkpoint(plain / "checkpoint.pt"), load_checkpoint(snapped / "checkpoint.pt")
+    assert all(torch.equal(a["vae"][k], b["vae"][k]) for k in a["vae"])  # snapshots draw no training randomness
+    assert sorted(b["snapshots"]) == ["0", "2"] and a["snapshots"] == {}
+    shot = b["snapshots"]["2"]
+    assert shot["reconstructions"].shape == (10, 784) and shot["codes"].shape == (200, 2)
+    assert not torch.equal(shot["codes"], b["snapshots"]["0"]["codes"])
+    figures = {p.name for p in (snapped / "figures").iterdir()}
+    assert {"reconstructions_over_epochs.png", "posterior_during_training.gif", "interpolation.png"} <= figures
