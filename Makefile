@@ -8,7 +8,7 @@ DATA_DIR ?= $(or $(PYRO_VAE_DATA),$(if $(wildcard ../shared/data/MNIST/raw),../s
 
 EXPERIMENTS := vae_2d vae_conv_2d vae_3d vae_correlated amortized_vs_meanfield latent_sweep beta_sweep
 
-.PHONY: demo test bench install experiments report notebooks
+.PHONY: demo test test-fast bench install experiments report notebooks
 
 install: $(STAMP)
 
@@ -33,8 +33,13 @@ report: $(STAMP)
 notebooks: $(STAMP)
 	PYRO_VAE_DATA=$(DATA_DIR) $(PY) notebooks/execute.py
 
+# Every test, on two worker processes of one torch thread each (pytest-xdist).
 test: $(STAMP)
-	PYRO_VAE_DATA=$(DATA_DIR) $(PY) -m pytest -q
+	PYRO_VAE_DATA=$(DATA_DIR) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
+
+# The inner loop: every module, without the long tests (marked slow), in about a minute.
+test-fast: $(STAMP)
+	PYRO_VAE_DATA=$(DATA_DIR) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m benchmarks --data-dir $(DATA_DIR) --out benchmarks/results.json

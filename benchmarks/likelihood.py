@@ -35,9 +35,9 @@ def throughput(num_samples: int, images: int = 50, z_dim: int = 50) -> dict:
     vae, guide = build_model(config, 1)
     x = (torch.rand(images, 784) < 0.2).float()
     data = ImageData(x, torch.zeros(images, dtype=torch.long), "threshold")
-    importance_log_likelihood(vae, guide, data.subset(2), num_samples=min(num_samples, 500))  # warm-up
+    importance_log_likelihood(vae, guide, data.subset(2).images, num_samples=min(num_samples, 500))  # warm-up
     start = time.perf_counter()
-    importance_log_likelihood(vae, guide, data, num_samples=num_samples)
+    importance_log_likelihood(vae, guide, data.images, num_samples=num_samples)
     seconds = time.perf_counter() - start
     gflops = decoder_flops(vae.decoder) * images * num_samples / seconds / 1e9
     return {"images_per_second": images / seconds, "decoder_gflops": gflops}

@@ -12,7 +12,8 @@ matplotlib alone).
 from .infer import (active_units, adam, amortization_gap, elbo_terms, fit_local, importance_log_likelihood,
                     posterior_means, refinement_gain)
 from .models import (VAE, AmortizedFullNormal, AmortizedNormal, BernoulliLikelihood, ContinuousBernoulliLikelihood,
-                     CorrelatedPrior, Guide, LearnedPrior, MeanField, MixturePrior, StandardNormalPrior)
+                     ConvDecoder, ConvEncoder, CorrelatedPrior, Guide, LearnedPrior, MeanField, MixturePrior,
+                     MLPDecoder, MLPEncoder, StandardNormalPrior)
 from .workflow.build import build_model, check_config
 from .workflow.checkpoint import CheckpointError
 from .workflow.config import Config, ConfigError, load_config
@@ -24,7 +25,8 @@ from .workflow.training import Interrupted, Trainer, resume, train, train_or_res
 
 __all__ = [
     "VAE", "AmortizedFullNormal", "AmortizedNormal", "BernoulliLikelihood", "CheckpointError", "Config",
-    "ConfigError", "ContinuousBernoulliLikelihood", "CorrelatedPrior", "DataError", "Guide", "ImageData",
+    "ConfigError", "ContinuousBernoulliLikelihood", "ConvDecoder", "ConvEncoder", "CorrelatedPrior", "MLPDecoder",
+    "MLPEncoder", "DataError", "Guide", "ImageData",
     "Interrupted", "LearnedPrior", "MeanField", "MixturePrior", "Run", "RunDir", "StandardNormalPrior", "Trainer",
     "TrainingError", "active_units", "adam", "amortization_gap", "build_model", "check_config", "elbo_terms",
     "evaluate_run", "fit_local", "importance_log_likelihood", "load_config", "load_data", "load_run",

@@ -132,6 +132,7 @@ def test_baseline_reads_the_images_pyro_vae_loads(data_dir):
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_quick_benchmark_run(tmp_path, data_dir, capsys):
     out = tmp_path / "bench.json"
     assert main(["--quick", "--threads", "1", "--data-dir", str(data_dir), "--out", str(out)]) == 0

@@ -30,6 +30,7 @@ def _files(path: Path) -> dict:
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_train_smoke_run_writes_every_output(tmp_path, data_dir):
     out = tmp_path / "run"
     result = subprocess.run(

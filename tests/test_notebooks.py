@@ -18,6 +18,7 @@ def test_the_four_walkthroughs_exist():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_notebook_executes(path: Path, data_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("CI", "1")
     monkeypatch.setenv("PYRO_VAE_DATA", str(data_dir))

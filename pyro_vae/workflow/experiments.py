@@ -92,7 +92,7 @@ def find_experiment(name: str | Path, experiments_dir: str | Path | None = None)
 
 def default_experiments_dir() -> Path:
     """``experiments/`` of the source tree this package was installed from."""
-    return Path(__file__).resolve().parent.parent / "experiments"
+    return Path(__file__).resolve().parents[2] / "experiments"
 
 
 def load_experiment(name: str | Path, experiments_dir: str | Path | None = None) -> Experiment:

@@ -8,7 +8,7 @@ An epoch is this, and nothing else::
 ``svi.step`` returns the estimate of the full-data -ELBO (the ``data`` plate scales the batch
 by N / B), so the per-image loss divides by N. Progress bars, checks, checkpoints, test
 evaluation, snapshots and figures are :class:`Hook` s called at the start and end of each
-step and epoch; a hook stops training by raising.
+step and epoch and when training ends; a hook stops training by raising.
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ class Hook:
     def step_finished(self, epoch: EpochState) -> None: ...
 
     def epoch_finished(self, epoch: EpochState) -> None: ...
+
+    def training_finished(self) -> None: ...
 
 
 def run_epoch(svi: SVI, data: ImageData, batch_size: int, epoch: EpochState, hooks: Sequence[Hook] = ()) -> float:

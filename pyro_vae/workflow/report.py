@@ -157,15 +157,17 @@ PUBLISHED_WIDTH, PUBLISHED_COLORS = 640, 64
 def publish_figures(experiment: Experiment, runs_dir: Path, experiments_dir: Path) -> list[Path]:
     """Copy the experiment's key figures (``experiment.figures``) from its finished run, shrunk to
     :data:`PUBLISHED_WIDTH` pixels and :data:`PUBLISHED_COLORS` colours, to
-    ``<experiments_dir>/figures/NAME/``; a figure already published stays when its run is gone.
+    ``<experiments_dir>/figures/NAME/``; a figure already published stays when its run is gone or is a
+    ``--quick`` smoke run (whose figures are never published).
     Returns the published files, relative to ``experiments_dir``."""
-    from ..plots.images import preview_png  # PIL only, but beside the plots
+    from ..plots.images import preview_png
 
     folder = experiments_dir / PUBLISHED_DIR / experiment.name
+    quick = (read_json(RunDir(runs_dir / experiment.name).experiment) or {}).get("quick", True)
     published = []
     for name in experiment.figures:
         source, target = runs_dir / experiment.name / name, folder / Path(name).name
-        if source.is_file():
+        if source.is_file() and not quick:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(preview_png(source, PUBLISHED_WIDTH, PUBLISHED_COLORS))
         if target.is_file():

@@ -70,13 +70,6 @@ RULES: tuple[Rule, ...] = (
         ("train.objective='jit_trace_mean_field'", "guide.type='amortized_full'", "prior.type='learned'"),
     ),
     Rule(
-        ("prior.type", "prior.covariance", "prior.loc"),
-        lambda c: c.prior.type != "correlated" and (len(c.prior.covariance) > 0 or len(c.prior.loc) > 0),
-        lambda c: f"prior.covariance and prior.loc belong to prior.type = 'correlated' but prior.type = "
-                  f"{c.prior.type!r} would ignore them; set prior.type = 'correlated' or remove them",
-        ("prior.covariance=[[1.0, 0.5], [0.5, 1.0]]",),
-    ),
-    Rule(
         ("guide.local_min_lr", "guide.local_lr"),
         lambda c: c.guide.local_min_lr > c.guide.local_lr,
         lambda c: f"guide.local_min_lr = {c.guide.local_min_lr} is above guide.local_lr = {c.guide.local_lr}; the "

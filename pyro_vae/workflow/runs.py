@@ -33,7 +33,7 @@ class RunDir:
     """
 
     RUN_FILES = ("config.toml", "history.json", "metrics.json", "checkpoint.pt", "checkpoint.prev.pt",
-                 "test_local_fit.pt")
+                 "test_local_fit.pt", "evaluation.json")
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)

@@ -72,6 +72,7 @@ class Trainer:
         if self.svi is not None:
             return
         config, t = self.config, self.config.train
+        check_config(config)
         pyro.clear_param_store()
         pyro.set_rng_seed(t.seed)
         pyro.enable_validation(t.validate)
@@ -192,9 +193,10 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------
     def hooks(self, progress: ProgressBar, ctrl_c: CtrlC) -> list[Hook]:
         """What runs around the SVI steps, in order: KL schedule, finite-loss check, progress, Ctrl-C;
-        at each epoch's end the record, test evaluation, snapshot, checkpoint and log line."""
+        at each epoch's end the record, test evaluation, snapshot, checkpoint and log line; at the end the
+        figures (after :meth:`finish` wrote the final metrics)."""
         return [_KLSchedule(self), FiniteLoss(), progress, ctrl_c, _EpochRecord(self), _TestEvaluation(self),
-                _Snapshot(self), _Checkpoint(self), _LogLine(self)]
+                _Snapshot(self), _Checkpoint(self), _LogLine(self), _Figures(self)]
 
     def run(self) -> Path:
         """Train the remaining epochs, then :meth:`finish` (metrics and figures)."""
@@ -223,7 +225,10 @@ class Trainer:
                 if ctrl_c.requested:
                     raise Interrupted(f"interrupted after epoch {epoch.number}; checkpoint saved: continue with "
                                       f"pyro-vae train --resume {self.out}")
-        return self.finish()
+        self.finish()
+        for hook in hooks:
+            hook.training_finished()
+        return self.out
 
     def snapshot(self) -> None:
         """Record :func:`take_snapshot` if the current epoch is one of ``train.snapshot_epochs``."""
@@ -235,11 +240,9 @@ class Trainer:
             )
 
     def finish(self) -> Path:
-        """Final test metrics (``metrics.json``) and the figures."""
-        from .figures import draw_run_figures  # matplotlib is imported only where figures are drawn
-
+        """Final test metrics (``metrics.json``); keeps the test images' guide for the figures."""
         self.vae.eval(), self.guide.eval()
-        terms, test_guide = evaluate_test_set(self.vae, self.guide, self.test_data, self.config, self.device,
+        terms, self.test_guide = evaluate_test_set(self.vae, self.guide, self.test_data, self.config, self.device,
                                               cache=self.dir.local_fit)
         metrics = {f"test_{k}": v for k, v in terms.items()}
         metrics.update({
@@ -256,8 +259,6 @@ class Trainer:
             "device": str(self.device),
         })
         write_json(self.dir.metrics, metrics)
-        draw_run_figures(self.dir, self.vae, test_guide, self.test_data, self.history, self.config, self.device,
-                         self.snapshots, snapshot_data(self.guide, self.train_data, self.test_data))
         self.log(
             f"test loss {metrics['test_loss']:.2f} per image (recon {-metrics['test_recon']:.2f} + "
             f"KL {metrics['test_kl']:.2f}); run written to {self.out}"
@@ -333,6 +334,20 @@ class _Checkpoint(Hook):
 
     def epoch_finished(self, epoch):
         self.trainer.save()
+
+
+class _Figures(Hook):
+    """The run's figures, once training has finished (matplotlib is imported only here)."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def training_finished(self):
+        from .figures import draw_run_figures
+
+        t = self.trainer
+        draw_run_figures(t.dir, t.vae, t.test_guide, t.test_data, t.history, t.config, t.device, t.snapshots,
+                         snapshot_data(t.guide, t.train_data, t.test_data))
 
 
 class _LogLine(Hook):
@@ -433,7 +448,7 @@ def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: b
     """
     run_dir = RunDir(out)
     out = run_dir.path
-    if run_dir.checkpoint.exists() and not overwrite:
+    if run_dir.config.is_file() and not overwrite:  # a run, perhaps killed before its first checkpoint
         saved = run_dir.saved_config()
         _same_run_or_refuse(
             config, saved,

@@ -14,6 +14,7 @@ from .test_local_fit import exact_elbo
 FIT = GuideConfig().local_fit_options()  # the shipped [guide] settings of the local fit
 
 
+@pytest.mark.slow
 def test_gap_decomposition_matches_the_exact_values():
     """Orthogonal decoder columns: the exact posterior is a diagonal Gaussian, so L[q*] = log p(x)
     (approximation gap 0) and the amortization gap is E_n[log p(x_n) - L[q](x_n)] in closed form."""
@@ -37,6 +38,7 @@ def test_gap_decomposition_matches_the_exact_values():
     assert gap["amortization_gap"] > 0.5  # the test means something: the encoder is visibly off
 
 
+@pytest.mark.slow
 def test_full_covariance_gap_decomposition_matches_the_exact_values():
     """A correlated posterior and a full-covariance encoder: q* is fitted in the full family (the
     exact posterior), so the approximation gap is 0 and the amortization gap positive and exact."""

@@ -60,6 +60,7 @@ def test_a_fixed_budget_of_constant_rate_steps_does_not_converge():
     assert fit.stopped_on == ["cap"] and gap.mean() > 0.1 and gap.max() > 0.3
 
 
+@pytest.mark.slow
 def test_full_family_fit_matches_a_correlated_posterior():
     """Without orthogonal columns the posterior is correlated: the full family still reaches log p(x),
     the diagonal one stops at a positive approximation gap."""
@@ -72,6 +73,7 @@ def test_full_family_fit_matches_a_correlated_posterior():
     assert full_gap.max() < 0.02 and full_gap.mean() < 0.01 and diag_gap.mean() > 0.05
 
 
+@pytest.mark.slow
 def test_chunks_are_fitted_separately_and_reported():
     vae, W, b, s, x, exact = linear_gaussian(n=30)
     fit = fit_local(vae, x, batch_size=12)
@@ -108,6 +110,7 @@ def test_the_model_and_the_param_store_are_left_alone():
     assert not torch.allclose(fit.guide.posterior(x).mean, torch.zeros(10, 3))
 
 
+@pytest.mark.slow
 def test_refinement_gain_is_small_after_convergence_and_large_before():
     vae, W, b, s, x, exact = linear_gaussian(n=20)
     converged = fit_local(vae, x)

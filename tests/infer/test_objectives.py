@@ -15,7 +15,8 @@ from pyro_vae.workflow.build import GUIDES, OBJECTIVES, PRIORS, build_objective
 from ..helpers import tiny_config
 
 
-@pytest.mark.parametrize("objective", list(OBJECTIVES))
+@pytest.mark.parametrize("objective", [pytest.param(o, marks=pytest.mark.slow) if o.startswith("jit_") else o
+                                       for o in OBJECTIVES])
 @pytest.mark.parametrize("guide_kind", GUIDES)
 @pytest.mark.parametrize("prior_kind", PRIORS)
 def test_every_prior_guide_objective_trains(tiny_data, prior_kind, guide_kind, objective):

@@ -109,7 +109,7 @@ def _run_dir(path, **change):
     """A run directory holding an untrained tiny model's checkpoint, with ``change`` applied to it."""
     from pyro_vae.workflow.build import build_model
 
-    from .helpers import tiny_config
+    from ..helpers import tiny_config
 
     config = tiny_config(model={"hidden": [8]})
     vae, guide = build_model(config, 64)
@@ -147,6 +147,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_writer_killed_mid_write_leaves_a_whole_checkpoint(tmp_path):
     """SIGKILL a process that keeps rewriting an 8 MB checkpoint: the file is always one whole version."""
     import random

@@ -27,6 +27,7 @@ def amortized_run(tmp_path_factory, data_dir):
     return _run(tmp_path_factory.mktemp("study"), data_dir, "amortized")
 
 
+@pytest.mark.slow
 def test_evaluation_report(amortized_run, data_dir):
     report = evaluate_run(amortized_run, num_samples=200, data_dir=data_dir, gap=True)
     assert json.loads((amortized_run / "evaluation.json").read_text())["num_samples"] == 200
@@ -50,6 +51,7 @@ def test_grey_values_get_no_log_likelihood(tmp_path, data_dir):
         evaluate_run(run, num_samples=10, data_dir=data_dir, gap=True)
 
 
+@pytest.mark.slow
 def test_mean_field_run_is_fitted_on_the_test_set(tmp_path, data_dir):
     run = _run(tmp_path, data_dir, "mf", guide={"type": "mean_field"})
     report = evaluate_run(run, num_samples=50, data_dir=data_dir)
@@ -70,6 +72,7 @@ def test_evaluate_command(amortized_run, data_dir, capsys):
     assert main(["evaluate", "--run", str(amortized_run), "--num-samples", "0"]) == 2
 
 
+@pytest.mark.slow
 def test_compare_amortized_and_mean_field(tmp_path, data_dir, capsys):
     from pyro_vae.workflow.compare import compare
 

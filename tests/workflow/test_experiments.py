@@ -64,6 +64,7 @@ def test_a_sweep_value_that_is_not_a_valid_config_is_refused_before_training(tmp
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_train_experiment_evaluates_and_is_not_trained_twice(tmp_path, data_dir):
     path = write_tiny(tmp_path, "tiny", snapshots="snapshot_epochs = [0, 1]")
     out = run_experiment(path, tmp_path / "runs" / "tiny", data_dir, **QUIET)
@@ -86,6 +87,7 @@ def test_train_experiment_evaluates_and_is_not_trained_twice(tmp_path, data_dir)
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_sweep_writes_one_run_per_value_and_the_figure(tmp_path, data_dir):
     path = write_tiny(tmp_path, "tiny_sweep", kind="sweep", sweep='sweep = {key = "model.z_dim", values = [2, 4]}')
     out = run_experiment(path, tmp_path / "sweep", data_dir, **QUIET)
@@ -133,6 +135,7 @@ def test_notebooks_read_a_finished_full_run_and_never_a_quick_one(tmp_path, monk
 
 @pytest.mark.mnist
 @pytest.mark.parametrize("name", ["vae_conv_2d", "latent_sweep", "beta_sweep"])
+@pytest.mark.slow
 def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
     """The experiments no notebook runs (the notebooks run the other four under CI)."""
     out = run_experiment(name, tmp_path / name, data_dir, quick=True, **QUIET)

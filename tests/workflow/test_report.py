@@ -48,3 +48,26 @@ def test_report_command_writes_the_readme(finished, capsys):
     assert (experiments / "README.md").read_text() == write_report(experiments, runs)
     assert main(["report", "--experiments", str(experiments), "--runs", str(runs), "--out", "-"]) == 0
     assert "## Results" in capsys.readouterr().out
+
+
+def test_key_figures_are_published_from_full_runs_only_and_stay_small(tmp_path):
+    from PIL import Image
+
+    from pyro_vae.workflow.experiments import Experiment
+    from pyro_vae.workflow.report import PUBLISHED_WIDTH, publish_figures
+
+    from ..conftest import REPO
+
+    experiment = Experiment(name="demo", path=tmp_path / "demo.toml", figures=["figures/big.png"])
+    run = tmp_path / "runs" / "demo"
+    (run / "figures").mkdir(parents=True)
+    Image.new("RGB", (1500, 900), "white").save(run / "figures" / "big.png")
+    (run / "experiment.json").write_text(json.dumps({"quick": True}))
+    assert publish_figures(experiment, tmp_path / "runs", tmp_path / "experiments") == []  # a smoke run's
+    (run / "experiment.json").write_text(json.dumps({"quick": False}))
+    published = publish_figures(experiment, tmp_path / "runs", tmp_path / "experiments")
+    assert [p.as_posix() for p in published] == ["figures/demo/big.png"]
+    with Image.open(tmp_path / "experiments" / published[0]) as image:
+        assert image.width == PUBLISHED_WIDTH
+    committed = sum(p.stat().st_size for p in (REPO / "experiments" / "figures").rglob("*.png"))
+    assert 0 < committed <= 2 * 1024**2

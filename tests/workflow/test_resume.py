@@ -98,6 +98,7 @@ def _wait_for_new_checkpoint(proc, out: Path, launched: float) -> None:
 
 
 @pytest.mark.parametrize("guide", ["amortized", "mean_field"])
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, data_dir, reference, guide):
     """Kill -9 at random moments of training (mid-step, mid-save, mid-figures), resume, compare."""
     config_file = tmp_path / "config.toml"
@@ -136,6 +137,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, data_d
     _assert_identical(_outcome(out), reference[guide])
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_epoch_saves_and_resumes_bit_identically(tmp_path, data_dir, reference):
     out = tmp_path / "run"
     config = _config()
@@ -161,6 +163,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_bit_identically(tmp_path, data_dir, 
     _assert_identical(_outcome(out), reference["amortized"])
 
 
+@pytest.mark.slow
 def test_training_longer_equals_one_long_run(tmp_path, data_dir, reference):
     out = tmp_path / "run"
     train(_config(epochs=2), out, data_dir, **QUIET)
@@ -169,6 +172,7 @@ def test_training_longer_equals_one_long_run(tmp_path, data_dir, reference):
     assert "epochs = 3" in (out / "config.toml").read_text()
 
 
+@pytest.mark.slow
 def test_resume_refuses_changes_and_bad_checkpoints(tmp_path, data_dir):
     out = tmp_path / "run"
     train(_config(epochs=2), out, data_dir, **QUIET)
@@ -184,6 +188,7 @@ def test_resume_refuses_changes_and_bad_checkpoints(tmp_path, data_dir):
         resume(tmp_path / "nothing", data_dir=data_dir, **QUIET)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_other_data_is_refused(tmp_path, data_dir):
     out = tmp_path / "run"
     train(_config("mean_field", epochs=1), out, data_dir, **QUIET)
@@ -195,6 +200,7 @@ def test_a_checkpoint_from_other_data_is_refused(tmp_path, data_dir):
         trainer.restore(state)
 
 
+@pytest.mark.slow
 def test_killed_before_the_first_checkpoint_starts_over(tmp_path, data_dir, reference):
     out = tmp_path / "run"
     out.mkdir()
@@ -204,6 +210,7 @@ def test_killed_before_the_first_checkpoint_starts_over(tmp_path, data_dir, refe
 
 
 
+@pytest.mark.slow
 def test_the_previous_checkpoint_is_kept_and_named_when_the_latest_is_corrupt(tmp_path, data_dir, reference):
     out = tmp_path / "run"
     train(_config(epochs=2), out, data_dir, **QUIET)
@@ -218,6 +225,7 @@ def test_the_previous_checkpoint_is_kept_and_named_when_the_latest_is_corrupt(tm
     _assert_identical(_outcome(out), reference["amortized"])
 
 
+@pytest.mark.slow
 def test_stopped_between_the_two_renames_resumes_from_the_previous(tmp_path, data_dir, reference):
     out = tmp_path / "run"
     train(_config(epochs=2), out, data_dir, **QUIET)

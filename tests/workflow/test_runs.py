@@ -29,7 +29,7 @@ def test_load_run_gives_back_a_ready_model(tmp_path, data_dir):
 
     _, test = load_data("mnist", config.data.pixels, data_dir, 300, 100)
     with seeded(config.train.seed + 1):
-        terms = elbo_terms(run.vae, run.guide, test.images, config.train.eval_batch_size)
+        terms = elbo_terms(run.vae, run.guide, test.observed().images, config.train.eval_batch_size)
     assert terms["loss"] == pytest.approx(run.metrics["test_loss"], rel=1e-5)
 
 

@@ -27,6 +27,7 @@ def _without_times(history):
     return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
 
 
+@pytest.mark.slow
 def test_same_seed_same_history_and_weights(tmp_path, data_dir):
     config = _small()
     first = train(config, tmp_path / "a", data_dir, progress=False, log=lambda line: None)
@@ -50,6 +51,7 @@ def test_history_and_metrics_agree(tmp_path, data_dir):
     assert metrics["test_convention"] == "bce" and metrics["test_kl_estimator"] == "analytic"
 
 
+@pytest.mark.slow
 def test_mean_field_run_fits_the_test_set_locally(tmp_path, data_dir):
     from pyro_vae.infer.evaluate import elbo_terms
     from pyro_vae.infer.local_fit import fit_local
@@ -114,6 +116,7 @@ def test_epoch_generators_differ_by_epoch_and_seed():
     assert not torch.equal(draw(0, 1), draw(0, 2)) and not torch.equal(draw(0, 1), draw(1, 1))
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_the_last_checkpoint(tmp_path, data_dir, monkeypatch):
     from pyro_vae.workflow import checkpoint
 
@@ -136,6 +139,7 @@ def test_a_full_disk_keeps_the_last_checkpoint(tmp_path, data_dir, monkeypatch):
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_snapshots_are_recorded_and_leave_training_unchanged(tmp_path, data_dir):
     quiet = {"progress": False, "log": lambda line: None}
     plain = train(_small(), tmp_path / "plain", data_dir, **quiet)
