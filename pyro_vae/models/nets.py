@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 IMAGE_SIZE = 28
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE)  # MNIST and Fashion-MNIST
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..models.nets import IMAGE_SHAPE
 from ..models.vae import VAE
 
-IMAGE_SHAPE = (28, 28)  # MNIST and Fashion-MNIST
 H, W = IMAGE_SHAPE
 DIGIT_COLOURS = {"cmap": "tab10", "vmin": -0.5, "vmax": 9.5}  # one colour per class 0..9
 

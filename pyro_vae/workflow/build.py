@@ -116,8 +116,6 @@ def build_objective(config: Config):
     return ELBOS[t.objective](num_particles=t.num_particles)
 
 
-
-
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda`` or ``auto`` (cuda when available) as a :class:`torch.device`."""
     if name not in DEVICES:

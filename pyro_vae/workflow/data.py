@@ -19,12 +19,12 @@ from typing import Iterator
 
 import torch
 
+from ..models.nets import IMAGE_SHAPE
 from .config import Config
 
 DATA_ENV = "PYRO_VAE_DATA"
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # torchvision.datasets classes, imported on use
 PIXEL_MODES = ("grayscale", "dynamic", "threshold")
-IMAGE_SHAPE = (28, 28)
 
 
 class DataError(RuntimeError):
@@ -177,11 +177,11 @@ def load_data(
     return train.to(device), test.to(device)
 
 
-
 def load_run_data(config: Config, data_dir=None, device: torch.device | str = "cpu") -> tuple[ImageData, ImageData]:
     """``(train, test)`` images of ``config``'s [data] section on ``device``."""
     d = config.data
     return load_data(d.dataset, d.pixels, data_dir, d.train_size, d.test_size, device)
+
 
 def first_index(labels: torch.Tensor, label: int) -> int | None:
     """The row of the first image labelled ``label`` (None if there is none)."""

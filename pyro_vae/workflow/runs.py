@@ -32,9 +32,6 @@ class RunDir:
     for a comparison or a sweep, its table and figure (the runs in subfolders).
     """
 
-    RUN_FILES = ("config.toml", "history.json", "metrics.json", "checkpoint.pt", "checkpoint.prev.pt",
-                 "test_local_fit.pt", "evaluation.json")
-
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
@@ -62,12 +59,13 @@ class RunDir:
     sweep = property(lambda self: self.path / "sweep.json")
     sweep_figure = property(lambda self: self.path / "sweep.png")
 
-    def holds_run(self) -> bool:
-        return any((self.path / name).exists() for name in self.RUN_FILES)
+    def run_files(self) -> tuple[Path, ...]:
+        """The files a training run (and its evaluation) writes, ``figures/`` aside."""
+        return (self.config, self.history, self.metrics, self.checkpoint, self.previous_checkpoint, self.local_fit,
+                self.evaluation)
 
-    def is_finished(self) -> bool:
-        """Whether training finished (metrics written) and the checkpoint is there."""
-        return self.metrics.is_file() and self.checkpoint.exists()
+    def holds_run(self) -> bool:
+        return any(path.exists() for path in self.run_files())
 
     def saved_config(self) -> Config:
         if not self.config.is_file():
@@ -114,8 +112,8 @@ class RunDir:
         doing = "create the folder"
         try:
             if self.holds_run():
-                for name in self.RUN_FILES:
-                    (path / name).unlink(missing_ok=True)
+                for file in self.run_files():
+                    file.unlink(missing_ok=True)
                 shutil.rmtree(self.figures, ignore_errors=True)
             self.figures.mkdir(parents=True, exist_ok=True)
             doing = f"write {self.config.name}"

@@ -414,8 +414,7 @@ def resume(
         shorter=f"train.epochs = {config.train.epochs} is below the run's {saved.train.epochs}; resume can only "
                 "train longer",
     )
-    check_config(config)
-    trainer = Trainer(config, out, *load_run_data(config, data_dir), progress=progress, log=log)
+    trainer = Trainer(config, out, *load_run_data(config, data_dir), progress=progress, log=log)  # checks config
     latest = run_dir.latest_checkpoint()
     if latest is not None:
         try:
