@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser(
-        "train", help="train a VAE from a TOML config and write a run directory, or --resume one"
+        "train", help="train a VAE from a TOML config into a run directory (a run already there with the same "
+        "config is finished or reused; another config is refused), or --resume one"
     )
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="TOML file, e.g. experiments/vae_2d.toml")
@@ -95,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> None:
-    from .workflow.training import resume, train
+    """A fresh run, or the run already in --out finished (same config), continued (more epochs) or reused."""
+    from .workflow.training import resume, train_or_resume
 
     if args.resume:
         if args.out or args.overwrite:
@@ -104,7 +106,8 @@ def _train(args) -> None:
         return
     config = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    train(config, out, args.data_dir, progress=not args.no_progress, overwrite=args.overwrite)
+    train_or_resume(config, out, args.data_dir, overwrite=args.overwrite, progress=not args.no_progress,
+                    redraw=False)
 
 
 def _plot(args) -> None:

@@ -5,10 +5,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from torchvision import datasets
 
 from pyro_vae.workflow.checkpoint import load_checkpoint
 from pyro_vae.cli import main
+from pyro_vae.workflow import data
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "experiments" / "vae_2d.toml")
@@ -18,11 +18,7 @@ FIGURES = ["training_curves.png", "reconstructions.png", "prior_samples.png", "l
 
 @pytest.fixture
 def no_network(monkeypatch):
-    def refuse(self):
-        raise OSError("no network")
-
-    for cls in (datasets.MNIST, datasets.FashionMNIST):
-        monkeypatch.setattr(cls, "download", refuse)
+    monkeypatch.setattr(data, "_download", lambda *args: None)  # a download that finds no network
 
 
 def _files(path: Path) -> dict:
@@ -101,8 +97,19 @@ def test_an_existing_run_is_left_untouched(tmp_path, capsys, data_dir):
     capsys.readouterr()
     code = main(["train", "--config", CONFIG, *SMALL, "--set", "train.lr=0.01", "--out", str(out),
                  "--data-dir", str(data_dir)])
-    assert code == 2 and "already holds a run" in capsys.readouterr().err
+    assert code == 2 and f"{out} holds a run with another config (train.lr)" in capsys.readouterr().err
     assert _files(out) == before
+    # the same command again: the finished run is reused, nothing rewritten (one lifecycle with `pyro-vae run`)
+    assert main(["train", "--config", CONFIG, *SMALL, "--out", str(out), "--data-dir", str(data_dir),
+                 "--no-progress"]) == 0
+    assert "finished run found, not trained again" in capsys.readouterr().out
+    assert _files(out) == before
+    # more epochs: the run is continued from its checkpoint, not started again
+    assert main(["train", "--config", CONFIG, *SMALL, "--set", "train.epochs=2", "--out", str(out),
+                 "--data-dir", str(data_dir), "--no-progress"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
 
 
 def test_plot_of_a_missing_run(tmp_path, capsys):

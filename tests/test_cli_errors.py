@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 import torch
-from torchvision import datasets
 
 from pyro_vae.workflow.build import build_model
+from pyro_vae.workflow import data
 from pyro_vae.workflow.checkpoint import save_checkpoint
 from pyro_vae.cli import main
 from pyro_vae.workflow.training import CHECKPOINT_FORMAT
@@ -72,7 +72,8 @@ RAW_CASES = {
     "section that is not a table": (["train", "--config", "{flat_toml}", "--out", "{run}"], "[train] must be a table"),
     "missing data files": (["train", "--config", CONFIG, "--out", "{fresh}", "--data-dir", "{empty}"],
                            "files not found in"),
-    "run directory holds another run": (["train", "--config", CONFIG, "--out", "{run}"], "already holds a run"),
+    "run directory holds another run": (["train", "--config", CONFIG, "--out", "{run}"],
+                                        "{run} holds a run with another config ("),
     "--out is a file": (["train", "--config", CONFIG, "--out", "{file}"], "is a file, not a directory"),
     "resume a folder that is no run": (["train", "--resume", "{empty}"], "is not a run directory"),
     "resume with a changed config": (["train", "--resume", "{run}", "--set", "train.lr=0.5"],
@@ -130,10 +131,7 @@ RAW_CASES = {
 
 @pytest.fixture
 def places(tmp_path, monkeypatch):
-    def no_network(self):
-        raise OSError("no network")
-
-    monkeypatch.setattr(datasets.MNIST, "download", no_network)
+    monkeypatch.setattr(data, "_download", lambda *args: None)  # a download that finds no network
     run = tmp_path / "run"
     (run / "figures").mkdir(parents=True)
     tiny_config().save(run / "config.toml")
@@ -242,7 +240,7 @@ def test_unreadable_data_files(tmp_path, places, capsys, damage):
     data = target.read_bytes()
     target.write_bytes(data[:1000] if damage == "truncated" else b"\x00\x01" * 500)
     _check(["train", "--config", CONFIG, "--out", places["fresh"], "--data-dir", str(tmp_path / "data")],
-           "could not be read as IDX image/label files", places, capsys)
+           "train-images-idx3-ubyte could not be read as an IDX image/label file", places, capsys)
 
 
 def test_resume_with_a_corrupt_checkpoint(places, capsys):

@@ -30,14 +30,21 @@ def is_converged(check: dict) -> bool:
     return check["gain"] + 2 * check["gain_stderr"] <= CONVERGED_GAIN
 
 
+def default_check_images(num_images: int) -> int:
+    """Images the convergence check refines (1,000 steps at 16 samples each: the costly part of a
+    small evaluation): a tenth of them, at least 10 and at most 100 (never more than there are)."""
+    return min(num_images, max(10, min(100, num_images // 10)))
+
+
 def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict, num_samples: int = 5000,
-                     elbo_samples: int = 100, check_images: int = 100, batch_size: int = 1000) -> dict:
+                     elbo_samples: int = 100, check_images: int | None = None, batch_size: int = 1000) -> dict:
     """The decomposition on images ``x`` ``(N, D)``, nats per image.
 
     L[q] and L[q*] are estimated with ``elbo_samples`` samples per image (analytic KL where
     registered); log p(x) with K = ``num_samples`` from the defensive mixture (q + q*) / 2;
-    ``convergence`` is :func:`refinement_gain` on the first ``check_images`` images, with
-    ``converged`` true when that gain plus two standard errors is at most :data:`CONVERGED_GAIN`.
+    ``convergence`` is :func:`refinement_gain` on the first ``check_images`` images (default:
+    :func:`default_check_images`; 0 skips it), with ``converged`` true when that gain plus two
+    standard errors is at most :data:`CONVERGED_GAIN`.
 
     :param fit_options: keyword arguments of :func:`fit_local` (learning rates, tolerance, cap, particles).
     """
@@ -48,6 +55,8 @@ def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict,
     start = time.perf_counter()
     ll = importance_log_likelihood(vae, DefensiveMixture([guide, fit.guide]), x, num_samples)
     ll_seconds = time.perf_counter() - start
+    if check_images is None:
+        check_images = default_check_images(len(x))
     convergence = refinement_gain(vae, x[:check_images], fit) if check_images else None
     if convergence:
         convergence["converged"] = is_converged(convergence)

@@ -9,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..models.vae import VAE
-from .base import DIGIT_COLOURS, decode_grid, image_grid, model_device
+from .base import decode_grid, digit_colorbar, image_grid, model_device, scatter_digits
 
 
 def prior_contours(ax, vae: VAE, xlim, ylim) -> None:
@@ -30,11 +30,11 @@ def plot_latent_scatter(codes: torch.Tensor, labels: torch.Tensor, vae: VAE) -> 
     codes, labels = codes.detach().cpu().numpy(), labels.detach().cpu().numpy()
     fig = Figure(figsize=(7, 6))
     ax = fig.subplots()
-    points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, s=3, alpha=0.7, **DIGIT_COLOURS)
+    scatter_digits(ax, codes[:, 0], codes[:, 1], labels, size=3, alpha=0.7)
     lo = np.minimum(codes.min(0), -3.5)
     hi = np.maximum(codes.max(0), 3.5)
     prior_contours(ax, vae, (lo[0], hi[0]), (lo[1], hi[1]))
-    fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
+    digit_colorbar(fig, ax)
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     ax.set_title("Test-set posterior means by digit\n(black: prior density contours at 1, 2, 3 sd)")

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from mpl_toolkits import mplot3d  # noqa: F401  (registers the "3d" projection)
 
 from ..models.vae import VAE
-from .base import DIGIT_COLOURS, decode_grid, image_grid
+from .base import DIGIT_COLOURS, decode_grid, digit_colorbar, image_grid, scatter_digits
 
 
 def plot_latent_3d(codes: torch.Tensor, labels: torch.Tensor) -> Figure:
@@ -34,12 +34,12 @@ def plot_latent_projections(codes: torch.Tensor, labels: torch.Tensor) -> Figure
     fig = Figure(figsize=(16, 5))
     axes = fig.subplots(1, 3)
     for ax, (i, j) in zip(axes, combinations(range(3), 2)):
-        points = ax.scatter(codes[:, i], codes[:, j], c=labels, s=2, alpha=0.6, **DIGIT_COLOURS)
+        scatter_digits(ax, codes[:, i], codes[:, j], labels, size=2, alpha=0.6)
         ax.set_xlabel(f"z[{i}]")
         ax.set_ylabel(f"z[{j}]")
         ax.set_aspect("equal", adjustable="datalim")
         ax.set_title(f"z[{i}] vs z[{j}]")
-    fig.colorbar(points, ax=axes, ticks=range(10), label="digit")
+    digit_colorbar(fig, axes)
     fig.suptitle("Pairwise projections of the test posterior means")
     return fig
 

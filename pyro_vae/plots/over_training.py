@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .base import DIGIT_COLOURS, H, image_grid
+from .base import H, image_grid, scatter_digits
 
 GIF_SIZE, GIF_DPI = (5, 5), 80  # 400 x 400 pixels a frame
 
@@ -61,7 +61,7 @@ def _frame_limits(snapshots: dict) -> tuple[float, float]:
 
 def _draw_frame(ax, codes: torch.Tensor, labels: np.ndarray, epoch: str, limits) -> None:
     ax.clear()
-    ax.scatter(codes[:, 0].numpy(), codes[:, 1].numpy(), c=labels, s=1.5, alpha=0.6, **DIGIT_COLOURS)
+    scatter_digits(ax, codes[:, 0].numpy(), codes[:, 1].numpy(), labels, size=1.5, alpha=0.6)
     ax.set_xlim(*limits)
     ax.set_ylim(*limits)
     ax.set_aspect("equal")

@@ -1,7 +1,8 @@
 """MNIST and Fashion-MNIST as in-memory tensors, with pixel modes and (index, x) minibatches.
 
-Images are loaded once through ``torchvision.datasets`` into a float tensor of grey
-values in [0, 1], shape ``(N, 784)``. The pixel mode decides what the model sees:
+Images are read once from their idx files (torchvision's folder layout; torchvision itself
+only downloads missing files) into a float tensor of grey values in [0, 1], shape
+``(N, 784)``. The pixel mode decides what the model sees:
 
 - ``grayscale``: the grey values themselves (the reference experiments' convention;
   the Bernoulli "likelihood" is then binary cross-entropy, not a normalised density);
@@ -12,7 +13,9 @@ values in [0, 1], shape ``(N, 784)``. The pixel mode decides what the model sees
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
+import math
 import os
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +26,7 @@ from ..models.nets import IMAGE_SHAPE
 from .config import Config
 
 DATA_ENV = "PYRO_VAE_DATA"
-DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # torchvision.datasets classes, imported on use
+DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # folder names (and torchvision classes, for download)
 PIXEL_MODES = ("grayscale", "dynamic", "threshold")
 
 
@@ -36,54 +39,92 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir or os.environ.get(DATA_ENV) or "data")
 
 
-def _required_files(dataset_cls) -> list[str]:
-    return [os.path.splitext(os.path.basename(url))[0] for url, _ in dataset_cls.resources]
+SPLIT_FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+               False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # the same names for both datasets
+IDX_DTYPES = {0x08: torch.uint8}  # the type byte of the idx files MNIST-like sets use
+
+
+def read_idx(path: str | os.PathLike) -> torch.Tensor:
+    """An idx file (LeCun's MNIST format, optionally gzipped) as a tensor of the shape in its header.
+
+    Header: two zero bytes, a type byte (0x08: unsigned bytes), the number of dimensions
+    ``n``, then ``n`` big-endian 32-bit sizes; the data follow.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in IDX_DTYPES:
+        raise ValueError("not an idx file of unsigned bytes")
+    ndim = data[3]
+    offset = 4 + 4 * ndim
+    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    if len(data) != offset + math.prod(shape):
+        raise ValueError(f"{len(data) - offset} data bytes for a shape {shape}")
+    return torch.frombuffer(bytearray(data), dtype=IDX_DTYPES[data[2]], offset=offset).reshape(shape)
+
+
+def _find(raw_folder: Path, name: str) -> Path | None:
+    """``name`` or ``name.gz`` in ``raw_folder``."""
+    for path in (raw_folder / name, raw_folder / f"{name}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _download(dataset: str, root: Path, train: bool) -> None:
+    """Fetch a dataset through torchvision (imported only here); silent, and no error when it cannot."""
+    try:  # torchvision prints progress and mirror failures to stdout
+        from torchvision import datasets
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            getattr(datasets, DATASETS[dataset])(root, train=train, download=True)
+    except Exception:  # no network, a mirror down, a read-only folder, ...
+        pass
 
 
 def load_images(
-    dataset: str, train: bool, data_dir: str | os.PathLike | None = None, download: bool = True
+    dataset: str, train: bool, data_dir: str | os.PathLike | None = None, download: bool = True, limit: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load one split as ``(images, labels)``: float32 ``(N, 784)`` in [0, 1] and int64 ``(N,)``.
+    """Load one split as ``(images, labels)``: float32 ``(N, 784)`` in [0, 1] and int64 ``(N,)``;
+    only the first ``limit`` images when ``limit`` > 0.
 
-    Downloads through torchvision when the files are missing and a network exists;
+    Reads the idx files in ``<data_dir>/<MNIST|FashionMNIST>/raw`` (torchvision's layout);
+    when they are missing, downloads them through torchvision if a network exists, and
     otherwise raises :class:`DataError` naming the files needed and the folder searched.
     """
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
-    from torchvision import datasets  # a second's import, needed only here
-
-    dataset_cls = getattr(datasets, DATASETS[dataset])
-    root = resolve_data_dir(data_dir)
-    raw_folder = root / dataset_cls.__name__ / "raw"
-    needed = _required_files(dataset_cls)
-    if not all((raw_folder / name).is_file() for name in needed) and download:
-        try:  # torchvision prints progress and mirror failures to stdout
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                dataset_cls(root, train=train, download=True)
-        except Exception:  # no network, a mirror down, a read-only folder, ...
-            pass
-    missing = [name for name in needed if not (raw_folder / name).is_file()]
-    if missing:
+    raw_folder = resolve_data_dir(data_dir) / DATASETS[dataset] / "raw"
+    needed = SPLIT_FILES[train]
+    if download and not all(_find(raw_folder, name) for name in needed):
+        _download(dataset, resolve_data_dir(data_dir), train)
+    paths = [_find(raw_folder, name) for name in needed]
+    if not all(paths):
         raise DataError(
             f"{dataset} files not found in {raw_folder} and could not be downloaded; "
-            f"put {', '.join(needed)} there, or point --data-dir "
-            f"or ${DATA_ENV} at a folder holding {dataset_cls.__name__}/raw/"
+            f"put {', '.join(SPLIT_FILES[True] + SPLIT_FILES[False])} there, or point --data-dir "
+            f"or ${DATA_ENV} at a folder holding {DATASETS[dataset]}/raw/"
         )
-    try:
-        ds = dataset_cls(root, train=train, download=False)
-    except Exception as err:  # truncated or foreign files: torchvision's IDX reader fails
+    arrays = []
+    for path in paths:
+        try:
+            arrays.append(read_idx(path))
+        except (OSError, ValueError, EOFError, RuntimeError) as err:  # truncated or foreign files
+            raise DataError(
+                f"{dataset} file {path} could not be read as an IDX image/label file ({err}); "
+                f"replace it with the official {path.name}"
+            ) from None
+    images, labels = arrays
+    if images.dim() != 3 or tuple(images.shape[1:]) != IMAGE_SHAPE or labels.shape != images.shape[:1]:
         raise DataError(
-            f"{dataset} files in {raw_folder} could not be read as IDX image/label files "
-            f"({type(err).__name__}); replace them with the official {', '.join(needed)}"
-        ) from None
-    if ds.data.shape[1:] != IMAGE_SHAPE or len(ds.data) != len(ds.targets):
-        raise DataError(
-            f"{dataset} files in {raw_folder} hold images of shape {tuple(ds.data.shape)} and "
-            f"{len(ds.targets)} labels; expected (N, 28, 28) images with N labels: replace them "
+            f"{dataset} files in {raw_folder} hold images of shape {tuple(images.shape)} and "
+            f"labels of shape {tuple(labels.shape)}; expected (N, 28, 28) images with N labels: replace them "
             "with the official files"
         )
-    images = ds.data.reshape(len(ds.data), -1).to(torch.float32) / 255.0
-    return images, ds.targets.to(torch.int64)
+    if limit > 0:
+        images, labels = images[:limit], labels[:limit]
+    return images.reshape(len(images), -1).to(torch.float32) / 255.0, labels.to(torch.int64)
 
 
 class ImageData:
@@ -172,8 +213,8 @@ def load_data(
     device: torch.device | str = "cpu",
 ) -> tuple[ImageData, ImageData]:
     """Load ``(train, test)`` :class:`ImageData` on ``device``; sizes 0 mean the whole split."""
-    train = ImageData(*load_images(dataset, True, data_dir), pixels).subset(train_size)
-    test = ImageData(*load_images(dataset, False, data_dir), pixels).subset(test_size)
+    train = ImageData(*load_images(dataset, True, data_dir, limit=train_size), pixels)
+    test = ImageData(*load_images(dataset, False, data_dir, limit=test_size), pixels)
     return train.to(device), test.to(device)
 
 

@@ -3,7 +3,10 @@ reference's, as Markdown (``pyro-vae report`` writes ``experiments/README.md``).
 
 Nothing here is typed by hand: each number is read from ``metrics.json``,
 ``evaluation.json``, ``comparison.json``, ``sweep.json`` and ``experiment.json`` of the
-runs; an experiment without a finished run is listed as not run.
+runs. What a full-length run gives is also saved beside the experiment files
+(``experiments/results/NAME.json``, with its key figures in ``experiments/figures/NAME/``), so
+the report can be made again, and read, without the run directories; an experiment with
+neither a run nor saved results is listed as not run.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .build import proper_density
-from .checkpoint import read_json
+from .checkpoint import read_json, write_json
 from .compare import comparison_table
 from .config import load_config
 from .experiments import Experiment, load_experiment
@@ -132,6 +135,9 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
     lines = [f"### {experiment.order}. {experiment.title or experiment.name}", "", experiment.reproduces, ""]
     lines.append(f"- command: `{experiment.command}` (config: `experiments/{experiment.path.name}`; "
                  f"results in `{out}/`)")
+    if entry["source"] == "saved":
+        lines.append(f"- numbers read from `experiments/{RESULTS_DIR}/{experiment.name}.json`, saved by `pyro-vae "
+                     f"report` from that command's run (the run directory itself is not kept)")
     if record:
         lines.append(f"- time: {_wall_time(record)}, finished {record['finished']}"
                      + (" (quick setting)" if record.get("quick") else ""))
@@ -151,7 +157,31 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
 
 
 PUBLISHED_DIR = "figures"  # beside the experiment files: the key figures, small enough to commit
+RESULTS_DIR = "results"  # beside the experiment files: each experiment's numbers, as the report reads them
 PUBLISHED_WIDTH, PUBLISHED_COLORS = 640, 64
+
+
+def _full_run(runs_dir: Path, experiment: Experiment) -> bool:
+    """Whether ``pyro-vae run`` finished the experiment at full length (not ``--quick``) in ``runs_dir``."""
+    record = read_json(RunDir(runs_dir / experiment.name).experiment)
+    return record is not None and not record.get("quick", True)
+
+
+def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: Path) -> dict:
+    """What the report shows of ``experiment`` (see :func:`collect`), with ``source``: ``run`` when its
+    full-length run is in ``runs_dir`` (the results are then saved to ``<experiments_dir>/results/NAME.json``),
+    ``saved`` when only those saved results exist, else what ``runs_dir`` holds (a quick run, or nothing)."""
+    found = collect(experiment, runs_dir)
+    saved_path = experiments_dir / RESULTS_DIR / f"{experiment.name}.json"
+    results = {key: found[key] for key in ("rows", "record", "figures", "extra")}
+    if found["rows"] and _full_run(runs_dir, experiment):
+        saved_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(saved_path, results)
+        return {**found, "source": "run"}
+    saved = read_json(saved_path)
+    if saved is not None:
+        return {**found, **saved, "source": "saved"}
+    return {**found, "source": "run" if found["rows"] else "none"}
 
 
 def publish_figures(experiment: Experiment, runs_dir: Path, experiments_dir: Path) -> list[Path]:
@@ -163,11 +193,11 @@ def publish_figures(experiment: Experiment, runs_dir: Path, experiments_dir: Pat
     from ..plots.images import preview_png
 
     folder = experiments_dir / PUBLISHED_DIR / experiment.name
-    quick = (read_json(RunDir(runs_dir / experiment.name).experiment) or {}).get("quick", True)
+    full = _full_run(runs_dir, experiment)
     published = []
     for name in experiment.figures:
         source, target = runs_dir / experiment.name / name, folder / Path(name).name
-        if source.is_file() and not quick:
+        if source.is_file() and full:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(preview_png(source, PUBLISHED_WIDTH, PUBLISHED_COLORS))
         if target.is_file():
@@ -187,8 +217,8 @@ def write_report(experiments_dir: str | Path = "experiments", runs_dir: str | Pa
         if experiment.title:
             experiments.append(experiment)
     experiments.sort(key=lambda e: (e.order, e.name))
-    entries = [{**collect(e, runs_dir), "published": publish_figures(e, runs_dir, experiments_dir)}
-               for e in experiments]
+    entries = [{**experiment_results(e, runs_dir, experiments_dir),
+                "published": publish_figures(e, runs_dir, experiments_dir)} for e in experiments]
     text = "\n".join([
         GENERATED_NOTE,
         "# Experiments",

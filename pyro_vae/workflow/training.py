@@ -150,7 +150,7 @@ class Trainer:
             found = ", ".join(f"{key} ({type(state[key]).__name__})" for key in wrong)
             raise CheckpointError(
                 f"checkpoint {path} has a wrong {found}, not what pyro_vae train writes; use an earlier "
-                "copy (checkpoint.prev.pt) or start a new run"
+                f"copy ({self.dir.previous_checkpoint.name}) or start a new run"
             )
         if state["num_data"] != len(self.train_data):
             raise CheckpointError(
@@ -164,12 +164,12 @@ class Trainer:
         except ConfigError as err:
             raise CheckpointError(
                 f"checkpoint {path} holds a config that does not parse ({err}); use an earlier copy "
-                "(checkpoint.prev.pt) or start a new run"
+                f"({self.dir.previous_checkpoint.name}) or start a new run"
             ) from None
         if saved.differences(self.config, ignore=["train.epochs"]):
             raise CheckpointError(
                 f"{path} belongs to another config than {self.dir.config}; "
-                "restore the run's config.toml or start a new run"
+                f"restore the run's {self.dir.config.name} or start a new run"
             )
         check_weights(self.vae, state["vae"], path, "vae")
         check_weights(self.guide, state["guide"], path, "guide")
@@ -181,7 +181,8 @@ class Trainer:
             torch.set_rng_state(state["rng"])
         except RuntimeError:
             raise CheckpointError(
-                f"checkpoint {path}: rng is not a torch RNG state; use an earlier copy (checkpoint.prev.pt) "
+                f"checkpoint {path}: rng is not a torch RNG state; use an earlier copy "
+                f"({self.dir.previous_checkpoint.name}) "
                 "or start a new run"
             ) from None
         self.vae.load_state_dict(state["vae"])
@@ -445,6 +446,7 @@ def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: b
     refused in one line naming the keys that differ otherwise (``overwrite`` replaces it).
     Returns whether a finished run was reused.
     """
+    check_config(config)  # a bad config is named before any run is compared with it
     run_dir = RunDir(out)
     out = run_dir.path
     if run_dir.config.is_file() and not overwrite:  # a run, perhaps killed before its first checkpoint

@@ -96,3 +96,9 @@ def test_convergence_verdict_counts_two_standard_errors():
     assert is_converged({"gain": 0.05, "gain_stderr": 0.02})
     assert not is_converged({"gain": 0.05, "gain_stderr": 0.03})
     assert not is_converged({"gain": 0.2, "gain_stderr": 0.0})
+
+
+def test_the_convergence_check_takes_a_tenth_of_the_images_from_10_to_100():
+    from pyro_vae.infer.gaps import default_check_images
+
+    assert [default_check_images(n) for n in (5, 60, 300, 1000, 10_000)] == [5, 10, 30, 100, 100]

@@ -1,8 +1,10 @@
+import gzip
+
 import pytest
 import torch
-from torchvision import datasets
 
-from pyro_vae.workflow.data import DATA_ENV, DataError, ImageData, load_data, load_images, resolve_data_dir
+from pyro_vae.workflow import data as data_module
+from pyro_vae.workflow.data import DATA_ENV, DataError, ImageData, load_data, load_images, read_idx, resolve_data_dir
 
 
 def test_data_dir_precedence(monkeypatch, tmp_path):
@@ -14,10 +16,8 @@ def test_data_dir_precedence(monkeypatch, tmp_path):
 
 
 def test_missing_files_give_one_line_naming_files_and_folder(tmp_path, monkeypatch):
-    def no_network(self):
-        raise OSError("no network")
-
-    monkeypatch.setattr(datasets.MNIST, "download", no_network)
+    tried = []
+    monkeypatch.setattr(data_module, "_download", lambda *args: tried.append(args))  # no network
     with pytest.raises(DataError) as err:
         load_images("mnist", True, tmp_path)
     message = str(err.value)
@@ -25,11 +25,73 @@ def test_missing_files_give_one_line_naming_files_and_folder(tmp_path, monkeypat
     assert str(tmp_path / "MNIST" / "raw") in message
     assert "train-images-idx3-ubyte" in message and "t10k-labels-idx1-ubyte" in message
     assert "--data-dir" in message and DATA_ENV in message
+    assert tried == [("mnist", tmp_path, True)]  # a download was tried first
 
 
 def test_missing_files_without_download(tmp_path):
     with pytest.raises(DataError, match="could not be downloaded"):
         load_images("fashion_mnist", False, tmp_path, download=False)
+
+
+def _idx_bytes(array: torch.Tensor) -> bytes:
+    header = bytes([0, 0, 0x08, array.dim()]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    return header + array.to(torch.uint8).numpy().tobytes()
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_gives_the_header_shape_and_bytes(tmp_path, gz):
+    array = torch.randint(0, 256, (3, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    path = tmp_path / ("x.gz" if gz else "x")
+    path.write_bytes(gzip.compress(_idx_bytes(array)) if gz else _idx_bytes(array))
+    assert torch.equal(read_idx(path), array)
+
+
+def _write_split(folder, images, labels, train=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    image_name, label_name = data_module.SPLIT_FILES[train]
+    (folder / image_name).write_bytes(images)
+    (folder / label_name).write_bytes(labels)
+
+
+def test_load_images_reads_grey_values_and_labels(tmp_path):
+    images = torch.randint(0, 256, (5, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    labels = torch.tensor([3, 1, 4, 1, 5], dtype=torch.uint8)
+    _write_split(tmp_path / "FashionMNIST" / "raw", _idx_bytes(images), _idx_bytes(labels), train=False)
+    grey, read_labels = load_images("fashion_mnist", False, tmp_path, download=False)
+    assert grey.shape == (5, 784) and grey.dtype == torch.float32
+    assert torch.equal(grey, images.reshape(5, -1).float() / 255)
+    assert read_labels.tolist() == [3, 1, 4, 1, 5] and read_labels.dtype == torch.int64
+
+
+@pytest.mark.parametrize("broken", ["truncated", "not idx", "wrong shape"])
+def test_unreadable_files_give_one_line(tmp_path, broken):
+    images = _idx_bytes(torch.zeros(4, 28, 28))
+    labels = _idx_bytes(torch.zeros(4))
+    if broken == "truncated":
+        images = images[:-10]
+    elif broken == "not idx":
+        images = b"<html>mirror error page</html>"
+    else:
+        images = _idx_bytes(torch.zeros(4, 27, 29))
+    _write_split(tmp_path / "MNIST" / "raw", images, labels)
+    with pytest.raises(DataError) as err:
+        load_images("mnist", True, tmp_path, download=False)
+    message = str(err.value)
+    assert "\n" not in message
+    if broken == "wrong shape":
+        assert "hold images of shape (4, 27, 29)" in message
+    else:
+        assert "train-images-idx3-ubyte could not be read as an IDX image/label file" in message
+
+
+@pytest.mark.mnist
+def test_read_idx_matches_torchvision(data_dir):
+    from torchvision import datasets
+
+    reference = datasets.MNIST(data_dir, train=False, download=False)
+    images, labels = load_images("mnist", False, data_dir, download=False)
+    assert torch.equal(images, reference.data.reshape(10000, -1).float() / 255)
+    assert torch.equal(labels, reference.targets)
 
 
 @pytest.mark.mnist

@@ -105,8 +105,14 @@ def test_compare_amortized_and_mean_field(tmp_path, data_dir, capsys):
     with pytest.raises(ConfigError, match=r"holds a run with another config \(train.lr\)"):
         compare(config, tmp_path / "cmp", data_dir, num_samples=30, limit=60, overrides=["train.lr=0.01"],
                 progress=False, log=lines.append)  # a changed config is never silently reused
-    compare(config, tmp_path / "cmp", data_dir, num_samples=40, limit=60, progress=False, log=lines.append)
-    assert json.loads((tmp_path / "cmp" / "amortized" / "evaluation.json").read_text())["num_samples"] == 40
+    # another K is another evaluation: the saved one is not taken for it (compare then evaluates anew)
+    from pyro_vae.workflow.evaluation import evaluation_settings, finished_evaluation
+    from pyro_vae.workflow.runs import load_run
+
+    run = load_run(tmp_path / "cmp" / "amortized")
+    assert finished_evaluation(run.dir, evaluation_settings(run, "test", 30, 60, gap=True)) is not None
+    assert finished_evaluation(run.dir, evaluation_settings(run, "test", 40, 60, gap=True)) is None
+    assert finished_evaluation(run.dir, evaluation_settings(run, "test", 30, 61, gap=True)) is None
 
 
 def test_a_guide_without_a_local_family_is_refused():

@@ -71,3 +71,21 @@ def test_key_figures_are_published_from_full_runs_only_and_stay_small(tmp_path):
         assert image.width == PUBLISHED_WIDTH
     committed = sum(p.stat().st_size for p in (REPO / "experiments" / "figures").rglob("*.png"))
     assert 0 < committed <= 2 * 1024**2
+
+
+def test_full_runs_results_are_saved_so_the_report_is_made_again_without_runs(finished, tmp_path):
+    import shutil
+
+    experiments, runs = finished
+    with_runs = write_report(experiments, runs)
+    saved = json.loads((experiments / "results" / "binarized.json").read_text())
+    metrics = json.loads((runs / "binarized" / "metrics.json").read_text())
+    assert saved["rows"][0]["loss"] == metrics["test_loss"]
+    assert not (experiments / "results" / "grey.json").exists()  # a quick run's numbers are never saved
+    copy = tmp_path / "experiments"
+    shutil.copytree(experiments, copy)
+    without_runs = write_report(copy, tmp_path / "no_runs")
+    row = next(line for line in without_runs.splitlines() if line.startswith("| binarized"))
+    assert row == next(line for line in with_runs.splitlines() if line.startswith("| binarized"))
+    assert "numbers read from `experiments/results/binarized.json`" in without_runs
+    assert "| grey | | | not run |" in without_runs
