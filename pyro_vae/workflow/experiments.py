@@ -240,7 +240,9 @@ def notebook_run(name: str, quick: bool | None = None, data_dir=None, runs_dir: 
 
     Quick (``quick=True``, or by default when :func:`quick_requested`): a fresh run of the
     quick setting in a temporary folder, seconds long. Otherwise ``runs/NAME`` of the
-    source tree, made by ``pyro-vae run NAME`` (run here, at full length, if it is missing).
+    source tree through :func:`run_experiment`, the lifecycle of ``pyro-vae run NAME``: a
+    finished run of the experiment's config is reused, a missing one trained here at full
+    length, and a run of another config refused in one line naming the keys that differ.
     """
     import tempfile
 
@@ -249,7 +251,4 @@ def notebook_run(name: str, quick: bool | None = None, data_dir=None, runs_dir: 
         return run_experiment(name, Path(tempfile.mkdtemp(prefix=f"{name}_")) / name, data_dir, quick=True,
                               progress=False, log=lambda line: None)
     out = Path(runs_dir or default_experiments_dir().parent / "runs") / name
-    record = read_json(RunDir(out).experiment)
-    if record is not None and not record["quick"]:
-        return out
     return run_experiment(name, out, data_dir)
