@@ -89,7 +89,7 @@ def test_missing_config_file(tmp_path, capsys):
 
 
 @pytest.mark.mnist
-def test_an_existing_run_is_left_untouched(tmp_path, capsys, data_dir):
+def test_an_existing_run_is_refused_reused_or_continued(tmp_path, capsys, data_dir):
     out = tmp_path / "run"
     assert main(["train", "--config", CONFIG, *SMALL, "--out", str(out), "--data-dir", str(data_dir),
                  "--no-progress"]) == 0

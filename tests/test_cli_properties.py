@@ -171,7 +171,7 @@ def base_config(tmp_path_factory):
     return root, path
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.filter_too_much,
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.filter_too_much,
                                                                   HealthCheck.too_slow])
 @given(overrides=_overrides())
 def test_any_override_exits_0_or_2_and_writes_nothing_on_2(base_config, overrides):

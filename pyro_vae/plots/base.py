@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 from matplotlib.cm import ScalarMappable
@@ -22,22 +21,26 @@ H, W = IMAGE_SHAPE
 DIGIT_COLOURS = {"cmap": "tab10", "vmin": -0.5, "vmax": 9.5}  # one colour per class 0..9
 
 
+def _digit_mappable() -> ScalarMappable:
+    """Digit -> colour, as the colour bars show it."""
+    return ScalarMappable(Normalize(DIGIT_COLOURS["vmin"], DIGIT_COLOURS["vmax"]), DIGIT_COLOURS["cmap"])
+
+
 def scatter_digits(ax, x: np.ndarray, y: np.ndarray, labels: np.ndarray, size: float, alpha: float) -> None:
     """Points coloured by digit (the :data:`DIGIT_COLOURS`), ``size`` in points^2 as in ``Axes.scatter``.
 
-    Drawn as one marker line per digit: Agg stamps a marker it has rasterized once, about 4x faster
-    than a scatter's per-point paths for the 10,000 test codes (digits drawn in order 0..9)."""
-    colours = matplotlib.colormaps[DIGIT_COLOURS["cmap"]]
+    Drawn as one marker line per digit (digits in order 0..9): Agg stamps a marker it has rasterized
+    once, faster than a scatter's per-point paths for the 10,000 test codes."""
+    colour = _digit_mappable().to_rgba
     for digit in np.unique(labels):
         chosen = labels == digit
         ax.plot(x[chosen], y[chosen], linestyle="", marker="o", markersize=size ** 0.5, markeredgewidth=0,
-                color=colours(int(digit)), alpha=alpha)
+                color=colour(digit), alpha=alpha)
 
 
 def digit_colorbar(fig: Figure, ax, **kwargs):
     """A colour bar of the ten digit colours, ticks 0..9."""
-    mappable = ScalarMappable(Normalize(DIGIT_COLOURS["vmin"], DIGIT_COLOURS["vmax"]), DIGIT_COLOURS["cmap"])
-    return fig.colorbar(mappable, ax=ax, ticks=range(10), label="digit", **kwargs)
+    return fig.colorbar(_digit_mappable(), ax=ax, ticks=range(10), label="digit", **kwargs)
 
 
 def image_grid(images: torch.Tensor, rows: int, cols: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import gzip
 import io
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -73,7 +74,10 @@ def _find(raw_folder: Path, name: str) -> Path | None:
 
 
 def _download(dataset: str, root: Path, train: bool) -> None:
-    """Fetch a dataset through torchvision (imported only here); silent, and no error when it cannot."""
+    """Fetch a dataset through torchvision (imported only here); silent, and no error when it cannot.
+    The folders it made are removed again when they stay empty (no network: nothing left behind)."""
+    raw_folder = root / DATASETS[dataset] / "raw"
+    new_folders = [folder for folder in (raw_folder, *raw_folder.parents) if not folder.exists()]
     try:  # torchvision prints progress and mirror failures to stdout
         from torchvision import datasets
 
@@ -81,6 +85,9 @@ def _download(dataset: str, root: Path, train: bool) -> None:
             getattr(datasets, DATASETS[dataset])(root, train=train, download=True)
     except Exception:  # no network, a mirror down, a read-only folder, ...
         pass
+    for folder in new_folders:  # deepest first; rmdir leaves a folder that holds anything
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def load_images(
@@ -110,7 +117,7 @@ def load_images(
     for path in paths:
         try:
             arrays.append(read_idx(path))
-        except (OSError, ValueError, EOFError, RuntimeError) as err:  # truncated or foreign files
+        except (OSError, ValueError, EOFError, RuntimeError, zlib.error) as err:  # truncated, corrupt, foreign
             raise DataError(
                 f"{dataset} file {path} could not be read as an IDX image/label file ({err}); "
                 f"replace it with the official {path.name}"

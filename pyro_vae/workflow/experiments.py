@@ -148,11 +148,13 @@ def run_experiment(
     overwrite: bool = False,
     progress: bool = True,
     log=print,
+    redraw: bool = True,
 ) -> Path:
     """Run experiment ``name`` into ``out`` (default ``runs/NAME``); see the module docstring.
 
     :param num_samples: K for the test log p(x) (default: the experiment's ``num_samples``).
     :param quick: the small :data:`QUICK_OVERRIDES` setting (smoke tests, notebooks under CI).
+    :param redraw: redraw the figures of a training run found finished (a notebook only reads them).
     """
     experiment = load_experiment(name)
     command = ["pyro-vae", "run", experiment.name, *(["--quick"] if quick else []),
@@ -166,14 +168,14 @@ def run_experiment(
     config = experiment.config(overrides)  # bad overrides fail here, before anything is written
     start = time.perf_counter()
     if experiment.kind == "train":
-        reused = train_or_resume(config, out, data_dir, overwrite, progress, log)
+        reused = train_or_resume(config, out, data_dir, overwrite, progress, log, redraw)
         if proper_density(config):
             _evaluate(out, k, data_dir, log)
     elif experiment.kind == "compare":
         result = compare(experiment.path, out, data_dir, k, 0, list(overrides), progress, log, overwrite=overwrite)
         reused = result["reused"]
     else:
-        reused = run_sweep(experiment, out, data_dir, overrides, k, overwrite, progress, log)
+        reused = run_sweep(experiment, out, data_dir, overrides, k, overwrite, progress, log, redraw)
     seconds = time.perf_counter() - start
     previous = read_json(RunDir(out).experiment)
     if reused and previous:
@@ -196,7 +198,7 @@ def run_experiment(
 
 
 def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_samples: int, overwrite: bool,
-              progress: bool, log) -> bool:
+              progress: bool, log, redraw: bool = True) -> bool:
     """One run per swept value in ``out/<key>_<value>``; writes ``sweep.json`` and ``sweep.png``.
 
     Returns whether every run was found finished."""
@@ -209,7 +211,7 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
         config = experiment.config([*overrides, f"{key}={json.dumps(value)}"])
         log(f"--- {key} = {value}")
         run_dir = out / sub
-        reused &= train_or_resume(config, run_dir, data_dir, overwrite, progress, log)
+        reused &= train_or_resume(config, run_dir, data_dir, overwrite, progress, log, redraw)
         report = _evaluate(run_dir, num_samples, data_dir, log) if proper_density(config) else None
         metrics = read_json(RunDir(run_dir).metrics)
         ll = (report or {}).get("log_likelihood")
@@ -251,4 +253,4 @@ def notebook_run(name: str, quick: bool | None = None, data_dir=None, runs_dir: 
         return run_experiment(name, Path(tempfile.mkdtemp(prefix=f"{name}_")) / name, data_dir, quick=True,
                               progress=False, log=lambda line: None)
     out = Path(runs_dir or default_experiments_dir().parent / "runs") / name
-    return run_experiment(name, out, data_dir)
+    return run_experiment(name, out, data_dir, redraw=False)

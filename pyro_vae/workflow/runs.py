@@ -102,7 +102,7 @@ class RunDir:
             if self.holds_run() and not overwrite:
                 raise ConfigError(
                     f"run directory {path} already holds a run; pass --out NEW_DIR for a new run "
-                    "or --overwrite to replace it, or --resume it"
+                    "or --overwrite to replace it"
                 )
         except OSError as err:
             raise _out_error(path, err) from None

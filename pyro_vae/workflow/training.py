@@ -20,7 +20,8 @@ from ..infer.objectives import KLWeight, kl_weighted
 from ..infer.optim import adam
 from ..models.guides import is_amortized
 from .build import build_model, build_objective, check_config, resolve_device
-from .checkpoint import CheckpointError, check_entries, check_weights, load_checkpoint, save_checkpoint, write_json
+from .checkpoint import (CheckpointError, check_entries, check_weights, load_checkpoint, read_json, save_checkpoint,
+                         write_json)
 from .config import Config, ConfigError, from_dict, load_config
 from .data import ImageData, example_indices, load_run_data
 from .evaluation import evaluate_test_set, evaluation_codes, snapshot_data
@@ -226,9 +227,14 @@ class Trainer:
                 if ctrl_c.requested:
                     raise Interrupted(f"interrupted after epoch {epoch.number}; checkpoint saved: continue with "
                                       f"pyro-vae train --resume {self.out}")
-        self.finish()
+        metrics = self.finish()
         for hook in hooks:
             hook.training_finished()
+        write_json(self.dir.metrics, metrics)  # last: a run with its metrics.json is whole, figures included
+        self.log(
+            f"test loss {metrics['test_loss']:.2f} per image (recon {-metrics['test_recon']:.2f} + "
+            f"KL {metrics['test_kl']:.2f}); run written to {self.out}"
+        )
         return self.out
 
     def snapshot(self) -> None:
@@ -240,8 +246,9 @@ class Trainer:
                 self.device,
             )
 
-    def finish(self) -> Path:
-        """Final test metrics (``metrics.json``); keeps the test images' guide for the figures."""
+    def finish(self) -> dict:
+        """The final test metrics (:meth:`run` writes them to ``metrics.json`` after the figures); keeps
+        the test images' guide for the figures."""
         self.vae.eval(), self.guide.eval()
         terms, self.test_guide = evaluate_test_set(self.vae, self.guide, self.test_data, self.config, self.device,
                                               cache=self.dir.local_fit)
@@ -259,12 +266,7 @@ class Trainer:
             },
             "device": str(self.device),
         })
-        write_json(self.dir.metrics, metrics)
-        self.log(
-            f"test loss {metrics['test_loss']:.2f} per image (recon {-metrics['test_recon']:.2f} + "
-            f"KL {metrics['test_kl']:.2f}); run written to {self.out}"
-        )
-        return self.out
+        return metrics
 
 
 def take_snapshot(vae, guide, data: ImageData, config: Config, device) -> dict:
@@ -431,6 +433,8 @@ def resume(
         trainer.restore(state, latest)  # checks every entry (and the config) before using any
     if config.train.epochs != saved.train.epochs:
         config.save(run_dir.config)
+        for stale in (run_dir.metrics, run_dir.evaluation):  # the shorter run's: the run is unfinished again
+            stale.unlink(missing_ok=True)
     done = f"epoch {trainer.epoch}" + (f", step {trainer.position['step']}" if trainer.position else "")
     log(f"resuming {out} after {done} of {config.train.epochs}")
     return trainer.run()
@@ -439,11 +443,12 @@ def resume(
 def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: bool = False, progress: bool = True,
                     log=print, redraw: bool = True) -> bool:
     """Train ``config`` into ``out``, or finish or reuse the run already there: the one lifecycle of
-    ``pyro-vae run``, ``compare`` and sweeps.
+    ``pyro-vae train``, ``run``, ``compare`` and sweeps.
 
-    A run in ``out`` is reused only if its whole resolved config equals ``config`` (finished:
-    kept, its figures redrawn when ``redraw``), resumed if only ``train.epochs`` grew, and
-    refused in one line naming the keys that differ otherwise (``overwrite`` replaces it).
+    A run in ``out`` is reused only if its whole resolved config equals ``config`` and it finished
+    (its ``metrics.json``, written last, is there for ``train.epochs`` epochs; its figures redrawn
+    when ``redraw``); it is resumed when it was stopped before its end or only ``train.epochs``
+    grew, and refused in one line naming the keys that differ otherwise (``overwrite`` replaces it).
     Returns whether a finished run was reused.
     """
     check_config(config)  # a bad config is named before any run is compared with it
@@ -457,7 +462,8 @@ def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: b
             shorter=f"{out} holds a run of {saved.train.epochs} epochs, more than train.epochs = "
                     f"{config.train.epochs}; pass --overwrite to replace it or --out NEW_DIR",
         )
-        if run_dir.metrics.exists() and saved.train.epochs == config.train.epochs:
+        metrics = read_json(run_dir.metrics) or {}
+        if metrics.get("epochs") == config.train.epochs == saved.train.epochs:
             log(f"{out}: finished run found, not trained again" + ("; redrawing its figures" if redraw else ""))
             if redraw:
                 from .figures import redraw_figures  # matplotlib only where figures are drawn

@@ -70,3 +70,22 @@ def test_figure_modules_import_only_models_and_base():
             assert allowed, f"{path.name} imports {module}"
         text = path.read_text()
         assert "matplotlib.pyplot" not in text and "matplotlib.use" not in text, path.name
+
+
+def test_scatter_digits_colours_match_the_colour_bar():
+    import numpy as np
+    from matplotlib.colors import to_rgba
+    from matplotlib.figure import Figure
+
+    from pyro_vae.plots.base import digit_colorbar, scatter_digits
+
+    fig = Figure()
+    ax = fig.subplots()
+    labels = np.array([3, 0, 3, 9])
+    scatter_digits(ax, np.arange(4.0), np.arange(4.0), labels, size=2, alpha=0.5)
+    bar = digit_colorbar(fig, ax)
+    lines = ax.get_lines()
+    assert [len(line.get_xdata()) for line in lines] == [1, 2, 1]  # digits 0, 3, 9
+    for line, digit in zip(lines, (0, 3, 9)):
+        assert to_rgba(line.get_color())[:3] == bar.mappable.to_rgba(digit)[:3]
+    assert bar.mappable.to_rgba(3)[:3] != bar.mappable.to_rgba(4)[:3]

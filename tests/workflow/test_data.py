@@ -1,4 +1,6 @@
 import gzip
+import os
+import zlib
 
 import pytest
 import torch
@@ -26,6 +28,20 @@ def test_missing_files_give_one_line_naming_files_and_folder(tmp_path, monkeypat
     assert "train-images-idx3-ubyte" in message and "t10k-labels-idx1-ubyte" in message
     assert "--data-dir" in message and DATA_ENV in message
     assert tried == [("mnist", tmp_path, True)]  # a download was tried first
+
+
+def test_a_download_that_fails_leaves_no_empty_folders(tmp_path, monkeypatch):
+    from torchvision import datasets
+
+    def no_network(self):  # torchvision makes raw/ first, then finds no mirror
+        os.makedirs(self.raw_folder, exist_ok=True)
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(datasets.MNIST, "download", no_network)
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DataError, match="could not be downloaded"):
+        load_images("mnist", True, tmp_path / "kept" / "data")
+    assert list((tmp_path / "kept").iterdir()) == []  # data/MNIST/raw removed; the folder that was there kept
 
 
 def test_missing_files_without_download(tmp_path):
@@ -61,9 +77,11 @@ def test_load_images_reads_grey_values_and_labels(tmp_path):
     assert grey.shape == (5, 784) and grey.dtype == torch.float32
     assert torch.equal(grey, images.reshape(5, -1).float() / 255)
     assert read_labels.tolist() == [3, 1, 4, 1, 5] and read_labels.dtype == torch.int64
+    first, first_labels = load_images("fashion_mnist", False, tmp_path, download=False, limit=2)
+    assert torch.equal(first, grey[:2]) and first_labels.tolist() == [3, 1]  # the first rows only
 
 
-@pytest.mark.parametrize("broken", ["truncated", "not idx", "wrong shape"])
+@pytest.mark.parametrize("broken", ["truncated", "not idx", "wrong shape", "corrupt gz"])
 def test_unreadable_files_give_one_line(tmp_path, broken):
     images = _idx_bytes(torch.zeros(4, 28, 28))
     labels = _idx_bytes(torch.zeros(4))
@@ -71,9 +89,17 @@ def test_unreadable_files_give_one_line(tmp_path, broken):
         images = images[:-10]
     elif broken == "not idx":
         images = b"<html>mirror error page</html>"
-    else:
+    elif broken == "wrong shape":
         images = _idx_bytes(torch.zeros(4, 27, 29))
-    _write_split(tmp_path / "MNIST" / "raw", images, labels)
+    folder = tmp_path / "MNIST" / "raw"
+    _write_split(folder, images, labels)
+    if broken == "corrupt gz":  # a gzip stream with damaged bytes: zlib's own error
+        packed = bytearray(gzip.compress(_idx_bytes(torch.zeros(4, 28, 28)), mtime=0))
+        packed[10] ^= 0xFF  # the deflate stream's first byte: zlib.error, not gzip's own BadGzipFile
+        with pytest.raises(zlib.error):
+            gzip.decompress(bytes(packed))
+        (folder / "train-images-idx3-ubyte").unlink()
+        (folder / "train-images-idx3-ubyte.gz").write_bytes(bytes(packed))
     with pytest.raises(DataError) as err:
         load_images("mnist", True, tmp_path, download=False)
     message = str(err.value)
@@ -81,7 +107,7 @@ def test_unreadable_files_give_one_line(tmp_path, broken):
     if broken == "wrong shape":
         assert "hold images of shape (4, 27, 29)" in message
     else:
-        assert "train-images-idx3-ubyte could not be read as an IDX image/label file" in message
+        assert "train-images-idx3-ubyte" in message and "could not be read as an IDX image/label file" in message
 
 
 @pytest.mark.mnist

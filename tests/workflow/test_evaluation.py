@@ -105,7 +105,7 @@ def test_compare_amortized_and_mean_field(tmp_path, data_dir, capsys):
     with pytest.raises(ConfigError, match=r"holds a run with another config \(train.lr\)"):
         compare(config, tmp_path / "cmp", data_dir, num_samples=30, limit=60, overrides=["train.lr=0.01"],
                 progress=False, log=lines.append)  # a changed config is never silently reused
-    # another K is another evaluation: the saved one is not taken for it (compare then evaluates anew)
+    # another K or image count is another evaluation: the saved one is not taken for it
     from pyro_vae.workflow.evaluation import evaluation_settings, finished_evaluation
     from pyro_vae.workflow.runs import load_run
 

@@ -82,6 +82,9 @@ def test_train_experiment_evaluates_and_is_not_trained_twice(tmp_path, data_dir)
     assert (out / "checkpoint.pt").read_bytes() == checkpoint
     assert (out / "experiment.json").read_text() == record_text  # the wall time of the real run is kept
     assert (out / "figures" / "interpolation.png").exists()  # figures redrawn
+    (out / "figures" / "interpolation.png").unlink()
+    run_experiment(path, out, data_dir, redraw=False, **QUIET)  # a notebook's call: the run only read
+    assert not (out / "figures" / "interpolation.png").exists()
     run_experiment(path, out, data_dir, overrides=["train.epochs=2"], **QUIET)  # trains on from epoch 1
     assert len(json.loads((out / "history.json").read_text())) == 2
 
@@ -123,6 +126,7 @@ def test_notebooks_go_through_the_experiments_lifecycle(tmp_path, monkeypatch):
     (tmp_path / "vae_2d" / "experiment.json").write_text(json.dumps({"quick": False}))
     assert experiments.notebook_run("vae_2d", quick=False, runs_dir=tmp_path) == tmp_path / "vae_2d"
     assert len(calls) == 1 and calls[0][0][:2] == ("vae_2d", tmp_path / "vae_2d") and not calls[0][1].get("quick")
+    assert calls[0][1]["redraw"] is False  # a notebook reads the figures; it does not draw them again
     monkeypatch.setenv("CI", "1")
     monkeypatch.delenv("PYRO_VAE_QUICK", raising=False)
     assert experiments.quick_requested()

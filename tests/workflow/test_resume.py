@@ -16,7 +16,7 @@ from pyro_vae.workflow.checkpoint import CheckpointError, load_checkpoint
 from pyro_vae.workflow.config import ConfigError
 from pyro_vae.workflow.runs import RunDir
 from pyro_vae.workflow.data import load_run_data
-from pyro_vae.workflow.training import Interrupted, Trainer, resume, train
+from pyro_vae.workflow.training import Interrupted, Trainer, resume, train, train_or_resume
 
 from ..helpers import tiny_config
 
@@ -198,6 +198,40 @@ def test_a_checkpoint_from_other_data_is_refused(tmp_path, data_dir):
     trainer = Trainer(config, tmp_path / "other", *load_run_data(config, data_dir), **QUIET)
     with pytest.raises(CheckpointError, match="trained on 3000 images but the data now have 1000"):
         trainer.restore(state)
+
+
+@pytest.mark.slow
+def test_a_longer_run_stopped_before_its_end_is_resumed_not_taken_as_finished(tmp_path, data_dir, reference):
+    """train_or_resume counts a run finished only when its metrics.json is there for all its epochs:
+    a resume to 3 epochs stopped after it wrote the longer config (before its metrics) is resumed."""
+    out = tmp_path / "run"
+    train(_config(epochs=2), out, data_dir, **QUIET)
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+    _config(epochs=3).save(out / "config.toml")  # what resume writes first, before training epoch 3
+    (out / "metrics.json").write_text(json.dumps({"epochs": 2}))  # the shorter run's, as an older resume left it
+    lines = []
+    assert train_or_resume(_config(epochs=3), out, data_dir, progress=False, log=lines.append) is False
+    assert any(line.startswith(f"resuming {out} after epoch 2 of 3") for line in lines)
+    _assert_identical(_outcome(out), reference["amortized"])
+    resume(out, data_dir=data_dir, **QUIET)  # resuming the finished run again trains nothing more
+    _assert_identical(_outcome(out), reference["amortized"])
+
+
+def test_resuming_to_more_epochs_removes_the_shorter_runs_metrics(tmp_path, data_dir, monkeypatch):
+    out = tmp_path / "run"
+    config = tiny_config()
+    config.train.epochs = 1
+    train(config, out, data_dir, **QUIET)
+    (out / "evaluation.json").write_text("{}")
+
+    def stop_at_once(self):  # training stopped before it finished the new epoch
+        raise Interrupted("stopped")
+
+    monkeypatch.setattr(Trainer, "run", stop_at_once)
+    with pytest.raises(Interrupted):
+        resume(out, ["train.epochs=2"], data_dir, **QUIET)
+    assert not (out / "metrics.json").exists() and not (out / "evaluation.json").exists()
+    assert "epochs = 2" in (out / "config.toml").read_text()
 
 
 @pytest.mark.slow
