@@ -219,8 +219,7 @@ def test_a_longer_run_stopped_before_its_end_is_resumed_not_taken_as_finished(tm
 
 def test_resuming_to_more_epochs_removes_the_shorter_runs_metrics(tmp_path, data_dir, monkeypatch):
     out = tmp_path / "run"
-    config = tiny_config()
-    config.train.epochs = 1
+    config = tiny_config(data={"train_size": 200, "test_size": 100}, train={"epochs": 1})
     train(config, out, data_dir, **QUIET)
     (out / "evaluation.json").write_text("{}")
 
