@@ -102,10 +102,11 @@ def load_images(
     """
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
-    raw_folder = resolve_data_dir(data_dir) / DATASETS[dataset] / "raw"
+    root = resolve_data_dir(data_dir)
+    raw_folder = root / DATASETS[dataset] / "raw"
     needed = SPLIT_FILES[train]
     if download and not all(_find(raw_folder, name) for name in needed):
-        _download(dataset, resolve_data_dir(data_dir), train)
+        _download(dataset, root, train)
     paths = [_find(raw_folder, name) for name in needed]
     if not all(paths):
         raise DataError(

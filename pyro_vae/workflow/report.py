@@ -162,10 +162,10 @@ RESULTS_DIR = "results"  # beside the experiment files: each experiment's number
 PUBLISHED_WIDTH, PUBLISHED_COLORS = 640, 64
 
 
-def _full_run(runs_dir: Path, experiment: Experiment) -> bool:
-    """Whether ``pyro-vae run`` finished the experiment at full length (not ``--quick``) in ``runs_dir``."""
-    record = read_json(RunDir(runs_dir / experiment.name).experiment)
-    return record is not None and not record.get("quick", True)
+def _full_run(record: dict | None) -> bool:
+    """Whether an experiment's ``experiment.json`` record says ``pyro-vae run`` finished it at full length
+    (not ``--quick``)."""
+    return bool(record) and not record.get("quick", True)
 
 
 def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: Path) -> dict:
@@ -176,7 +176,7 @@ def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: 
     found = collect(experiment, runs_dir)
     saved_path = experiments_dir / RESULTS_DIR / f"{experiment.name}.json"
     config = experiment.config().to_dict()  # saved results stand only for the experiment file they were made from
-    if found["rows"] and _full_run(runs_dir, experiment):
+    if found["rows"] and _full_run(found["record"]):
         saved_path.parent.mkdir(parents=True, exist_ok=True)
         shown = {key: found[key] for key in ("rows", "record", "figures", "extra")}
         write_json(saved_path, {"config": config, **shown})
@@ -196,7 +196,7 @@ def publish_figures(experiment: Experiment, runs_dir: Path, experiments_dir: Pat
     from ..plots.images import preview_png
 
     folder = experiments_dir / PUBLISHED_DIR / experiment.name
-    full = _full_run(runs_dir, experiment)
+    full = _full_run(read_json(RunDir(runs_dir / experiment.name).experiment))
     published = []
     for name in experiment.figures:
         source, target = runs_dir / experiment.name / name, folder / Path(name).name

@@ -451,10 +451,10 @@ def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: b
     grew, and refused in one line naming the keys that differ otherwise (``overwrite`` replaces it).
     Returns whether a finished run was reused.
     """
-    check_config(config)  # a bad config is named before any run is compared with it
     run_dir = RunDir(out)
     out = run_dir.path
     if run_dir.config.is_file() and not overwrite:  # a run, perhaps killed before its first checkpoint
+        check_config(config)  # a bad config is named before the run is compared with it (train() checks its own)
         saved = run_dir.saved_config()
         _same_run_or_refuse(
             config, saved,
