@@ -7,12 +7,16 @@ import pytest
 import torch
 
 from benchmarks.__main__ import main
-from benchmarks.cli_epoch import REPO, baseline_nets, handwritten_args, phase_table, read_idx
+import sys
+
+from benchmarks.cli_epoch import (EPOCH_LINE, REPO, _env, _run, baseline_nets, handwritten_args, last_epoch_seconds,
+                                  phase_table, read_idx)
 from benchmarks.likelihood import decoder_flops
 from benchmarks.timing import compare, median_interval, ratio_summary, rounds, table, verdict
 from pyro_vae import build_model, load_config
 from pyro_vae.workflow.data import load_images
 from pyro_vae.models.nets import MLPDecoder
+from pyro_vae.workflow.training import _epoch_line
 
 
 def test_decoder_flops_counts_every_linear_layer():
@@ -116,6 +120,23 @@ def test_handwritten_args_follow_the_config_and_refuse_conv():
         handwritten_args("experiments/vae_2d.toml", "/data", 2, ["model.net=conv"])
 
 
+def test_epoch_lines_of_both_commands_are_recognised():
+    record = {"epoch": 2, "train_loss": 160.9, "test_loss": 157.4, "test_recon": -152.0, "test_kl": 5.4, "seconds": 6.3}
+    assert EPOCH_LINE.match(_epoch_line(record, 20))  # pyro-vae's log line
+    assert EPOCH_LINE.match("epoch 2/20")  # the hand-written script's
+    assert not EPOCH_LINE.match("resuming runs/x after epoch 14 of 30")
+
+
+def test_the_last_epoch_is_timed_between_its_lines_as_they_arrive():
+    script = ("import time; print('epoch 1/2', flush=True); time.sleep(0.4); print('other'); "
+              "print('epoch 2/2', flush=True); time.sleep(0.4)")
+    wall, _, stamps = _run([sys.executable, "-c", script], _env(1))
+    assert len(stamps) == 2 and wall >= 0.8
+    assert 0.4 <= last_epoch_seconds(stamps, ["x"]) < 0.75  # not stamped at exit, nor the sleep after it
+    with pytest.raises(RuntimeError, match="1 epoch lines"):
+        last_epoch_seconds(stamps[:1], ["x"])
+
+
 def test_phase_table_lines_up_both_commands():
     found = {"pyro_vae": {"wall": 10.0, "phases": {"imports": 3.0, "figures": 2.0}},
              "handwritten": {"wall": 6.0, "phases": {"imports": 2.5}}}
@@ -142,6 +163,9 @@ def test_quick_benchmark_run(tmp_path, data_dir, capsys):
     assert set(results["mlp_loop"]["ratios"]) == {"pyro_vae / handwritten", "dataloader / pyro_vae"}
     cli = results["cli"]
     assert len(cli["rounds"]["times"]["pyro_vae"]) == 1 and "verdict" in cli["ratio"]
+    assert "verdict" in cli["last_epoch_ratio"]
+    for side, (epoch,) in cli["last_epoch"]["times"].items():
+        assert 0 < epoch < cli["rounds"]["times"][side][0]
     phases = cli["breakdown"]["phases"]["pyro_vae"]["phases"]
     assert {"imports", "data loading", "training (SVI steps)", "per-epoch test evaluation", "snapshots",
             "checkpoints", "figures"} <= set(phases)

@@ -48,6 +48,7 @@ def elbo_terms(
     guide: Guide,
     x: torch.Tensor,
     batch_size: int = 1000,
+    means: list | None = None,
 ) -> dict:
     """Mean per-image ``elbo``, ``recon`` (E_q log p(x|z), one sample), ``kl`` and ``loss`` on images ``x`` ``(N, D)``.
 
@@ -55,12 +56,17 @@ def elbo_terms(
     fitted to ``x`` works too. ``kl_estimator`` says whether the KL is analytic or a
     one-sample Monte-Carlo estimate; ``convention`` says whether ``recon`` is a true
     log-likelihood or minus a binary cross-entropy (grey-value pixels).
+
+    :param means: if given, a list the batches' posterior means E_q[z | x_n] are appended to
+        (``torch.cat(means)`` equals :func:`posterior_means`; the pass has them anyway).
     """
     totals = {"recon": 0.0, "kl": 0.0}
     analytic = True
     prior = vae.prior()
     for idx, xb in batches(x, batch_size):
         q = guide.posterior(xb, idx)
+        if means is not None:
+            means.append(q.mean)
         z = q.rsample()  # (B, z_dim)
         recon = vae.likelihood(vae.decoder(z)).log_prob(xb)  # (B,)
         kl, is_analytic = kl_term(q, prior, z)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -68,9 +69,19 @@ def fit_test_images(vae: VAE, x: torch.Tensor, config: Config, cache: Path | Non
     return fit.guide, summary
 
 
+class EvaluatedSet(NamedTuple):
+    """The test images under the current parameters: ELBO terms, the guide that gave them, and the
+    posterior means E_q[z | x] ``(N, z_dim)`` of the same pass (what snapshots and figures draw)."""
+
+    terms: dict
+    guide: Guide
+    codes: torch.Tensor
+
+
 def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, device,
-                      cache: Path | None = None) -> tuple[dict, Guide]:
-    """Test-set ELBO terms and the guide they used (mean-field: :func:`fit_test_images`, cached in ``cache``).
+                      cache: Path | None = None) -> EvaluatedSet:
+    """Test-set ELBO terms, the guide they used (mean-field: :func:`fit_test_images`, cached in
+    ``cache``) and the posterior means of the evaluation's binarization.
 
     Runs under :func:`seeded`, so the same parameters always give the same numbers.
     """
@@ -80,8 +91,9 @@ def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, d
         if not is_amortized(guide):
             guide, summary = fit_test_images(vae, x, config, cache)
             local = {"local_fit": summary}
-        terms = elbo_terms(vae, guide, x, config.train.eval_batch_size)
-    return {**terms, **local}, guide
+        means: list[torch.Tensor] = []
+        terms = elbo_terms(vae, guide, x, config.train.eval_batch_size, means=means)
+    return EvaluatedSet({**terms, **local}, guide, torch.cat(means))
 
 
 def evaluation_codes(guide: Guide, test: ImageData, config: Config, device) -> torch.Tensor:

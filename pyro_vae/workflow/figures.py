@@ -15,14 +15,13 @@ from pathlib import Path
 
 import torch
 
-from ..models.guides import Guide
 from ..models.vae import VAE
 from ..plots import images as image_plots
 from ..plots import latent, latent_3d, over_training
 from ..plots.base import save_figure
 from .config import Config
 from .data import ImageData, example_indices, first_index, load_run_data
-from .evaluation import evaluate_test_set, evaluation_codes, snapshot_data
+from .evaluation import evaluate_test_set, snapshot_data
 from .runs import RunDir, load_run
 from .streams import seeded
 
@@ -98,15 +97,15 @@ def draw_figures(
     return [path for path in written if path is not None]
 
 
-def draw_run_figures(run_dir: RunDir, vae: VAE, test_guide: Guide, test: ImageData, history: list[dict],
+def draw_run_figures(run_dir: RunDir, vae: VAE, codes: torch.Tensor, test: ImageData, history: list[dict],
                      config: Config, device, snapshots: dict | None = None,
                      snapshot_images: ImageData | None = None) -> list[Path]:
     """A run's figures in its ``figures/``, from the test posterior means; prior samples on a seeded stream.
 
-    :param test_guide: the guide of the test images (a mean-field run's fitted test Gaussians).
+    :param codes: the test images' posterior means (:attr:`~pyro_vae.workflow.evaluation.EvaluatedSet.codes`;
+        for a mean-field run, of its fitted test Gaussians).
     :param snapshot_images: the images the snapshots follow (:func:`~pyro_vae.workflow.evaluation.snapshot_data`).
     """
-    codes = evaluation_codes(test_guide, test, config, device)
     followed = test if snapshot_images is None else snapshot_images
     with seeded(config.train.seed + 2, device):
         return draw_figures(RunDir(run_dir).figures, vae, test.images, test.labels, codes, history,
@@ -117,6 +116,6 @@ def redraw_figures(run_dir, data_dir=None) -> list[Path]:
     """Draw a run's figures again from its directory (the data are reloaded, the test fit read from its cache)."""
     run = load_run(run_dir)
     train, test = load_run_data(run.config, data_dir)
-    _, test_guide = evaluate_test_set(run.vae, run.guide, test, run.config, "cpu", cache=run.dir.local_fit)
-    return draw_run_figures(run.dir, run.vae, test_guide, test, run.history, run.config, "cpu", run.snapshots,
+    codes = evaluate_test_set(run.vae, run.guide, test, run.config, "cpu", cache=run.dir.local_fit).codes
+    return draw_run_figures(run.dir, run.vae, codes, test, run.history, run.config, "cpu", run.snapshots,
                             snapshot_data(run.guide, train, test))

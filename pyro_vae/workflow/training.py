@@ -24,7 +24,7 @@ from .checkpoint import (CheckpointError, check_entries, check_weights, load_che
                          write_json)
 from .config import Config, ConfigError, from_dict, load_config
 from .data import ImageData, example_indices, load_run_data
-from .evaluation import evaluate_test_set, evaluation_codes, snapshot_data
+from .evaluation import EvaluatedSet, evaluate_test_set, evaluation_codes, snapshot_data
 from .loop import CtrlC, EpochState, FiniteLoss, Hook, ProgressBar, StopRequested, TrainingError, run_epoch
 from .runs import RunDir
 
@@ -62,6 +62,7 @@ class Trainer:
         self.position: dict | None = None  # inside epoch + 1, if it was interrupted
         self.seconds = 0.0  # training time so far, over all sessions
         self.snapshots: dict[str, dict] = {}  # str(epoch) -> take_snapshot(...), for train.snapshot_epochs
+        self.evaluated: tuple[int, EvaluatedSet] | None = None  # (epoch, test evaluation) of the current parameters
         self.svi: SVI | None = None
 
     @property
@@ -241,18 +242,25 @@ class Trainer:
         """Record :func:`take_snapshot` if the current epoch is one of ``train.snapshot_epochs``."""
         if self.epoch in self.config.train.snapshot_epochs and str(self.epoch) not in self.snapshots:
             self.vae.eval(), self.guide.eval()
+            evaluated = self.evaluation_now()
             self.snapshots[str(self.epoch)] = take_snapshot(
                 self.vae, self.guide, snapshot_data(self.guide, self.train_data, self.test_data), self.config,
-                self.device,
+                self.device, codes=None if evaluated is None or not is_amortized(self.guide) else evaluated.codes,
             )
+
+    def evaluation_now(self) -> EvaluatedSet | None:
+        """The test evaluation of the current parameters, if this epoch's hook made one."""
+        if self.evaluated is not None and self.evaluated[0] == self.epoch and self.position is None:
+            return self.evaluated[1]
+        return None
 
     def finish(self) -> dict:
         """The final test metrics (:meth:`run` writes them to ``metrics.json`` after the figures); keeps
-        the test images' guide for the figures."""
+        the test evaluation (the last epoch's, for an amortized guide: the same seeded numbers) for the figures."""
         self.vae.eval(), self.guide.eval()
-        terms, self.test_guide = evaluate_test_set(self.vae, self.guide, self.test_data, self.config, self.device,
-                                              cache=self.dir.local_fit)
-        metrics = {f"test_{k}": v for k, v in terms.items()}
+        self.test_evaluation = self.evaluation_now() or evaluate_test_set(
+            self.vae, self.guide, self.test_data, self.config, self.device, cache=self.dir.local_fit)
+        metrics = {f"test_{k}": v for k, v in self.test_evaluation.terms.items()}
         metrics.update({
             "train_loss": self.history[-1]["train_loss"],
             "epochs": self.epoch,
@@ -269,11 +277,14 @@ class Trainer:
         return metrics
 
 
-def take_snapshot(vae, guide, data: ImageData, config: Config, device) -> dict:
+def take_snapshot(vae, guide, data: ImageData, config: Config, device, codes: torch.Tensor | None = None) -> dict:
     """What the figures over training need from one moment: reconstructions of the example
     digits (:func:`~pyro_vae.workflow.data.example_indices`) and, for z_dim <= 3, every posterior
-    mean of ``data`` (see :func:`snapshot_data`; ``split`` says which)."""
-    codes = evaluation_codes(guide, data, config, device)
+    mean of ``data`` (see :func:`snapshot_data`; ``split`` says which).
+
+    :param codes: those posterior means if already computed (:attr:`EvaluatedSet.codes` of ``data``)."""
+    if codes is None:
+        codes = evaluation_codes(guide, data, config, device)
     with torch.no_grad():
         snapshot = {"reconstructions": vae.decode_mean(codes[example_indices(data.labels)]).cpu(),
                     "split": "test" if is_amortized(guide) else "train"}
@@ -319,7 +330,8 @@ class _TestEvaluation(Hook):
     def epoch_finished(self, epoch):
         t = self.trainer
         if is_amortized(t.guide):
-            terms, _ = evaluate_test_set(t.vae, t.guide, t.test_data, t.config, t.device)
+            t.evaluated = (epoch.number, evaluate_test_set(t.vae, t.guide, t.test_data, t.config, t.device))
+            terms = t.evaluated[1].terms
             t.history[-1].update({f"test_{k}": terms[k] for k in ("loss", "elbo", "recon", "kl")})
 
 
@@ -349,8 +361,8 @@ class _Figures(Hook):
         from .figures import draw_run_figures
 
         t = self.trainer
-        draw_run_figures(t.dir, t.vae, t.test_guide, t.test_data, t.history, t.config, t.device, t.snapshots,
-                         snapshot_data(t.guide, t.train_data, t.test_data))
+        draw_run_figures(t.dir, t.vae, t.test_evaluation.codes, t.test_data, t.history, t.config, t.device,
+                         t.snapshots, snapshot_data(t.guide, t.train_data, t.test_data))
 
 
 class _LogLine(Hook):

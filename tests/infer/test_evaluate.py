@@ -140,3 +140,11 @@ def test_active_units_counts_used_dimensions():
 
     result = active_units(Half(500), torch.randn(500, 4))
     assert result["active_units"] == 2 and len(result["activity"]) == 3
+
+
+def test_elbo_terms_hand_back_the_posterior_means_of_its_pass(tiny_data):
+    vae, guide = build_model(tiny_config(), len(tiny_data))
+    means = []
+    elbo_terms(vae, guide, tiny_data.images, batch_size=7, means=means)
+    assert len(means) == -(-len(tiny_data) // 7)
+    assert torch.equal(torch.cat(means), posterior_means(guide, tiny_data.images, batch_size=7))

@@ -25,6 +25,7 @@ def test_save_figure_makes_the_folders_and_returns_the_path(tmp_path):
     fig.subplots().plot([0, 1], [1, 0])
     path = base.save_figure(fig, tmp_path / "a" / "b" / "f.png")
     assert path == tmp_path / "a" / "b" / "f.png" and path.stat().st_size > 1000
+    assert base.save_figure(fig, tmp_path / "f.pdf").read_bytes().startswith(b"%PDF")  # no PNG options passed on
 
 
 def test_the_figure_modules_use_no_pyplot():

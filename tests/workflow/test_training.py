@@ -5,7 +5,7 @@ import torch
 
 from pyro_vae.workflow.checkpoint import load_checkpoint
 from pyro_vae.workflow.config import ConfigError
-from pyro_vae.workflow.data import ImageData, load_data
+from pyro_vae.workflow.data import ImageData, load_data, load_run_data
 from pyro_vae.workflow.loop import EpochState, FiniteLoss, TrainingError, run_epoch
 from pyro_vae.workflow.streams import epoch_generator
 from pyro_vae.workflow.training import train
@@ -154,3 +154,19 @@ def test_snapshots_are_recorded_and_leave_training_unchanged(tmp_path, data_dir)
     assert not torch.equal(shot["codes"], b["snapshots"]["0"]["codes"])
     figures = {p.name for p in (snapped / "figures").iterdir()}
     assert {"reconstructions_over_epochs.png", "posterior_during_training.gif", "interpolation.png"} <= figures
+
+
+def test_snapshot_and_final_metrics_reuse_the_epochs_test_evaluation_exactly(tmp_path, data_dir):
+    from pyro_vae.workflow.evaluation import evaluate_test_set, evaluation_codes
+    from pyro_vae.workflow.runs import load_run
+
+    config = _small()
+    config.train.snapshot_epochs = [1, 2]
+    out = train(config, tmp_path / "r", data_dir, progress=False, log=lambda line: None)
+    run, (_, test) = load_run(out), load_run_data(config, data_dir)
+    shot = load_checkpoint(out / "checkpoint.pt")["snapshots"]["2"]
+    assert torch.equal(shot["codes"], evaluation_codes(run.guide, test, config, "cpu"))  # the final weights' codes
+    again = evaluate_test_set(run.vae, run.guide, test, config, "cpu")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_elbo"] == again.terms["elbo"] and metrics["test_kl"] == again.terms["kl"]
+    assert torch.equal(again.codes, shot["codes"])
