@@ -11,11 +11,16 @@ side sees the same images in the same kind of shuffled order):
     like a training run;
 ``handwritten``
     the same networks over the same in-memory tensors, loss BCE + analytic KL,
-    ``torch.optim.Adam`` (torch's default, foreach);
+    ``torch.optim.Adam(fused=True)`` (the kernel :func:`pyro_vae.adam` uses), so the ratio is the
+    package's machinery alone;
 ``dataloader`` (optional)
     the hand-written loop fed by ``torch.utils.data.DataLoader`` over
     ``torchvision.datasets.MNIST`` with ``transforms.ToTensor()``, batch 128, shuffle
     (the common tutorial set-up), ``steps`` batches from an iterator that restarts each epoch.
+
+Every side runs with subnormal floats flushed to zero, as a training run does
+(:meth:`pyro_vae.workflow.training.Trainer.start`): without it, Adam's moments of the always-black
+pixels turn subnormal within an epoch and slow every side by a varying amount.
 """
 
 from __future__ import annotations
@@ -73,7 +78,8 @@ def segment_sides(net: str, data_dir, steps: int, train_size: int = 0, objective
         return windows[(picks[side] - 1) % len(windows)]
 
     pyro.clear_param_store()
-    pyro.enable_validation(config.train.validate)  # as Trainer does
+    pyro.enable_validation(config.train.validate)  # as Trainer.start does
+    torch.set_flush_denormal(True)  # as Trainer.start does; process-wide, so every side runs with it
     vae, guide = build_model(config, n)
     svi = SVI(vae.model, guide, adam(config.train.lr), build_objective(config))
 
@@ -82,7 +88,8 @@ def segment_sides(net: str, data_dir, steps: int, train_size: int = 0, objective
         run_epoch(svi, data, batch, EpochState.begin(data, picks["pyro_vae"], 0), [FiniteLoss(), ProgressBar(False)])
 
     hand_vae, hand_guide = build_model(config, n)
-    hand_opt = torch.optim.Adam([*hand_vae.parameters(), *hand_guide.parameters()], lr=config.train.lr)
+    hand_opt = torch.optim.Adam([*hand_vae.parameters(), *hand_guide.parameters()], lr=config.train.lr,
+                                fused=True)  # the kernel pyro_vae.adam steps the dense parameters with
     generator = torch.Generator().manual_seed(0)
 
     def handwritten_segment():

@@ -163,7 +163,9 @@ def test_quick_benchmark_run(tmp_path, data_dir, capsys):
     assert set(results["mlp_loop"]["ratios"]) == {"pyro_vae / handwritten", "dataloader / pyro_vae"}
     cli = results["cli"]
     assert len(cli["rounds"]["times"]["pyro_vae"]) == 1 and "verdict" in cli["ratio"]
-    assert "verdict" in cli["last_epoch_ratio"]
+    assert "verdict" in cli["last_epoch_ratio"] and "median" in cli["plain_last_epoch_ratio"]
+    assert set(cli["last_epoch"]["times"]) == {"pyro_vae", "handwritten", "handwritten_plain"}
+    assert cli["commands"]["handwritten"][-1] == "--tuned" and "--tuned" not in cli["commands"]["handwritten_plain"]
     for side, (epoch,) in cli["last_epoch"]["times"].items():
         assert 0 < epoch < cli["rounds"]["times"][side][0]
     phases = cli["breakdown"]["phases"]["pyro_vae"]["phases"]

@@ -126,20 +126,24 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def check_entries(state: dict, path: str | os.PathLike, keys=RUN_STATE_KEYS) -> None:
-    """Raise :class:`CheckpointError` naming the entries among ``keys`` that ``state`` lacks."""
+def check_entries(state: dict, path: str | os.PathLike, keys=RUN_STATE_KEYS,
+                  fix: str = "use an earlier copy or retrain") -> None:
+    """Raise :class:`CheckpointError` naming the entries among ``keys`` that ``state`` lacks, and ``fix``
+    (the caller, which knows the run's files, names the copy to use)."""
     missing = [key for key in keys if key not in state]
     if missing:
         raise CheckpointError(
             f"checkpoint {path} lacks {', '.join(missing)}; it was not written by pyro_vae train, or it is "
-            "damaged: use an earlier copy (checkpoint.prev.pt) or retrain"
+            f"damaged: {fix}"
         )
 
 
-def check_weights(module: torch.nn.Module, weights: Any, path: str | os.PathLike, entry: str) -> None:
+def check_weights(module: torch.nn.Module, weights: Any, path: str | os.PathLike, entry: str,
+                  config_file: str = "config") -> None:
     """Raise :class:`CheckpointError` unless ``weights`` (the checkpoint's ``entry``) holds a tensor of
-    the right shape for every entry of ``module.state_dict()``, and nothing else."""
-    fix = "it was trained with another config: restore the run's config.toml or retrain"
+    the right shape for every entry of ``module.state_dict()``, and nothing else; the message names the
+    run's ``config_file`` to restore."""
+    fix = f"it was trained with another config: restore the run's {config_file} or retrain"
     if not isinstance(weights, dict):
         raise CheckpointError(f"checkpoint {path}: {entry} is a {type(weights).__name__}, not a dict of tensors; {fix}")
     expected = module.state_dict()

@@ -45,7 +45,7 @@ def compare(
         run_dir = RunDir(out / kind)
         reused &= train_or_resume(config, run_dir, data_dir, overwrite, progress, log, redraw=False)
         run = load_run(run_dir)
-        test = _split(run, "test", data_dir).subset(limit)
+        test = _split(run, "test", data_dir, limit)
         gap = kind == "amortized"
         report = finished_evaluation(run_dir, evaluation_settings(run, "test", num_samples, len(test), gap))
         if report is None:

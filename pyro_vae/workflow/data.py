@@ -232,6 +232,15 @@ def load_run_data(config: Config, data_dir=None, device: torch.device | str = "c
     return load_data(d.dataset, d.pixels, data_dir, d.train_size, d.test_size, device)
 
 
+def load_run_split(config: Config, train: bool, data_dir=None, limit: int = 0) -> ImageData:
+    """One split of ``config``'s [data] section (CPU), only its first ``limit`` images when ``limit`` > 0:
+    the rows :func:`load_run_data` gives, without reading or converting the rest."""
+    d = config.data
+    size = d.train_size if train else d.test_size
+    first = min(n for n in (size, limit) if n > 0) if size > 0 or limit > 0 else 0
+    return ImageData(*load_images(d.dataset, train, data_dir, limit=first), d.pixels)
+
+
 def first_index(labels: torch.Tensor, label: int) -> int | None:
     """The row of the first image labelled ``label`` (None if there is none)."""
     found = (labels.cpu() == label).nonzero()

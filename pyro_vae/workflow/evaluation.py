@@ -17,13 +17,13 @@ from typing import NamedTuple
 import torch
 
 from ..infer.evaluate import active_units, elbo_terms, importance_log_likelihood, posterior_means
-from ..infer.gaps import CONVERGED_GAIN, amortization_gap, is_converged
+from ..infer.gaps import CONVERGED_GAIN, amortization_gap, default_check_images, is_converged
 from ..infer.local_fit import fit_local, guide_family
 from ..models.guides import Guide, MeanField, is_amortized
 from ..models.vae import VAE
 from .checkpoint import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
 from .config import Config, ConfigError
-from .data import ImageData, load_run_data
+from .data import ImageData, load_run_split
 from .runs import Run, RunDir, load_run
 from .streams import eval_generator, seeded
 
@@ -108,19 +108,22 @@ def snapshot_data(guide, train: ImageData, test: ImageData) -> ImageData:
     return test if is_amortized(guide) else train.subset(len(test))
 
 
-def _split(run: Run, split: str, data_dir) -> ImageData:
+def _split(run: Run, split: str, data_dir, limit: int = 0) -> ImageData:
+    """The run's ``split`` ("test" or "train"), its first ``limit`` images when ``limit`` > 0."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    train, test = load_run_data(run.config, data_dir)
-    return test if split == "test" else train
+    return load_run_split(run.config, split == "train", data_dir, limit)
 
 
 def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap: bool) -> dict:
     """What an evaluation's numbers depend on: the run's whole config, its epochs, the split, K,
     the number of images and whether the gap was measured. A saved evaluation is reused only
     when these are equal."""
-    return {"split": split, "num_samples": num_samples, "images": images, "gap": gap,
-            "epochs": len(run.history), "config": run.config.to_dict()}
+    settings = {"split": split, "num_samples": num_samples, "images": images, "gap": gap,
+                "epochs": len(run.history), "config": run.config.to_dict()}
+    if gap:  # the convergence check's images (an evaluation saved under another rule is not reused)
+        settings["check_images"] = default_check_images(images)
+    return settings
 
 
 def evaluate_run(
@@ -142,7 +145,7 @@ def evaluate_run(
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
     run = load_run(run_dir)
     seed = run.config.train.seed
-    data = _split(run, split, data_dir).subset(limit)
+    data = _split(run, split, data_dir, limit)
     x = data.observed(eval_generator(seed)).images
     report: dict = {"split": split, "images": len(data), "num_samples": num_samples,
                     "convention": run.vae.likelihood.convention, "epochs": len(run.history),

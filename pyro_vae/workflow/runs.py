@@ -59,6 +59,10 @@ class RunDir:
     sweep = property(lambda self: self.path / "sweep.json")
     sweep_figure = property(lambda self: self.path / "sweep.png")
 
+    def earlier_copy_fix(self) -> str:
+        """What to do about a damaged checkpoint of this run."""
+        return f"use the earlier copy {self.previous_checkpoint} or start a new run"
+
     def run_files(self) -> tuple[Path, ...]:
         """The files a training run (and its evaluation) writes, ``figures/`` aside."""
         return (self.config, self.history, self.metrics, self.checkpoint, self.previous_checkpoint, self.local_fit,
@@ -157,13 +161,13 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     config = run_dir.saved_config()
     checkpoint = run_dir.checkpoint
     state = load_checkpoint(checkpoint, map_location=device)
-    check_entries(state, checkpoint, ("num_data", "vae", "guide"))
+    check_entries(state, checkpoint, ("num_data", "vae", "guide"), fix=run_dir.earlier_copy_fix())
     num_data = state["num_data"]
     if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
         raise CheckpointError(f"checkpoint {checkpoint}: num_data is {num_data!r}, not a number of images; retrain")
     vae, guide = build_model(config, num_data)
     for module, entry in ((vae, "vae"), (guide, "guide")):
-        check_weights(module, state[entry], checkpoint, entry)
+        check_weights(module, state[entry], checkpoint, entry, config_file=run_dir.config.name)
     vae.load_state_dict(state["vae"])
     guide.load_state_dict(state["guide"])
     vae.to(device).eval()

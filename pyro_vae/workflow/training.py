@@ -70,11 +70,18 @@ class Trainer:
         return self.dir.path
 
     def start(self) -> None:
-        """Set Pyro's global state (param store, seed, validation) and build the parts and SVI (once)."""
+        """Set the global state (Pyro's param store, seed and validation; subnormal floats flushed to zero)
+        and build the parts and SVI (once).
+
+        Flushing subnormals (``torch.set_flush_denormal``, process-wide) matters on CPUs: Adam's second
+        moments of the pixels that are always 0 decay into subnormal range within an epoch or two, and
+        arithmetic on them is slow enough to cost a quarter of an MLP epoch; the values they would
+        have held are below anything a parameter update can see."""
         if self.svi is not None:
             return
         config, t = self.config, self.config.train
         check_config(config)
+        torch.set_flush_denormal(True)
         pyro.clear_param_store()
         pyro.set_rng_seed(t.seed)
         pyro.enable_validation(t.validate)
@@ -125,7 +132,7 @@ class Trainer:
         """
         path = Path(path) if path is not None else self.dir.checkpoint
         self.start()
-        check_entries(state, path)
+        check_entries(state, path, fix=self.dir.earlier_copy_fix())
         if state["format"] == 1:
             raise CheckpointError(
                 f"checkpoint {path} was written by an older pyro_vae (checkpoint format 1) whose optimizer state "
@@ -151,8 +158,8 @@ class Trainer:
         if wrong:
             found = ", ".join(f"{key} ({type(state[key]).__name__})" for key in wrong)
             raise CheckpointError(
-                f"checkpoint {path} has a wrong {found}, not what pyro_vae train writes; use an earlier "
-                f"copy ({self.dir.previous_checkpoint.name}) or start a new run"
+                f"checkpoint {path} has a wrong {found}, not what pyro_vae train writes; "
+                f"{self.dir.earlier_copy_fix()}"
             )
         if state["num_data"] != len(self.train_data):
             raise CheckpointError(
@@ -165,16 +172,16 @@ class Trainer:
             saved = from_dict(state["config"])
         except ConfigError as err:
             raise CheckpointError(
-                f"checkpoint {path} holds a config that does not parse ({err}); use an earlier copy "
-                f"({self.dir.previous_checkpoint.name}) or start a new run"
+                f"checkpoint {path} holds a config that does not parse ({err}); "
+                f"{self.dir.earlier_copy_fix()}"
             ) from None
         if saved.differences(self.config, ignore=["train.epochs"]):
             raise CheckpointError(
                 f"{path} belongs to another config than {self.dir.config}; "
                 f"restore the run's {self.dir.config.name} or start a new run"
             )
-        check_weights(self.vae, state["vae"], path, "vae")
-        check_weights(self.guide, state["guide"], path, "guide")
+        for module, entry in ((self.vae, "vae"), (self.guide, "guide")):
+            check_weights(module, state[entry], path, entry, config_file=self.dir.config.name)
         try:
             self.optimizer.set_state(state["optimizer"])
         except (ValueError, TypeError, KeyError, AttributeError) as err:
@@ -183,9 +190,7 @@ class Trainer:
             torch.set_rng_state(state["rng"])
         except RuntimeError:
             raise CheckpointError(
-                f"checkpoint {path}: rng is not a torch RNG state; use an earlier copy "
-                f"({self.dir.previous_checkpoint.name}) "
-                "or start a new run"
+                f"checkpoint {path}: rng is not a torch RNG state; {self.dir.earlier_copy_fix()}"
             ) from None
         self.vae.load_state_dict(state["vae"])
         self.guide.load_state_dict(state["guide"])

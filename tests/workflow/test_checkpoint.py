@@ -102,7 +102,7 @@ def test_weights_of_another_shape_are_named(tmp_path, weights, message):
     module = torch.nn.Linear(3, 2)
     checkpoint.check_weights(module, module.state_dict(), tmp_path / "c.pt", "net")
     with pytest.raises(CheckpointError, match=r"c.pt: " + message + r".*restore the run's config.toml or retrain"):
-        checkpoint.check_weights(module, weights, tmp_path / "c.pt", "net")
+        checkpoint.check_weights(module, weights, tmp_path / "c.pt", "net", config_file="config.toml")
 
 
 def _run_dir(path, **change):
@@ -125,13 +125,13 @@ def test_load_run_accepts_older_formats_and_checks_the_weights(tmp_path):
     from pyro_vae.workflow.runs import load_run
 
     assert load_run(_run_dir(tmp_path / "old")).vae.z_dim == 2  # format 1 still evaluates and plots
-    with pytest.raises(CheckpointError, match=r"checkpoint.pt lacks guide"):
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt lacks guide.*earlier copy .*no_guide.checkpoint.prev.pt"):
         load_run(_run_dir(tmp_path / "no_guide", guide=None))
     bad = _run_dir(tmp_path / "bad")
     state = load_checkpoint(bad / "checkpoint.pt")
     state["guide"]["loc_head.weight"] = torch.zeros(5, 8)
     save_checkpoint(bad / "checkpoint.pt", state)
-    wrong = r"guide entry loc_head.weight has shape \(5, 8\) but the model's is \(2, 8\)"
+    wrong = r"guide entry loc_head.weight has shape \(5, 8\) but the model.s is \(2, 8\).*restore the run.s config.toml"
     with pytest.raises(CheckpointError, match=wrong):
         load_run(bad)
 

@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from pyro_vae.workflow import data as data_module
-from pyro_vae.workflow.data import DATA_ENV, DataError, ImageData, load_data, load_images, read_idx, resolve_data_dir
+from pyro_vae.workflow.data import (DATA_ENV, DataError, ImageData, load_data, load_images, load_run_split,
+                                    read_idx, resolve_data_dir)
+
+from ..helpers import tiny_config
 
 
 def test_data_dir_precedence(monkeypatch, tmp_path):
@@ -79,6 +82,17 @@ def test_load_images_reads_grey_values_and_labels(tmp_path):
     assert read_labels.tolist() == [3, 1, 4, 1, 5] and read_labels.dtype == torch.int64
     first, first_labels = load_images("fashion_mnist", False, tmp_path, download=False, limit=2)
     assert torch.equal(first, grey[:2]) and first_labels.tolist() == [3, 1]  # the first rows only
+
+
+@pytest.mark.parametrize("size, limit, expected", [(0, 0, 5), (4, 0, 4), (0, 2, 2), (4, 2, 2), (2, 4, 2)])
+def test_one_split_of_a_run_is_its_configs_rows_cut_to_the_limit(tmp_path, size, limit, expected):
+    images = torch.randint(0, 256, (5, 28, 28), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    _write_split(tmp_path / "MNIST" / "raw", _idx_bytes(images), _idx_bytes(torch.arange(5, dtype=torch.uint8)),
+                 train=False)
+    config = tiny_config(data={"test_size": size})
+    split = load_run_split(config, False, tmp_path, limit)
+    assert len(split) == expected and split.pixels == config.data.pixels
+    assert torch.equal(split.images, images.reshape(5, -1)[:expected].float() / 255)
 
 
 @pytest.mark.parametrize("broken", ["truncated", "not idx", "wrong shape", "corrupt gz"])
