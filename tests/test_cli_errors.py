@@ -106,6 +106,10 @@ RAW_CASES = {
         "cannot create the folder (File name too long): choose another --out"),
     "hidden layer too wide to allocate": (TINY + ["--set", "model.hidden=[100000000000]"],
                                           "model.hidden = [100000000000] needs "),
+    "flow widths that are not positive integers": (
+        TINY + ["--set", "guide.type=iaf", "--set", "guide.flow_hidden=[64, 0]"],
+        "guide.flow_hidden must be a list of positive integers"),
+    "too many flows": (TINY + ["--set", "guide.flows=1000"], "guide.flows must be <= 64"),
     "prior.loc of words": (TINY + ["--set", "prior.type=correlated", "--set", 'prior.loc=["a", "b"]'],
                            "prior.loc must be a list of finite numbers, got ['a', 'b']"),
     "prior.loc with a nan": (TINY + ["--set", "prior.type=correlated", "--set", "prior.loc=[nan, 0]"],

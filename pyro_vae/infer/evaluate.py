@@ -13,7 +13,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.kl import kl_divergence
 
-from ..models.guides import Guide
+from ..models.guides import Guide, point
 from ..models.likelihoods import log_density
 from ..models.vae import VAE
 
@@ -57,20 +57,20 @@ def elbo_terms(
     one-sample Monte-Carlo estimate; ``convention`` says whether ``recon`` is a true
     log-likelihood or minus a binary cross-entropy (grey-value pixels).
 
-    :param means: if given, a list the batches' posterior means E_q[z | x_n] are appended to
-        (``torch.cat(means)`` equals :func:`posterior_means`; the pass has them anyway).
+    :param means: if given, a list the batches' codes (:func:`~pyro_vae.models.guides.point`: E_q[z | x_n]
+        for a Gaussian q) are appended to (``torch.cat(means)`` equals :func:`posterior_means`).
     """
     totals = {"recon": 0.0, "kl": 0.0}
     analytic = True
     prior = vae.prior()
     for idx, xb in batches(x, batch_size):
         q = guide.posterior(xb, idx)
-        if means is not None:
-            means.append(q.mean)
         z = q.rsample()  # (B, z_dim)
         recon = vae.likelihood(vae.decoder(z)).log_prob(xb)  # (B,)
         kl, is_analytic = kl_term(q, prior, z)
         analytic &= is_analytic
+        if means is not None:
+            means.append(point(q))  # after z is scored (a flow's cache holds z until then)
         totals["recon"] += recon.sum().item()
         totals["kl"] += kl.sum().item()
     n = x.shape[0]
@@ -87,8 +87,9 @@ def elbo_terms(
 
 @torch.no_grad()
 def posterior_means(guide: Guide, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """E_q[z | x_n] for every row of ``x`` ``(N, D)``, shape ``(N, z_dim)``."""
-    means = [guide.posterior(xb, idx).mean for idx, xb in batches(x, batch_size)]
+    """E_q[z | x_n] for every row of ``x`` ``(N, D)``, shape ``(N, z_dim)`` (for a flow posterior, the
+    code :func:`~pyro_vae.models.guides.point`)."""
+    means = [point(guide.posterior(xb, idx)) for idx, xb in batches(x, batch_size)]
     return torch.cat(means)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
+import pyro.distributions.transforms as T
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,9 +58,58 @@ class AmortizedNormal(Guide):
         self.log_var_head = nn.Linear(encoder.out_features, z_dim)
 
     def posterior(self, x, idx=None):
-        h = self.encoder(x)  # (B, features)
+        return self.base(self.encoder(x))
+
+    def base(self, h: torch.Tensor) -> dist.Distribution:
+        """N(loc(h), diag(exp(log_var(h)))) of encoder features ``h`` ``(B, features)``."""
         loc, scale = self.loc_head(h), (0.5 * self.log_var_head(h)).exp()  # (B, z_dim)
         return dist.Normal(loc, scale).to_event(1)
+
+
+class AmortizedFlow(AmortizedNormal):
+    """q(z | x): a diagonal Gaussian pushed through conditional flows on the encoder's features h(x).
+
+    ``z_0 ~ N(loc(h), diag(exp(log_var(h))))``, ``z = f_T(... f_1(z_0; h) ...; h)``, so
+    ``log q(z | x) = log N(z_0) - sum_t log |det df_t / dz_{t-1}|``. Each ``f_t`` is a
+    :class:`pyro.distributions.transforms.ConditionalTransformModule` (an inverse autoregressive
+    affine flow or a planar flow whose parameters come from h); between autoregressive flows the
+    order of z's coordinates is reversed, so each coordinate conditions on every other one.
+    Samples are scored through the transforms' cache of their last input (``rsample`` then
+    ``log_prob`` of the same tensor), which is how Pyro's ELBOs and the importance sampler use q.
+    There is no closed-form KL or mean: the ELBO uses one-sample KL estimates, and :func:`point`
+    gives the flows applied to the base's mean.
+    """
+
+    family = None  # no local family: the gap decomposition's q* is Gaussian
+
+    def __init__(self, encoder: nn.Module, z_dim: int, num_data: int, flows: list, reverse_between: bool = True):
+        super().__init__(encoder, z_dim, num_data)
+        self.flows = nn.ModuleList(flows)
+        self.reverse_between = reverse_between and z_dim > 1
+        self.register_buffer("_reversed", torch.arange(z_dim - 1, -1, -1), persistent=False)
+
+    def posterior(self, x, idx=None):
+        h = self.encoder(x)
+        transforms = []
+        for t, flow in enumerate(self.flows):
+            if t and self.reverse_between:
+                transforms.append(T.Permute(self._reversed))
+            transforms.append(flow.condition(h))
+        return dist.TransformedDistribution(self.base(h), transforms)
+
+
+def point(q: dist.Distribution) -> torch.Tensor:
+    """One code per image: E_q[z] where it has a closed form (the Gaussians); for a flow posterior
+    (a ``TransformedDistribution``) the transforms applied to the base's mean, ``f(E[z_0])``.
+
+    Call it after the samples of ``q`` have been scored: it passes a new input through the
+    transforms, which replaces the sample their cache holds."""
+    if isinstance(q, dist.TransformedDistribution):
+        z = q.base_dist.mean
+        for transform in q.transforms:
+            z = transform(z)
+        return z
+    return q.mean
 
 
 class AmortizedFullNormal(Guide):

@@ -14,10 +14,11 @@ import os
 import re
 import warnings
 
+import pyro.distributions.transforms as T
 import torch
 
 from ..infer.objectives import ELBOS, IWAE, FreeBitsELBO
-from ..models.guides import AmortizedFullNormal, AmortizedNormal, Guide, MeanField
+from ..models.guides import AmortizedFlow, AmortizedFullNormal, AmortizedNormal, Guide, MeanField
 from ..models.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood
 from ..models.nets import INITS, NETS, NUM_PIXELS, build_networks, glorot_init_, network_size
 from ..models.priors import (CorrelatedPrior, LearnedPrior, MixturePrior, StandardNormalPrior, check_covariance,
@@ -40,10 +41,28 @@ PRIORS = {
     "learned": lambda c: LearnedPrior(c.model.z_dim),
     "mixture": lambda c: MixturePrior(c.model.z_dim, c.prior.components),
 }
+FLOWS = {  # (z_dim, context features, hidden widths) -> a conditional flow on the encoder's features
+    "iaf": lambda z, context, hidden: T.conditional_affine_autoregressive(z, context, hidden_dims=hidden),
+    "planar": lambda z, context, hidden: T.conditional_planar(z, context, hidden_dims=hidden),
+}
+
+
+def flow_hidden(c: Config) -> list[int]:
+    """Each flow's hidden widths: ``guide.flow_hidden``, or ``[10 z_dim, 10 z_dim]`` (Pyro's default)."""
+    return list(c.guide.flow_hidden or [10 * c.model.z_dim] * 2)
+
+
+def _flow_guide(c: Config, encoder, n: int) -> AmortizedFlow:
+    z = c.model.z_dim
+    flows = [FLOWS[c.guide.type](z, encoder.out_features, flow_hidden(c)) for _ in range(c.guide.flows)]
+    return AmortizedFlow(encoder, z, n, flows)
+
+
 GUIDES = {  # (config, encoder body, number of training images) -> guide
     "amortized": lambda c, encoder, n: AmortizedNormal(encoder, c.model.z_dim, n),
     "amortized_full": lambda c, encoder, n: AmortizedFullNormal(encoder, c.model.z_dim, n),
     "mean_field": lambda c, encoder, n: MeanField(n, c.model.z_dim, init_scale=c.guide.init_scale),
+    **{name: _flow_guide for name in FLOWS},
 }
 LIKELIHOODS = {
     "bernoulli": lambda c: BernoulliLikelihood(grey_values=c.data.pixels == "grayscale"),
@@ -129,7 +148,7 @@ def resolve_device(name: str) -> torch.device:
 
 TRAIN_IMAGES = 60_000  # MNIST and Fashion-MNIST: the most a mean_field guide holds rows for
 _SIZE_KEYS = (("model", "hidden"), ("model", "z_dim"), ("prior", "components"), ("train", "num_particles"),
-              ("train", "batch_size"), ("train", "eval_batch_size"))
+              ("train", "batch_size"), ("train", "eval_batch_size"), ("guide", "flows"), ("guide", "flow_hidden"))
 
 
 def _memory_needed(config: Config, num_data: int) -> int:
@@ -140,7 +159,10 @@ def _memory_needed(config: Config, num_data: int) -> int:
     parameters, features = network_size(m.net, z, m.hidden)
     tril = z * (z + 1) // 2
     parameters += {"amortized": 2 * (features + 1) * z, "amortized_full": (features + 1) * (z + tril) + 2 * tril,
-                   "mean_field": 2 * num_data * z}.get(config.guide.type, 0)
+                   "mean_field": 2 * num_data * z}.get(config.guide.type, 2 * (features + 1) * z)
+    if config.guide.type in FLOWS:  # each flow: a network from (z, features) through its hidden widths to 2 z + 1
+        widths = [z + features, *flow_hidden(config), 2 * z + 1]
+        parameters += config.guide.flows * sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
     parameters += {"correlated": z + z * z, "learned": z + z * z,
                    "mixture": config.prior.components * (1 + 2 * z)}.get(config.prior.type, 2 * z)
     particles = t.num_particles if t.objective == "iwae" else 1  # IWAE draws its K samples at once

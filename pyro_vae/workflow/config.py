@@ -54,8 +54,10 @@ class PriorConfig:
 
 @dataclass
 class GuideConfig:
-    type: str = "amortized"  # amortized | amortized_full | mean_field
+    type: str = "amortized"  # amortized | amortized_full | mean_field | iaf | planar
     init_scale: float = 0.1  # mean_field: initial posterior standard deviation
+    flows: int = 2  # iaf | planar: conditional flows after the amortized diagonal Gaussian
+    flow_hidden: list = field(default_factory=list)  # iaf | planar: each flow's hidden widths; [] = [10 z_dim] * 2
     local_lr: float = 0.05  # Adam learning rate of per-datapoint parameters (mean_field; fit_local's first)
     # fit_local (test images of a mean-field run, q* of the amortization gap): the learning rate falls
     # from local_lr by 3x whenever a 50-step window gains < local_tolerance nats/image, down to
@@ -125,6 +127,7 @@ _LOWER_BOUNDS = {
     ("model", "normal_scale"): (0, False),
     ("prior", "components"): (1, True),
     ("guide", "init_scale"): (0, False),
+    ("guide", "flows"): (1, True),
     ("guide", "local_steps"): (1, True),
     ("guide", "local_lr"): (0, False),
     ("guide", "local_min_lr"): (0, False),
@@ -144,6 +147,7 @@ _LOWER_BOUNDS = {
 # (section, key) -> (highest allowed value, why)
 _UPPER_BOUNDS = {
     ("train", "seed"): (2**32 - 1, "numpy's seeds are 32-bit"),
+    ("guide", "flows"): (64, "deeper stacks of flows are not what a VAE guide needs"),
 }
 
 
@@ -205,6 +209,13 @@ def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
         raise ConfigError(
             f"model.hidden must be a non-empty list of positive integers, got {value!r}; "
             "for example model.hidden=[512, 256]"
+        )
+    if (section, key) == ("guide", "flow_hidden") and not all(
+        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in value
+    ):
+        raise ConfigError(
+            f"guide.flow_hidden must be a list of positive integers (empty: the default widths), got {value!r}; "
+            "for example guide.flow_hidden=[64, 64]"
         )
     if (section, key) == ("prior", "loc") and not all(_is_number(x) for x in value):
         raise ConfigError(

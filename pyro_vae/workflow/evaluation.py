@@ -19,7 +19,7 @@ import torch
 from ..infer.evaluate import active_units, elbo_terms, importance_log_likelihood, posterior_means
 from ..infer.gaps import CONVERGED_GAIN, amortization_gap, default_check_images, is_converged
 from ..infer.local_fit import fit_local, guide_family
-from ..models.guides import Guide, MeanField, is_amortized
+from ..models.guides import Guide, MeanField, is_amortized, point
 from ..models.vae import VAE
 from .checkpoint import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
 from .config import Config, ConfigError
@@ -264,7 +264,7 @@ def inference_seconds(run: Run, x: torch.Tensor, repeats: int = 5) -> dict:
         start = time.perf_counter()
         if is_amortized(run.guide):
             with torch.no_grad():
-                run.guide.posterior(x[:1]).mean
+                point(run.guide.posterior(x[:1]))
         else:
             steps.append(fit_local(run.vae, x[:1], family=guide_family(run.guide),
                                    **run.config.guide.local_fit_options()).steps[0])

@@ -39,7 +39,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         ("train.free_bits", "prior.type", "guide.type"),
-        lambda c: _free_bits(c) and (c.prior.type != "standard" or c.guide.type == "amortized_full"),
+        lambda c: _free_bits(c) and (c.prior.type != "standard" or c.guide.type not in ("amortized", "mean_field")),
         lambda c: "train.free_bits needs a per-dimension KL: prior.type = 'standard' and a diagonal guide "
                   f"('amortized' or 'mean_field'), got prior {c.prior.type!r} and guide {c.guide.type!r}",
         ("train.free_bits=0.5", "train.objective='trace_mean_field'", "prior.type='learned'"),

@@ -1,6 +1,7 @@
+import torch
 import pytest
 
-from pyro_vae.workflow.build import (GUIDES, LIKELIHOODS, NAMES, PRIORS, build_model, check_config, check_names,
+from pyro_vae.workflow.build import (FLOWS, GUIDES, LIKELIHOODS, NAMES, PRIORS, build_model, check_config, check_names,
                                      proper_density)
 from pyro_vae.workflow.config import ConfigError, load_config
 
@@ -38,7 +39,8 @@ def test_registries_build_every_part():
         assert vae.prior().event_shape == (2,)
     for kind in GUIDES:
         _, guide = build_model(load_config(None, [f"guide.type='{kind}'"]), 10)
-        assert guide.family in ("diagonal", "full")
+        assert guide.family in (("diagonal", "full") if kind not in FLOWS else (None,))  # a flow has no local family
+        assert guide.posterior(torch.zeros(3, 784), torch.arange(3)).event_shape == (2,)
     assert set(LIKELIHOODS) == {"bernoulli", "continuous_bernoulli", "normal"}
 
 

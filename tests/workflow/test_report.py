@@ -89,6 +89,11 @@ def test_full_runs_results_are_saved_so_the_report_is_made_again_without_runs(fi
     assert row == next(line for line in with_runs.splitlines() if line.startswith("| binarized"))
     assert "numbers read from `experiments/results/binarized.json`" in without_runs
     assert "| grey | | | not run |" in without_runs
+    older = copy / "results" / "binarized.json"  # saved before guide.flows existed: the default keeps its meaning
+    saved_by_older = json.loads(older.read_text())
+    del saved_by_older["config"]["guide"]["flows"]
+    older.write_text(json.dumps(saved_by_older))
+    assert write_report(copy, tmp_path / "no_runs") == without_runs
     toml = copy / "binarized.toml"  # an edited experiment file: its saved numbers no longer stand for it
     toml.write_text(toml.read_text().replace("[train]\n", "[train]\nseed = 7\n", 1))
     assert "seed = 7" in toml.read_text()

@@ -38,3 +38,10 @@ def test_the_defaults_break_no_rule(rule):
 def test_legal_neighbours_of_the_rules_pass(overrides):
     check_rules(load_config(None, overrides))
     check_config(load_config(None, overrides))
+
+
+@pytest.mark.parametrize("guide", ["amortized_full", "iaf", "planar"])
+def test_free_bits_refuse_every_guide_without_a_per_dimension_kl(guide):
+    with pytest.raises(ConfigError, match="train.free_bits needs a per-dimension KL"):
+        check_rules(load_config(None, ["train.free_bits=0.5", "train.objective='trace_mean_field'",
+                                       f"guide.type={guide}"]))
