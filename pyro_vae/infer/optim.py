@@ -207,7 +207,11 @@ class GroupedAdam(PyroOptim):
             table.index_copy_(0, rows, table.index_select(0, rows) - step_size * m / denom)
 
     def __call__(self, params, *args, **kwargs) -> None:
-        """Step exactly ``params`` (those of this SVI step); parameters without a gradient are skipped."""
+        """Step exactly ``params`` (those of this SVI step); parameters without a gradient are skipped.
+
+        Their gradients are then released (``grad = None``, as ``zero_grad(set_to_none=True)`` does):
+        Pyro's ``zero_grads`` after the step has nothing to zero, and the next backward pass writes
+        the gradients instead of adding them to freshly allocated zeros."""
         dense, sparse = [], []
         for p in params:
             row_sparse = p in self._row_state or (p.grad is not None and p.grad.is_sparse)
@@ -218,6 +222,8 @@ class GroupedAdam(PyroOptim):
             self._dense.step()
         for p in sparse:
             self._row_step(p)
+        for p in dense + sparse:
+            p.grad = None
 
     def get_state(self) -> dict:
         """``{param_name: entry}`` (a copy; see the module docstring), including states set but not yet used."""

@@ -18,19 +18,23 @@ IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE)  # MNIST and Fashion-MNIST
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 
 
-def _mlp(widths: Sequence[int]) -> nn.Sequential:
+ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU}  # of the MLP nets
+
+
+def _mlp(widths: Sequence[int], activation: str = "relu") -> nn.Sequential:
     layers: list[nn.Module] = []
     for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]
     return nn.Sequential(*layers)
 
 
 class MLPEncoder(nn.Module):
-    """``784 -> hidden[0] -> ... -> hidden[-1]`` with ReLU; the reference is 784-512-256."""
+    """``784 -> hidden[0] -> ... -> hidden[-1]``, each layer followed by ``activation`` (one of
+    :data:`ACTIVATIONS`); the reference is 784-512-256 with ReLU."""
 
-    def __init__(self, hidden: Sequence[int] = (512, 256), in_features: int = NUM_PIXELS):
+    def __init__(self, hidden: Sequence[int] = (512, 256), in_features: int = NUM_PIXELS, activation: str = "relu"):
         super().__init__()
-        self.net = _mlp([in_features, *hidden])
+        self.net = _mlp([in_features, *hidden], activation)
         self.out_features = hidden[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -38,11 +42,13 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """``z -> hidden[-1] -> ... -> hidden[0] -> 784`` logits; the reference is z-256-512-784."""
+    """``z -> hidden[-1] -> ... -> hidden[0] -> 784`` logits (``activation`` after each hidden layer);
+    the reference is z-256-512-784 with ReLU."""
 
-    def __init__(self, z_dim: int, hidden: Sequence[int] = (512, 256), out_features: int = NUM_PIXELS):
+    def __init__(self, z_dim: int, hidden: Sequence[int] = (512, 256), out_features: int = NUM_PIXELS,
+                 activation: str = "relu"):
         super().__init__()
-        self.net = nn.Sequential(_mlp([z_dim, *reversed(hidden)]), nn.Linear(hidden[0], out_features))
+        self.net = nn.Sequential(_mlp([z_dim, *reversed(hidden)], activation), nn.Linear(hidden[0], out_features))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)  # (B, 784) logits
@@ -108,10 +114,12 @@ def glorot_init_(module: nn.Module) -> nn.Module:
 INITS = ("glorot", "torch")
 
 
-def build_networks(net: str, z_dim: int, hidden: Sequence[int]) -> tuple[nn.Module, nn.Module]:
-    """``(encoder_body, decoder)`` for ``net`` in ``{"mlp", "conv"}``."""
+def build_networks(net: str, z_dim: int, hidden: Sequence[int],
+                   activation: str = "relu") -> tuple[nn.Module, nn.Module]:
+    """``(encoder_body, decoder)`` for ``net`` in ``{"mlp", "conv"}`` (``activation``: the MLP's; the
+    conv nets are the reference's, ReLU)."""
     if net == "mlp":
-        return MLPEncoder(hidden), MLPDecoder(z_dim, hidden)
+        return MLPEncoder(hidden, activation=activation), MLPDecoder(z_dim, hidden, activation=activation)
     if net == "conv":
         return ConvEncoder(), ConvDecoder(z_dim)
     raise KeyError(net)

@@ -7,6 +7,7 @@ and learned ones parameters, so ``.to(device)`` moves them and ``pyro.module`` t
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import pyro.distributions as dist
@@ -165,3 +166,41 @@ class MixturePrior(nn.Module):
     def forward(self) -> dist.Distribution:
         components = dist.Normal(self.locs, self.log_scales.exp()).to_event(1)
         return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+
+
+class VampPrior(nn.Module):
+    """p(z) = (1/K) sum_k q(z | u_k): the guide's posterior at K learned pseudo-inputs u_k (the
+    "variational mixture of posteriors" of Tomczak & Welling 2018).
+
+    ``u_k = sigmoid(raw_k)`` keeps the pseudo-inputs in the pixel range; ``raw`` starts at draws
+    from N(logit(0.05), 0.3^2) (dark images, as MNIST's are). The guide's ``posterior`` is held as
+    a plain callable, not a submodule: the encoder's parameters belong to the guide, so Pyro
+    registers and the checkpoint saves them once, while the prior term's gradient still reaches
+    them. :meth:`attach` gives it the posterior (``build_model`` does). No closed-form KL exists
+    against it: the ELBO uses one-sample estimates.
+
+    :param num_pixels: the size of one pseudo-input (an image).
+    """
+
+    def __init__(self, z_dim: int, components: int = 500, num_pixels: int = 784, posterior=None):
+        super().__init__()
+        self.z_dim = z_dim
+        self.raw_inputs = nn.Parameter(math.log(0.05 / 0.95) + 0.3 * torch.randn(components, num_pixels))
+        self.attach(posterior)
+
+    def attach(self, posterior) -> None:
+        """Use ``posterior(x) -> q(z | x)`` (batch ``(B,)``, event ``(z_dim,)``) as the mixture's components."""
+        object.__setattr__(self, "_posterior", posterior)  # not a submodule: see the class docstring
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The K pseudo-inputs ``(K, num_pixels)`` in [0, 1]."""
+        return torch.sigmoid(self.raw_inputs)
+
+    def forward(self) -> dist.Distribution:
+        if self._posterior is None:
+            raise RuntimeError("this VampPrior has no posterior to mix: attach a guide's posterior first "
+                               "(prior.attach(guide.posterior), as build_model does)")
+        components = self._posterior(self.pseudo_inputs)  # batch (K,), event (z_dim,)
+        weights = self.raw_inputs.new_zeros(self.raw_inputs.shape[0])  # uniform
+        return dist.MixtureSameFamily(dist.Categorical(logits=weights), components)

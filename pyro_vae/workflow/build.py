@@ -20,9 +20,9 @@ import torch
 from ..infer.objectives import ELBOS, IWAE, FreeBitsELBO
 from ..models.guides import AmortizedFlow, AmortizedFullNormal, AmortizedNormal, Guide, MeanField
 from ..models.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood
-from ..models.nets import INITS, NETS, NUM_PIXELS, build_networks, glorot_init_, network_size
-from ..models.priors import (CorrelatedPrior, LearnedPrior, MixturePrior, StandardNormalPrior, check_covariance,
-                             equicorrelation)
+from ..models.nets import ACTIVATIONS, INITS, NETS, NUM_PIXELS, build_networks, glorot_init_, network_size
+from ..models.priors import (CorrelatedPrior, LearnedPrior, MixturePrior, StandardNormalPrior, VampPrior,
+                             check_covariance, equicorrelation)
 from ..models.vae import VAE
 from .config import Config, ConfigError
 from .data import DATASETS, PIXEL_MODES
@@ -40,6 +40,7 @@ PRIORS = {
     "correlated": _correlated_prior,
     "learned": lambda c: LearnedPrior(c.model.z_dim),
     "mixture": lambda c: MixturePrior(c.model.z_dim, c.prior.components),
+    "vamp": lambda c: VampPrior(c.model.z_dim, c.prior.components, NUM_PIXELS),  # the guide attached in build_model
 }
 FLOWS = {  # (z_dim, context features, hidden widths) -> a conditional flow on the encoder's features
     "iaf": lambda z, context, hidden: T.conditional_affine_autoregressive(z, context, hidden_dims=hidden),
@@ -78,6 +79,7 @@ NAMES = {
     "data.pixels": (PIXEL_MODES, "modes"),
     "train.device": (DEVICES, "devices"),
     "model.net": (NETS, "nets"),
+    "model.activation": (tuple(ACTIVATIONS), "activations"),
     "model.init": (INITS, "inits"),
     "model.likelihood": (tuple(LIKELIHOODS), "likelihoods"),
     "prior.type": (tuple(PRIORS), "priors"),
@@ -164,7 +166,8 @@ def _memory_needed(config: Config, num_data: int) -> int:
         widths = [z + features, *flow_hidden(config), 2 * z + 1]
         parameters += config.guide.flows * sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
     parameters += {"correlated": z + z * z, "learned": z + z * z,
-                   "mixture": config.prior.components * (1 + 2 * z)}.get(config.prior.type, 2 * z)
+                   "mixture": config.prior.components * (1 + 2 * z),
+                   "vamp": config.prior.components * NUM_PIXELS}.get(config.prior.type, 2 * z)
     particles = t.num_particles if t.objective == "iwae" else 1  # IWAE draws its K samples at once
     batch = max(min(t.batch_size, num_data) * particles, min(t.eval_batch_size, 10_000))
     per_image = 4 * NUM_PIXELS + 2 * (sum(m.hidden) if m.net == "mlp" else 20_000) + (z * z if full else 4 * z)
@@ -219,11 +222,13 @@ def build_model(config: Config, num_data: int) -> tuple[VAE, Guide]:
     check_names(config)
     check_size(config, num_data)
     m = config.model
-    encoder, decoder = build_networks(m.net, m.z_dim, m.hidden)
+    encoder, decoder = build_networks(m.net, m.z_dim, m.hidden, m.activation)
     with config_keys():
         prior = PRIORS[config.prior.type](config)
         vae = VAE(prior, decoder, LIKELIHOODS[m.likelihood](config), num_data)
         guide = GUIDES[config.guide.type](config, encoder, num_data)
+    if isinstance(prior, VampPrior):
+        prior.attach(guide.posterior)
     if m.init == "glorot":
         glorot_init_(decoder)
         glorot_init_(guide)

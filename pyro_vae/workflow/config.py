@@ -38,6 +38,7 @@ class ModelConfig:
     net: str = "mlp"  # mlp | conv
     z_dim: int = 2
     hidden: list = field(default_factory=lambda: [512, 256])  # MLP encoder widths
+    activation: str = "relu"  # of the MLP nets: relu | softplus | tanh | elu
     likelihood: str = "bernoulli"  # bernoulli | continuous_bernoulli | normal
     normal_scale: float = 0.1  # normal likelihood: standard deviation (start value if learned)
     learn_scale: bool = False  # normal likelihood: learn the standard deviation
@@ -46,10 +47,10 @@ class ModelConfig:
 
 @dataclass
 class PriorConfig:
-    type: str = "standard"  # standard | correlated | learned | mixture
+    type: str = "standard"  # standard | correlated | learned | mixture | vamp
     loc: list = field(default_factory=list)  # correlated prior mean; [] = zeros
     covariance: list = field(default_factory=list)  # correlated prior; [] = unit variances, correlation 0.8
-    components: int = 10  # mixture prior
+    components: int = 10  # mixture prior: Gaussians; vamp prior: pseudo-inputs (Tomczak & Welling used 500)
 
 
 @dataclass

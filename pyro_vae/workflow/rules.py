@@ -31,6 +31,20 @@ def _free_bits(c: Config) -> bool:
 
 RULES: tuple[Rule, ...] = (
     Rule(
+        ("model.activation", "model.net"),
+        lambda c: c.model.activation != "relu" and c.model.net != "mlp",
+        lambda c: f"model.activation = {c.model.activation!r} sets the MLP nets' activation, but model.net = "
+                  f"{c.model.net!r} is the reference's ReLU conv net; use model.net = 'mlp' or activation 'relu'",
+        ("model.activation='tanh'", "model.net='conv'"),
+    ),
+    Rule(
+        ("prior.type", "guide.type"),
+        lambda c: c.prior.type == "vamp" and c.guide.type not in ("amortized", "amortized_full"),
+        lambda c: "prior.type = 'vamp' mixes the guide's Gaussian posteriors at its pseudo-inputs, so it needs an "
+                  f"encoder with a Gaussian q: guide.type 'amortized' or 'amortized_full', got {c.guide.type!r}",
+        ("prior.type='vamp'", "guide.type='mean_field'"),
+    ),
+    Rule(
         ("train.free_bits", "train.objective"),
         lambda c: _free_bits(c) and c.train.objective != "trace_mean_field",
         lambda c: "train.free_bits needs train.objective = 'trace_mean_field' (analytic KL per dimension), "

@@ -299,3 +299,18 @@ def test_unusable_states_are_refused_in_one_line(name):
         with pytest.raises(ValueError, match=match) as error:
             check(state)
         assert "\n" not in str(error.value)
+
+
+def test_a_step_releases_the_gradients_it_used(tiny_data):
+    """After the step the gradients are None (not zeroed copies): the next backward writes them afresh."""
+    import pyro
+    from pyro.infer import SVI, Trace_ELBO
+
+    from pyro_vae.workflow.build import build_model
+
+    from ..helpers import tiny_config
+
+    pyro.clear_param_store()
+    vae, guide = build_model(tiny_config(), len(tiny_data))
+    SVI(vae.model, guide, adam(1e-3), Trace_ELBO()).step(tiny_data.images[:8])
+    assert all(p.grad is None for p in [*vae.parameters(), *guide.parameters()])

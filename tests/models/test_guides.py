@@ -130,6 +130,7 @@ def test_a_flow_posterior_is_a_normalised_density(kind):
     assert torch.allclose(estimate, exact, atol=0.05)
 
 
+@pytest.mark.slow
 def test_an_iaf_guide_closes_the_gap_a_diagonal_one_leaves_on_a_correlated_posterior():
     """x = W z + b + 0.5 eps with nearly parallel columns of W: the posterior is a Gaussian with
     correlation near -1. The best diagonal Gaussian stays -log(1 - rho^2) / 2 (0.84 nats here) below

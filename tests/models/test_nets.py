@@ -60,3 +60,17 @@ def test_glorot_init_matches_keras_defaults():
     assert all((m.bias == 0).all() for m in vae.decoder.modules() if hasattr(m, "bias") and m.bias is not None)
     torch_default = build_model(load_config(None, ["model.net=conv", "model.init=torch"]), 10)[1]
     assert torch_default.encoder.net[6].weight.abs().max() <= 1 / 3136**0.5  # PyTorch's smaller bound
+
+
+@pytest.mark.parametrize("activation", ["relu", "softplus", "tanh", "elu"])
+def test_the_mlp_nets_use_the_activation_named(activation):
+    from pyro_vae.models.nets import ACTIVATIONS, build_networks
+
+    torch.manual_seed(0)
+    encoder, decoder = build_networks("mlp", 2, [16, 8], activation)
+    kinds = {type(m) for net in (encoder, decoder) for m in net.modules() if type(m) in ACTIVATIONS.values()}
+    assert kinds == {ACTIVATIONS[activation]}
+    x = torch.linspace(-2, 2, 784).repeat(3, 1)
+    h = encoder(x)
+    assert h.shape == (3, 8) and (h.min() < 0) == (activation in ("tanh", "elu"))  # relu and softplus are >= 0
+    assert decoder(torch.randn(3, 2)).shape == (3, 784)

@@ -5,16 +5,20 @@ from torch.distributions import kl_divergence as torch_kl
 import pyro.distributions as dist
 from pyro.distributions.kl import kl_divergence
 
-from pyro_vae.models.priors import CorrelatedPrior, LearnedPrior, check_covariance
+from pyro_vae.models.priors import CorrelatedPrior, LearnedPrior, VampPrior, check_covariance
 from pyro_vae.workflow.build import PRIORS
 from pyro_vae.workflow.config import Config
 
 
 def build_prior(kind: str, z_dim: int, covariance=(), components: int = 10):
-    """The prior the config registry builds for ``kind`` (what a run gets)."""
+    """The prior the config registry builds for ``kind`` (what a run gets); a VampPrior gets a toy
+    posterior q(z | u) = N(u[:z_dim] - 0.5, 0.5^2 I) to mix (build_model attaches the guide's)."""
     config = Config()
     config.model.z_dim, config.prior.covariance, config.prior.components = z_dim, list(covariance), components
-    return PRIORS[kind](config)
+    prior = PRIORS[kind](config)
+    if isinstance(prior, VampPrior):
+        prior.attach(lambda u: dist.Normal(u[:, :z_dim] - 0.5, 0.5).to_event(1))
+    return prior
 
 
 @pytest.mark.parametrize("kind", PRIORS)
@@ -138,3 +142,16 @@ def test_kl_diag_normal_vs_standard_normal_closed_form():
     q = dist.Normal(loc, scale).to_event(1)
     closed = 0.5 * (scale**2 + loc**2 - 1 - 2 * scale.log()).sum()
     assert torch.allclose(kl_divergence(q, build_prior("standard", 3)()), closed, atol=1e-6)
+
+
+def test_vamp_prior_is_the_mean_of_the_posteriors_at_its_pseudo_inputs():
+    prior = build_prior("vamp", 3, components=5)
+    u = prior.pseudo_inputs
+    assert u.shape == (5, 784) and 0 < u.min() and u.max() < 1
+    z = torch.randn(4, 3)
+    per_input = dist.Normal(u[:, :3] - 0.5, 0.5).to_event(1).log_prob(z.unsqueeze(1))  # (4, 5)
+    expected = torch.logsumexp(per_input, 1) - torch.log(torch.tensor(5.0))
+    assert torch.allclose(prior().log_prob(z), expected, atol=1e-5)
+    assert prior().log_prob(z).requires_grad  # the pseudo-inputs are learned through it
+    with pytest.raises(RuntimeError, match="attach a guide's posterior"):
+        VampPrior(3, 5)()

@@ -54,3 +54,26 @@ def test_proper_density_is_the_likelihood_s_own_convention(overrides, proper):
     assert proper_density(config) is proper
     vae, _ = build_model(config, 10)
     assert (vae.likelihood.convention == "log_likelihood") is proper
+
+
+def test_the_vamp_prior_shares_the_guides_encoder_which_one_step_moves_once():
+    import pyro
+    from pyro.infer import SVI, Trace_ELBO
+
+    from pyro_vae.infer.optim import adam
+
+    pyro.clear_param_store()
+    config = load_config(None, ["prior.type='vamp'", "prior.components=4", "model.hidden=[16]"])
+    vae, guide = build_model(config, 8)
+    assert not any(name.startswith("prior.") and "encoder" in name for name in vae.state_dict())  # saved once
+    x = torch.bernoulli(torch.full((8, 784), 0.3))
+    encoder_weight = guide.encoder.net[0].weight
+    z = torch.randn(5, 2)
+    (grad,) = torch.autograd.grad(vae.prior().log_prob(z).sum(), encoder_weight)
+    assert grad.abs().sum() > 0  # the prior term reaches the encoder
+    before = encoder_weight.detach().clone()
+    SVI(vae.model, guide, adam(1e-3), Trace_ELBO()).step(x)
+    names = [name for name, value in pyro.get_param_store().named_parameters() if value is encoder_weight]
+    assert len(names) == 1  # registered by the guide only
+    moved = (encoder_weight.detach() - before).abs()
+    assert 0 < moved.max() <= 1e-3 * 1.001  # Adam's first step moves a parameter by at most lr: stepped once

@@ -175,8 +175,8 @@ def test_snapshot_and_final_metrics_reuse_the_epochs_test_evaluation_exactly(tmp
 def test_training_flushes_subnormal_floats(tmp_path, tiny_data):
     from pyro_vae.workflow.training import Trainer
 
+    torch.set_flush_denormal(False)  # (an earlier test's training may have set it)
     subnormal = torch.tensor([1e-39])  # below float32's smallest normal, 1.2e-38
-    torch.set_flush_denormal(False)
     assert (subnormal * 1.0).item() > 0
     Trainer(tiny_config(), tmp_path / "r", tiny_data, tiny_data, progress=False, log=lambda line: None).start()
     assert (subnormal * 1.0).item() == 0.0  # slow subnormal arithmetic is off for the run
