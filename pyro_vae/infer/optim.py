@@ -106,6 +106,7 @@ class GroupedAdam(PyroOptim):
     def __init__(self, lr: float, local_lr: float | None = None, betas=(0.9, 0.999), eps: float = 1e-8):
         super().__init__(torch.optim.Adam, {"lr": lr, "betas": betas, "eps": eps})
         self.lr, self.local_lr = lr, lr if local_lr is None else local_lr
+        self.lr_factor = 1.0  # the schedule's multiple of both rates (set_lr_factor)
         self.betas, self.eps = betas, eps
         self._dense: torch.optim.Adam | None = None  # over the dense params of the last step
         self._dense_key: frozenset = frozenset()
@@ -149,7 +150,8 @@ class GroupedAdam(PyroOptim):
         """One torch Adam over ``params`` (sorted by name), sharing each parameter's state dict."""
         params = sorted(params, key=lambda p: self._name(p) or "")
         fused = all(p.dtype in _FUSED_DTYPES for p in params) and len({p.device for p in params}) == 1
-        self._dense = torch.optim.Adam(params, lr=self.lr, betas=self.betas, eps=self.eps, fused=fused)
+        self._dense = torch.optim.Adam(params, lr=self.lr * self.lr_factor, betas=self.betas, eps=self.eps,
+                                       fused=fused)
         for p in params:
             state = self._dense_state.get(p)
             if state is None:
@@ -200,7 +202,7 @@ class GroupedAdam(PyroOptim):
         state["exp_avg_sq"].index_copy_(0, rows, v)
         shape = (-1,) + (1,) * (g.dim() - 1)
         t = t.to(torch.float64)
-        step_size = (self.local_lr / (1 - beta1**t)).to(table.dtype).view(shape)
+        step_size = (self.local_lr * self.lr_factor / (1 - beta1**t)).to(table.dtype).view(shape)
         bias_correction2_sqrt = (1 - beta2**t).sqrt().to(table.dtype).view(shape)
         denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
         with torch.no_grad():
@@ -225,6 +227,13 @@ class GroupedAdam(PyroOptim):
         for p in dense + sparse:
             p.grad = None
 
+    def set_lr_factor(self, factor: float) -> None:
+        """Step with ``factor`` times ``lr`` and ``local_lr`` from now on (a learning-rate schedule)."""
+        self.lr_factor = factor
+        if self._dense is not None:
+            for group in self._dense.param_groups:
+                group["lr"] = self.lr * factor
+
     def get_state(self) -> dict:
         """``{param_name: entry}`` (a copy; see the module docstring), including states set but not yet used."""
         state = _copy(self._pending)
@@ -246,6 +255,31 @@ class GroupedAdam(PyroOptim):
                 del live[p]
         self._dense, self._dense_key = None, frozenset()  # rebuilt at the next step, taking the new states
         self._pending.update(state)
+
+
+LR_SCHEDULES = ("constant", "burda", "exponential")
+BURDA_STAGES = 8  # i = 0..7: 3^i epochs at 10^(-i/7), 3,280 epochs in all (Burda et al. 2015)
+
+
+def lr_factor(schedule: str, epoch: int, decay: float = 1.0) -> float:
+    """The learning rate of ``epoch`` (1-based) as a multiple of the configured rate; a function of the
+    epoch alone, so a resumed run steps with the rates an uninterrupted one did.
+
+    ``constant``: 1. ``exponential``: ``decay^(epoch - 1)``. ``burda``: stage i lasts 3^i epochs at
+    ``10^(-i/7)`` (epoch 1 at 1, epochs 2-4 at 10^(-1/7), 5-13 at 10^(-2/7), ...); after the last
+    stage's 2,187 epochs (epoch 3,280) the rate stays at its 10^(-1).
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "exponential":
+        return decay ** (epoch - 1)
+    if schedule == "burda":
+        stage, end = 0, 1
+        while epoch > end and stage < BURDA_STAGES - 1:
+            stage += 1
+            end += 3**stage
+        return 10 ** (-stage / (BURDA_STAGES - 1))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; valid schedules: {', '.join(LR_SCHEDULES)}")
 
 
 def adam(lr: float, local_lr: float | None = None) -> GroupedAdam:

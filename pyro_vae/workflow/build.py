@@ -18,6 +18,7 @@ import pyro.distributions.transforms as T
 import torch
 
 from ..infer.objectives import ELBOS, IWAE, FreeBitsELBO
+from ..infer.optim import LR_SCHEDULES
 from ..models.guides import AmortizedFlow, AmortizedFullNormal, AmortizedNormal, Guide, MeanField
 from ..models.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood
 from ..models.nets import ACTIVATIONS, INITS, NETS, NUM_PIXELS, build_networks, glorot_init_, network_size
@@ -85,6 +86,7 @@ NAMES = {
     "prior.type": (tuple(PRIORS), "priors"),
     "guide.type": (tuple(GUIDES), "guides"),
     "train.objective": (OBJECTIVES, "objectives"),
+    "train.lr_schedule": (LR_SCHEDULES, "schedules"),
 }
 # a part's argument name -> the config key that sets it
 ARGUMENT_KEYS = {"covariance": "prior.covariance", "loc": "prior.loc", "z_dim": "model.z_dim",

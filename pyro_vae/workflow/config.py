@@ -80,6 +80,8 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | burda (3^i epochs at 10^(-i/7)) | exponential (lr_decay per epoch)
+    lr_decay: float = 0.95  # exponential schedule: the rate's factor from one epoch to the next
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | auto
     objective: str = "trace"  # trace | trace_mean_field | jit_trace | jit_trace_mean_field | iwae
@@ -137,6 +139,7 @@ _LOWER_BOUNDS = {
     ("train", "epochs"): (1, True),
     ("train", "batch_size"): (1, True),
     ("train", "lr"): (0, False),
+    ("train", "lr_decay"): (0, False),
     ("train", "seed"): (0, True),
     ("train", "num_particles"): (1, True),
     ("train", "beta"): (0, True),
@@ -149,6 +152,7 @@ _LOWER_BOUNDS = {
 _UPPER_BOUNDS = {
     ("train", "seed"): (2**32 - 1, "numpy's seeds are 32-bit"),
     ("guide", "flows"): (64, "deeper stacks of flows are not what a VAE guide needs"),
+    ("train", "lr_decay"): (1, "a factor above 1 would raise the rate every epoch"),
 }
 
 

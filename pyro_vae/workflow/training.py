@@ -17,7 +17,7 @@ import torch
 from pyro.infer import SVI
 
 from ..infer.objectives import KLWeight, kl_weighted
-from ..infer.optim import adam
+from ..infer.optim import adam, lr_factor
 from ..models.guides import is_amortized
 from .build import build_model, build_objective, check_config, resolve_device
 from .checkpoint import (CheckpointError, check_entries, check_weights, load_checkpoint, read_json, save_checkpoint,
@@ -200,11 +200,11 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------
     def hooks(self, progress: ProgressBar, ctrl_c: CtrlC) -> list[Hook]:
-        """What runs around the SVI steps, in order: KL schedule, finite-loss check, progress, Ctrl-C;
-        at each epoch's end the record, test evaluation, snapshot, checkpoint and log line; at the end the
-        figures (after :meth:`finish` wrote the final metrics)."""
-        return [_KLSchedule(self), FiniteLoss(), progress, ctrl_c, _EpochRecord(self), _TestEvaluation(self),
-                _Snapshot(self), _Checkpoint(self), _LogLine(self), _Figures(self)]
+        """What runs around the SVI steps, in order: learning-rate and KL schedules, finite-loss check,
+        progress, Ctrl-C; at each epoch's end the record, test evaluation, snapshot, checkpoint and log
+        line; at the end the figures (after :meth:`finish` wrote the final metrics)."""
+        return [_LRSchedule(self), _KLSchedule(self), FiniteLoss(), progress, ctrl_c, _EpochRecord(self),
+                _TestEvaluation(self), _Snapshot(self), _Checkpoint(self), _LogLine(self), _Figures(self)]
 
     def run(self) -> Path:
         """Train the remaining epochs, then :meth:`finish` (metrics and figures)."""
@@ -298,6 +298,17 @@ def take_snapshot(vae, guide, data: ImageData, config: Config, device, codes: to
     return snapshot
 
 
+class _LRSchedule(Hook):
+    """Set the epoch's learning rate (:func:`~pyro_vae.infer.optim.lr_factor` of its number) before its first step."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def epoch_started(self, epoch):
+        t = self.trainer.config.train
+        self.trainer.optimizer.set_lr_factor(lr_factor(t.lr_schedule, epoch.number, t.lr_decay))
+
+
 class _KLSchedule(Hook):
     """Set the KL weight beta_t for the coming step (t counts steps over the whole run)."""
 
@@ -322,7 +333,8 @@ class _EpochRecord(Hook):
         seconds = epoch.seconds()
         t.seconds += seconds
         t.epoch, t.position = epoch.number, None
-        t.history.append({"epoch": epoch.number, "train_loss": epoch.loss, "seconds": seconds})
+        t.history.append({"epoch": epoch.number, "train_loss": epoch.loss, "seconds": seconds,
+                          "lr": t.optimizer.lr * t.optimizer.lr_factor})
         t.vae.eval(), t.guide.eval()
 
 

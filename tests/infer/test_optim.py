@@ -314,3 +314,33 @@ def test_a_step_releases_the_gradients_it_used(tiny_data):
     vae, guide = build_model(tiny_config(), len(tiny_data))
     SVI(vae.model, guide, adam(1e-3), Trace_ELBO()).step(tiny_data.images[:8])
     assert all(p.grad is None for p in [*vae.parameters(), *guide.parameters()])
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_the_lr_factor_scales_the_step_of_dense_parameters_and_table_rows(dense):
+    """Adam's first step moves a parameter by lr (its gradient's sign times lr): with the factor, by lr * factor."""
+    pyro.clear_param_store()
+    optimizer = adam(0.1, local_lr=0.2)
+    optimizer.set_lr_factor(0.25)
+    if dense:
+        p = pyro.param("w", torch.zeros(3))
+        p.grad = torch.tensor([1.0, -2.0, 3.0])
+        expected = torch.tensor([-0.025, 0.025, -0.025])
+    else:
+        p = pyro.param("table", torch.zeros(4, 2))
+        p.grad = torch.sparse_coo_tensor(torch.tensor([[1]]), torch.tensor([[1.0, -1.0]]), (4, 2))
+        expected = torch.tensor([[0.0, 0.0], [-0.05, 0.05], [0.0, 0.0], [0.0, 0.0]])
+    optimizer([p])
+    assert torch.allclose(p.detach(), expected, atol=1e-6)
+
+
+def test_lr_schedules():
+    from pyro_vae.infer.optim import lr_factor
+
+    assert [lr_factor("constant", e) for e in (1, 50)] == [1.0, 1.0]
+    assert [lr_factor("exponential", e, 0.5) for e in (1, 2, 4)] == [1.0, 0.5, 0.125]
+    stages = [1, 2, 4, 5, 13, 14, 40, 41, 1093, 1094, 3280, 5000]  # Burda et al.: 3^i epochs at 10^(-i/7)
+    expected = [0, 1, 1, 2, 2, 3, 3, 4, 6, 7, 7, 7]
+    assert [lr_factor("burda", e) for e in stages] == pytest.approx([10 ** (-i / 7) for i in expected])
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'cosine'"):
+        lr_factor("cosine", 1)

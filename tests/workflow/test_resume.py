@@ -30,6 +30,7 @@ def _config(guide="amortized", epochs=3):
     config.data.train_size, config.data.test_size = 3000, 300
     config.model.hidden = [256]
     config.train.epochs, config.train.batch_size, config.train.lr = epochs, 50, 3e-3
+    config.train.lr_schedule, config.train.lr_decay = "exponential", 0.5  # a resumed epoch must get its own rate
     config.guide.local_steps = 10
     if guide == "amortized":
         config.train.snapshot_epochs = [0, 2, 3]  # recorded in the checkpoint, compared below too

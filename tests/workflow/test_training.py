@@ -43,10 +43,13 @@ def test_same_seed_same_history_and_weights(tmp_path, data_dir):
 
 
 def test_history_and_metrics_agree(tmp_path, data_dir):
-    run = train(_small(), tmp_path / "r", data_dir, progress=False, log=lambda line: None)
+    config = _small()
+    config.train.lr_schedule, config.train.lr_decay = "exponential", 0.5
+    run = train(config, tmp_path / "r", data_dir, progress=False, log=lambda line: None)
     history = json.loads((run / "history.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2]
+    assert [r["lr"] for r in history] == [config.train.lr, config.train.lr / 2]  # the rate each epoch stepped with
     assert metrics["test_loss"] == pytest.approx(history[-1]["test_loss"])  # evaluation is seeded
     assert metrics["test_convention"] == "bce" and metrics["test_kl_estimator"] == "analytic"
 
