@@ -16,6 +16,7 @@ from torch import nn
 IMAGE_SIZE = 28
 IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE)  # MNIST and Fashion-MNIST
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+UNLABELLED = -1  # the label of an image without one (binarized MNIST)
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU}  # of the MLP nets

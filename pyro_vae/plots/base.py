@@ -14,7 +14,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from ..models.nets import IMAGE_SHAPE
+from ..models.nets import IMAGE_SHAPE, UNLABELLED
 from ..models.vae import VAE
 
 H, W = IMAGE_SHAPE
@@ -26,8 +26,17 @@ def _digit_mappable() -> ScalarMappable:
     return ScalarMappable(Normalize(DIGIT_COLOURS["vmin"], DIGIT_COLOURS["vmax"]), DIGIT_COLOURS["cmap"])
 
 
+UNLABELLED_COLOUR = "0.45"  # grey: points of images without a label
+
+
+def has_labels(labels: np.ndarray) -> bool:
+    """Whether any point has a digit label (binarized MNIST has none: every label is ``UNLABELLED``)."""
+    return bool((np.asarray(labels) != UNLABELLED).any())
+
+
 def scatter_digits(ax, x: np.ndarray, y: np.ndarray, labels: np.ndarray, size: float, alpha: float) -> None:
-    """Points coloured by digit (the :data:`DIGIT_COLOURS`), ``size`` in points^2 as in ``Axes.scatter``.
+    """Points coloured by digit (the :data:`DIGIT_COLOURS`; unlabelled ones grey), ``size`` in points^2
+    as in ``Axes.scatter``.
 
     Drawn as one marker line per digit (digits in order 0..9): Agg stamps a marker it has rasterized
     once, faster than a scatter's per-point paths for the 10,000 test codes."""
@@ -35,11 +44,15 @@ def scatter_digits(ax, x: np.ndarray, y: np.ndarray, labels: np.ndarray, size: f
     for digit in np.unique(labels):
         chosen = labels == digit
         ax.plot(x[chosen], y[chosen], linestyle="", marker="o", markersize=size ** 0.5, markeredgewidth=0,
-                color=colour(digit), alpha=alpha)
+                color=UNLABELLED_COLOUR if digit == UNLABELLED else colour(digit), alpha=alpha)
 
 
-def digit_colorbar(fig: Figure, ax, **kwargs):
-    """A colour bar of the ten digit colours, ticks 0..9."""
+def digit_colorbar(fig: Figure, ax, labels: np.ndarray, **kwargs):
+    """A colour bar of the ten digit colours, ticks 0..9; for points without labels, a note instead."""
+    if not has_labels(labels):
+        fig.text(0.99, 0.01, "no labels: points not coloured by digit", ha="right", va="bottom", fontsize=8,
+                 color=UNLABELLED_COLOUR)
+        return None
     return fig.colorbar(_digit_mappable(), ax=ax, ticks=range(10), label="digit", **kwargs)
 
 

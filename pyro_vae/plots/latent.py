@@ -9,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..models.vae import VAE
-from .base import decode_grid, digit_colorbar, image_grid, model_device, scatter_digits
+from .base import decode_grid, digit_colorbar, has_labels, image_grid, model_device, scatter_digits
 
 
 def prior_contours(ax, vae: VAE, xlim, ylim) -> None:
@@ -34,10 +34,11 @@ def plot_latent_scatter(codes: torch.Tensor, labels: torch.Tensor, vae: VAE) -> 
     lo = np.minimum(codes.min(0), -3.5)
     hi = np.maximum(codes.max(0), 3.5)
     prior_contours(ax, vae, (lo[0], hi[0]), (lo[1], hi[1]))
-    digit_colorbar(fig, ax)
+    digit_colorbar(fig, ax, labels)
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
-    ax.set_title("Test-set posterior means by digit\n(black: prior density contours at 1, 2, 3 sd)")
+    by = " by digit" if has_labels(labels) else ""
+    ax.set_title(f"Test-set posterior means{by}\n(black: prior density contours at 1, 2, 3 sd)")
     ax.set_aspect("equal", adjustable="datalim")
     return fig
 

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from mpl_toolkits import mplot3d  # noqa: F401  (registers the "3d" projection)
 
 from ..models.vae import VAE
-from .base import DIGIT_COLOURS, decode_grid, digit_colorbar, image_grid, scatter_digits
+from .base import (DIGIT_COLOURS, UNLABELLED_COLOUR, decode_grid, digit_colorbar, has_labels, image_grid,
+                   scatter_digits)
 
 
 def plot_latent_3d(codes: torch.Tensor, labels: torch.Tensor) -> Figure:
@@ -18,13 +19,14 @@ def plot_latent_3d(codes: torch.Tensor, labels: torch.Tensor) -> Figure:
     codes, labels = codes.detach().cpu().numpy(), labels.detach().cpu().numpy()
     fig = Figure(figsize=(8, 7))
     ax = fig.add_subplot(projection="3d")
-    points = ax.scatter(codes[:, 0], codes[:, 1], codes[:, 2], c=labels, s=2, alpha=0.6, **DIGIT_COLOURS)
+    colours = {"c": labels, **DIGIT_COLOURS} if has_labels(labels) else {"c": UNLABELLED_COLOUR}
+    ax.scatter(codes[:, 0], codes[:, 1], codes[:, 2], s=2, alpha=0.6, **colours)
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     ax.set_zlabel("z[2]")
     ax.view_init(elev=20, azim=-60)
-    fig.colorbar(points, ax=ax, ticks=range(10), label="digit", shrink=0.7)
-    ax.set_title("Test-set posterior means by digit (3-D latent)")
+    digit_colorbar(fig, ax, labels, shrink=0.7)
+    ax.set_title(f"Test-set posterior means{' by digit' if has_labels(labels) else ''} (3-D latent)")
     return fig
 
 
@@ -39,7 +41,7 @@ def plot_latent_projections(codes: torch.Tensor, labels: torch.Tensor) -> Figure
         ax.set_ylabel(f"z[{j}]")
         ax.set_aspect("equal", adjustable="datalim")
         ax.set_title(f"z[{i}] vs z[{j}]")
-    digit_colorbar(fig, axes)
+    digit_colorbar(fig, axes, labels)
     fig.suptitle("Pairwise projections of the test posterior means")
     return fig
 

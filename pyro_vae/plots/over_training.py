@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .base import H, image_grid, scatter_digits
+from .base import H, has_labels, image_grid, scatter_digits
 
 GIF_SIZE, GIF_DPI = (5, 5), 80  # 400 x 400 pixels a frame
 
@@ -83,9 +83,10 @@ def plot_posterior_frames(snapshots: dict, labels: torch.Tensor) -> Figure:
         _draw_frame(ax, snapshots[epoch]["codes"], labels, epoch, limits)
     for ax in list(axes.flat)[len(epochs):]:
         ax.axis("off")
-    colours = matplotlib.colormaps["tab10"]
-    handles = [Line2D([], [], marker="o", linestyle="", color=colours(d), label=str(d)) for d in range(10)]
-    fig.legend(handles=handles, title="digit", loc="center right")
+    if has_labels(labels):
+        colours = matplotlib.colormaps["tab10"]
+        handles = [Line2D([], [], marker="o", linestyle="", color=colours(d), label=str(d)) for d in range(10)]
+        fig.legend(handles=handles, title="digit", loc="center right")
     what = "Test-set" if _split(snapshots) == "test" else "Training-image"
     fig.suptitle(f"{what} posterior means E_q[z|x] during training")
     fig.tight_layout(rect=(0, 0, 0.93, 1))

@@ -26,7 +26,7 @@ from ..models.priors import (CorrelatedPrior, LearnedPrior, MixturePrior, Standa
                              check_covariance, equicorrelation)
 from ..models.vae import VAE
 from .config import Config, ConfigError
-from .data import DATASETS, PIXEL_MODES
+from .data import BINARIZED, DATASETS, PIXEL_MODES
 from .rules import check_rules
 
 
@@ -67,7 +67,8 @@ GUIDES = {  # (config, encoder body, number of training images) -> guide
     **{name: _flow_guide for name in FLOWS},
 }
 LIKELIHOODS = {
-    "bernoulli": lambda c: BernoulliLikelihood(grey_values=c.data.pixels == "grayscale"),
+    "bernoulli": lambda c: BernoulliLikelihood(grey_values=c.data.pixels == "grayscale"
+                                               and c.data.dataset != BINARIZED),  # its images are 0 or 1
     "continuous_bernoulli": lambda c: ContinuousBernoulliLikelihood(),
     "normal": lambda c: NormalLikelihood(c.model.normal_scale, c.model.learn_scale),
 }

@@ -23,11 +23,15 @@ from typing import Iterator
 
 import torch
 
-from ..models.nets import IMAGE_SHAPE
+from ..models.nets import IMAGE_SHAPE, NUM_PIXELS, UNLABELLED
 from .config import Config
 
 DATA_ENV = "PYRO_VAE_DATA"
-DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # folder names (and torchvision classes, for download)
+IDX_DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # folder names (and torchvision classes)
+BINARIZED = "binarized_mnist"  # Larochelle's fixed binarization of MNIST: .amat text files, no labels
+BINARIZED_FOLDER = "BinarizedMNIST"
+AMAT_FILES = {True: "binarized_mnist_train.amat", False: "binarized_mnist_test.amat"}  # 50,000 and 10,000 images
+DATASETS = (*IDX_DATASETS, BINARIZED)
 PIXEL_MODES = ("grayscale", "dynamic", "threshold")
 
 
@@ -65,6 +69,42 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=IDX_DTYPES[data[2]], offset=offset).reshape(shape)
 
 
+def read_amat(path: str | os.PathLike) -> torch.Tensor:
+    """A ``.amat`` file of binary images (Larochelle's binarized MNIST, optionally gzipped) as a uint8
+    tensor ``(N, 784)``: one image a line, its 784 pixels written as ``0`` or ``1`` separated by spaces."""
+    path = Path(path)
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    lines = data.strip().count(b"\n") + 1 if data.strip() else 0
+    digits = data.translate(None, b" \t\r\n")
+    if digits.strip(b"01"):
+        raise ValueError("holds characters other than 0, 1 and white space")
+    if len(digits) != lines * NUM_PIXELS:
+        raise ValueError(f"{len(digits)} pixels on {lines} lines, not {NUM_PIXELS} a line")
+    return (torch.frombuffer(bytearray(digits), dtype=torch.uint8) - ord("0")).reshape(lines, NUM_PIXELS)
+
+
+def _load_binarized(train: bool, root: Path, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Larochelle's binarized MNIST split from ``<root>/BinarizedMNIST``; labels :data:`UNLABELLED`."""
+    folder = root / BINARIZED_FOLDER
+    path = _find(folder, AMAT_FILES[train])
+    if path is None:
+        raise DataError(
+            f"{BINARIZED} file {AMAT_FILES[train]}(.gz) not found in {folder}; put "
+            f"{', '.join(AMAT_FILES.values())} (or .gz) there, or point --data-dir or ${DATA_ENV} at a "
+            f"folder holding {BINARIZED_FOLDER}/"
+        )
+    try:
+        images = read_amat(path)
+    except (OSError, ValueError, EOFError, zlib.error) as err:
+        raise DataError(f"{BINARIZED} file {path} could not be read as .amat images ({err}); replace it with "
+                        f"the official {path.name}") from None
+    if limit > 0:
+        images = images[:limit]
+    return images.to(torch.float32), torch.full((len(images),), UNLABELLED, dtype=torch.int64)
+
+
 def _find(raw_folder: Path, name: str) -> Path | None:
     """``name`` or ``name.gz`` in ``raw_folder``."""
     for path in (raw_folder / name, raw_folder / f"{name}.gz"):
@@ -76,13 +116,13 @@ def _find(raw_folder: Path, name: str) -> Path | None:
 def _download(dataset: str, root: Path, train: bool) -> None:
     """Fetch a dataset through torchvision (imported only here); silent, and no error when it cannot.
     The folders it made are removed again when they stay empty (no network: nothing left behind)."""
-    raw_folder = root / DATASETS[dataset] / "raw"
+    raw_folder = root / IDX_DATASETS[dataset] / "raw"
     new_folders = [folder for folder in (raw_folder, *raw_folder.parents) if not folder.exists()]
     try:  # torchvision prints progress and mirror failures to stdout
         from torchvision import datasets
 
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            getattr(datasets, DATASETS[dataset])(root, train=train, download=True)
+            getattr(datasets, IDX_DATASETS[dataset])(root, train=train, download=True)
     except Exception:  # no network, a mirror down, a read-only folder, ...
         pass
     for folder in new_folders:  # deepest first; rmdir leaves a folder that holds anything
@@ -99,11 +139,16 @@ def load_images(
     Reads the idx files in ``<data_dir>/<MNIST|FashionMNIST>/raw`` (torchvision's layout);
     when they are missing, downloads them through torchvision if a network exists, and
     otherwise raises :class:`DataError` naming the files needed and the folder searched.
+    ``binarized_mnist`` is read from ``<data_dir>/BinarizedMNIST/*.amat(.gz)`` (train: its 50,000
+    training images; its 10,000 validation images are not used yet), with every label
+    :data:`UNLABELLED`; it is never downloaded.
     """
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
     root = resolve_data_dir(data_dir)
-    raw_folder = root / DATASETS[dataset] / "raw"
+    if dataset == BINARIZED:
+        return _load_binarized(train, root, limit)
+    raw_folder = root / IDX_DATASETS[dataset] / "raw"
     needed = SPLIT_FILES[train]
     if download and not all(_find(raw_folder, name) for name in needed):
         _download(dataset, root, train)
@@ -112,7 +157,7 @@ def load_images(
         raise DataError(
             f"{dataset} files not found in {raw_folder} and could not be downloaded; "
             f"put {', '.join(SPLIT_FILES[True] + SPLIT_FILES[False])} there, or point --data-dir "
-            f"or ${DATA_ENV} at a folder holding {DATASETS[dataset]}/raw/"
+            f"or ${DATA_ENV} at a folder holding {IDX_DATASETS[dataset]}/raw/"
         )
     arrays = []
     for path in paths:

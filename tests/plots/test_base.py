@@ -84,9 +84,26 @@ def test_scatter_digits_colours_match_the_colour_bar():
     ax = fig.subplots()
     labels = np.array([3, 0, 3, 9])
     scatter_digits(ax, np.arange(4.0), np.arange(4.0), labels, size=2, alpha=0.5)
-    bar = digit_colorbar(fig, ax)
+    bar = digit_colorbar(fig, ax, labels)
     lines = ax.get_lines()
     assert [len(line.get_xdata()) for line in lines] == [1, 2, 1]  # digits 0, 3, 9
     for line, digit in zip(lines, (0, 3, 9)):
         assert to_rgba(line.get_color())[:3] == bar.mappable.to_rgba(digit)[:3]
     assert bar.mappable.to_rgba(3)[:3] != bar.mappable.to_rgba(4)[:3]
+
+
+def test_points_without_labels_are_grey_and_get_a_note_not_a_digit_colour_bar():
+    import numpy as np
+    from matplotlib.colors import to_rgba
+
+    from pyro_vae.models.nets import UNLABELLED
+    from pyro_vae.plots.base import UNLABELLED_COLOUR, digit_colorbar, scatter_digits
+
+    fig = Figure()
+    ax = fig.subplots()
+    labels = np.full(5, UNLABELLED)
+    scatter_digits(ax, np.arange(5.0), np.arange(5.0), labels, size=2, alpha=0.5)
+    (line,) = ax.get_lines()
+    assert to_rgba(line.get_color()) == to_rgba(UNLABELLED_COLOUR)
+    assert digit_colorbar(fig, ax, labels) is None and len(fig.axes) == 1  # no colour bar axes added
+    assert any("no labels" in text.get_text() for text in fig.texts)

@@ -188,3 +188,49 @@ def test_bad_pixel_mode_and_shapes():
         ImageData(images, labels, "binary")
     with pytest.raises(DataError, match="images must be"):
         ImageData(images, labels[:3])
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_amat_gives_the_binary_pixels_line_by_line(tmp_path, gz):
+    from pyro_vae.workflow.data import read_amat
+
+    rows = torch.randint(0, 2, (3, 784), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    text = "".join(" ".join(str(int(v)) for v in row) + "\n" for row in rows).encode()
+    path = tmp_path / ("a.amat.gz" if gz else "a.amat")
+
+    def write(data):
+        path.write_bytes(gzip.compress(data) if gz else data)
+
+    write(text)
+    assert torch.equal(read_amat(path), rows)
+    write(text.replace(b"1", b"2", 1))
+    with pytest.raises(ValueError, match="characters other than 0, 1"):
+        read_amat(path)
+    write(text[:-4] + b"\n")  # the last line one pixel short
+    with pytest.raises(ValueError, match="not 784 a line"):
+        read_amat(path)
+
+
+def test_binarized_mnist_needs_its_files_and_has_no_labels(tmp_path):
+    folder = tmp_path / "BinarizedMNIST"
+    with pytest.raises(DataError, match=r"binarized_mnist_train.amat\(.gz\) not found in .*BinarizedMNIST"):
+        load_images("binarized_mnist", True, tmp_path)
+    folder.mkdir()
+    (folder / "binarized_mnist_test.amat").write_text(("0 " * 783 + "1\n") * 2)
+    images, labels = load_images("binarized_mnist", False, tmp_path)
+    assert images.shape == (2, 784) and images[:, -1].tolist() == [1.0, 1.0] and images.sum() == 2
+    assert labels.tolist() == [-1, -1]
+    (folder / "binarized_mnist_train.amat").write_text("0 1\n")
+    with pytest.raises(DataError, match="binarized_mnist_train.amat could not be read as .amat images"):
+        load_images("binarized_mnist", True, tmp_path)
+
+
+@pytest.mark.mnist
+def test_the_shared_binarized_mnist_splits(data_dir):
+    if not (data_dir / "BinarizedMNIST").is_dir():
+        pytest.skip("no BinarizedMNIST folder in the data directory")
+    train, labels = load_images("binarized_mnist", True, data_dir)
+    test, _ = load_images("binarized_mnist", False, data_dir, limit=100)
+    assert train.shape == (50000, 784) and test.shape == (100, 784)
+    assert set(train.unique().tolist()) == {0.0, 1.0} and (labels == -1).all()
+    assert 0.12 < train.mean() < 0.14  # MNIST's mean ink

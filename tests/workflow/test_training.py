@@ -183,3 +183,16 @@ def test_training_flushes_subnormal_floats(tmp_path, tiny_data):
     assert (subnormal * 1.0).item() > 0
     Trainer(tiny_config(), tmp_path / "r", tiny_data, tiny_data, progress=False, log=lambda line: None).start()
     assert (subnormal * 1.0).item() == 0.0  # slow subnormal arithmetic is off for the run
+
+
+def test_a_run_on_binarized_mnist_draws_its_figures_without_labels(tmp_path, data_dir):
+    if not (data_dir / "BinarizedMNIST").is_dir():
+        pytest.skip("no BinarizedMNIST folder in the data directory")
+    config = _small(data={"dataset": "binarized_mnist"})  # grey-value mode: its pixels are 0 or 1 already
+    config.train.snapshot_epochs = [0, 2]
+    out = train(config, tmp_path / "r", data_dir, progress=False, log=lambda line: None)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_convention"] == "log_likelihood" and metrics["test_images"] == 200
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {"latent_scatter.png", "posterior_during_training.gif", "reconstructions.png"} <= figures
+    assert "interpolation.png" not in figures  # it goes from a test 3 to a test 8: no labels, no such digits
