@@ -291,7 +291,7 @@ def measure(data_dir, repeats: int, warmup: int = 1, threads: int = 2, config: s
     """Interleaved wall times of the three commands, the per-round ratios, and the breakdown.
 
     :param repeats: rounds kept (each round: one run of each command, the order alternating).
-    :param warmup: pairs run first and discarded (disk cache, bytecode).
+    :param warmup: rounds run first and discarded (disk cache, bytecode).
     :param overrides: ``--set`` overrides for both sides (e.g. :data:`QUICK_OVERRIDES`).
     :param profile: also run :func:`breakdown` (two more pyro-vae runs).
     """

@@ -11,9 +11,9 @@ matplotlib alone).
 
 from .infer import (active_units, adam, amortization_gap, elbo_terms, fit_local, importance_log_likelihood,
                     posterior_means, refinement_gain)
-from .models import (VAE, AmortizedFullNormal, AmortizedNormal, BernoulliLikelihood, ContinuousBernoulliLikelihood,
-                     ConvDecoder, ConvEncoder, CorrelatedPrior, Guide, LearnedPrior, MeanField, MixturePrior,
-                     MLPDecoder, MLPEncoder, StandardNormalPrior)
+from .models import (VAE, AmortizedFlow, AmortizedFullNormal, AmortizedNormal, BernoulliLikelihood,
+                     ContinuousBernoulliLikelihood, ConvDecoder, ConvEncoder, CorrelatedPrior, Guide, LearnedPrior,
+                     MeanField, MixturePrior, MLPDecoder, MLPEncoder, StandardNormalPrior, VampPrior)
 from .workflow.build import build_model, check_config
 from .workflow.checkpoint import CheckpointError
 from .workflow.config import Config, ConfigError, load_config
@@ -24,11 +24,11 @@ from .workflow.runs import Run, RunDir, load_run
 from .workflow.training import Interrupted, Trainer, resume, train, train_or_resume
 
 __all__ = [
-    "VAE", "AmortizedFullNormal", "AmortizedNormal", "BernoulliLikelihood", "CheckpointError", "Config",
-    "ConfigError", "ContinuousBernoulliLikelihood", "ConvDecoder", "ConvEncoder", "CorrelatedPrior", "MLPDecoder",
-    "MLPEncoder", "DataError", "Guide", "ImageData",
-    "Interrupted", "LearnedPrior", "MeanField", "MixturePrior", "Run", "RunDir", "StandardNormalPrior", "Trainer",
-    "TrainingError", "active_units", "adam", "amortization_gap", "build_model", "check_config", "elbo_terms",
-    "evaluate_run", "fit_local", "importance_log_likelihood", "load_config", "load_data", "load_run",
-    "posterior_means", "refinement_gain", "resume", "train", "train_or_resume",
+    "VAE", "AmortizedFlow", "AmortizedFullNormal", "AmortizedNormal", "BernoulliLikelihood", "CheckpointError",
+    "Config", "ConfigError", "ContinuousBernoulliLikelihood", "ConvDecoder", "ConvEncoder", "CorrelatedPrior",
+    "MLPDecoder", "MLPEncoder", "DataError", "Guide", "ImageData", "Interrupted", "LearnedPrior", "MeanField",
+    "MixturePrior", "Run", "RunDir", "StandardNormalPrior", "Trainer", "VampPrior", "TrainingError", "active_units",
+    "adam", "amortization_gap", "build_model", "check_config", "elbo_terms", "evaluate_run", "fit_local",
+    "importance_log_likelihood", "load_config", "load_data", "load_run", "posterior_means", "refinement_gain",
+    "resume", "train", "train_or_resume",
 ]

@@ -98,19 +98,27 @@ class LocalFit:
 
 
 @contextlib.contextmanager
-def frozen(module: nn.Module):
-    """Hold a module's parameters fixed (no gradients) and in eval mode for the block."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    training = module.training
-    module.train(False)
+def frozen(*modules: nn.Module):
+    """Hold modules' parameters fixed (no gradients) and in eval mode for the block."""
+    flags = [(p, p.requires_grad) for module in modules for p in module.parameters()]
+    training = [(module, module.training) for module in modules]
+    for module in modules:
+        module.train(False)
     for p, _ in flags:
         p.requires_grad_(False)
     try:
-        yield module
+        yield modules
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        module.train(training)
+        for module, mode in training:
+            module.train(mode)
+
+
+def generative_modules(vae: VAE) -> list[nn.Module]:
+    """What p(x, z) computes through: the VAE, and the guide a VampPrior mixes posteriors of."""
+    owner = getattr(vae.prior, "posterior_owner", None)
+    return [vae] if owner is None else [vae, owner]
 
 
 def _start(init: Guide | None, x: torch.Tensor, z_dim: int, family: str, init_scale: float):
@@ -206,7 +214,8 @@ def fit_local(
         local = _local_guide(family, loc0, scale0)
         local.name = "local_guide"
         if max_steps > 0:
-            with torch.enable_grad(), pyro.validation_enabled(False), pyro.get_param_store().scope(), frozen(vae):
+            with torch.enable_grad(), pyro.validation_enabled(False), pyro.get_param_store().scope(), \
+                    frozen(*generative_modules(vae)):
                 steps, stopped = _fit_chunk(vae, chunk, local, lr, min_lr, decay, tolerance, window,
                                                      max_steps, num_particles)
         else:
@@ -282,7 +291,8 @@ def refinement_gain(vae: VAE, x: torch.Tensor, fit: LocalFit, steps: int = 1000,
     objective = TraceMeanField_ELBO(num_particles=num_particles)
     optimizer = torch.optim.Adam(refined.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=(min_lr / lr) ** (1 / max(1, steps)))
-    with torch.enable_grad(), pyro.validation_enabled(False), pyro.get_param_store().scope(), frozen(vae):
+    with torch.enable_grad(), pyro.validation_enabled(False), pyro.get_param_store().scope(), \
+                    frozen(*generative_modules(vae)):
         for _ in range(steps):
             _step(objective, vae, refined, x, optimizer)
             schedule.step()

@@ -4,15 +4,15 @@
 guide ``q(z | x)``; plain torch modules and Pyro sample statements, no files, no configs.
 """
 
-from .guides import AmortizedFullNormal, AmortizedNormal, Guide, MeanField, is_amortized
+from .guides import AmortizedFlow, AmortizedFullNormal, AmortizedNormal, Guide, MeanField, is_amortized, point
 from .likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood, log_density
 from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from .priors import CorrelatedPrior, LearnedPrior, MixturePrior, StandardNormalPrior, equicorrelation
+from .priors import CorrelatedPrior, LearnedPrior, MixturePrior, StandardNormalPrior, VampPrior, equicorrelation
 from .vae import VAE, data_plate
 
 __all__ = [
-    "AmortizedFullNormal", "AmortizedNormal", "BernoulliLikelihood", "ContinuousBernoulliLikelihood", "ConvDecoder",
-    "ConvEncoder", "CorrelatedPrior", "Guide", "LearnedPrior", "MLPDecoder", "MLPEncoder", "MeanField",
-    "MixturePrior", "NormalLikelihood", "StandardNormalPrior", "VAE", "data_plate", "equicorrelation",
-    "is_amortized", "log_density",
+    "AmortizedFlow", "AmortizedFullNormal", "AmortizedNormal", "BernoulliLikelihood",
+    "ContinuousBernoulliLikelihood", "ConvDecoder", "ConvEncoder", "CorrelatedPrior", "Guide", "LearnedPrior",
+    "MLPDecoder", "MLPEncoder", "MeanField", "MixturePrior", "NormalLikelihood", "StandardNormalPrior", "VAE",
+    "data_plate", "equicorrelation", "VampPrior", "is_amortized", "log_density", "point",
 ]

@@ -72,8 +72,9 @@ class AmortizedFlow(AmortizedNormal):
     ``z_0 ~ N(loc(h), diag(exp(log_var(h))))``, ``z = f_T(... f_1(z_0; h) ...; h)``, so
     ``log q(z | x) = log N(z_0) - sum_t log |det df_t / dz_{t-1}|``. Each ``f_t`` is a
     :class:`pyro.distributions.transforms.ConditionalTransformModule` (an inverse autoregressive
-    affine flow or a planar flow whose parameters come from h); between autoregressive flows the
-    order of z's coordinates is reversed, so each coordinate conditions on every other one.
+    affine flow or a planar flow whose parameters come from h). With ``reverse_between`` (for
+    autoregressive flows built in the identity order, as ``build_model`` does) the coordinates are
+    reversed between flows, so that with two or more flows each coordinate depends on every other.
     Samples are scored through the transforms' cache of their last input (``rsample`` then
     ``log_prob`` of the same tensor), which is how Pyro's ELBOs and the importance sampler use q.
     There is no closed-form KL or mean: the ELBO uses one-sample KL estimates, and :func:`point`
@@ -82,7 +83,7 @@ class AmortizedFlow(AmortizedNormal):
 
     family = None  # no local family: the gap decomposition's q* is Gaussian
 
-    def __init__(self, encoder: nn.Module, z_dim: int, num_data: int, flows: list, reverse_between: bool = True):
+    def __init__(self, encoder: nn.Module, z_dim: int, num_data: int, flows: list, reverse_between: bool = False):
         super().__init__(encoder, z_dim, num_data)
         self.flows = nn.ModuleList(flows)
         self.reverse_between = reverse_between and z_dim > 1

@@ -193,6 +193,12 @@ class VampPrior(nn.Module):
         object.__setattr__(self, "_posterior", posterior)  # not a submodule: see the class docstring
 
     @property
+    def posterior_owner(self) -> nn.Module | None:
+        """The module whose ``posterior`` the mixture uses (the guide), if it is a bound method of one."""
+        owner = getattr(self._posterior, "__self__", None)
+        return owner if isinstance(owner, nn.Module) else None
+
+    @property
     def pseudo_inputs(self) -> torch.Tensor:
         """The K pseudo-inputs ``(K, num_pixels)`` in [0, 1]."""
         return torch.sigmoid(self.raw_inputs)

@@ -16,6 +16,7 @@ import warnings
 
 import pyro.distributions.transforms as T
 import torch
+from pyro.nn import ConditionalAutoRegressiveNN
 
 from ..infer.objectives import ELBOS, IWAE, FreeBitsELBO
 from ..infer.optim import LR_SCHEDULES
@@ -43,8 +44,15 @@ PRIORS = {
     "mixture": lambda c: MixturePrior(c.model.z_dim, c.prior.components),
     "vamp": lambda c: VampPrior(c.model.z_dim, c.prior.components, NUM_PIXELS),  # the guide attached in build_model
 }
+def _iaf(z: int, context: int, hidden: list[int]) -> T.ConditionalAffineAutoregressive:
+    """An inverse autoregressive affine flow whose network conditions coordinate i on z_<i (the identity
+    order: :class:`AmortizedFlow` reverses the coordinates between flows; Pyro's default order is random)."""
+    return T.ConditionalAffineAutoregressive(
+        ConditionalAutoRegressiveNN(z, context, hidden, permutation=torch.arange(z)))
+
+
 FLOWS = {  # (z_dim, context features, hidden widths) -> a conditional flow on the encoder's features
-    "iaf": lambda z, context, hidden: T.conditional_affine_autoregressive(z, context, hidden_dims=hidden),
+    "iaf": _iaf,
     "planar": lambda z, context, hidden: T.conditional_planar(z, context, hidden_dims=hidden),
 }
 
@@ -57,7 +65,7 @@ def flow_hidden(c: Config) -> list[int]:
 def _flow_guide(c: Config, encoder, n: int) -> AmortizedFlow:
     z = c.model.z_dim
     flows = [FLOWS[c.guide.type](z, encoder.out_features, flow_hidden(c)) for _ in range(c.guide.flows)]
-    return AmortizedFlow(encoder, z, n, flows)
+    return AmortizedFlow(encoder, z, n, flows, reverse_between=c.guide.type == "iaf")
 
 
 GUIDES = {  # (config, encoder body, number of training images) -> guide

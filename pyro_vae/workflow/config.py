@@ -266,6 +266,16 @@ def from_dict(tree: dict) -> Config:
     return config
 
 
+def resolved_dict(tree) -> dict | None:
+    """A saved config (``to_dict()`` of an earlier version) as this version resolves it, or None if it no
+    longer parses: keys added since take their defaults, each of which keeps what the code did before
+    the key existed (relu nets, a constant learning rate, no flows), so equal dicts mean equal runs."""
+    try:
+        return from_dict(tree).to_dict() if isinstance(tree, dict) else None
+    except ConfigError:
+        return None
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Read a TOML config (or start from defaults) and apply ``section.key=value`` overrides."""
     tree: dict = {}

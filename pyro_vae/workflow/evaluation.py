@@ -22,10 +22,10 @@ from ..infer.local_fit import fit_local, guide_family
 from ..models.guides import Guide, MeanField, is_amortized, point
 from ..models.vae import VAE
 from .checkpoint import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
-from .config import Config, ConfigError
+from .config import Config, ConfigError, resolved_dict
 from .data import ImageData, load_run_split
 from .runs import Run, RunDir, load_run
-from .streams import eval_generator, seeded
+from .streams import eval_generator, flushed_subnormals, seeded
 
 SPLITS = ("test", "train")
 NOT_A_DENSITY = (
@@ -78,6 +78,7 @@ class EvaluatedSet(NamedTuple):
     codes: torch.Tensor
 
 
+@flushed_subnormals()
 def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, device,
                       cache: Path | None = None) -> EvaluatedSet:
     """Test-set ELBO terms, the guide they used (mean-field: :func:`fit_test_images`, cached in
@@ -126,6 +127,7 @@ def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap
     return settings
 
 
+@flushed_subnormals()
 def evaluate_run(
     run_dir: str | Path,
     num_samples: int = 5000,
@@ -183,8 +185,9 @@ def evaluate_run(
 def finished_evaluation(run_dir: str | Path, settings: dict) -> dict | None:
     """The run's saved evaluation if it was made with exactly these :func:`evaluation_settings`, else None."""
     report = read_json(RunDir(run_dir).evaluation)
-    if report is None or report.get("settings") != settings:
-        return None
+    saved = report.get("settings") if isinstance(report, dict) else None
+    if not isinstance(saved, dict) or {**saved, "config": resolved_dict(saved.get("config"))} != settings:
+        return None  # (a config saved before keys were added is compared with those keys at their defaults)
     return report
 
 
@@ -256,6 +259,7 @@ def _fit_line(fit: dict) -> str:
             f"{fit['stopped_on_cap']} on the cap; {fit['seconds']:.0f} s")
 
 
+@flushed_subnormals()
 def inference_seconds(run: Run, x: torch.Tensor, repeats: int = 5) -> dict:
     """Median seconds to infer q(z | x) for one new image: an encoder pass, or a real local fit
     (gradients on, the run's stopping rule; its steps are returned too)."""

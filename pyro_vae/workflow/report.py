@@ -16,7 +16,7 @@ from pathlib import Path
 from .build import proper_density
 from .checkpoint import read_json, write_json
 from .compare import comparison_table
-from .config import ConfigError, from_dict, load_config
+from .config import load_config, resolved_dict
 from .experiments import Experiment, load_experiment
 from .runs import RunDir
 
@@ -168,15 +168,6 @@ def _full_run(record: dict | None) -> bool:
     return bool(record) and not record.get("quick", True)
 
 
-def _resolved(tree) -> dict | None:
-    """A saved config as the current version resolves it: keys added since it was saved take their
-    defaults (which keep what the code did before); None if it no longer parses."""
-    try:
-        return from_dict(tree).to_dict() if isinstance(tree, dict) else None
-    except ConfigError:
-        return None
-
-
 def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: Path) -> dict:
     """What the report shows of ``experiment`` (see :func:`collect`), with ``source``: ``run`` when its
     full-length run is in ``runs_dir`` (the results are then saved to ``<experiments_dir>/results/NAME.json``
@@ -191,7 +182,7 @@ def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: 
         write_json(saved_path, {"config": config, **shown})
         return {**found, "source": "run"}
     saved = read_json(saved_path)
-    if saved is not None and _resolved(saved.get("config")) == config:
+    if saved is not None and resolved_dict(saved.get("config")) == config:
         return {**found, **{key: value for key, value in saved.items() if key != "config"}, "source": "saved"}
     return {**found, "source": "run" if found["rows"] else "none"}
 

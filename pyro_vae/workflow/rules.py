@@ -31,6 +31,14 @@ def _free_bits(c: Config) -> bool:
 
 RULES: tuple[Rule, ...] = (
     Rule(
+        ("guide.flow_hidden", "model.z_dim", "guide.type"),
+        lambda c: c.guide.type == "iaf" and any(w < c.model.z_dim for w in c.guide.flow_hidden),
+        lambda c: f"guide.flow_hidden = {c.guide.flow_hidden} has a width below model.z_dim = {c.model.z_dim}, "
+                  "which an autoregressive flow cannot mask (each width must be at least z_dim); widen "
+                  "guide.flow_hidden or leave it empty for [10 z_dim, 10 z_dim]",
+        ("guide.type='iaf'", "model.z_dim=8", "guide.flow_hidden=[4]"),
+    ),
+    Rule(
         ("model.activation", "model.net"),
         lambda c: c.model.activation != "relu" and c.model.net != "mlp",
         lambda c: f"model.activation = {c.model.activation!r} sets the MLP nets' activation, but model.net = "

@@ -59,9 +59,14 @@ class RunDir:
     sweep = property(lambda self: self.path / "sweep.json")
     sweep_figure = property(lambda self: self.path / "sweep.png")
 
-    def earlier_copy_fix(self) -> str:
-        """What to do about a damaged checkpoint of this run."""
-        return f"use the earlier copy {self.previous_checkpoint} or start a new run"
+    def earlier_copy_fix(self, damaged: Path | None = None) -> str:
+        """What to do about a damaged checkpoint (``damaged``, default the latest) of this run: use the
+        previous copy where there is one other than the damaged file, else start anew."""
+        damaged = self.checkpoint if damaged is None else Path(damaged)
+        previous = self.previous_checkpoint
+        if previous.exists() and previous.resolve() != damaged.resolve():
+            return f"use the earlier copy {previous} or start a new run"
+        return "start a new run (no earlier copy to fall back on)"
 
     def run_files(self) -> tuple[Path, ...]:
         """The files a training run (and its evaluation) writes, ``figures/`` aside."""
@@ -161,7 +166,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     config = run_dir.saved_config()
     checkpoint = run_dir.checkpoint
     state = load_checkpoint(checkpoint, map_location=device)
-    check_entries(state, checkpoint, ("num_data", "vae", "guide"), fix=run_dir.earlier_copy_fix())
+    check_entries(state, checkpoint, ("num_data", "vae", "guide"), fix=run_dir.earlier_copy_fix(checkpoint))
     num_data = state["num_data"]
     if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
         raise CheckpointError(f"checkpoint {checkpoint}: num_data is {num_data!r}, not a number of images; retrain")

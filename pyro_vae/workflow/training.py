@@ -27,6 +27,7 @@ from .data import ImageData, example_indices, load_run_data
 from .evaluation import EvaluatedSet, evaluate_test_set, evaluation_codes, snapshot_data
 from .loop import CtrlC, EpochState, FiniteLoss, Hook, ProgressBar, StopRequested, TrainingError, run_epoch
 from .runs import RunDir
+from .streams import flushed_subnormals
 
 CHECKPOINT_FORMAT = 2  # 2: the optimizer state of pyro_vae.infer.optim's per-row Adam; 1 cannot be resumed
 
@@ -70,18 +71,11 @@ class Trainer:
         return self.dir.path
 
     def start(self) -> None:
-        """Set the global state (Pyro's param store, seed and validation; subnormal floats flushed to zero)
-        and build the parts and SVI (once).
-
-        Flushing subnormals (``torch.set_flush_denormal``, process-wide) matters on CPUs: Adam's second
-        moments of the pixels that are always 0 decay into subnormal range within an epoch or two, and
-        arithmetic on them is slow enough to cost a quarter of an MLP epoch; the values they would
-        have held are below anything a parameter update can see."""
+        """Set Pyro's global state (param store, seed, validation) and build the parts and SVI (once)."""
         if self.svi is not None:
             return
         config, t = self.config, self.config.train
         check_config(config)
-        torch.set_flush_denormal(True)
         pyro.clear_param_store()
         pyro.set_rng_seed(t.seed)
         pyro.enable_validation(t.validate)
@@ -132,7 +126,8 @@ class Trainer:
         """
         path = Path(path) if path is not None else self.dir.checkpoint
         self.start()
-        check_entries(state, path, fix=self.dir.earlier_copy_fix())
+        self.evaluated = None  # other weights from here on
+        check_entries(state, path, fix=self.dir.earlier_copy_fix(path))
         if state["format"] == 1:
             raise CheckpointError(
                 f"checkpoint {path} was written by an older pyro_vae (checkpoint format 1) whose optimizer state "
@@ -159,7 +154,7 @@ class Trainer:
             found = ", ".join(f"{key} ({type(state[key]).__name__})" for key in wrong)
             raise CheckpointError(
                 f"checkpoint {path} has a wrong {found}, not what pyro_vae train writes; "
-                f"{self.dir.earlier_copy_fix()}"
+                f"{self.dir.earlier_copy_fix(path)}"
             )
         if state["num_data"] != len(self.train_data):
             raise CheckpointError(
@@ -173,7 +168,7 @@ class Trainer:
         except ConfigError as err:
             raise CheckpointError(
                 f"checkpoint {path} holds a config that does not parse ({err}); "
-                f"{self.dir.earlier_copy_fix()}"
+                f"{self.dir.earlier_copy_fix(path)}"
             ) from None
         if saved.differences(self.config, ignore=["train.epochs"]):
             raise CheckpointError(
@@ -190,7 +185,7 @@ class Trainer:
             torch.set_rng_state(state["rng"])
         except RuntimeError:
             raise CheckpointError(
-                f"checkpoint {path}: rng is not a torch RNG state; {self.dir.earlier_copy_fix()}"
+                f"checkpoint {path}: rng is not a torch RNG state; {self.dir.earlier_copy_fix(path)}"
             ) from None
         self.vae.load_state_dict(state["vae"])
         self.guide.load_state_dict(state["guide"])
@@ -207,7 +202,12 @@ class Trainer:
                 _TestEvaluation(self), _Snapshot(self), _Checkpoint(self), _LogLine(self), _Figures(self)]
 
     def run(self) -> Path:
-        """Train the remaining epochs, then :meth:`finish` (metrics and figures)."""
+        """Train the remaining epochs, then :meth:`finish` (metrics and figures), subnormal floats
+        flushed to zero throughout (:func:`~pyro_vae.workflow.streams.flushed_subnormals`)."""
+        with flushed_subnormals():
+            return self._run()
+
+    def _run(self) -> Path:
         self.start()
         cfg = self.config.train
         if cfg.snapshot_epochs and not is_amortized(self.guide):

@@ -138,3 +138,22 @@ def test_bad_settings_are_refused():
         fit_local(vae, x, family="flow")
     with pytest.raises(ValueError, match="decay > 1"):
         fit_local(vae, x, decay=1.0)
+
+
+def test_a_local_fit_under_a_vamp_prior_leaves_the_guides_encoder_alone():
+    """The VampPrior computes through the guide's encoder: the fit must hold it fixed like the decoder."""
+    import pyro
+
+    from pyro_vae.workflow.build import build_model
+    from pyro_vae.workflow.config import load_config
+
+    pyro.clear_param_store()
+    vae, guide = build_model(load_config(None, ["prior.type='vamp'", "prior.components=3", "model.hidden=[16]",
+                                               "data.pixels='threshold'"]), 8)
+    x = torch.bernoulli(torch.full((4, 784), 0.2))
+    before = {k: v.clone() for k, v in guide.state_dict().items()}
+    guide.train()
+    fit = fit_local(vae, x, init=guide, max_steps=20)
+    assert fit.steps == [20]
+    assert all(p.grad is None for p in [*guide.parameters(), *vae.parameters()])
+    assert all(torch.equal(before[k], v) for k, v in guide.state_dict().items()) and guide.training

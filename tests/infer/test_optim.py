@@ -328,7 +328,8 @@ def test_the_lr_factor_scales_the_step_of_dense_parameters_and_table_rows(dense)
         expected = torch.tensor([-0.025, 0.025, -0.025])
     else:
         p = pyro.param("table", torch.zeros(4, 2))
-        p.grad = torch.sparse_coo_tensor(torch.tensor([[1]]), torch.tensor([[1.0, -1.0]]), (4, 2))
+        p.grad = torch.sparse_coo_tensor(torch.tensor([[1]]), torch.tensor([[1.0, -1.0]]), (4, 2),
+                                         check_invariants=True)
         expected = torch.tensor([[0.0, 0.0], [-0.05, 0.05], [0.0, 0.0], [0.0, 0.0]])
     optimizer([p])
     assert torch.allclose(p.detach(), expected, atol=1e-6)

@@ -125,8 +125,12 @@ def test_load_run_accepts_older_formats_and_checks_the_weights(tmp_path):
     from pyro_vae.workflow.runs import load_run
 
     assert load_run(_run_dir(tmp_path / "old")).vae.z_dim == 2  # format 1 still evaluates and plots
+    no_guide = _run_dir(tmp_path / "no_guide", guide=None)
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt lacks guide.*start a new run \(no earlier copy"):
+        load_run(no_guide)
+    (no_guide / "checkpoint.prev.pt").write_bytes((tmp_path / "old" / "checkpoint.pt").read_bytes())
     with pytest.raises(CheckpointError, match=r"checkpoint.pt lacks guide.*earlier copy .*no_guide.checkpoint.prev.pt"):
-        load_run(_run_dir(tmp_path / "no_guide", guide=None))
+        load_run(no_guide)
     bad = _run_dir(tmp_path / "bad")
     state = load_checkpoint(bad / "checkpoint.pt")
     state["guide"]["loc_head.weight"] = torch.zeros(5, 8)

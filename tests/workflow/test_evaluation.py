@@ -115,6 +115,9 @@ def test_compare_amortized_and_mean_field(tmp_path, data_dir, capsys):
     assert finished_evaluation(run.dir, evaluation_settings(run, "test", 30, 61, gap=True)) is None
     saved = json.loads(run.dir.evaluation.read_text())
     assert saved["settings"]["check_images"] == saved["gap"]["convergence"]["images"] == 10
+    del saved["settings"]["config"]["model"]["activation"]  # saved before model.activation existed: still equal
+    run.dir.evaluation.write_text(json.dumps(saved))
+    assert finished_evaluation(run.dir, evaluation_settings(run, "test", 30, 60, gap=True)) is not None
     del saved["settings"]["check_images"]  # an evaluation saved before the check's image count was recorded
     run.dir.evaluation.write_text(json.dumps(saved))
     assert finished_evaluation(run.dir, evaluation_settings(run, "test", 30, 60, gap=True)) is None

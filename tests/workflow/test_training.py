@@ -175,14 +175,25 @@ def test_snapshot_and_final_metrics_reuse_the_epochs_test_evaluation_exactly(tmp
     assert torch.equal(again.codes, shot["codes"])
 
 
-def test_training_flushes_subnormal_floats(tmp_path, tiny_data):
-    from pyro_vae.workflow.training import Trainer
+def test_training_flushes_subnormal_floats_and_restores_the_mode_after(tmp_path, data_dir):
+    from pyro_vae.workflow import training
+    from pyro_vae.workflow.streams import flushing
 
-    torch.set_flush_denormal(False)  # (an earlier test's training may have set it)
-    subnormal = torch.tensor([1e-39])  # below float32's smallest normal, 1.2e-38
-    assert (subnormal * 1.0).item() > 0
-    Trainer(tiny_config(), tmp_path / "r", tiny_data, tiny_data, progress=False, log=lambda line: None).start()
-    assert (subnormal * 1.0).item() == 0.0  # slow subnormal arithmetic is off for the run
+    seen = []
+    run_epoch = training.run_epoch
+
+    def watching(*args, **kwargs):
+        seen.append(flushing())
+        return run_epoch(*args, **kwargs)
+
+    torch.set_flush_denormal(False)
+    training.run_epoch = watching
+    try:
+        train(_small(), tmp_path / "r", data_dir, progress=False, log=lambda line: None)
+    finally:
+        training.run_epoch = run_epoch
+    assert seen == [True, True]  # slow subnormal arithmetic is off while training
+    assert not flushing()  # and the caller's mode is back
 
 
 def test_a_run_on_binarized_mnist_draws_its_figures_without_labels(tmp_path, data_dir):
