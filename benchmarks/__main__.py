@@ -150,6 +150,7 @@ def run_likelihood(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    torch.set_flush_denormal(True)  # as pyro-vae does, before the worker threads start, so every side flushes
     torch.set_num_threads(args.threads)
     data_dir = resolve_data_dir(args.data_dir)
     results: dict = {}

@@ -124,6 +124,8 @@ def handwritten_main(argv: list[str]) -> int:
     parser.add_argument("--tuned", action="store_true",
                         help="pyro-vae's numerical settings: fused Adam, subnormal floats flushed to zero")
     args = parser.parse_args(argv)
+    if args.tuned:
+        torch.set_flush_denormal(True)  # first, as pyro-vae does: the worker threads started later flush too
     torch.manual_seed(args.seed)
 
     raw = Path(args.data_dir) / "MNIST" / "raw" / "train-images-idx3-ubyte"
@@ -134,8 +136,6 @@ def handwritten_main(argv: list[str]) -> int:
     loaded = time.perf_counter()
 
     nets = baseline_nets([int(w) for w in args.hidden.split(",")], args.z_dim)
-    if args.tuned:
-        torch.set_flush_denormal(True)
     optimizer = torch.optim.Adam(nets.parameters(), lr=args.lr, fused=args.tuned)
     generator = torch.Generator().manual_seed(args.seed)
     built = time.perf_counter()

@@ -18,8 +18,8 @@ side sees the same images in the same kind of shuffled order):
     ``torchvision.datasets.MNIST`` with ``transforms.ToTensor()``, batch 128, shuffle
     (the common tutorial set-up), ``steps`` batches from an iterator that restarts each epoch.
 
-Every side runs with subnormal floats flushed to zero, as a training run does
-(:meth:`pyro_vae.workflow.training.Trainer.start`): without it, Adam's moments of the always-black
+Every side runs with subnormal floats flushed to zero on every thread, as ``pyro-vae`` does
+(``python -m benchmarks`` sets it before torch's worker threads start): without it, Adam's moments of the always-black
 pixels turn subnormal within an epoch and slow every side by a varying amount.
 """
 
@@ -79,7 +79,7 @@ def segment_sides(net: str, data_dir, steps: int, train_size: int = 0, objective
 
     pyro.clear_param_store()
     pyro.enable_validation(config.train.validate)  # as Trainer.start does
-    torch.set_flush_denormal(True)  # as Trainer.start does; process-wide, so every side runs with it
+    torch.set_flush_denormal(True)  # (benchmarks.__main__ sets it before the worker threads start)
     vae, guide = build_model(config, n)
     svi = SVI(vae.model, guide, adam(config.train.lr), build_objective(config))
 

@@ -152,6 +152,9 @@ def _report(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .workflow.loop import TrainingError
+    from .workflow.streams import flush_subnormals_everywhere
+
+    flush_subnormals_everywhere()  # before torch's worker threads start, so that they flush too
     from .workflow.training import Interrupted
 
     try:

@@ -24,18 +24,31 @@ def eval_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     return epoch_generator(seed, -1, device)
 
 
+PROBE_SIZE = 1 << 20  # elements: more than torch's per-thread grain (32,768) times any thread count used here
+
+
 def flushing() -> bool:
-    """Whether subnormal float32 results are flushed to zero now (2e-38 / 100 comes out 0)."""
-    return (torch.tensor([2e-38]) / 100).item() == 0.0
+    """Whether subnormal float32 results are flushed to zero on every thread of torch's pool now
+    (2e-38 / 100 over a tensor large enough that each worker thread computes part of it)."""
+    return bool(((torch.full((PROBE_SIZE,), 2e-38) / 100) == 0).all())
+
+
+def flush_subnormals_everywhere() -> None:
+    """Flush subnormals for the rest of the process: ``torch.set_flush_denormal`` sets the calling
+    thread's mode, and torch's worker threads take the mode of the thread that starts them, so this
+    must run before the first parallel operation (the CLI calls it first thing)."""
+    torch.set_flush_denormal(True)
 
 
 @contextlib.contextmanager
 def flushed_subnormals():
-    """Run a block with subnormal floats flushed to zero (``torch.set_flush_denormal``), then restore
-    the mode found. Training and evaluation run inside it: on CPUs, arithmetic on subnormals (Adam's
-    second moments of the always-black pixels fall into that range within an epoch) costs a third
-    of an MLP epoch, and numbers that small are below anything an update or an estimate can see."""
-    before = flushing()
+    """Run a block with subnormal floats flushed to zero on the calling thread, then restore the mode
+    found. Training and evaluation run inside it: on CPUs, arithmetic on subnormals (Adam's second
+    moments of the always-black pixels fall into that range within an epoch) is slow, and numbers
+    that small are below anything an update or an estimate can see. Torch's worker threads keep the
+    mode they started with: a process that wants every thread flushed calls
+    :func:`flush_subnormals_everywhere` before its first parallel operation, as ``pyro-vae`` does."""
+    before = (torch.tensor([2e-38]) / 100).item() == 0.0  # the calling thread's mode (one element: computed here)
     torch.set_flush_denormal(True)
     try:
         yield

@@ -177,7 +177,9 @@ def test_snapshot_and_final_metrics_reuse_the_epochs_test_evaluation_exactly(tmp
 
 def test_training_flushes_subnormal_floats_and_restores_the_mode_after(tmp_path, data_dir):
     from pyro_vae.workflow import training
-    from pyro_vae.workflow.streams import flushing
+
+    def flushing():  # on this thread (one element is computed here)
+        return (torch.tensor([2e-38]) / 100).item() == 0.0
 
     seen = []
     run_epoch = training.run_epoch
@@ -194,6 +196,24 @@ def test_training_flushes_subnormal_floats_and_restores_the_mode_after(tmp_path,
         training.run_epoch = run_epoch
     assert seen == [True, True]  # slow subnormal arithmetic is off while training
     assert not flushing()  # and the caller's mode is back
+
+
+def test_the_cli_flushes_subnormals_on_every_worker_thread():
+    """torch.set_flush_denormal sets the calling thread's mode; worker threads take the mode of the thread
+    that starts them. The CLI's set-up must reach them: a division over 2 threads flushes every result."""
+    import subprocess
+    import sys
+
+    probe = ("import torch; from pyro_vae.workflow.streams import flush_subnormals_everywhere, flushing; "
+             "flush_subnormals_everywhere(); torch.set_num_threads(2); print(flushing())")
+    late = ("import torch; from pyro_vae.workflow.streams import flushing; torch.set_num_threads(2); "
+            "torch.full((1 << 20,), 1.0) / 3; torch.set_flush_denormal(True); print(flushing())")
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "2"}
+    outputs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout.strip()
+               for code in (probe, late)]
+    assert outputs[0] == "True"
+    if (__import__("os").cpu_count() or 1) > 1:
+        assert outputs[1] == "False"  # set after the pool started: its worker thread does not flush
 
 
 def test_a_run_on_binarized_mnist_draws_its_figures_without_labels(tmp_path, data_dir):
