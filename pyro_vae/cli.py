@@ -152,15 +152,14 @@ def _report(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .workflow.loop import TrainingError
-    from .workflow.streams import flush_subnormals_everywhere
-
-    flush_subnormals_everywhere()  # before torch's worker threads start, so that they flush too
+    from .workflow.streams import flushed_subnormals
     from .workflow.training import Interrupted
 
     try:
         commands = {"train": _train, "evaluate": _evaluate, "compare": _compare, "plot": _plot, "run": _run,
                     "report": _report}
-        commands[args.command](args)
+        with flushed_subnormals():  # entered before torch's worker threads start, so that they flush too
+            commands[args.command](args)
     except (ConfigError, DataError, CheckpointError) as err:
         print(f"pyro-vae: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -36,7 +36,8 @@ def flushing() -> bool:
 def flush_subnormals_everywhere() -> None:
     """Flush subnormals for the rest of the process: ``torch.set_flush_denormal`` sets the calling
     thread's mode, and torch's worker threads take the mode of the thread that starts them, so this
-    must run before the first parallel operation (the CLI calls it first thing)."""
+    must run before the first parallel operation (the CLI enters :func:`flushed_subnormals` first
+    thing, which does this on the calling thread and restores its mode when the command ends)."""
     torch.set_flush_denormal(True)
 
 
@@ -46,8 +47,8 @@ def flushed_subnormals():
     found. Training and evaluation run inside it: on CPUs, arithmetic on subnormals (Adam's second
     moments of the always-black pixels fall into that range within an epoch) is slow, and numbers
     that small are below anything an update or an estimate can see. Torch's worker threads keep the
-    mode they started with: a process that wants every thread flushed calls
-    :func:`flush_subnormals_everywhere` before its first parallel operation, as ``pyro-vae`` does."""
+    mode they started with: to flush every thread, enter it (or call :func:`flush_subnormals_everywhere`)
+    before the first parallel operation, as ``pyro-vae``'s command line does."""
     before = (torch.tensor([2e-38]) / 100).item() == 0.0  # the calling thread's mode (one element: computed here)
     torch.set_flush_denormal(True)
     try:
