@@ -33,22 +33,15 @@ def flushing() -> bool:
     return bool(((torch.full((PROBE_SIZE,), 2e-38) / 100) == 0).all())
 
 
-def flush_subnormals_everywhere() -> None:
-    """Flush subnormals for the rest of the process: ``torch.set_flush_denormal`` sets the calling
-    thread's mode, and torch's worker threads take the mode of the thread that starts them, so this
-    must run before the first parallel operation (the CLI enters :func:`flushed_subnormals` first
-    thing, which does this on the calling thread and restores its mode when the command ends)."""
-    torch.set_flush_denormal(True)
-
-
 @contextlib.contextmanager
 def flushed_subnormals():
     """Run a block with subnormal floats flushed to zero on the calling thread, then restore the mode
     found. Training and evaluation run inside it: on CPUs, arithmetic on subnormals (Adam's second
     moments of the always-black pixels fall into that range within an epoch) is slow, and numbers
     that small are below anything an update or an estimate can see. Torch's worker threads keep the
-    mode they started with: to flush every thread, enter it (or call :func:`flush_subnormals_everywhere`)
-    before the first parallel operation, as ``pyro-vae``'s command line does."""
+    mode they started with (``torch.set_flush_denormal`` sets the calling thread's; a worker takes the
+    mode of the thread that starts it): to flush every thread, enter this before the first parallel
+    operation, as ``pyro-vae``'s command line does."""
     before = (torch.tensor([2e-38]) / 100).item() == 0.0  # the calling thread's mode (one element: computed here)
     torch.set_flush_denormal(True)
     try:

@@ -204,8 +204,8 @@ def test_the_cli_flushes_subnormals_on_every_worker_thread():
     import subprocess
     import sys
 
-    probe = ("import torch; from pyro_vae.workflow.streams import flush_subnormals_everywhere, flushing; "
-             "flush_subnormals_everywhere(); torch.set_num_threads(2); print(flushing())")
+    probe = ("import torch; from pyro_vae.workflow.streams import flushed_subnormals, flushing\n"
+             "with flushed_subnormals():\n    torch.set_num_threads(2); print(flushing())")
     late = ("import torch; from pyro_vae.workflow.streams import flushing; torch.set_num_threads(2); "
             "torch.full((1 << 20,), 1.0) / 3; torch.set_flush_denormal(True); print(flushing())")
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "2"}
