@@ -1,10 +1,13 @@
 """Property: ``pyro-vae train --set KEY=VALUE`` with any key of the config schema and any TOML value
-ends with exit status 0 or 2: never a traceback, and on 2 one line on stderr and nothing written.
+ends with exit status 0 or 2, or 1 when legal settings make training diverge: never a traceback; on 2
+one line on stderr and nothing written; on 1 one line saying where the loss stopped being finite.
 
 The table in test_cli_errors.py holds the cases someone thought of; this test draws the others:
 keys from the config dataclasses, values of every TOML type (strings, ints huge and negative,
 floats with nan/inf/1e308, bools, lists, nested lists, inline tables) and legal values in cheap
 ranges, so that the runs that pass every check train in about two seconds on 64 images.
+The draws are derandomized (the same 250 cases on every run), so that CI is reproducible; run with
+``--hypothesis-seed`` and ``derandomize`` off to explore others.
 """
 
 import contextlib
@@ -15,10 +18,10 @@ import math
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from pyro_vae.cli import main
+from pyro_vae.cli import EXIT_BAD_INPUT, EXIT_TRAINING_FAILED, main
 from pyro_vae.workflow.build import NAMES, check_config
 from pyro_vae.workflow.config import Config, ConfigError, load_config
 
@@ -171,9 +174,10 @@ def base_config(tmp_path_factory):
     return root, path
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.filter_too_much,
+@settings(max_examples=250, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.filter_too_much,
                                                                   HealthCheck.too_slow])
 @given(overrides=_overrides())
+@example(overrides=["model.net=conv", "guide.type=amortized_full", "train.lr=0.09375", "data.pixels=grayscale"])
 def test_any_override_exits_0_or_2_and_writes_nothing_on_2(base_config, overrides):
     root, config_file = base_config
     try:
@@ -195,9 +199,12 @@ def test_any_override_exits_0_or_2_and_writes_nothing_on_2(base_config, override
         except SystemExit as exit_info:  # argparse
             code = exit_info.code
     err = stderr.getvalue()
-    assert code in (0, 2), f"exit {code} for {overrides}: {err[-2000:]}"
+    assert code in (0, EXIT_BAD_INPUT, EXIT_TRAINING_FAILED), f"exit {code} for {overrides}: {err[-2000:]}"
     assert "Traceback" not in err, err
-    if code == 2:
-        lines = [line for line in err.splitlines() if line.startswith("pyro-vae")]
+    lines = [line for line in err.splitlines() if line.startswith("pyro-vae")]
+    if code == EXIT_BAD_INPUT:
         assert len(lines) == 1, err
         assert not Path(out).exists(), f"{overrides} wrote {sorted(Path(out).rglob('*'))}"
+    elif code == EXIT_TRAINING_FAILED:  # a legal but unstable setting (a large train.lr) diverged
+        assert len(lines) == 1 and lines[0].startswith("pyro-vae: training failed: loss became"), err
+        assert "lower train.lr" in lines[0], err
