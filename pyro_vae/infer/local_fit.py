@@ -142,6 +142,12 @@ def _local_guide(family: str, loc: torch.Tensor, scale: torch.Tensor) -> Guide:
     return LocalFullNormal(loc, scale)
 
 
+def _objective(num_particles: int) -> TraceMeanField_ELBO:
+    """The local ELBO with ``num_particles`` samples drawn at once (a particle plate at dim -2)."""
+    return TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1,
+                               max_plate_nesting=1)
+
+
 def _step(objective, vae: VAE, local: Guide, x: torch.Tensor, optimizer) -> float:
     """One Adam step on the local parameters; returns the mean ELBO per image before it."""
     optimizer.zero_grad(set_to_none=True)
@@ -154,7 +160,7 @@ def _step(objective, vae: VAE, local: Guide, x: torch.Tensor, optimizer) -> floa
 def _fit_chunk(vae: VAE, x: torch.Tensor, local: Guide, lr: float, min_lr: float, decay: float,
                tolerance: float, window: int, max_steps: int, num_particles: int) -> tuple[int, str]:
     """Maximise the chunk's ELBO over ``local``'s parameters; returns (steps, stopped_on)."""
-    objective = TraceMeanField_ELBO(num_particles=num_particles)
+    objective = _objective(num_particles)
     optimizer = torch.optim.Adam(local.parameters(), lr=lr)
     window_sum, previous, steps = 0.0, -math.inf, 0
     while steps < max_steps:
@@ -288,7 +294,7 @@ def refinement_gain(vae: VAE, x: torch.Tensor, fit: LocalFit, steps: int = 1000,
     loc0, scale0 = _start(before_guide, x, vae.z_dim, family, init_scale=1.0)
     refined = _local_guide(family, loc0, scale0)
     refined.name = "local_guide"
-    objective = TraceMeanField_ELBO(num_particles=num_particles)
+    objective = _objective(num_particles)
     optimizer = torch.optim.Adam(refined.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=(min_lr / lr) ** (1 / max(1, steps)))
     with torch.enable_grad(), pyro.validation_enabled(False), pyro.get_param_store().scope(), \

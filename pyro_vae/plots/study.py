@@ -54,7 +54,7 @@ def plot_sweep(result: dict, title: str = "") -> Figure:
     kl = [r["test_kl"] for r in rows]
     right.plot(kl, recon, "o-", color="C2")
     for label, x, y in zip(labels, kl, recon):
-        right.annotate(f"{key.partition('.')[2]} = {label}", (x, y), textcoords="offset points", xytext=(5, 5),
+        right.annotate(f"{key.rpartition('.')[2]} = {label}", (x, y), textcoords="offset points", xytext=(5, 5),
                        fontsize=9)
     right.set_xlabel("KL(q(z|x) || p(z))  (rate), nats per image")
     right.set_ylabel("-E_q log p(x|z)  (distortion), nats per image")

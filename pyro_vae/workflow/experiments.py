@@ -11,11 +11,14 @@ that says what the run is for and what to do after training::
     num_samples = 1000              # K of the importance-sampled test log p(x); 0 = none
     reference = {loss = 165.0, kl = 3.9, recon = 161.0}        # the reference's numbers, if any
     sweep = {key = "model.z_dim", values = [2, 3, 5, 10, 20, 50]}   # kind = "sweep" only
+    # or named variants, each a list of --set overrides on top of the file's config:
+    # sweep = {variants = {diagonal = [], iaf = ["guide.type='iaf'"], iwae_k5 = ["train.objective='iwae'"]}}
     figures = ["figures/latent_scatter.png"]   # shown in experiments/README.md (copied, shrunk)
 
 ``train`` trains (or resumes) ``runs/NAME`` and evaluates it; ``compare`` runs
 :func:`pyro_vae.workflow.compare.compare` (amortized vs mean-field, amortization gap); ``sweep``
-trains one run per value in ``runs/NAME/<key>_<value>`` and draws the sweep figure.
+trains one run per value in ``runs/NAME/<key>_<value>`` (per variant in ``runs/NAME/<variant>``)
+and draws the sweep figure.
 Every run directory gets ``experiment.json`` (command, wall time); a finished run is
 not trained again, so a second ``pyro-vae run NAME`` only redoes what is missing.
 """
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .build import proper_density
+from .build import check_config, proper_density
 from .checkpoint import read_json, write_json
 from .compare import compare
 from .config import Config, ConfigError, load_config
@@ -68,10 +71,18 @@ class Experiment:
     def config(self, overrides=()) -> Config:
         return load_config(self.path, overrides)
 
-    def sweep_runs(self) -> list[tuple[object, str]]:
-        """``(value, subdirectory name)`` for each value of a sweep."""
-        short = self.sweep["key"].partition(".")[2]
-        return [(value, f"{short}_{value}") for value in self.sweep["values"]]
+    @property
+    def sweep_key(self) -> str:
+        """What the sweep varies: a config key, or ``variant`` for named variants."""
+        return "variant" if "variants" in self.sweep else self.sweep["key"]
+
+    def sweep_runs(self) -> list[tuple[object, str, list[str]]]:
+        """``(value, subdirectory name, overrides)`` for each value (or named variant) of a sweep."""
+        if "variants" in self.sweep:
+            return [(name, name, list(overrides)) for name, overrides in self.sweep["variants"].items()]
+        key = self.sweep["key"]
+        short = key.partition(".")[2]
+        return [(value, f"{short}_{value}", [f"{key}={json.dumps(value)}"]) for value in self.sweep["values"]]
 
 
 def find_experiment(name: str | Path, experiments_dir: str | Path | None = None) -> Path:
@@ -112,17 +123,31 @@ def load_experiment(name: str | Path, experiments_dir: str | Path | None = None)
     if not isinstance(experiment.num_samples, int) or experiment.num_samples < 0:
         raise ConfigError(f"experiment.num_samples in {path} must be an integer >= 0, got {experiment.num_samples!r}")
     if experiment.kind == "sweep":
-        key, values = experiment.sweep.get("key"), experiment.sweep.get("values")
-        if not isinstance(key, str) or "." not in key or not isinstance(values, list) or not values:
-            raise ConfigError(
-                f"a sweep needs experiment.sweep = {{key = \"section.key\", values = [...]}} in {path}, "
-                f"got {experiment.sweep!r}"
-            )
-        for value in values:  # every member's config must be valid before anything trains
-            experiment.config([f"{key}={json.dumps(value)}"])
+        _check_sweep(experiment.sweep, path)
+        for _, _, overrides in experiment.sweep_runs():  # every member's config must be valid before anything trains
+            experiment.config(overrides)
     else:
         experiment.config()
     return experiment
+
+
+def _check_sweep(sweep: dict, path: Path) -> None:
+    """A sweep is ``{key = "section.key", values = [...]}`` or ``{variants = {name = [overrides]}}``."""
+    usage = ('experiment.sweep = {key = "section.key", values = [...]} or {variants = {name = ["key=value", ...]}}'
+             f" in {path}, got {sweep!r}")
+    if "variants" in sweep:
+        variants = sweep["variants"]
+        if set(sweep) != {"variants"} or not isinstance(variants, dict) or not variants or not all(
+                isinstance(v, list) and all(isinstance(o, str) for o in v) for v in variants.values()):
+            raise ConfigError(f"a sweep needs {usage}")
+        bad = [name for name in variants if not name.replace("_", "").replace("-", "").isalnum()]
+        if bad:
+            raise ConfigError(f"sweep variant name {bad[0]!r} in {path} is not a folder name: use letters, digits, "
+                              "'_' and '-'")
+        return
+    key, values = sweep.get("key"), sweep.get("values")
+    if not isinstance(key, str) or "." not in key or not isinstance(values, list) or not values:
+        raise ConfigError(f"a sweep needs {usage}")
 
 
 def _evaluate(out: Path, num_samples: int, data_dir, log) -> dict | None:
@@ -205,10 +230,17 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
     from ..plots.base import save_figure
     from ..plots.study import plot_sweep
 
-    key = experiment.sweep["key"]
+    key = experiment.sweep_key
+    swept = [o for o in overrides if o.partition("=")[0].strip() == key]
+    if swept:
+        raise ConfigError(f"--set {swept[0]} sets the key this experiment sweeps over; drop it (the sweep's values "
+                          f"are in {experiment.path})")
+    members = [(value, sub, experiment.config([*member, *overrides]))  # the command line's --set wins
+               for value, sub, member in experiment.sweep_runs()]
+    for _, _, config in members:  # every member checked before the first one trains
+        check_config(config)
     rows, reused = [], True
-    for value, sub in experiment.sweep_runs():
-        config = experiment.config([*overrides, f"{key}={json.dumps(value)}"])
+    for value, sub, config in members:
         log(f"--- {key} = {value}")
         run_dir = out / sub
         reused &= train_or_resume(config, run_dir, data_dir, overwrite, progress, log, redraw)
@@ -224,6 +256,7 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
             "log_likelihood": ll["value"] if ll else None,
             "log_likelihood_stderr": ll["stderr"] if ll else None,
             "active_units": (report or {}).get("active_units"),
+            "epochs": metrics["epochs"],
             "train_seconds": metrics["train_seconds"],
         })
     result = {"key": key, "num_samples": num_samples, "rows": rows}

@@ -70,7 +70,7 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
     else:
         sweep = read_json(RunDir(out).sweep)
         if sweep:
-            key = sweep["key"].partition(".")[2]
+            key = sweep["key"].rpartition(".")[2]
             rows = [r for r in (_run_row(f"{experiment.name}: {key} = {s['value']}", out / s["run"])
                                 for s in sweep["rows"]) if r]
     record = read_json(RunDir(out).experiment) or {}

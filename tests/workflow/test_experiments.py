@@ -53,7 +53,8 @@ def test_every_experiment_file_loads_with_its_own_place():
                                         "amortized_vs_meanfield", "latent_sweep", "beta_sweep"}
     assert len({e.order for e in titled}) == len(titled)
     sweep = load_experiment("latent_sweep", REPO / "experiments")
-    assert [sub for _, sub in sweep.sweep_runs()] == [f"z_dim_{z}" for z in (2, 3, 5, 10, 20, 50)]
+    assert [sub for _, sub, _ in sweep.sweep_runs()] == [f"z_dim_{z}" for z in (2, 3, 5, 10, 20, 50)]
+    assert sweep.sweep_runs()[0][2] == ["model.z_dim=2"]
     assert load_experiment("vae_2d", REPO / "experiments").config().train.snapshot_epochs == [0, 1, 2, 5, 10, 20]
 
 
@@ -89,17 +90,53 @@ def test_train_experiment_evaluates_and_is_not_trained_twice(tmp_path, data_dir)
     assert len(json.loads((out / "history.json").read_text())) == 2
 
 
+VARIANTS = 'sweep = {variants = {small = [], wide = ["model.z_dim=4", "model.hidden=[32]"]}}'
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ('sweep = {variants = {small = "model.z_dim=4"}}', "a sweep needs"),
+    ('sweep = {variants = {}}', "a sweep needs"),
+    ('sweep = {variants = {a = []}, key = "model.z_dim"}', "a sweep needs"),
+    ('sweep = {variants = {"a/b" = []}}', "is not a folder name"),
+    ('sweep = {variants = {a = ["model.z_dim=0"]}}', "model.z_dim must be >= 1"),
+    ('sweep = {key = "z_dim", values = [2]}', "a sweep needs"),
+])
+def test_a_sweep_that_is_not_well_formed_is_refused_when_loaded(tmp_path, sweep, message):
+    with pytest.raises(ConfigError, match=message):
+        load_experiment(write_tiny(tmp_path, "bad", kind="sweep", sweep=sweep))
+
+
+def test_named_variants_apply_their_overrides_and_the_command_line_wins(tmp_path):
+    experiment = load_experiment(write_tiny(tmp_path, "variants", kind="sweep", sweep=VARIANTS))
+    assert experiment.sweep_key == "variant"
+    assert experiment.sweep_runs() == [("small", "small", []), ("wide", "wide", ["model.z_dim=4", "model.hidden=[32]"])]
+    assert experiment.config(experiment.sweep_runs()[1][2]).model.hidden == [32]
+    assert experiment.config([*experiment.sweep_runs()[1][2], "model.hidden=[8]"]).model.hidden == [8]
+
+
+def test_a_set_of_the_swept_key_is_refused_before_anything_is_written(tmp_path):
+    path = write_tiny(tmp_path, "tiny_sweep", kind="sweep", sweep='sweep = {key = "model.z_dim", values = [2, 4]}')
+    with pytest.raises(ConfigError, match="sets the key this experiment sweeps over"):
+        run_experiment(path, tmp_path / "sweep", None, overrides=["model.z_dim=3"], **QUIET)
+    path = write_tiny(tmp_path, "bad_member", kind="sweep",
+                      sweep='sweep = {variants = {fine = [], bad = ["guide.type=\'mean_field\'"]}}')
+    with pytest.raises(ConfigError, match="vamp"):  # a cross-field rule broken by the second member only
+        run_experiment(path, tmp_path / "bad", None, overrides=["prior.type=vamp"], **QUIET)
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "bad").exists()
+
+
 @pytest.mark.mnist
 @pytest.mark.slow
-def test_sweep_writes_one_run_per_value_and_the_figure(tmp_path, data_dir):
-    path = write_tiny(tmp_path, "tiny_sweep", kind="sweep", sweep='sweep = {key = "model.z_dim", values = [2, 4]}')
+def test_sweep_writes_one_run_per_variant_and_the_figure(tmp_path, data_dir):
+    path = write_tiny(tmp_path, "tiny_sweep", kind="sweep", sweep=VARIANTS)
     out = run_experiment(path, tmp_path / "sweep", data_dir, **QUIET)
     result = json.loads((out / "sweep.json").read_text())
-    assert [r["value"] for r in result["rows"]] == [2, 4] and result["num_samples"] == 5
-    for row in result["rows"]:
+    assert [r["value"] for r in result["rows"]] == ["small", "wide"] and result["num_samples"] == 5
+    assert result["key"] == "variant"
+    for row, z_dim in zip(result["rows"], (2, 4)):
         metrics = json.loads((out / row["run"] / "metrics.json").read_text())
-        assert row["test_loss"] == metrics["test_loss"] and row["log_likelihood"] < 0
-        assert load_config(out / row["run"] / "config.toml").model.z_dim == row["value"]
+        assert row["test_loss"] == metrics["test_loss"] and row["log_likelihood"] < 0 and row["epochs"] == 1
+        assert load_config(out / row["run"] / "config.toml").model.z_dim == z_dim
     assert (out / "sweep.png").stat().st_size > 10000
 
 
@@ -145,7 +182,7 @@ def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
     experiment = load_experiment(name)
     if experiment.kind == "sweep":
         rows = json.loads((out / "sweep.json").read_text())["rows"]
-        assert [r["value"] for r in rows] == experiment.sweep["values"]
+        assert [r["value"] for r in rows] == [value for value, _, _ in experiment.sweep_runs()]
         assert all(math.isfinite(r["test_loss"]) for r in rows)
         assert (out / "sweep.png").exists()
     else:
