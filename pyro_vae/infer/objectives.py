@@ -9,7 +9,8 @@
   MVN), the Monte-Carlo term elsewhere (mixture prior);
 - ``jit_trace``, ``jit_trace_mean_field``: the same, compiled by Pyro with ``torch.jit.trace``;
 - ``iwae``: the importance-weighted bound (Burda et al. 2015) with K = ``num_particles``,
-  ``L_K = E[log (1/K) sum_k p(x, z_k) / q(z_k | x)]``, written directly below.
+  ``L_K = E[log (1/K) sum_k p(x, z_k) / q(z_k | x)]``, written directly below;
+- ``iwae_dreg``: the same bound with doubly-reparameterized gradients for the guide (Tucker et al. 2019).
 
 KL weight: ``ELBO_beta = E_q[log p(x|z)] - beta_t KL``, with ``beta_t = beta * min(1, t / T)``
 (linear annealing over T steps), applied by scaling the log-densities of site ``z`` in
@@ -59,10 +60,19 @@ class IWAE(_DirectLoss):
     def __init__(self, num_particles: int = 5):
         super().__init__(num_particles=num_particles, max_plate_nesting=1)
 
-    def _log_weights(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, float]:
+    def _particle_traces(self, model, guide, *args, **kwargs):
+        """The model's and the guide's traces with K particles drawn at once."""
         with pyro.plate("particles", self.num_particles, dim=-2):
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        return model_trace, guide_trace
+
+    def _log_weights(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, float]:
+        return self._weights(*self._particle_traces(model, guide, *args, **kwargs))
+
+    @staticmethod
+    def _weights(model_trace, guide_trace) -> tuple[torch.Tensor, float]:
+        """``log w`` ``(K, B)`` and the data plate's scale N / B."""
         model_trace.compute_log_prob()
         guide_trace.compute_log_prob()
         log_w, scales = 0.0, set()
@@ -83,6 +93,88 @@ class IWAE(_DirectLoss):
         log_w, scale = self._log_weights(model, guide, *args, **kwargs)
         bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)  # (B,)
         return -scale * bound.sum()
+
+
+class DReGIWAE(IWAE):
+    """The IWAE bound with doubly-reparameterized gradients for the guide (Tucker, Lawson, Gu and
+    Maddison 2019); the same value as :class:`IWAE`.
+
+    With ``log w_k = log p(x, z_k) - log q(z_k | x)`` and ``w~_k = w_k / sum_j w_j``:
+    the model's parameters theta get IWAE's gradient ``sum_k w~_k grad_theta log w_k``; the guide's
+    phi get ``sum_k w~_k^2 (d log w_k / d z_k) (d z_k / d phi)``, with log q's own parameters held
+    fixed (the score term, zero in expectation, is dropped). At the exact posterior every
+    ``log w_k = log p(x)`` and the guide's gradient is exactly zero, where IWAE's is noise.
+    Needs a Gaussian guide (``Normal`` or ``MultivariateNormal``, whose parameters can be held
+    fixed) and a model whose densities do not depend on the guide's parameters (not a VampPrior;
+    checked on the first step).
+    """
+
+    def __init__(self, num_particles: int = 5):
+        super().__init__(num_particles)
+        self._checked = False
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        model_trace, guide_trace = self._particle_traces(model, guide, *args, **kwargs)
+        log_w, scale = self._weights(model_trace, guide_trace)
+        site = guide_trace.nodes["z"]
+        log_q_fixed = _with_parameters_fixed(site["fn"]).log_prob(site["value"])  # (K, B), a gradient in z only
+        log_w_fixed = log_w + site["unscaled_log_prob"] - log_q_fixed
+        theta, phi = _trainable_params(model_trace), _trainable_params(guide_trace)
+        if not self._checked:
+            _refuse_shared_parameters(model_trace, theta, phi)
+            self._checked = True
+        weights = torch.softmax(log_w.detach(), dim=0)  # w~_k, (K, B)
+        model_loss = -scale * (weights * log_w).sum()
+        guide_loss = -scale * (weights.square() * log_w_fixed).sum()
+        if theta:
+            torch.autograd.backward(model_loss, inputs=list(theta), retain_graph=bool(phi))
+        if phi:
+            torch.autograd.backward(guide_loss, inputs=list(phi))
+        bound = torch.logsumexp(log_w.detach(), dim=0) - math.log(self.num_particles)
+        return -scale * bound.sum().item()
+
+
+def _refuse_shared_parameters(model_trace, theta: set, phi: set) -> None:
+    """Raise when the model shares parameters with the guide, by name or through its latent
+    densities (a VampPrior's p(z) is built from the guide's encoder): DReG's split of the gradient
+    into a model part and a guide part would then weight a direct path as a path through z."""
+    shared = len(theta & phi)
+    latent_params = [p for p in phi if p.requires_grad]
+    for site in model_trace.nodes.values():
+        if shared or site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
+            continue
+        log_p = site["fn"].log_prob(site["value"].detach())
+        if log_p.requires_grad:
+            grads = torch.autograd.grad(log_p.sum(), latent_params, allow_unused=True, retain_graph=True)
+            shared += sum(g is not None for g in grads)
+    if shared:
+        raise ValueError(
+            f"iwae_dreg needs a model whose densities do not depend on the guide's parameters; {shared} do "
+            "(a VampPrior mixes the guide's posteriors); use objective 'iwae'"
+        )
+
+
+def _trainable_params(trace) -> set:
+    """The parameters a trace registered (``pyro.module`` / ``pyro.param``) that take gradients."""
+    return {site["value"].unconstrained() for site in trace.nodes.values()
+            if site["type"] == "param" and site["value"].unconstrained().requires_grad}
+
+
+def _with_parameters_fixed(fn):
+    """A copy of a Gaussian q whose parameters are detached: its log-density has a gradient in z only."""
+    events = 0
+    while isinstance(fn, pyro.distributions.Independent):
+        events, fn = events + fn.reinterpreted_batch_ndims, fn.base_dist
+    if isinstance(fn, pyro.distributions.Normal):
+        fixed = pyro.distributions.Normal(fn.loc.detach(), fn.scale.detach())
+    elif isinstance(fn, pyro.distributions.MultivariateNormal):
+        fixed = pyro.distributions.MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
+    else:
+        raise ValueError(
+            f"iwae_dreg holds the guide's parameters fixed in log q, which needs a Normal or MultivariateNormal q, "
+            f"got {type(fn).__name__}; use objective 'iwae' with this guide"
+        )
+    return fixed.to_event(events) if events else fixed
 
 
 class FreeBitsELBO(_DirectLoss):

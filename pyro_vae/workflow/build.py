@@ -18,7 +18,7 @@ import pyro.distributions.transforms as T
 import torch
 from pyro.nn import ConditionalAutoRegressiveNN
 
-from ..infer.objectives import ELBOS, IWAE, FreeBitsELBO
+from ..infer.objectives import ELBOS, IWAE, DReGIWAE, FreeBitsELBO
 from ..infer.optim import LR_SCHEDULES
 from ..models.guides import AmortizedFlow, AmortizedFullNormal, AmortizedNormal, Guide, MeanField
 from ..models.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood
@@ -80,7 +80,8 @@ LIKELIHOODS = {
     "continuous_bernoulli": lambda c: ContinuousBernoulliLikelihood(),
     "normal": lambda c: NormalLikelihood(c.model.normal_scale, c.model.learn_scale),
 }
-OBJECTIVES = (*ELBOS, "iwae")
+IMPORTANCE_WEIGHTED = {"iwae": IWAE, "iwae_dreg": DReGIWAE}  # K samples drawn at once
+OBJECTIVES = (*ELBOS, *IMPORTANCE_WEIGHTED)
 DEVICES = ("cpu", "cuda", "auto")
 
 # config key -> (the names it may take, what they are called in the message)
@@ -140,8 +141,8 @@ def build_objective(config: Config):
     t = config.train
     if t.free_bits > 0:
         return FreeBitsELBO(t.free_bits, t.num_particles)
-    if t.objective == "iwae":
-        return IWAE(t.num_particles)
+    if t.objective in IMPORTANCE_WEIGHTED:
+        return IMPORTANCE_WEIGHTED[t.objective](t.num_particles)
     if t.objective.startswith("jit_"):  # Pyro's JIT uses torch.jit.trace, deprecated (but working) in recent torch
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.*is deprecated", category=FutureWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -179,7 +180,7 @@ def _memory_needed(config: Config, num_data: int) -> int:
     parameters += {"correlated": z + z * z, "learned": z + z * z,
                    "mixture": config.prior.components * (1 + 2 * z),
                    "vamp": config.prior.components * NUM_PIXELS}.get(config.prior.type, 2 * z)
-    particles = t.num_particles if t.objective == "iwae" else 1  # IWAE draws its K samples at once
+    particles = t.num_particles if t.objective in IMPORTANCE_WEIGHTED else 1  # drawn at once
     batch = max(min(t.batch_size, num_data) * particles, min(t.eval_batch_size, 10_000))
     per_image = 4 * NUM_PIXELS + 2 * (sum(m.hidden) if m.net == "mlp" else 20_000) + (z * z if full else 4 * z)
     return 16 * parameters + 16 * batch * per_image

@@ -84,8 +84,8 @@ class TrainConfig:
     lr_decay: float = 0.95  # exponential schedule: the rate's factor from one epoch to the next
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | auto
-    objective: str = "trace"  # trace | trace_mean_field | jit_trace | jit_trace_mean_field | iwae
-    num_particles: int = 1  # samples per datapoint (K for iwae)
+    objective: str = "trace"  # trace | trace_mean_field | jit_trace | jit_trace_mean_field | iwae | iwae_dreg
+    num_particles: int = 1  # samples per datapoint (K for iwae, iwae_dreg)
     beta: float = 1.0  # KL weight (beta-VAE)
     kl_anneal_steps: int = 0  # raise the KL weight linearly from 0 to beta over this many steps
     free_bits: float = 0.0  # nats per latent dimension (Kingma et al. 2016); needs trace_mean_field

@@ -29,6 +29,10 @@ def _free_bits(c: Config) -> bool:
     return c.train.free_bits > 0
 
 
+def _importance_weighted(c: Config) -> bool:
+    return c.train.objective in ("iwae", "iwae_dreg")
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         ("guide.flow_hidden", "model.z_dim", "guide.type"),
@@ -68,9 +72,10 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         ("train.objective", "train.beta", "train.kl_anneal_steps"),
-        lambda c: c.train.objective == "iwae" and (c.train.beta != 1.0 or c.train.kl_anneal_steps > 0),
-        lambda c: "train.beta must be 1 and train.kl_anneal_steps 0 with the iwae objective (a bound on log p(x), "
-                  f"not a weighted ELBO), got beta = {c.train.beta}, kl_anneal_steps = {c.train.kl_anneal_steps}; "
+        lambda c: _importance_weighted(c) and (c.train.beta != 1.0 or c.train.kl_anneal_steps > 0),
+        lambda c: f"train.beta must be 1 and train.kl_anneal_steps 0 with the {c.train.objective} objective (a bound "
+                  f"on log p(x), not a weighted ELBO), got beta = {c.train.beta}, "
+                  f"kl_anneal_steps = {c.train.kl_anneal_steps}; "
                   "use objective 'trace_mean_field' to weight or anneal the KL",
         ("train.objective='iwae'", "train.beta=0.5"),
     ),
@@ -90,6 +95,14 @@ RULES: tuple[Rule, ...] = (
                   f"MultivariateNormals (guide.type = 'amortized_full' with prior.type = {c.prior.type!r}); use "
                   "train.objective = 'trace_mean_field'",
         ("train.objective='jit_trace_mean_field'", "guide.type='amortized_full'", "prior.type='learned'"),
+    ),
+    Rule(
+        ("train.objective", "guide.type", "prior.type"),
+        lambda c: c.train.objective == "iwae_dreg" and (c.guide.type in ("iaf", "planar") or c.prior.type == "vamp"),
+        lambda c: "train.objective = 'iwae_dreg' holds the guide's Gaussian parameters fixed in log q and needs "
+                  "parameters the model and the guide do not share: not a flow guide nor a VampPrior, got guide "
+                  f"{c.guide.type!r} and prior {c.prior.type!r}; use train.objective = 'iwae'",
+        ("train.objective='iwae_dreg'", "guide.type='iaf'"),
     ),
     Rule(
         ("guide.local_min_lr", "guide.local_lr"),

@@ -31,7 +31,11 @@ def _pairwise() -> list:
 def test_every_prior_guide_objective_trains(tiny_data, prior_kind, guide_kind, objective):
     config = tiny_config(prior={"type": prior_kind}, guide={"type": guide_kind})
     config.train.objective = objective
-    config.train.num_particles = 3 if objective == "iwae" else 1
+    config.train.num_particles = 3 if objective.startswith("iwae") else 1
+    if objective == "iwae_dreg" and (guide_kind in ("iaf", "planar") or prior_kind == "vamp"):
+        with pytest.raises(ConfigError, match="'iwae_dreg' holds the guide's Gaussian parameters fixed"):
+            check_config(config)
+        return
     full_mvn_kl = guide_kind == "amortized_full" and prior_kind in ("correlated", "learned")
     if objective == "jit_trace_mean_field" and full_mvn_kl:
         with pytest.raises(ConfigError, match="cannot trace torch's KL between two"):
@@ -81,8 +85,13 @@ def test_analytic_kl_and_monte_carlo_elbos_agree(tiny_data, guide_kind):
 
 
 # --- the new objectives against hand computations ------------------------------------------
-from pyro_vae.infer.objectives import IWAE, FreeBitsELBO, KLWeight, kl_weighted  # noqa: E402
+from pyro_vae.infer.objectives import IWAE, DReGIWAE, FreeBitsELBO, KLWeight, kl_weighted  # noqa: E402
 
+import pyro.distributions as dist  # noqa: E402
+
+from pyro_vae.models.guides import Guide  # noqa: E402
+
+from ..helpers import linear_gaussian  # noqa: E402
 from .test_evaluate import _ExactPosterior, _GaussianProposal, _linear_gaussian  # noqa: E402
 
 
@@ -109,6 +118,81 @@ def test_iwae_bound_tightens_with_k():
     guide = _GaussianProposal(W, b, s, widen=1.6)
     losses = [IWAE(num_particles=k).loss(vae.model, guide, x) / 200 for k in (1, 10, 200)]
     assert losses[0] > losses[1] > losses[2] > -exact.mean().item() - 0.05
+
+
+class _LinearGuide(Guide):
+    """q(z | x) = N(A x + c, diag(exp(2 log_scale))): a learnable encoder that can be the exact posterior of a
+    linear-Gaussian model with orthogonal W."""
+
+    def __init__(self, d, k):
+        super().__init__(num_data=1)
+        self.linear = torch.nn.Linear(d, k)
+        self.log_scale = torch.nn.Parameter(torch.zeros(k))
+
+    def posterior(self, x, idx=None):
+        return dist.Normal(self.linear(x), self.log_scale.exp().expand(x.shape[0], -1)).to_event(1)
+
+    def set_exact(self, W, b, s, widen=1.0):
+        """q = p(z | x): mean cov W^T (x - b) / s^2, covariance cov = (I + W^T W / s^2)^-1 (diagonal here)."""
+        cov = torch.linalg.inv(torch.eye(W.shape[1]) + W.T @ W / s**2)
+        with torch.no_grad():
+            self.linear.weight.copy_(cov @ W.T / s**2)
+            self.linear.bias.copy_(-(cov @ W.T @ b) / s**2)
+            self.log_scale.copy_(cov.diagonal().sqrt().log() + math.log(widen))
+        return self
+
+
+def _gradients(objective, vae, guide, x, seed):
+    """(loss, model gradients, guide gradients) of one ``loss_and_grads`` with the rng at ``seed``."""
+    for p in [*vae.parameters(), *guide.parameters()]:
+        p.grad = None
+    pyro.set_rng_seed(seed)
+    with pyro.get_param_store().scope():
+        loss = objective.loss_and_grads(vae.model, guide, x)
+    def grads(module):
+        return torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel())
+                          for p in module.parameters()])
+
+    return loss, grads(vae), grads(guide)
+
+
+def test_dreg_has_iwae_value_and_model_gradients_and_no_guide_noise_at_the_exact_posterior():
+    vae, W, b, s, x, exact = linear_gaussian(n=20, d=8, k=3, seed=3)
+    guide = _LinearGuide(8, 3).set_exact(W, b, s)
+    iwae, dreg = IWAE(num_particles=5), DReGIWAE(num_particles=5)
+    loss, model_grad, guide_grad = _gradients(dreg, vae, guide, x, seed=7)
+    loss_iwae, model_grad_iwae, guide_grad_iwae = _gradients(iwae, vae, guide, x, seed=7)
+    assert loss == pytest.approx(loss_iwae, rel=1e-6)
+    assert loss == pytest.approx(-exact.sum().item(), abs=1e-3)  # exact posterior: every log w_k = log p(x)
+    assert torch.allclose(model_grad, model_grad_iwae, atol=1e-5) and model_grad.abs().max() > 1e-2
+    assert guide_grad.abs().max() < 1e-4  # d log w / dz = 0 at the exact posterior: no noise
+    assert guide_grad_iwae.abs().max() > 1e-2  # IWAE's guide gradient there is pure noise
+
+
+def test_dreg_guide_gradient_is_unbiased_and_less_noisy_than_iwae():
+    """Away from the posterior the two estimators have the same mean (DReG drops a zero-mean score term)."""
+    vae, W, b, s, x, exact = linear_gaussian(n=20, d=8, k=3, seed=3)
+    guide = _LinearGuide(8, 3).set_exact(W, b, s, widen=1.7)
+    with torch.no_grad():
+        guide.linear.bias.add_(0.3)
+    draws = {name: torch.stack([_gradients(objective, vae, guide, x, seed)[2] for seed in range(300)])
+             for name, objective in (("iwae", IWAE(5)), ("dreg", DReGIWAE(5)))}
+    mean_diff = draws["dreg"].mean(0) - draws["iwae"].mean(0)
+    se = (draws["dreg"].var(0) / 300 + draws["iwae"].var(0) / 300).sqrt()
+    assert (mean_diff.abs() < 4 * se + 1e-4).all()
+    assert draws["iwae"].mean(0).abs().max() > 10 * se.max()  # the mean is far from 0: the test can tell
+    assert (draws["dreg"].var(0).sum() < 0.5 * draws["iwae"].var(0).sum())
+
+
+def test_dreg_refuses_a_guide_it_cannot_hold_fixed_and_shared_parameters(tiny_data):
+    vae, guide = build_model(tiny_config(guide={"type": "planar"}), len(tiny_data))
+    idx = torch.arange(8)
+    with pytest.raises(ValueError, match="needs a Normal or MultivariateNormal q, got TransformedDistribution"):
+        DReGIWAE(3).loss_and_grads(vae.model, guide, tiny_data.pixels_at(idx), idx)
+    pyro.clear_param_store()  # the planar guide's parameters have the same names
+    vae, guide = build_model(tiny_config(prior={"type": "vamp"}), len(tiny_data))
+    with pytest.raises(ValueError, match="a model whose densities do not depend on the guide"):
+        DReGIWAE(3).loss_and_grads(vae.model, guide, tiny_data.pixels_at(idx), idx)
 
 
 def test_kl_weight_scales_only_the_latent_terms(tiny_data):
