@@ -78,6 +78,7 @@ class GuideConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 20
+    max_minutes: float = 0.0  # time budget: stop after the epoch in which training time reaches it; 0 = none
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: str = "constant"  # constant | burda (3^i epochs at 10^(-i/7)) | exponential (lr_decay per epoch)
@@ -137,6 +138,7 @@ _LOWER_BOUNDS = {
     ("guide", "local_tolerance"): (0, False),
     ("guide", "local_particles"): (1, True),
     ("train", "epochs"): (1, True),
+    ("train", "max_minutes"): (0, True),
     ("train", "batch_size"): (1, True),
     ("train", "lr"): (0, False),
     ("train", "lr_decay"): (0, False),

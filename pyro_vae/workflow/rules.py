@@ -100,8 +100,8 @@ RULES: tuple[Rule, ...] = (
         ("train.objective", "guide.type", "prior.type"),
         lambda c: c.train.objective == "iwae_dreg" and (c.guide.type in ("iaf", "planar") or c.prior.type == "vamp"),
         lambda c: "train.objective = 'iwae_dreg' holds the guide's Gaussian parameters fixed in log q and needs "
-                  "parameters the model and the guide do not share: not a flow guide nor a VampPrior, got guide "
-                  f"{c.guide.type!r} and prior {c.prior.type!r}; use train.objective = 'iwae'",
+                  "parameters the model and the guide do not share: not a flow guide nor a VampPrior, got guide.type = "
+                  f"{c.guide.type!r} and prior.type = {c.prior.type!r}; use train.objective = 'iwae'",
         ("train.objective='iwae_dreg'", "guide.type='iaf'"),
     ),
     Rule(

@@ -170,7 +170,7 @@ class Trainer:
                 f"checkpoint {path} holds a config that does not parse ({err}); "
                 f"{self.dir.earlier_copy_fix(path)}"
             ) from None
-        if saved.differences(self.config, ignore=["train.epochs"]):
+        if saved.differences(self.config, ignore=LENGTH_KEYS):
             raise CheckpointError(
                 f"{path} belongs to another config than {self.dir.config}; "
                 f"restore the run's {self.dir.config.name} or start a new run"
@@ -218,7 +218,7 @@ class Trainer:
         progress = ProgressBar(self.progress)
         with CtrlC() as ctrl_c:
             hooks = self.hooks(progress, ctrl_c)
-            while self.epoch < cfg.epochs:
+            while not training_done(self.config, self.epoch, self.seconds):
                 epoch = EpochState.begin(self.train_data, self.epoch + 1, cfg.seed, self.position)
                 try:
                     run_epoch(self.svi, self.train_data, cfg.batch_size, epoch, hooks)
@@ -233,6 +233,9 @@ class Trainer:
                 if ctrl_c.requested:
                     raise Interrupted(f"interrupted after epoch {epoch.number}; checkpoint saved: continue with "
                                       f"pyro-vae train --resume {self.out}")
+        if self.epoch < cfg.epochs:
+            self.log(f"train.max_minutes = {cfg.max_minutes:g} spent ({self.seconds / 60:.1f} minutes of training) "
+                     f"after epoch {self.epoch} of {cfg.epochs}")
         metrics = self.finish()
         for hook in hooks:
             hook.training_finished()
@@ -410,16 +413,31 @@ def train(
     return trainer.run()
 
 
+def time_budget(config: Config) -> float:
+    """Seconds of training ``train.max_minutes`` allows (infinite when it is 0)."""
+    return 60.0 * config.train.max_minutes if config.train.max_minutes > 0 else math.inf
+
+
+def training_done(config: Config, epochs: int, seconds: float) -> bool:
+    """Whether a run that trained ``epochs`` epochs in ``seconds`` is at its end: ``train.epochs``
+    reached, or the time budget spent (checked between epochs, so the last epoch may overrun it)."""
+    return epochs >= config.train.epochs or seconds >= time_budget(config)
+
+
+LENGTH_KEYS = ("train.epochs", "train.max_minutes")  # what may grow when a run is resumed
+
+
 def _same_run_or_refuse(config: Config, saved: Config, changed: str, shorter: str) -> None:
-    """Refuse a config that differs from a run's ``saved`` one in anything but more epochs.
+    """Refuse a config that differs from a run's ``saved`` one in anything but a longer run
+    (more ``train.epochs``, a larger ``train.max_minutes``).
 
     :param changed: the message when keys differ, ``{}`` standing for their names.
-    :param shorter: the message when ``config`` asks for fewer epochs than the run has.
+    :param shorter: the message when ``config`` asks for a shorter run than the saved one.
     """
-    keys = config.differences(saved, ignore=["train.epochs"])
+    keys = config.differences(saved, ignore=LENGTH_KEYS)
     if keys:
         raise ConfigError(changed.format(", ".join(keys)))
-    if config.train.epochs < saved.train.epochs:
+    if config.train.epochs < saved.train.epochs or time_budget(config) < time_budget(saved):
         raise ConfigError(shorter)
 
 
@@ -441,10 +459,11 @@ def resume(
     config = load_config(run_dir.config, overrides or [])
     _same_run_or_refuse(
         config, saved,
-        changed=f"cannot resume {out} with a changed config ({{}}); only train.epochs may change: start a new run "
-                "with --out NEW_DIR instead",
-        shorter=f"train.epochs = {config.train.epochs} is below the run's {saved.train.epochs}; resume can only "
-                "train longer",
+        changed=f"cannot resume {out} with a changed config ({{}}); only train.epochs and train.max_minutes may "
+                "change: start a new run with --out NEW_DIR instead",
+        shorter=f"train.epochs = {config.train.epochs}, train.max_minutes = {config.train.max_minutes:g} make a "
+                f"shorter run than the saved {saved.train.epochs}, {saved.train.max_minutes:g} (0 minutes: no limit); "
+                "resume can only train longer",
     )
     trainer = Trainer(config, out, *load_run_data(config, data_dir), progress=progress, log=log)  # checks config
     latest = run_dir.latest_checkpoint()
@@ -460,7 +479,7 @@ def resume(
                 ) from None
             raise
         trainer.restore(state, latest)  # checks every entry (and the config) before using any
-    if config.train.epochs != saved.train.epochs:
+    if config.differences(saved):  # a longer run
         config.save(run_dir.config)
         for stale in (run_dir.metrics, run_dir.evaluation):  # the shorter run's: the run is unfinished again
             stale.unlink(missing_ok=True)
@@ -475,9 +494,10 @@ def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: b
     ``pyro-vae train``, ``run``, ``compare`` and sweeps.
 
     A run in ``out`` is reused only if its whole resolved config equals ``config`` and it finished
-    (its ``metrics.json``, written last, is there for ``train.epochs`` epochs; its figures redrawn
-    when ``redraw``); it is resumed when it was stopped before its end or only ``train.epochs``
-    grew, and refused in one line naming the keys that differ otherwise (``overwrite`` replaces it).
+    (its ``metrics.json``, written last, is there, for ``train.epochs`` epochs or a spent
+    ``train.max_minutes``; its figures redrawn when ``redraw``); it is resumed when it was stopped
+    before its end or only its length grew (:data:`LENGTH_KEYS`), and refused in one line naming the
+    keys that differ otherwise (``overwrite`` replaces it).
     Returns whether a finished run was reused.
     """
     run_dir = RunDir(out)
@@ -488,18 +508,21 @@ def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: b
         _same_run_or_refuse(
             config, saved,
             changed=f"{out} holds a run with another config ({{}}); pass --overwrite to replace it or --out NEW_DIR",
-            shorter=f"{out} holds a run of {saved.train.epochs} epochs, more than train.epochs = "
-                    f"{config.train.epochs}; pass --overwrite to replace it or --out NEW_DIR",
+            shorter=f"{out} holds a longer run (train.epochs = {saved.train.epochs}, train.max_minutes = "
+                    f"{saved.train.max_minutes:g}) than this config's ({config.train.epochs}, "
+                    f"{config.train.max_minutes:g}); pass --overwrite to replace it or --out NEW_DIR",
         )
-        metrics = read_json(run_dir.metrics) or {}
-        if metrics.get("epochs") == config.train.epochs == saved.train.epochs:
+        metrics = read_json(run_dir.metrics)
+        if metrics and not config.differences(saved) and training_done(config, metrics["epochs"],
+                                                                         metrics["train_seconds"]):
             log(f"{out}: finished run found, not trained again" + ("; redrawing its figures" if redraw else ""))
             if redraw:
                 from .figures import redraw_figures  # matplotlib only where figures are drawn
 
                 redraw_figures(out, data_dir)
             return True
-        resume(out, [f"train.epochs={config.train.epochs}"], data_dir, progress, log)
+        resume(out, [f"train.epochs={config.train.epochs}", f"train.max_minutes={config.train.max_minutes}"], data_dir,
+               progress, log)
         return False
     train(config, out, data_dir, progress, overwrite=overwrite, log=log)
     return False

@@ -16,6 +16,7 @@ from pyro_vae.workflow.checkpoint import CheckpointError, load_checkpoint
 from pyro_vae.workflow.config import ConfigError
 from pyro_vae.workflow.runs import RunDir
 from pyro_vae.workflow.data import load_run_data
+from pyro_vae.workflow.loop import EpochState
 from pyro_vae.workflow.training import Interrupted, Trainer, resume, train, train_or_resume
 
 from ..helpers import tiny_config
@@ -177,9 +178,9 @@ def test_training_longer_equals_one_long_run(tmp_path, data_dir, reference):
 def test_resume_refuses_changes_and_bad_checkpoints(tmp_path, data_dir):
     out = tmp_path / "run"
     train(_config(epochs=2), out, data_dir, **QUIET)
-    with pytest.raises(ConfigError, match=r"changed config \(train.lr\); only train.epochs may change"):
+    with pytest.raises(ConfigError, match=r"changed config \(train.lr\); only train.epochs and train.max_minutes may"):
         resume(out, ["train.lr=0.1"], data_dir, **QUIET)
-    with pytest.raises(ConfigError, match="below the run's 2; resume can only train longer"):
+    with pytest.raises(ConfigError, match="shorter run than the saved 2, 0 .*; resume can only train longer"):
         resume(out, ["train.epochs=1"], data_dir, **QUIET)
     good = (out / "checkpoint.pt").read_bytes()
     (out / "checkpoint.pt").write_bytes(good[: len(good) // 3])
@@ -232,6 +233,31 @@ def test_resuming_to_more_epochs_removes_the_shorter_runs_metrics(tmp_path, data
         resume(out, ["train.epochs=2"], data_dir, **QUIET)
     assert not (out / "metrics.json").exists() and not (out / "evaluation.json").exists()
     assert "epochs = 2" in (out / "config.toml").read_text()
+
+
+def test_a_time_budget_ends_training_between_epochs_and_a_larger_one_resumes(tmp_path, data_dir, monkeypatch):
+    """train.max_minutes stops after the epoch that spends it (each epoch here takes 30 s of a fake clock);
+    such a run counts as finished, a larger budget resumes it, a smaller one is refused."""
+    monkeypatch.setattr(EpochState, "seconds", lambda self: 30.0)
+    out = tmp_path / "run"
+    config = tiny_config(data={"train_size": 100, "test_size": 50}, train={"epochs": 5, "max_minutes": 1.0})
+    lines = []
+    train(config, out, data_dir, progress=False, log=lines.append)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["epochs"], metrics["train_seconds"]) == (2, 60.0)
+    assert "train.max_minutes = 1 spent (1.0 minutes of training) after epoch 2 of 5" in lines
+    assert train_or_resume(config, out, data_dir, **QUIET) is True  # finished: reused, not trained further
+    config.train.max_minutes = 2.0
+    assert train_or_resume(config, out, data_dir, **QUIET) is False
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 4
+    assert "max_minutes = 2.0" in (out / "config.toml").read_text()
+    config.train.max_minutes = 1.0
+    with pytest.raises(ConfigError, match=r"holds a longer run \(train.epochs = 5, train.max_minutes = 2\)"):
+        train_or_resume(config, out, data_dir, **QUIET)
+    with pytest.raises(ConfigError, match=r"shorter run than the saved 5, 2 \(0 minutes: no limit\)"):
+        resume(out, ["train.max_minutes=1.5"], data_dir, **QUIET)
+    resume(out, ["train.max_minutes=0"], data_dir, **QUIET)  # no limit: on to train.epochs
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 5
 
 
 @pytest.mark.slow
