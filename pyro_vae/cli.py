@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--config", help="TOML file, e.g. experiments/vae_2d.toml")
     source.add_argument(
         "--resume", metavar="DIR",
-        help="continue the run in DIR from its last checkpoint (--set train.epochs=N or train.max_minutes=M trains longer)",
+        help="continue the run in DIR from its last checkpoint (a larger train.epochs, train.max_minutes or "
+             "train.early_stopping trains longer)",
     )
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -6,7 +6,7 @@ The table in test_cli_errors.py holds the cases someone thought of; this test dr
 keys from the config dataclasses, values of every TOML type (strings, ints huge and negative,
 floats with nan/inf/1e308, bools, lists, nested lists, inline tables) and legal values in cheap
 ranges, so that the runs that pass every check train in about two seconds on 64 images.
-The draws are derandomized (the same 250 cases on every run), so that CI is reproducible; run with
+The draws are derandomized (the same 200 cases on every run), so that CI is reproducible; run with
 ``--hypothesis-seed`` and ``derandomize`` off to explore others.
 """
 
@@ -174,7 +174,7 @@ def base_config(tmp_path_factory):
     return root, path
 
 
-@settings(max_examples=250, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.filter_too_much,
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.filter_too_much,
                                                                   HealthCheck.too_slow])
 @given(overrides=_overrides())
 @example(overrides=["model.net=conv", "guide.type=amortized_full", "train.lr=0.09375", "data.pixels=grayscale"])

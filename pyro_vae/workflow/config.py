@@ -27,10 +27,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "mnist"  # mnist | fashion_mnist
+    dataset: str = "mnist"  # mnist | fashion_mnist | binarized_mnist
     pixels: str = "grayscale"  # grayscale | dynamic | threshold
     train_size: int = 0  # use the first n training images; 0 = all
     test_size: int = 0  # use the first n test images; 0 = all
+    validation_size: int = 0  # hold out the last n training images (binarized_mnist: its validation file)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class GuideConfig:
 class TrainConfig:
     epochs: int = 20
     max_minutes: float = 0.0  # time budget: stop after the epoch in which training time reaches it; 0 = none
+    early_stopping: int = 0  # patience: stop when the validation loss has not improved for this many epochs; 0 = none
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: str = "constant"  # constant | burda (3^i epochs at 10^(-i/7)) | exponential (lr_decay per epoch)
@@ -127,6 +129,7 @@ _SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
 _LOWER_BOUNDS = {
     ("data", "train_size"): (0, True),
     ("data", "test_size"): (0, True),
+    ("data", "validation_size"): (0, True),
     ("model", "z_dim"): (1, True),
     ("model", "normal_scale"): (0, False),
     ("prior", "components"): (1, True),
@@ -139,6 +142,7 @@ _LOWER_BOUNDS = {
     ("guide", "local_particles"): (1, True),
     ("train", "epochs"): (1, True),
     ("train", "max_minutes"): (0, True),
+    ("train", "early_stopping"): (0, True),
     ("train", "batch_size"): (1, True),
     ("train", "lr"): (0, False),
     ("train", "lr_decay"): (0, False),

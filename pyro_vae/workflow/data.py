@@ -30,7 +30,8 @@ DATA_ENV = "PYRO_VAE_DATA"
 IDX_DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # folder names (and torchvision classes)
 BINARIZED = "binarized_mnist"  # Larochelle's fixed binarization of MNIST: .amat text files, no labels
 BINARIZED_FOLDER = "BinarizedMNIST"
-AMAT_FILES = {True: "binarized_mnist_train.amat", False: "binarized_mnist_test.amat"}  # 50,000 and 10,000 images
+AMAT_FILES = {True: "binarized_mnist_train.amat", False: "binarized_mnist_test.amat",
+              "validation": "binarized_mnist_valid.amat"}  # 50,000, 10,000 and 10,000 images
 DATASETS = (*IDX_DATASETS, BINARIZED)
 PIXEL_MODES = ("grayscale", "dynamic", "threshold")
 
@@ -85,8 +86,9 @@ def read_amat(path: str | os.PathLike) -> torch.Tensor:
     return (torch.frombuffer(bytearray(digits), dtype=torch.uint8) - ord("0")).reshape(lines, NUM_PIXELS)
 
 
-def _load_binarized(train: bool, root: Path, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Larochelle's binarized MNIST split from ``<root>/BinarizedMNIST``; labels :data:`UNLABELLED`."""
+def _load_binarized(train: bool | str, root: Path, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Larochelle's binarized MNIST split (``True``: train, ``False``: test, ``"validation"``) from
+    ``<root>/BinarizedMNIST``; labels :data:`UNLABELLED`."""
     folder = root / BINARIZED_FOLDER
     path = _find(folder, AMAT_FILES[train])
     if path is None:
@@ -140,8 +142,8 @@ def load_images(
     when they are missing, downloads them through torchvision if a network exists, and
     otherwise raises :class:`DataError` naming the files needed and the folder searched.
     ``binarized_mnist`` is read from ``<data_dir>/BinarizedMNIST/*.amat(.gz)`` (train: its 50,000
-    training images; its 10,000 validation images are not used yet), with every label
-    :data:`UNLABELLED`; it is never downloaded.
+    training images; its 10,000 validation images through :func:`load_run_validation`), with every
+    label :data:`UNLABELLED`; it is never downloaded.
     """
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
@@ -272,17 +274,57 @@ def load_data(
 
 
 def load_run_data(config: Config, data_dir=None, device: torch.device | str = "cpu") -> tuple[ImageData, ImageData]:
-    """``(train, test)`` images of ``config``'s [data] section on ``device``."""
+    """``(train, test)`` images of ``config``'s [data] section on ``device``; the training images
+    without those :func:`load_run_validation` holds out."""
     d = config.data
-    return load_data(d.dataset, d.pixels, data_dir, d.train_size, d.test_size, device)
+    train = load_run_split(config, True, data_dir)
+    test = ImageData(*load_images(d.dataset, False, data_dir, limit=d.test_size), d.pixels)
+    return train.to(device), test.to(device)
+
+
+def load_run_validation(config: Config, data_dir=None, device: torch.device | str = "cpu") -> ImageData | None:
+    """The ``data.validation_size`` held-out images (None when it is 0): the last ones of the
+    training split, never among :func:`load_run_data`'s training images; for ``binarized_mnist``
+    the first ones of its own validation file."""
+    d = config.data
+    if d.validation_size == 0:
+        return None
+    if d.dataset == BINARIZED:
+        images, labels = _load_binarized("validation", resolve_data_dir(data_dir), d.validation_size)
+        if len(images) < d.validation_size:
+            raise DataError(f"data.validation_size = {d.validation_size} is more than the {len(images):,} images "
+                            f"of {AMAT_FILES['validation']}; lower data.validation_size")
+    else:
+        images, labels = _held_out(config, data_dir)[1]
+    return ImageData(images, labels, d.pixels).to(device)
+
+
+def _held_out(config: Config, data_dir) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The training file of an idx dataset split into ``((images, labels), (images, labels))``: the
+    rows before the last ``data.validation_size`` and those last rows."""
+    d = config.data
+    images, labels = load_images(d.dataset, True, data_dir)
+    kept = len(images) - d.validation_size
+    if kept < 1 or d.train_size > kept:
+        raise DataError(
+            f"data.validation_size = {d.validation_size} and data.train_size = {d.train_size} ask for more than "
+            f"the {len(images):,} training images of {d.dataset}; lower one of them"
+        )
+    return (images[:kept], labels[:kept]), (images[kept:], labels[kept:])
 
 
 def load_run_split(config: Config, train: bool, data_dir=None, limit: int = 0) -> ImageData:
     """One split of ``config``'s [data] section (CPU), only its first ``limit`` images when ``limit`` > 0:
-    the rows :func:`load_run_data` gives, without reading or converting the rest."""
+    the rows :func:`load_run_data` gives, without reading or converting the rest (the training
+    split of an idx dataset with a validation split is read whole, then cut)."""
     d = config.data
     size = d.train_size if train else d.test_size
     first = min(n for n in (size, limit) if n > 0) if size > 0 or limit > 0 else 0
+    if train and d.validation_size > 0 and d.dataset != BINARIZED:
+        images, labels = _held_out(config, data_dir)[0]
+        if first > 0:
+            images, labels = images[:first], labels[:first]
+        return ImageData(images, labels, d.pixels)
     return ImageData(*load_images(d.dataset, train, data_dir, limit=first), d.pixels)
 
 

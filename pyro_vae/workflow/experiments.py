@@ -257,6 +257,7 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
             "log_likelihood_stderr": ll["stderr"] if ll else None,
             "active_units": (report or {}).get("active_units"),
             "epochs": metrics["epochs"],
+            "best_epoch": metrics.get("best_epoch"),  # with a validation split: the epoch whose weights these are
             "train_seconds": metrics["train_seconds"],
         })
     result = {"key": key, "num_samples": num_samples, "rows": rows}

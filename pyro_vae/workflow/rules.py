@@ -35,6 +35,21 @@ def _importance_weighted(c: Config) -> bool:
 
 RULES: tuple[Rule, ...] = (
     Rule(
+        ("train.early_stopping", "data.validation_size"),
+        lambda c: c.train.early_stopping > 0 and c.data.validation_size == 0,
+        lambda c: f"train.early_stopping = {c.train.early_stopping} watches the validation loss, but "
+                  "data.validation_size = 0 holds no images out; set data.validation_size (e.g. 10000)",
+        ("train.early_stopping=5",),
+    ),
+    Rule(
+        ("data.validation_size", "guide.type"),
+        lambda c: c.data.validation_size > 0 and c.guide.type == "mean_field",
+        lambda c: f"data.validation_size = {c.data.validation_size} needs an encoder to score held-out images every "
+                  "epoch, and guide.type = 'mean_field' has none (each image would need a fit of its own); use "
+                  "data.validation_size = 0 or an amortized guide",
+        ("data.validation_size=100", "guide.type='mean_field'"),
+    ),
+    Rule(
         ("guide.flow_hidden", "model.z_dim", "guide.type"),
         lambda c: c.guide.type == "iaf" and any(w < c.model.z_dim for w in c.guide.flow_hidden),
         lambda c: f"guide.flow_hidden = {c.guide.flow_hidden} has a width below model.z_dim = {c.model.z_dim}, "

@@ -23,7 +23,7 @@ from .build import build_model, build_objective, check_config, resolve_device
 from .checkpoint import (CheckpointError, check_entries, check_weights, load_checkpoint, read_json, save_checkpoint,
                          write_json)
 from .config import Config, ConfigError, from_dict, load_config
-from .data import ImageData, example_indices, load_run_data
+from .data import ImageData, example_indices, load_run_data, load_run_validation
 from .evaluation import EvaluatedSet, evaluate_test_set, evaluation_codes, snapshot_data
 from .loop import CtrlC, EpochState, FiniteLoss, Hook, ProgressBar, StopRequested, TrainingError, run_epoch
 from .runs import RunDir
@@ -50,13 +50,16 @@ class Trainer:
 
     :param config: the resolved, checked config.
     :param out: the run directory.
+    :param validation: the held-out images (``data.validation_size``) whose loss picks the best epoch
+        (its weights kept in ``best.pt``, the final metrics made with them) and stops training early.
     """
 
     def __init__(self, config: Config, out: str | Path, train_data: ImageData, test_data: ImageData,
-                 progress: bool = True, log=print):
+                 progress: bool = True, log=print, validation: ImageData | None = None):
         self.config, self.dir, self.progress, self.log = config, RunDir(out), progress, log
         self.device = resolve_device(config.train.device)
         self.train_data, self.test_data = train_data.to(self.device), test_data.to(self.device)
+        self.validation_data = None if validation is None else validation.to(self.device)
         self.steps_per_epoch = math.ceil(len(self.train_data) / config.train.batch_size)
         self.history: list[dict] = []
         self.epoch = 0  # epochs finished
@@ -199,7 +202,8 @@ class Trainer:
         progress, Ctrl-C; at each epoch's end the record, test evaluation, snapshot, checkpoint and log
         line; at the end the figures (after :meth:`finish` wrote the final metrics)."""
         return [_LRSchedule(self), _KLSchedule(self), FiniteLoss(), progress, ctrl_c, _EpochRecord(self),
-                _TestEvaluation(self), _Snapshot(self), _Checkpoint(self), _LogLine(self), _Figures(self)]
+                _TestEvaluation(self), _Validation(self), _Snapshot(self), _Checkpoint(self), _LogLine(self),
+                _Figures(self)]
 
     def run(self) -> Path:
         """Train the remaining epochs, then :meth:`finish` (metrics and figures), subnormal floats
@@ -218,7 +222,7 @@ class Trainer:
         progress = ProgressBar(self.progress)
         with CtrlC() as ctrl_c:
             hooks = self.hooks(progress, ctrl_c)
-            while not training_done(self.config, self.epoch, self.seconds):
+            while not training_done(self.config, self.epoch, self.seconds, self.best_epoch):
                 epoch = EpochState.begin(self.train_data, self.epoch + 1, cfg.seed, self.position)
                 try:
                     run_epoch(self.svi, self.train_data, cfg.batch_size, epoch, hooks)
@@ -233,9 +237,12 @@ class Trainer:
                 if ctrl_c.requested:
                     raise Interrupted(f"interrupted after epoch {epoch.number}; checkpoint saved: continue with "
                                       f"pyro-vae train --resume {self.out}")
-        if self.epoch < cfg.epochs:
+        if self.epoch < cfg.epochs and self.seconds >= time_budget(self.config):
             self.log(f"train.max_minutes = {cfg.max_minutes:g} spent ({self.seconds / 60:.1f} minutes of training) "
                      f"after epoch {self.epoch} of {cfg.epochs}")
+        elif self.epoch < cfg.epochs:
+            self.log(f"early stop after epoch {self.epoch} of {cfg.epochs}: no lower validation loss for "
+                     f"train.early_stopping = {cfg.early_stopping} epochs")
         metrics = self.finish()
         for hook in hooks:
             hook.training_finished()
@@ -262,9 +269,35 @@ class Trainer:
             return self.evaluated[1]
         return None
 
+    @property
+    def best_epoch(self) -> int | None:
+        """The epoch of the lowest validation loss so far (the first such), None without a validation split."""
+        return best_epoch(self.history)
+
+    def save_best(self) -> None:
+        """Keep the current weights as the best epoch's, in ``best.pt``."""
+        save_checkpoint(self.dir.best, {"epoch": self.epoch, "vae": self.vae.state_dict(),
+                                        "guide": self.guide.state_dict()})
+
+    def restore_best(self) -> None:
+        """Load the best epoch's weights from ``best.pt`` (if they are not the current ones)."""
+        if self.best_epoch is None or self.best_epoch == self.epoch:
+            return
+        state = load_checkpoint(self.dir.best, map_location=self.device)
+        check_entries(state, self.dir.best, ("epoch", "vae", "guide"), fix="train the run again with --overwrite")
+        if state["epoch"] != self.best_epoch:
+            raise CheckpointError(f"{self.dir.best} holds epoch {state['epoch']}, not the best epoch "
+                                  f"{self.best_epoch} of the history; train the run again with --overwrite")
+        for module, entry in ((self.vae, "vae"), (self.guide, "guide")):
+            check_weights(module, state[entry], self.dir.best, entry, config_file=self.dir.config.name)
+            module.load_state_dict(state[entry])
+        self.evaluated = None  # other weights than the last epoch's
+
     def finish(self) -> dict:
-        """The final test metrics (:meth:`run` writes them to ``metrics.json`` after the figures); keeps
-        the test evaluation (the last epoch's, for an amortized guide: the same seeded numbers) for the figures."""
+        """The final test metrics (:meth:`run` writes them to ``metrics.json`` after the figures), made
+        with the best epoch's weights where a validation split picks one; keeps the test evaluation
+        (the last epoch's, for an amortized guide: the same seeded numbers) for the figures."""
+        self.restore_best()
         self.vae.eval(), self.guide.eval()
         self.test_evaluation = self.evaluation_now() or evaluate_test_set(
             self.vae, self.guide, self.test_data, self.config, self.device, cache=self.dir.local_fit)
@@ -275,6 +308,7 @@ class Trainer:
             "train_images": len(self.train_data),
             "test_images": len(self.test_data),
             "train_seconds": self.seconds,
+            **self.validation_metrics(),
             "num_parameters": {
                 "model": count_parameters(self.vae),
                 "guide": count_parameters(self.guide),
@@ -283,6 +317,21 @@ class Trainer:
             "device": str(self.device),
         })
         return metrics
+
+
+    def validation_metrics(self) -> dict:
+        """``best_epoch`` and its ``valid_loss``, when a validation split picks the epoch."""
+        best = self.best_epoch
+        if best is None:
+            return {}
+        return {"best_epoch": best, "valid_loss": self.history[best - 1]["valid_loss"],
+                "validation_images": len(self.validation_data)}
+
+
+def best_epoch(history: list[dict]) -> int | None:
+    """The epoch of the lowest ``valid_loss`` in ``history`` (the first such), None if none was recorded."""
+    scored = [(record["valid_loss"], record["epoch"]) for record in history if "valid_loss" in record]
+    return min(scored)[1] if scored else None
 
 
 def take_snapshot(vae, guide, data: ImageData, config: Config, device, codes: torch.Tensor | None = None) -> dict:
@@ -355,6 +404,22 @@ class _TestEvaluation(Hook):
             t.history[-1].update({f"test_{k}": terms[k] for k in ("loss", "elbo", "recon", "kl")})
 
 
+class _Validation(Hook):
+    """The validation loss into the epoch's record; the weights kept in ``best.pt`` when it is the lowest yet."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def epoch_finished(self, epoch):
+        t = self.trainer
+        if t.validation_data is None:
+            return
+        terms = evaluate_test_set(t.vae, t.guide, t.validation_data, t.config, t.device).terms
+        t.history[-1]["valid_loss"] = terms["loss"]
+        if t.best_epoch == epoch.number:
+            t.save_best()
+
+
 class _Snapshot(Hook):
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
@@ -408,7 +473,8 @@ def train(
     """
     check_config(config)
     run_dir = RunDir(out_dir).prepare(config, overwrite, dry_run=True)  # refuse early, write nothing
-    trainer = Trainer(config, run_dir.path, *load_run_data(config, data_dir), progress=progress, log=log)
+    trainer = Trainer(config, run_dir.path, *load_run_data(config, data_dir), progress=progress, log=log,
+                      validation=load_run_validation(config, data_dir))
     run_dir.prepare(config, overwrite)
     return trainer.run()
 
@@ -418,13 +484,30 @@ def time_budget(config: Config) -> float:
     return 60.0 * config.train.max_minutes if config.train.max_minutes > 0 else math.inf
 
 
-def training_done(config: Config, epochs: int, seconds: float) -> bool:
-    """Whether a run that trained ``epochs`` epochs in ``seconds`` is at its end: ``train.epochs``
-    reached, or the time budget spent (checked between epochs, so the last epoch may overrun it)."""
-    return epochs >= config.train.epochs or seconds >= time_budget(config)
+def patience(config: Config) -> float:
+    """Epochs without a lower validation loss that ``train.early_stopping`` allows (infinite when 0)."""
+    return config.train.early_stopping if config.train.early_stopping > 0 else math.inf
 
 
-LENGTH_KEYS = ("train.epochs", "train.max_minutes")  # what may grow when a run is resumed
+def training_done(config: Config, epochs: int, seconds: float, best: int | None = None) -> bool:
+    """Whether a run that trained ``epochs`` epochs in ``seconds``, its best validation loss at epoch
+    ``best``, is at its end: ``train.epochs`` reached, the time budget spent (checked between
+    epochs, so the last epoch may overrun it), or ``train.early_stopping`` epochs without progress."""
+    return (epochs >= config.train.epochs or seconds >= time_budget(config)
+            or (best is not None and epochs - best >= patience(config)))
+
+
+LENGTH_KEYS = ("train.epochs", "train.max_minutes", "train.early_stopping")  # what may grow on resume
+
+
+def _length_overrides(config: Config) -> list[str]:
+    """``config``'s :data:`LENGTH_KEYS` as ``--set`` overrides."""
+    return [f"{key}={getattr(config.train, key.partition('.')[2])!r}" for key in LENGTH_KEYS]
+
+
+def _length(config: Config) -> str:
+    """``config``'s :data:`LENGTH_KEYS` as ``key = value, ...`` for messages."""
+    return ", ".join(override.replace("=", " = ") for override in _length_overrides(config))
 
 
 def _same_run_or_refuse(config: Config, saved: Config, changed: str, shorter: str) -> None:
@@ -437,7 +520,8 @@ def _same_run_or_refuse(config: Config, saved: Config, changed: str, shorter: st
     keys = config.differences(saved, ignore=LENGTH_KEYS)
     if keys:
         raise ConfigError(changed.format(", ".join(keys)))
-    if config.train.epochs < saved.train.epochs or time_budget(config) < time_budget(saved):
+    if (config.train.epochs < saved.train.epochs or time_budget(config) < time_budget(saved)
+            or patience(config) < patience(saved)):
         raise ConfigError(shorter)
 
 
@@ -459,13 +543,13 @@ def resume(
     config = load_config(run_dir.config, overrides or [])
     _same_run_or_refuse(
         config, saved,
-        changed=f"cannot resume {out} with a changed config ({{}}); only train.epochs and train.max_minutes may "
-                "change: start a new run with --out NEW_DIR instead",
-        shorter=f"train.epochs = {config.train.epochs}, train.max_minutes = {config.train.max_minutes:g} make a "
-                f"shorter run than the saved {saved.train.epochs}, {saved.train.max_minutes:g} (0 minutes: no limit); "
-                "resume can only train longer",
+        changed=f"cannot resume {out} with a changed config ({{}}); only {', '.join(LENGTH_KEYS)} may change: "
+                "start a new run with --out NEW_DIR instead",
+        shorter=f"{_length(config)} make a shorter run than the saved {_length(saved)} (0: no limit); resume can "
+                "only train longer",
     )
-    trainer = Trainer(config, out, *load_run_data(config, data_dir), progress=progress, log=log)  # checks config
+    trainer = Trainer(config, out, *load_run_data(config, data_dir), progress=progress, log=log,  # checks config
+                      validation=load_run_validation(config, data_dir))
     latest = run_dir.latest_checkpoint()
     if latest is not None:
         try:
@@ -508,21 +592,19 @@ def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: b
         _same_run_or_refuse(
             config, saved,
             changed=f"{out} holds a run with another config ({{}}); pass --overwrite to replace it or --out NEW_DIR",
-            shorter=f"{out} holds a longer run (train.epochs = {saved.train.epochs}, train.max_minutes = "
-                    f"{saved.train.max_minutes:g}) than this config's ({config.train.epochs}, "
-                    f"{config.train.max_minutes:g}); pass --overwrite to replace it or --out NEW_DIR",
+            shorter=f"{out} holds a longer run ({_length(saved)}) than this config's ({_length(config)}); pass "
+                    "--overwrite to replace it or --out NEW_DIR",
         )
         metrics = read_json(run_dir.metrics)
-        if metrics and not config.differences(saved) and training_done(config, metrics["epochs"],
-                                                                         metrics["train_seconds"]):
+        if metrics and not config.differences(saved) and training_done(
+                config, metrics["epochs"], metrics.get("train_seconds", 0.0), metrics.get("best_epoch")):
             log(f"{out}: finished run found, not trained again" + ("; redrawing its figures" if redraw else ""))
             if redraw:
                 from .figures import redraw_figures  # matplotlib only where figures are drawn
 
                 redraw_figures(out, data_dir)
             return True
-        resume(out, [f"train.epochs={config.train.epochs}", f"train.max_minutes={config.train.max_minutes}"], data_dir,
-               progress, log)
+        resume(out, _length_overrides(config), data_dir, progress, log)
         return False
     train(config, out, data_dir, progress, overwrite=overwrite, log=log)
     return False
@@ -535,4 +617,6 @@ def _epoch_line(record: dict, epochs: int) -> str:
             f"  test loss {record['test_loss']:8.2f} (recon {-record['test_recon']:.2f}"
             f" + KL {record['test_kl']:.2f})"
         )
+    if "valid_loss" in record:
+        line += f"  valid loss {record['valid_loss']:8.2f}"
     return line + f"  {record['seconds']:.1f} s"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pyro_vae.workflow import data as data_module
-from pyro_vae.workflow.data import (DATA_ENV, DataError, ImageData, load_data, load_images, load_run_split,
-                                    read_idx, resolve_data_dir)
+from pyro_vae.workflow.data import (DATA_ENV, DataError, ImageData, load_data, load_images, load_run_data,
+                                    load_run_split, load_run_validation, read_idx, resolve_data_dir)
 
 from ..helpers import tiny_config
 
@@ -93,6 +93,43 @@ def test_one_split_of_a_run_is_its_configs_rows_cut_to_the_limit(tmp_path, size,
     split = load_run_split(config, False, tmp_path, limit)
     assert len(split) == expected and split.pixels == config.data.pixels
     assert torch.equal(split.images, images.reshape(5, -1)[:expected].float() / 255)
+
+
+def test_the_validation_split_is_the_last_training_rows_and_never_trained_on(tmp_path):
+    images = torch.randint(0, 256, (10, 28, 28), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    labels = torch.arange(10, dtype=torch.uint8)
+    for train in (True, False):
+        _write_split(tmp_path / "MNIST" / "raw", _idx_bytes(images), _idx_bytes(labels), train=train)
+    config = tiny_config(data={"validation_size": 3})
+    train_set, test_set = load_run_data(config, tmp_path)
+    validation = load_run_validation(config, tmp_path)
+    assert train_set.labels.tolist() == list(range(7)) and validation.labels.tolist() == [7, 8, 9]
+    assert len(test_set) == 10 and validation.pixels == config.data.pixels
+    assert torch.equal(validation.images, images.reshape(10, -1)[7:].float() / 255)
+    assert load_run_split(config, True, tmp_path).labels.tolist() == list(range(7))  # what evaluate --split train reads
+    assert load_run_split(config, True, tmp_path, limit=2).labels.tolist() == [0, 1]
+    config.data.train_size = 5
+    assert load_run_data(config, tmp_path)[0].labels.tolist() == list(range(5))
+    assert load_run_validation(config, tmp_path).labels.tolist() == [7, 8, 9]
+    assert load_run_validation(tiny_config(), tmp_path) is None
+    config.data.train_size = 8  # 8 + 3 > 10: the two would share images
+    with pytest.raises(DataError, match=r"data.validation_size = 3 and data.train_size = 8 ask for more than the 10 "):
+        load_run_data(config, tmp_path)
+
+
+def test_binarized_mnist_validates_on_its_own_validation_file(tmp_path):
+    folder = tmp_path / "BinarizedMNIST"
+    folder.mkdir()
+    for name, rows in (("train", 4), ("test", 2), ("valid", 3)):
+        (folder / f"binarized_mnist_{name}.amat").write_text("".join("1 " * i + "0 " * (783 - i) + "0\n"
+                                                                      for i in range(rows)))
+    config = tiny_config(data={"dataset": "binarized_mnist", "validation_size": 2})
+    assert len(load_run_data(config, tmp_path)[0]) == 4  # the training file whole
+    validation = load_run_validation(config, tmp_path)
+    assert validation.images.sum(dim=1).tolist() == [0.0, 1.0]  # the validation file's first rows
+    config.data.validation_size = 4
+    with pytest.raises(DataError, match="data.validation_size = 4 is more than the 3 images of binarized_mnist_valid"):
+        load_run_validation(config, tmp_path)
 
 
 @pytest.mark.parametrize("broken", ["truncated", "not idx", "wrong shape", "corrupt gz"])

@@ -178,9 +178,10 @@ def test_training_longer_equals_one_long_run(tmp_path, data_dir, reference):
 def test_resume_refuses_changes_and_bad_checkpoints(tmp_path, data_dir):
     out = tmp_path / "run"
     train(_config(epochs=2), out, data_dir, **QUIET)
-    with pytest.raises(ConfigError, match=r"changed config \(train.lr\); only train.epochs and train.max_minutes may"):
+    with pytest.raises(ConfigError, match=r"changed config \(train.lr\); only train.epochs, train.max_minutes, train.early_stopping may"):
         resume(out, ["train.lr=0.1"], data_dir, **QUIET)
-    with pytest.raises(ConfigError, match="shorter run than the saved 2, 0 .*; resume can only train longer"):
+    with pytest.raises(ConfigError, match=r"train.epochs = 1, train.max_minutes = 0.0, train.early_stopping = 0 make a shorter run than the saved "
+                                         r"train.epochs = 2, .* \(0: no limit\); resume can only train longer"):
         resume(out, ["train.epochs=1"], data_dir, **QUIET)
     good = (out / "checkpoint.pt").read_bytes()
     (out / "checkpoint.pt").write_bytes(good[: len(good) // 3])
@@ -252,9 +253,9 @@ def test_a_time_budget_ends_training_between_epochs_and_a_larger_one_resumes(tmp
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 4
     assert "max_minutes = 2.0" in (out / "config.toml").read_text()
     config.train.max_minutes = 1.0
-    with pytest.raises(ConfigError, match=r"holds a longer run \(train.epochs = 5, train.max_minutes = 2\)"):
+    with pytest.raises(ConfigError, match=r"holds a longer run \(train.epochs = 5, train.max_minutes = 2.0, "):
         train_or_resume(config, out, data_dir, **QUIET)
-    with pytest.raises(ConfigError, match=r"shorter run than the saved 5, 2 \(0 minutes: no limit\)"):
+    with pytest.raises(ConfigError, match=r"than the saved train.epochs = 5, train.max_minutes = 2.0, "):
         resume(out, ["train.max_minutes=1.5"], data_dir, **QUIET)
     resume(out, ["train.max_minutes=0"], data_dir, **QUIET)  # no limit: on to train.epochs
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 5

@@ -5,10 +5,12 @@ import torch
 
 from pyro_vae.workflow.checkpoint import load_checkpoint
 from pyro_vae.workflow.config import ConfigError
-from pyro_vae.workflow.data import ImageData, load_data, load_run_data
+from pyro_vae.workflow.data import ImageData, load_data, load_run_data, load_run_split
+from pyro_vae.workflow.evaluation import evaluate_test_set
 from pyro_vae.workflow.loop import EpochState, FiniteLoss, TrainingError, run_epoch
 from pyro_vae.workflow.streams import epoch_generator
-from pyro_vae.workflow.training import train
+from pyro_vae.workflow.runs import load_run
+from pyro_vae.workflow.training import train, train_or_resume
 
 from ..helpers import tiny_config
 
@@ -227,3 +229,33 @@ def test_a_run_on_binarized_mnist_draws_its_figures_without_labels(tmp_path, dat
     figures = {p.name for p in (out / "figures").iterdir()}
     assert {"latent_scatter.png", "posterior_during_training.gif", "reconstructions.png"} <= figures
     assert "interpolation.png" not in figures  # it goes from a test 3 to a test 8: no labels, no such digits
+
+
+def test_early_stopping_keeps_the_best_epoch_and_its_metrics_are_the_best_weights(tmp_path, data_dir):
+    """100 training images and a wide net overfit within a few epochs: the validation loss turns up,
+    training stops `early_stopping` epochs after its minimum, and the run's weights and metrics are
+    the best epoch's, not the last one's."""
+    config = _small(data={"validation_size": 300, "pixels": "dynamic"}, model={"hidden": [256], "z_dim": 4},
+                    train={"early_stopping": 3, "lr": 0.01})
+    config.data.train_size, config.train.epochs, config.train.batch_size = 100, 60, 20
+    lines = []
+    out = train(config, tmp_path / "r", data_dir, progress=False, log=lines.append)
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    losses = [record["valid_loss"] for record in history]
+    best = metrics["best_epoch"]
+    assert metrics["epochs"] == len(history) < 60 and metrics["epochs"] - best == 3
+    assert metrics["valid_loss"] == min(losses) == losses[best - 1] and metrics["validation_images"] == 300
+    assert any(line.startswith(f"early stop after epoch {metrics['epochs']} of 60") for line in lines)
+    assert load_checkpoint(out / "best.pt")["epoch"] == best
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == metrics["epochs"]  # resume goes on from the last
+    run = load_run(out)  # the best weights, with which the metrics were made
+    _, test = load_run_data(config, data_dir)
+    again = evaluate_test_set(run.vae, run.guide, test, config, "cpu").terms["loss"]
+    assert again == pytest.approx(metrics["test_loss"], abs=1e-4)
+    assert metrics["test_loss"] != pytest.approx(history[-1]["test_loss"], abs=1e-3)  # not the last epoch's
+    assert len(load_run_split(config, True, data_dir)) == 100
+    assert train_or_resume(config, out, data_dir, progress=False, log=lines.append, redraw=False) is True  # reused
+    config.train.early_stopping = 100  # more patience is a longer run: resumed from the last epoch, to the end
+    assert train_or_resume(config, out, data_dir, progress=False, log=lines.append, redraw=False) is False
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 60
