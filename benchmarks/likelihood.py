@@ -29,6 +29,20 @@ def matmul_gflops(m: int = 25000, k: int = 512, n: int = 784, repeats: int = 5) 
     return 2 * m * k * n * repeats / (time.perf_counter() - start) / 1e9
 
 
+def ratio_to_matmul(num_samples: int, images: int = 40, repeats: int = 5, matmul_rows: int = 25000) -> dict:
+    """The decoder's GFLOP/s inside the importance sampler over a plain matmul's, measured in
+    ``repeats`` interleaved pairs (matmul, then sampler): the median ratio and its range."""
+    pairs = []
+    for _ in range(repeats):
+        peak = matmul_gflops(m=matmul_rows)
+        found = throughput(num_samples, images)
+        pairs.append((found["decoder_gflops"] / peak, peak, found))
+    pairs.sort(key=lambda pair: pair[0])
+    middle = pairs[len(pairs) // 2]
+    return {"ratio": middle[0], "ratio_range": [pairs[0][0], pairs[-1][0]], "matmul_gflops": middle[1],
+            **middle[2], "repeats": repeats}
+
+
 def throughput(num_samples: int, images: int = 50, z_dim: int = 50) -> dict:
     config = load_config(None, [f"model.z_dim={z_dim}", "data.pixels=threshold"])
     pyro.enable_validation(True)  # as `pyro-vae evaluate` runs (Pyro's default)

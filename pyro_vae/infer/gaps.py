@@ -3,12 +3,15 @@
     log p(x) - L[q] = (log p(x) - L[q*]) + (L[q*] - L[q])
                     =  approximation gap  +  amortization gap
 
-q is the amortized guide, q* per-image Gaussians of the guide's own family (diagonal or
-full covariance) fitted with the decoder frozen, from the encoder's output, until the
-stopping rule of :func:`~pyro_vae.infer.local_fit.fit_local` holds, and checked by
+q is the amortized guide, q* per-image posteriors of the guide's own family (diagonal or
+full-covariance Gaussians; for a flow guide, its flows with each image's own features) fitted
+with the decoder frozen, from the encoder's output, until the stopping rule of
+:func:`~pyro_vae.infer.local_fit.fit_local` holds, and checked by
 :func:`~pyro_vae.infer.local_fit.refinement_gain`. log p(x) is importance-sampled with the
-defensive mixture (q + q*) / 2 as the proposal: q* is the better proposal where the encoder
-is off, q where q* is too narrow, and the mixture's weights are at most twice either one's.
+defensive mixture (q + q*) / 2 as the proposal for the Gaussian families: q* is the better
+proposal where the encoder is off, q where q* is too narrow, and the mixture's weights are at
+most twice either one's. A mixture of flows would need each flow's density at the other's samples,
+which a planar flow cannot give (it has no inverse), so a flow family's proposal is q* alone.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from .evaluate import DefensiveMixture, importance_log_likelihood, stderr
 from .local_fit import fit_local, guide_family, mean_elbo, refinement_gain
 
 CONVERGED_GAIN = 0.1  # nats/image a further optimisation of q* may still gain for q* to count as converged
+
+
+FAMILY_LABELS = {"diagonal": "diagonal Gaussians", "full": "full-covariance Gaussians",
+                 "flow": "the guide's flows with features of their own"}  # what q* is, per image
 
 
 def is_converged(check: dict) -> bool:
@@ -53,7 +60,11 @@ def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict,
     amortized = mean_elbo(vae, guide, x, elbo_samples)
     optimal = mean_elbo(vae, fit.guide, x, elbo_samples)
     start = time.perf_counter()
-    ll = importance_log_likelihood(vae, DefensiveMixture([guide, fit.guide]), x, num_samples)
+    if family == "flow":
+        proposal, proposal_name = fit.guide, "q* (a flow family: no mixture)"
+    else:
+        proposal, proposal_name = DefensiveMixture([guide, fit.guide]), "defensive mixture (q + q*) / 2"
+    ll = importance_log_likelihood(vae, proposal, x, num_samples)
     ll_seconds = time.perf_counter() - start
     if check_images is None:
         check_images = default_check_images(len(x))
@@ -64,7 +75,7 @@ def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict,
     return {
         "family": family,
         "log_likelihood": {"value": ll["log_likelihood"], "stderr": ll["stderr"],
-                           "proposal": "defensive mixture (q + q*) / 2", "seconds": ll_seconds},
+                           "proposal": proposal_name, "seconds": ll_seconds},
         "elbo_amortized": amortized["elbo"],
         "elbo_optimal": optimal["elbo"],
         "elbo_samples": elbo_samples,
@@ -72,6 +83,6 @@ def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict,
         "amortization_gap": optimal["elbo"] - amortized["elbo"],
         "amortization_gap_stderr": stderr(per_optimal - per_amortized),
         "approximation_gap_stderr": stderr(ll["per_datapoint"] - per_optimal),
-        "local_fit": {**fit.summary(), **{k: v for k, v in fit_options.items() if k != "init_scale"}},
+        "local_fit": {**{k: v for k, v in fit_options.items() if k != "init_scale"}, **fit.summary()},
         "convergence": convergence,
     }

@@ -1,10 +1,13 @@
-"""Local variational fits: per-datapoint Gaussians optimised with the decoder frozen (the q* of Cremer et al. 2018).
+"""Local variational fits: per-datapoint posteriors optimised with the decoder frozen (the q* of Cremer et al. 2018).
 
 For each image x_n,  q*_n = argmax_{q in family} ELBO(x_n; q),
 ELBO(x_n; q) = E_q[log p(x_n | z)] - KL(q || p(z)),
-over a diagonal Gaussian N(loc_n, diag scale_n^2) or a full one N(loc_n, L_n L_n^T), by Adam on
-(loc_n, log scale_n) or (loc_n, L_n) with Pyro's ``TraceMeanField_ELBO`` (analytic KL where one is
-registered) and ``num_particles`` samples a step; the model's parameters are held fixed.
+over a diagonal Gaussian N(loc_n, diag scale_n^2), a full one N(loc_n, L_n L_n^T), or (family
+``flow``) a flow guide's q(z | h_n) with its own features h_n in place of the encoder's h(x_n) (the
+heads and flows frozen: every posterior the amortized flow guide can output, and no other), by Adam
+on (loc_n, log scale_n), (loc_n, L_n) or h_n with Pyro's ``TraceMeanField_ELBO`` (analytic KL where
+one is registered, else Monte Carlo) and ``num_particles`` samples a step; the model's parameters
+are held fixed.
 
 Stopping rule (on the mean ELBO per image of a chunk, averaged over windows of ``window`` steps):
 when a window gains less than ``tolerance`` nats/image over the previous one, the learning rate is
@@ -28,12 +31,16 @@ from torch import nn
 from pyro.distributions import constraints
 from torch.distributions import transform_to
 
-from .evaluate import kl_term, stderr
+from pyro.distributions.kl import kl_divergence
+
+from .evaluate import stderr
 from ..models.guides import Guide, MeanField
 from ..models.likelihoods import log_density
 from ..models.vae import VAE
 
-FAMILIES = ("diagonal", "full")
+FAMILIES = ("diagonal", "full", "flow")
+FLOW_PARTICLES = 8  # the least samples a step of a flow family's fit: its KL is Monte Carlo too, and the
+# stopping rule needs a quiet objective (with 1 sample, fits on a linear-Gaussian model stopped 0.1 nat short)
 
 
 class LocalFullNormal(Guide):
@@ -60,15 +67,38 @@ class LocalFullNormal(Guide):
         return dist.MultivariateNormal(self.loc[idx], scale_tril=scale_tril)
 
 
-def guide_family(guide: Guide) -> str:
-    """The Gaussian family of a guide's q(z | x): ``"diagonal"`` or ``"full"``.
+class LocalFeatures(Guide):
+    """q(z_n) = template.from_features(h_n) with free features h_n for each of N points: a flow guide's
+    family (its heads and conditional flows, held fixed) with each image's own context in place of
+    the encoder's h(x_n).
 
-    Raises ``ValueError`` for a guide whose q is neither (no local fit in its family exists).
+    :param template: an :class:`~pyro_vae.models.guides.AmortizedFlow`, referred to, not owned (not a
+        submodule: :func:`fit_local` holds its parameters fixed and optimises only :attr:`features`).
+    :param init_features: ``(N, features)`` initial h_n, e.g. the encoder's h(x_n).
+    """
+
+    amortized, family = False, "flow"
+
+    def __init__(self, template: Guide, init_features: torch.Tensor):
+        super().__init__(init_features.shape[0])
+        object.__setattr__(self, "template", template)  # not registered: Pyro and Adam see only the features
+        self.features = nn.Parameter(init_features.detach().clone())  # (N, features)
+
+    def posterior(self, x, idx=None):
+        if idx is None:
+            idx = torch.arange(self.num_data, device=x.device)
+        return self.template.from_features(self.features[idx])
+
+
+def guide_family(guide: Guide) -> str:
+    """The family of a guide's q(z | x) a local fit works in: ``"diagonal"``, ``"full"`` or ``"flow"``.
+
+    Raises ``ValueError`` for a guide whose q is none of them (no local fit in its family exists).
     """
     family = getattr(guide, "family", None)
     if family not in FAMILIES:
         raise ValueError(
-            f"{type(guide).__name__} has no Gaussian family for a local fit (family {family!r}); "
+            f"{type(guide).__name__} has no family for a local fit (family {family!r}); "
             f"local fits exist for the families {', '.join(FAMILIES)}"
         )
     return family
@@ -82,6 +112,7 @@ class LocalFit:
     steps: list = field(default_factory=list)  # steps taken, per chunk
     stopped_on: list = field(default_factory=list)  # "tolerance" or "cap", per chunk
     seconds: float = 0.0
+    num_particles: int = 1  # samples a step
 
     def summary(self) -> dict:
         """Steps (min, median, max) and how many chunks stopped on the rule or on the cap."""
@@ -94,6 +125,7 @@ class LocalFit:
             "stopped_on_tolerance": self.stopped_on.count("tolerance"),
             "stopped_on_cap": self.stopped_on.count("cap"),
             "seconds": self.seconds,
+            "num_particles": self.num_particles,
         }
 
 
@@ -121,8 +153,19 @@ def generative_modules(vae: VAE) -> list[nn.Module]:
     return [vae] if owner is None else [vae, owner]
 
 
-def _start(init: Guide | None, x: torch.Tensor, z_dim: int, family: str, init_scale: float):
-    """(loc, scale or scale_tril) to start from: the init guide's q(z | x), else N(0, init_scale^2 I)."""
+def _start(init: Guide | None, x: torch.Tensor, z_dim: int, family: str, init_scale: float) -> tuple:
+    """The local parameters to start from: (loc, scale or scale_tril) of the init guide's q(z | x),
+    else of N(0, init_scale^2 I); for the flow family (features,) of the init guide."""
+    if family == "flow":
+        with torch.no_grad():
+            if isinstance(init, _RowSlice) and isinstance(init.inner, LocalFeatures):
+                return (init.inner.features[init.start : init.start + x.shape[0]],)
+            if isinstance(init, LocalFeatures):
+                return (init.features[: x.shape[0]],)
+            if hasattr(init, "from_features"):
+                return (init.encoder(x),)
+        raise ValueError("a local fit in the flow family starts from a flow guide's features: pass init, the "
+                         "amortized flow guide")
     if init is None:
         loc = x.new_zeros(x.shape[0], z_dim)
         scale = torch.full_like(loc, init_scale)
@@ -136,10 +179,30 @@ def _start(init: Guide | None, x: torch.Tensor, z_dim: int, family: str, init_sc
         return q.mean, torch.diag_embed(q.variance.sqrt())
 
 
-def _local_guide(family: str, loc: torch.Tensor, scale: torch.Tensor) -> Guide:
+def _local_guide(family: str, state: tuple, template: Guide | None = None) -> Guide:
+    """A local guide of ``family`` from its parameters ``state`` (see :func:`_start`)."""
     if family == "diagonal":
+        loc, scale = state
         return MeanField(loc.shape[0], loc.shape[1], loc, scale, sparse=False)
-    return LocalFullNormal(loc, scale)
+    if family == "flow":
+        return LocalFeatures(template, state[0])
+    return LocalFullNormal(*state)
+
+
+def _local_state(local: Guide, family: str, x: torch.Tensor) -> tuple:
+    """The fitted parameters of a local guide of the images ``x``, in :func:`_local_guide`'s order."""
+    if family == "flow":
+        return (local.features.detach(),)
+    q = local.posterior(x)
+    return q.mean.detach(), (q.variance.sqrt().detach() if family == "diagonal" else q.scale_tril.detach())
+
+
+def _template(init: Guide | None, family: str) -> Guide | None:
+    """The flow guide a local fit of the flow family uses (from ``init``: a flow guide or a local fit)."""
+    if family != "flow":
+        return None
+    inner = getattr(init, "inner", init)
+    return inner.template if isinstance(inner, LocalFeatures) else init
 
 
 def _objective(num_particles: int) -> TraceMeanField_ELBO:
@@ -198,7 +261,9 @@ def fit_local(
     max over q_n in ``family`` of ELBO(x_n; q_n); see the module docstring for the stopping rule.
     Chunks of ``batch_size`` images are fitted one after another (their objectives are
     independent). With ``init`` a guide, each q_n starts at its q(z | x_n) (for an amortized
-    encoder: the q* of Cremer et al. 2018); otherwise at N(0, init_scale^2 I).
+    encoder: the q* of Cremer et al. 2018); otherwise at N(0, init_scale^2 I). The ``flow`` family
+    needs ``init``: the amortized flow guide, whose features h(x_n) each fit starts from, and takes
+    at least :data:`FLOW_PARTICLES` samples a step.
 
     :param tolerance: nats per image a window of ``window`` steps must gain to count as progress.
     :returns: a :class:`LocalFit`; ``fit.guide`` is a guide over the rows of ``x`` (``idx`` = row numbers).
@@ -212,26 +277,27 @@ def fit_local(
             f"num_particles={num_particles}"
         )
     start_time = time.perf_counter()
-    fit = LocalFit(guide=None)
-    locs, scales = [], []
+    if family == "flow":
+        num_particles = max(num_particles, FLOW_PARTICLES)
+    fit = LocalFit(guide=None, num_particles=num_particles)
+    template = _template(init, family)
+    states = []
     for start in range(0, x.shape[0], batch_size):
         chunk = x[start : start + batch_size]
-        loc0, scale0 = _start(_rows(init, start, chunk.shape[0]), chunk, vae.z_dim, family, init_scale)
-        local = _local_guide(family, loc0, scale0)
+        local = _local_guide(family, _start(_rows(init, start, chunk.shape[0]), chunk, vae.z_dim, family, init_scale),
+                             template)
         local.name = "local_guide"
         if max_steps > 0:
             with torch.enable_grad(), pyro.validation_enabled(False), pyro.get_param_store().scope(), \
-                    frozen(*generative_modules(vae)):
+                    frozen(*generative_modules(vae), *([template] if template is not None else [])):
                 steps, stopped = _fit_chunk(vae, chunk, local, lr, min_lr, decay, tolerance, window,
-                                                     max_steps, num_particles)
+                                            max_steps, num_particles)
         else:
             steps, stopped = 0, "cap"
         fit.steps.append(steps), fit.stopped_on.append(stopped)
         with torch.no_grad():
-            q = local.posterior(chunk)
-            locs.append(q.mean.detach())
-            scales.append(q.variance.sqrt().detach() if family == "diagonal" else q.scale_tril.detach())
-    fit.guide = _local_guide(family, torch.cat(locs), torch.cat(scales)).to(x.device)
+            states.append(_local_state(local, family, chunk))
+    fit.guide = _local_guide(family, tuple(torch.cat(parts) for parts in zip(*states)), template).to(x.device)
     fit.seconds = time.perf_counter() - start_time
     return fit
 
@@ -270,10 +336,11 @@ def mean_elbo(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, b
         idx = torch.arange(start, start + chunk.shape[0], device=x.device)
         q = guide.posterior(chunk, idx)
         z = q.sample((num_samples,))  # (S, B, z_dim)
-        recon = log_density(vae.likelihood, vae.decoder(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:2], -1), chunk)
-        kl, analytic = kl_term(q, prior, z[0])
-        if not analytic:
+        try:
+            kl = kl_divergence(q, prior.expand(q.batch_shape))
+        except NotImplementedError:  # Monte Carlo on the same samples (a flow scores them from its cache)
             kl = (q.log_prob(z) - prior.log_prob(z)).mean(0)
+        recon = log_density(vae.likelihood, vae.decoder(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:2], -1), chunk)
         values.append(recon.mean(0) - kl)
     values = torch.cat(values)
     return {"elbo": values.mean().item(), "stderr": stderr(values),
@@ -291,14 +358,14 @@ def refinement_gain(vae: VAE, x: torch.Tensor, fit: LocalFit, steps: int = 1000,
     """
     family = guide_family(fit.guide)
     before_guide = _RowSlice(fit.guide, 0, x.shape[0])
-    loc0, scale0 = _start(before_guide, x, vae.z_dim, family, init_scale=1.0)
-    refined = _local_guide(family, loc0, scale0)
+    template = _template(fit.guide, family)
+    refined = _local_guide(family, _start(before_guide, x, vae.z_dim, family, init_scale=1.0), template)
     refined.name = "local_guide"
     objective = _objective(num_particles)
     optimizer = torch.optim.Adam(refined.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=(min_lr / lr) ** (1 / max(1, steps)))
     with torch.enable_grad(), pyro.validation_enabled(False), pyro.get_param_store().scope(), \
-                    frozen(*generative_modules(vae)):
+                    frozen(*generative_modules(vae), *([template] if template is not None else [])):
         for _ in range(steps):
             _step(objective, vae, refined, x, optimizer)
             schedule.step()

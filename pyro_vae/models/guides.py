@@ -24,8 +24,8 @@ class Guide(nn.Module):
 
     ``amortized``: q(z | x) is a function of x (an encoder), so new images need no fitting;
     guides with free parameters per data point (mean-field) set it to False.
-    ``family``: the Gaussian family of q (``"diagonal"`` or ``"full"``), the family a local fit
-    q* uses when the amortization gap is measured; None for other guides.
+    ``family``: the family of q (``"diagonal"`` or ``"full"`` Gaussians, ``"flow"``), the family a
+    local fit q* uses when the amortization gap is measured; None for other guides.
     """
 
     name = "guide"
@@ -81,7 +81,7 @@ class AmortizedFlow(AmortizedNormal):
     gives the flows applied to the base's mean.
     """
 
-    family = None  # no local family: the gap decomposition's q* is Gaussian
+    family = "flow"  # a local q* picks its own features h_n: see pyro_vae.infer.local_fit.LocalFeatures
 
     def __init__(self, encoder: nn.Module, z_dim: int, num_data: int, flows: list, reverse_between: bool = False):
         super().__init__(encoder, z_dim, num_data)
@@ -90,7 +90,11 @@ class AmortizedFlow(AmortizedNormal):
         self.register_buffer("_reversed", torch.arange(z_dim - 1, -1, -1), persistent=False)
 
     def posterior(self, x, idx=None):
-        h = self.encoder(x)
+        return self.from_features(self.encoder(x))
+
+    def from_features(self, h: torch.Tensor) -> dist.Distribution:
+        """q(z | h): the base N(loc(h), diag(exp(log_var(h)))) through the flows conditioned on ``h``
+        ``(B, features)``. The guide's family is this distribution over every h, whichever x gave it."""
         transforms = []
         for t, flow in enumerate(self.flows):
             if t and self.reverse_between:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..infer.gaps import CONVERGED_GAIN, is_converged
+from ..infer.gaps import CONVERGED_GAIN, FAMILY_LABELS, is_converged
 from .checkpoint import write_json
 from .config import load_config
 from .evaluation import (_fit_line, _split, evaluate_run, evaluation_settings, finished_evaluation,
@@ -114,7 +114,7 @@ def comparison_table(result: dict) -> str:
             "|---|---|",
             f"| log p(x) (K = {result['num_samples']:,}, proposal {ll['proposal']}) "
             f"| {ll['value']:.2f} +- {ll['stderr']:.2f} |",
-            f"| L[q*] ({g['family']} Gaussians per image, decoder frozen, from the encoder; "
+            f"| L[q*] ({FAMILY_LABELS[g['family']]} per image, decoder frozen, from the encoder; "
             f"{_fit_line(g['local_fit'])}) | {g['elbo_optimal']:.2f} |",
             f"| L[q amortized] | {g['elbo_amortized']:.2f} |",
             f"| approximation gap log p(x) - L[q*] | {g['approximation_gap']:.2f} +- "

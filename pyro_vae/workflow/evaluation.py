@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 
 from ..infer.evaluate import active_units, elbo_terms, importance_log_likelihood, posterior_means
-from ..infer.gaps import CONVERGED_GAIN, amortization_gap, default_check_images, is_converged
+from ..infer.gaps import CONVERGED_GAIN, FAMILY_LABELS, amortization_gap, default_check_images, is_converged
 from ..infer.local_fit import fit_local, guide_family
 from ..models.guides import Guide, MeanField, is_amortized, point
 from ..models.vae import VAE
@@ -238,7 +238,7 @@ def format_report(report: dict) -> str:
         g = report["gap"]
         rows += [
             ("L[q amortized]", f"{g['elbo_amortized']:.2f}"),
-            (f"L[q*] ({g['family']} Gaussians)", f"{g['elbo_optimal']:.2f}  ({_fit_line(g['local_fit'])})"),
+            (f"L[q*] ({FAMILY_LABELS[g['family']]})", f"{g['elbo_optimal']:.2f}  ({_fit_line(g['local_fit'])})"),
             ("approximation gap", f"{g['approximation_gap']:.2f} +- {g['approximation_gap_stderr']:.2f}"),
             ("amortization gap", f"{g['amortization_gap']:.2f} +- {g['amortization_gap_stderr']:.2f}"),
         ]

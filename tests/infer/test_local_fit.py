@@ -134,8 +134,8 @@ def test_mean_elbo_matches_the_closed_form():
 
 def test_bad_settings_are_refused():
     vae, W, b, s, x, exact = linear_gaussian(n=4)
-    with pytest.raises(ValueError, match="family must be one of diagonal, full"):
-        fit_local(vae, x, family="flow")
+    with pytest.raises(ValueError, match="family must be one of diagonal, full, flow"):
+        fit_local(vae, x, family="spline")
     with pytest.raises(ValueError, match="decay > 1"):
         fit_local(vae, x, decay=1.0)
 

@@ -39,7 +39,7 @@ def test_registries_build_every_part():
         assert vae.prior().event_shape == (2,)
     for kind in GUIDES:
         _, guide = build_model(load_config(None, [f"guide.type='{kind}'"]), 10)
-        assert guide.family in (("diagonal", "full") if kind not in FLOWS else (None,))  # a flow has no local family
+        assert guide.family in (("diagonal", "full") if kind not in FLOWS else ("flow",))  # q* keeps the flows
         assert guide.posterior(torch.zeros(3, 784), torch.arange(3)).event_shape == (2,)
     assert set(LIKELIHOODS) == {"bernoulli", "continuous_bernoulli", "normal"}
 
