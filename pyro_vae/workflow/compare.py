@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..infer.gaps import CONVERGED_GAIN, FAMILY_LABELS, is_converged
 from .checkpoint import write_json
-from .config import load_config
+from .build import check_config
+from .config import ConfigError, load_config
 from .evaluation import (_fit_line, _split, evaluate_run, evaluation_settings, finished_evaluation,
                          inference_seconds)
 from .runs import RunDir, load_run
@@ -40,8 +41,14 @@ def compare(
 
     out = RunDir(out)
     rows, reused = {}, True
-    for kind in ("amortized", "mean_field"):
-        config = load_config(config_path, [*(overrides or []), f"guide.type={kind}"])
+    configs = {kind: load_config(config_path, [*(overrides or []), f"guide.type={kind}"])
+               for kind in ("amortized", "mean_field")}
+    for kind, config in configs.items():  # both checked before the first trains
+        try:
+            check_config(config)
+        except ConfigError as err:
+            raise ConfigError(f"the {kind} half of the comparison: {err}") from None
+    for kind, config in configs.items():
         run_dir = RunDir(out / kind)
         reused &= train_or_resume(config, run_dir, data_dir, overwrite, progress, log, redraw=False)
         run = load_run(run_dir)

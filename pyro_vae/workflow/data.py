@@ -33,6 +33,8 @@ BINARIZED_FOLDER = "BinarizedMNIST"
 AMAT_FILES = {True: "binarized_mnist_train.amat", False: "binarized_mnist_test.amat",
               "validation": "binarized_mnist_valid.amat"}  # 50,000, 10,000 and 10,000 images
 DATASETS = (*IDX_DATASETS, BINARIZED)
+TRAINING_IMAGES = {"mnist": 60000, "fashion_mnist": 60000, BINARIZED: 50000}  # the official files' sizes
+BINARIZED_VALIDATION_IMAGES = 10000
 PIXEL_MODES = ("grayscale", "dynamic", "threshold")
 
 
@@ -310,7 +312,7 @@ def _held_out(config: Config, data_dir) -> tuple[tuple[torch.Tensor, torch.Tenso
             f"data.validation_size = {d.validation_size} and data.train_size = {d.train_size} ask for more than "
             f"the {len(images):,} training images of {d.dataset}; lower one of them"
         )
-    return (images[:kept], labels[:kept]), (images[kept:], labels[kept:])
+    return (images[:kept].clone(), labels[:kept].clone()), (images[kept:].clone(), labels[kept:].clone())
 
 
 def load_run_split(config: Config, train: bool, data_dir=None, limit: int = 0) -> ImageData:
@@ -323,7 +325,7 @@ def load_run_split(config: Config, train: bool, data_dir=None, limit: int = 0) -
     if train and d.validation_size > 0 and d.dataset != BINARIZED:
         images, labels = _held_out(config, data_dir)[0]
         if first > 0:
-            images, labels = images[:first], labels[:first]
+            images, labels = images[:first].clone(), labels[:first].clone()  # not a view of the whole file
         return ImageData(images, labels, d.pixels)
     return ImageData(*load_images(d.dataset, train, data_dir, limit=first), d.pixels)
 

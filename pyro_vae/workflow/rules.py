@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .config import Config, ConfigError
+from .data import BINARIZED, BINARIZED_VALIDATION_IMAGES, TRAINING_IMAGES
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,14 @@ def _free_bits(c: Config) -> bool:
     return c.train.free_bits > 0
 
 
+def _held_out_too_many(c: Config) -> bool:
+    """Whether the validation split asks for more images than the dataset's files hold."""
+    if c.data.dataset == BINARIZED:
+        return c.data.validation_size > BINARIZED_VALIDATION_IMAGES
+    return c.data.validation_size > 0 and c.data.validation_size + max(c.data.train_size, 1) > TRAINING_IMAGES[
+        c.data.dataset]
+
+
 def _importance_weighted(c: Config) -> bool:
     return c.train.objective in ("iwae", "iwae_dreg")
 
@@ -40,6 +49,17 @@ RULES: tuple[Rule, ...] = (
         lambda c: f"train.early_stopping = {c.train.early_stopping} watches the validation loss, but "
                   "data.validation_size = 0 holds no images out; set data.validation_size (e.g. 10000)",
         ("train.early_stopping=5",),
+    ),
+    Rule(
+        ("data.validation_size", "data.train_size", "data.dataset"),
+        lambda c: c.data.dataset in TRAINING_IMAGES and _held_out_too_many(c),
+        lambda c: (f"data.validation_size = {c.data.validation_size} is more than the "
+                   f"{BINARIZED_VALIDATION_IMAGES:,} images of the validation file of data.dataset = "
+                   f"'{BINARIZED}'; lower data.validation_size" if c.data.dataset == BINARIZED else
+                   f"data.validation_size = {c.data.validation_size} and data.train_size = {c.data.train_size} ask "
+                   f"for more than the {TRAINING_IMAGES[c.data.dataset]:,} training images of data.dataset = "
+                   f"{c.data.dataset!r} (the validation images are held out of them); lower one of them"),
+        ("data.validation_size=59000", "data.train_size=2000"),
     ),
     Rule(
         ("data.validation_size", "guide.type"),

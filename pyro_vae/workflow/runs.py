@@ -27,8 +27,7 @@ class RunDir:
     """A results directory and the name of every file in it; nothing else spells them.
 
     A training run writes ``config``, ``history``, ``metrics``, ``checkpoint`` (and
-    ``previous_checkpoint``), ``figures/``, with a validation split ``best`` (the best epoch's
-    weights) and, for a mean-field guide, the ``local_fit`` cache;
+    ``previous_checkpoint``), ``figures/`` and, for a mean-field guide, the ``local_fit`` cache;
     ``pyro-vae evaluate`` adds ``evaluation``; an experiment's folder holds ``experiment`` and,
     for a comparison or a sweep, its table and figure (the runs in subfolders).
     """
@@ -50,7 +49,6 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.json")
     checkpoint = property(lambda self: self.path / "checkpoint.pt")
     previous_checkpoint = property(lambda self: self.path / "checkpoint.prev.pt")
-    best = property(lambda self: self.path / "best.pt")  # the best epoch's weights, where a validation split picks it
     figures = property(lambda self: self.path / "figures")
     local_fit = property(lambda self: self.path / "test_local_fit.pt")  # a mean-field run's test-image fit (a cache)
     evaluation = property(lambda self: self.path / "evaluation.json")
@@ -72,8 +70,8 @@ class RunDir:
 
     def run_files(self) -> tuple[Path, ...]:
         """The files a training run (and its evaluation) writes, ``figures/`` aside."""
-        return (self.config, self.history, self.metrics, self.checkpoint, self.previous_checkpoint, self.best,
-                self.local_fit, self.evaluation)
+        return (self.config, self.history, self.metrics, self.checkpoint, self.previous_checkpoint, self.local_fit,
+                self.evaluation)
 
     def holds_run(self) -> bool:
         return any(path.exists() for path in self.run_files())
@@ -163,8 +161,8 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
 
     Needs only the checkpoint's weights (``vae``, ``guide``, ``num_data``) and ``config.toml``,
     so checkpoints of every format load, including those too old to resume training from. A run
-    with a validation split gets the weights of its best epoch (``best.pt``), those its metrics
-    were made with.
+    with a validation split gets the weights of its best epoch (the checkpoint's ``best`` entry),
+    those its metrics were made with.
     """
     run_dir = RunDir(path)
     config = run_dir.saved_config()
@@ -175,12 +173,12 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
         raise CheckpointError(f"checkpoint {checkpoint}: num_data is {num_data!r}, not a number of images; retrain")
     vae, guide = build_model(config, num_data)
-    weights, source = state, checkpoint
-    if run_dir.best.exists():
-        weights, source = load_checkpoint(run_dir.best, map_location=device), run_dir.best
-        check_entries(weights, source, ("vae", "guide"), fix="train the run again with --overwrite")
+    weights = state.get("best", state)  # the best epoch's, where a validation split chose one
+    if not isinstance(weights, dict) or not {"vae", "guide"} <= weights.keys():
+        raise CheckpointError(f"checkpoint {checkpoint}: its entry 'best' is not the weights train writes; "
+                              f"{run_dir.earlier_copy_fix(checkpoint)}")
     for module, entry in ((vae, "vae"), (guide, "guide")):
-        check_weights(module, weights[entry], source, entry, config_file=run_dir.config.name)
+        check_weights(module, weights[entry], checkpoint, entry, config_file=run_dir.config.name)
         module.load_state_dict(weights[entry])
     vae.to(device).eval()
     guide.to(device).eval()

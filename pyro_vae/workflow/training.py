@@ -51,7 +51,8 @@ class Trainer:
     :param config: the resolved, checked config.
     :param out: the run directory.
     :param validation: the held-out images (``data.validation_size``) whose loss picks the best epoch
-        (its weights kept in ``best.pt``, the final metrics made with them) and stops training early.
+        (its weights kept in the checkpoint's ``best`` entry, the final metrics made with them) and stops
+        training early.
     """
 
     def __init__(self, config: Config, out: str | Path, train_data: ImageData, test_data: ImageData,
@@ -60,6 +61,7 @@ class Trainer:
         self.device = resolve_device(config.train.device)
         self.train_data, self.test_data = train_data.to(self.device), test_data.to(self.device)
         self.validation_data = None if validation is None else validation.to(self.device)
+        self.best: dict | None = None  # {"epoch", "vae", "guide"}: the weights of the lowest validation loss yet
         self.steps_per_epoch = math.ceil(len(self.train_data) / config.train.batch_size)
         self.history: list[dict] = []
         self.epoch = 0  # epochs finished
@@ -107,6 +109,7 @@ class Trainer:
             "seconds": self.seconds,
             "snapshots": self.snapshots,
             "config": self.config.to_dict(),
+            **({"best": self.best} if self.best is not None else {}),
         }
 
     def save(self) -> None:
@@ -180,6 +183,7 @@ class Trainer:
             )
         for module, entry in ((self.vae, "vae"), (self.guide, "guide")):
             check_weights(module, state[entry], path, entry, config_file=self.dir.config.name)
+        best = self._checked_best(state, path)
         try:
             self.optimizer.set_state(state["optimizer"])
         except (ValueError, TypeError, KeyError, AttributeError) as err:
@@ -195,6 +199,21 @@ class Trainer:
         self.epoch, self.position = state["epoch"], state["position"]
         self.history, self.seconds = list(state["history"]), state["seconds"]
         self.snapshots = dict(state.get("snapshots", {}))
+        self.best = best
+
+    def _checked_best(self, state: dict, path: Path) -> dict | None:
+        """The checkpoint's ``best`` entry, checked against its history (the epoch of its lowest
+        validation loss) and the model's shapes; None when the history holds no validation loss."""
+        wanted = best_epoch(state["history"])
+        if wanted is None:
+            return None
+        best = state.get("best")
+        if not isinstance(best, dict) or best.get("epoch") != wanted or not {"vae", "guide"} <= best.keys():
+            raise CheckpointError(f"checkpoint {path} lacks the weights of its best epoch {wanted} (entry 'best'); "
+                                  f"{self.dir.earlier_copy_fix(path)}")
+        for module, entry in ((self.vae, "vae"), (self.guide, "guide")):
+            check_weights(module, best[entry], path, f"best.{entry}", config_file=self.dir.config.name)
+        return best
 
     # --- the loop ----------------------------------------------------------------------
     def hooks(self, progress: ProgressBar, ctrl_c: CtrlC) -> list[Hook]:
@@ -274,23 +293,17 @@ class Trainer:
         """The epoch of the lowest validation loss so far (the first such), None without a validation split."""
         return best_epoch(self.history)
 
-    def save_best(self) -> None:
-        """Keep the current weights as the best epoch's, in ``best.pt``."""
-        save_checkpoint(self.dir.best, {"epoch": self.epoch, "vae": self.vae.state_dict(),
-                                        "guide": self.guide.state_dict()})
+    def keep_best(self) -> None:
+        """Keep a copy of the current weights as the best epoch's (saved with the next checkpoint)."""
+        self.best = {"epoch": self.epoch, **{entry: {k: v.detach().clone() for k, v in module.state_dict().items()}
+                                             for module, entry in ((self.vae, "vae"), (self.guide, "guide"))}}
 
     def restore_best(self) -> None:
-        """Load the best epoch's weights from ``best.pt`` (if they are not the current ones)."""
-        if self.best_epoch is None or self.best_epoch == self.epoch:
+        """Load the best epoch's weights (if they are not the current ones)."""
+        if self.best is None or self.best["epoch"] == self.epoch:
             return
-        state = load_checkpoint(self.dir.best, map_location=self.device)
-        check_entries(state, self.dir.best, ("epoch", "vae", "guide"), fix="train the run again with --overwrite")
-        if state["epoch"] != self.best_epoch:
-            raise CheckpointError(f"{self.dir.best} holds epoch {state['epoch']}, not the best epoch "
-                                  f"{self.best_epoch} of the history; train the run again with --overwrite")
-        for module, entry in ((self.vae, "vae"), (self.guide, "guide")):
-            check_weights(module, state[entry], self.dir.best, entry, config_file=self.dir.config.name)
-            module.load_state_dict(state[entry])
+        self.vae.load_state_dict(self.best["vae"])
+        self.guide.load_state_dict(self.best["guide"])
         self.evaluated = None  # other weights than the last epoch's
 
     def finish(self) -> dict:
@@ -303,7 +316,7 @@ class Trainer:
             self.vae, self.guide, self.test_data, self.config, self.device, cache=self.dir.local_fit)
         metrics = {f"test_{k}": v for k, v in self.test_evaluation.terms.items()}
         metrics.update({
-            "train_loss": self.history[-1]["train_loss"],
+            "train_loss": self.history[(self.best_epoch or self.epoch) - 1]["train_loss"],  # of these weights
             "epochs": self.epoch,
             "train_images": len(self.train_data),
             "test_images": len(self.test_data),
@@ -329,8 +342,10 @@ class Trainer:
 
 
 def best_epoch(history: list[dict]) -> int | None:
-    """The epoch of the lowest ``valid_loss`` in ``history`` (the first such), None if none was recorded."""
-    scored = [(record["valid_loss"], record["epoch"]) for record in history if "valid_loss" in record]
+    """The epoch of the lowest ``valid_loss`` in ``history`` (the first such; a loss that is not finite
+    counts as infinite), None if none was recorded."""
+    scored = [(loss if math.isfinite(loss) else math.inf, record["epoch"])
+              for record in history if (loss := record.get("valid_loss")) is not None]
     return min(scored)[1] if scored else None
 
 
@@ -405,7 +420,8 @@ class _TestEvaluation(Hook):
 
 
 class _Validation(Hook):
-    """The validation loss into the epoch's record; the weights kept in ``best.pt`` when it is the lowest yet."""
+    """The validation loss (the one-sample -ELBO of :func:`evaluate_test_set`, whatever the training
+    objective) into the epoch's record; the weights kept when it is the lowest yet."""
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
@@ -417,7 +433,7 @@ class _Validation(Hook):
         terms = evaluate_test_set(t.vae, t.guide, t.validation_data, t.config, t.device).terms
         t.history[-1]["valid_loss"] = terms["loss"]
         if t.best_epoch == epoch.number:
-            t.save_best()
+            t.keep_best()
 
 
 class _Snapshot(Hook):
@@ -515,14 +531,17 @@ def _same_run_or_refuse(config: Config, saved: Config, changed: str, shorter: st
     (more ``train.epochs``, a larger ``train.max_minutes``).
 
     :param changed: the message when keys differ, ``{}`` standing for their names.
-    :param shorter: the message when ``config`` asks for a shorter run than the saved one.
+    :param shorter: the message when ``config`` asks for a shorter run than the saved one, ``{}``
+        standing for the keys that shrank.
     """
     keys = config.differences(saved, ignore=LENGTH_KEYS)
     if keys:
         raise ConfigError(changed.format(", ".join(keys)))
-    if (config.train.epochs < saved.train.epochs or time_budget(config) < time_budget(saved)
-            or patience(config) < patience(saved)):
-        raise ConfigError(shorter)
+    shrunk = [key for key, new, old in (("train.epochs", config.train.epochs, saved.train.epochs),
+                                        ("train.max_minutes", time_budget(config), time_budget(saved)),
+                                        ("train.early_stopping", patience(config), patience(saved))) if new < old]
+    if shrunk:
+        raise ConfigError(shorter.format(", ".join(shrunk)))
 
 
 def resume(
@@ -534,7 +553,7 @@ def resume(
 ) -> Path:
     """Continue the run in ``run_dir`` from its last checkpoint.
 
-    ``overrides`` may raise ``train.epochs`` (train longer); any other change to the
+    ``overrides`` may raise the :data:`LENGTH_KEYS` (train longer); any other change to the
     saved config is refused, since the run would no longer be one experiment.
     """
     run_dir = RunDir(run_dir)
@@ -545,7 +564,7 @@ def resume(
         config, saved,
         changed=f"cannot resume {out} with a changed config ({{}}); only {', '.join(LENGTH_KEYS)} may change: "
                 "start a new run with --out NEW_DIR instead",
-        shorter=f"{_length(config)} make a shorter run than the saved {_length(saved)} (0: no limit); resume can "
+        shorter=f"{{}} below the run's ({_length(config)} against {_length(saved)}; 0: no limit); resume can "
                 "only train longer",
     )
     trainer = Trainer(config, out, *load_run_data(config, data_dir), progress=progress, log=log,  # checks config
@@ -592,8 +611,8 @@ def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: b
         _same_run_or_refuse(
             config, saved,
             changed=f"{out} holds a run with another config ({{}}); pass --overwrite to replace it or --out NEW_DIR",
-            shorter=f"{out} holds a longer run ({_length(saved)}) than this config's ({_length(config)}); pass "
-                    "--overwrite to replace it or --out NEW_DIR",
+            shorter=f"{out} holds a longer run than this config's: {{}} below the run's ({_length(config)} against "
+                    f"{_length(saved)}; 0: no limit); pass --overwrite to replace it or --out NEW_DIR",
         )
         metrics = read_json(run_dir.metrics)
         if metrics and not config.differences(saved) and training_done(

@@ -1,16 +1,17 @@
+import copy
 import json
 
 import pytest
 import torch
 
-from pyro_vae.workflow.checkpoint import load_checkpoint
+from pyro_vae.workflow.checkpoint import CheckpointError, load_checkpoint
 from pyro_vae.workflow.config import ConfigError
 from pyro_vae.workflow.data import ImageData, load_data, load_run_data, load_run_split
 from pyro_vae.workflow.evaluation import evaluate_test_set
 from pyro_vae.workflow.loop import EpochState, FiniteLoss, TrainingError, run_epoch
 from pyro_vae.workflow.streams import epoch_generator
 from pyro_vae.workflow.runs import load_run
-from pyro_vae.workflow.training import train, train_or_resume
+from pyro_vae.workflow.training import resume, train, train_or_resume
 
 from ..helpers import tiny_config
 
@@ -231,6 +232,7 @@ def test_a_run_on_binarized_mnist_draws_its_figures_without_labels(tmp_path, dat
     assert "interpolation.png" not in figures  # it goes from a test 3 to a test 8: no labels, no such digits
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_epoch_and_its_metrics_are_the_best_weights(tmp_path, data_dir):
     """100 training images and a wide net overfit within a few epochs: the validation loss turns up,
     training stops `early_stopping` epochs after its minimum, and the run's weights and metrics are
@@ -247,14 +249,33 @@ def test_early_stopping_keeps_the_best_epoch_and_its_metrics_are_the_best_weight
     assert metrics["epochs"] == len(history) < 60 and metrics["epochs"] - best == 3
     assert metrics["valid_loss"] == min(losses) == losses[best - 1] and metrics["validation_images"] == 300
     assert any(line.startswith(f"early stop after epoch {metrics['epochs']} of 60") for line in lines)
-    assert load_checkpoint(out / "best.pt")["epoch"] == best
-    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == metrics["epochs"]  # resume goes on from the last
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["best"]["epoch"] == best and state["epoch"] == metrics["epochs"]  # resume goes on from the last
+    assert metrics["train_loss"] == history[best - 1]["train_loss"]
     run = load_run(out)  # the best weights, with which the metrics were made
     _, test = load_run_data(config, data_dir)
     again = evaluate_test_set(run.vae, run.guide, test, config, "cpu").terms["loss"]
     assert again == pytest.approx(metrics["test_loss"], abs=1e-4)
     assert metrics["test_loss"] != pytest.approx(history[-1]["test_loss"], abs=1e-3)  # not the last epoch's
     assert len(load_run_split(config, True, data_dir)) == 100
+
+    # stopped one epoch after its best (the best weights then only in the checkpoint) and resumed: the same run
+    short = copy.deepcopy(config)
+    short.train.epochs = best + 1
+    train(short, tmp_path / "short", data_dir, progress=False, log=lines.append)
+    resumed = resume(tmp_path / "short", ["train.epochs=60"], data_dir, progress=False, log=lines.append)
+    assert _without_times(json.loads((resumed / "history.json").read_text())) == _without_times(history)
+    again_metrics = json.loads((resumed / "metrics.json").read_text())
+    assert {k: again_metrics[k] for k in ("epochs", "best_epoch", "valid_loss", "test_loss")} == {
+        k: metrics[k] for k in ("epochs", "best_epoch", "valid_loss", "test_loss")}
+    for part in ("vae", "guide"):
+        mine, theirs = getattr(load_run(resumed), part).state_dict(), getattr(run, part).state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    state = load_checkpoint(resumed / "checkpoint.pt")
+    del state["best"]
+    torch.save(state, resumed / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match=rf"lacks the weights of its best epoch {best} \(entry 'best'\)"):
+        resume(resumed, ["train.epochs=61"], data_dir, progress=False, log=lines.append)
     assert train_or_resume(config, out, data_dir, progress=False, log=lines.append, redraw=False) is True  # reused
     config.train.early_stopping = 100  # more patience is a longer run: resumed from the last epoch, to the end
     assert train_or_resume(config, out, data_dir, progress=False, log=lines.append, redraw=False) is False
