@@ -11,9 +11,11 @@ import math
 from typing import Sequence
 
 import pyro.distributions as dist
+import pyro.distributions.transforms as T
 import torch
 from pyro.distributions.kl import kl_divergence
 from torch import nn
+from pyro.nn import AutoRegressiveNN
 from torch.distributions import constraints, transform_to
 
 
@@ -210,3 +212,34 @@ class VampPrior(nn.Module):
         components = self._posterior(self.pseudo_inputs)  # batch (K,), event (z_dim,)
         weights = self.raw_inputs.new_zeros(self.raw_inputs.shape[0])  # uniform
         return dist.MixtureSameFamily(dist.Categorical(logits=weights), components)
+
+
+class FlowPrior(nn.Module):
+    """p(z): N(0, I) through learned masked autoregressive affine flows (MAF, Papamakarios et al. 2017),
+    written in the density direction. Each flow maps z to u with
+    ``u_i = (z_i - mu_i(z_<i)) exp(-s_i(z_<i))`` (Pyro's ``AffineAutoregressive``, one network pass),
+    so ``log p(z) = log N(f(z); 0, I) + log |det df/dz|`` costs one pass per flow, for any batch of
+    codes; drawing z ~ p(z) inverts the flows, z_dim passes each (only figures draw from the prior).
+    The coordinate order is reversed from one flow to the next (fixed orders, saved with the weights).
+    There is no closed-form KL against it: the ELBO uses one-sample estimates.
+
+    :param hidden: each flow network's hidden widths, each at least ``z_dim`` (a MADE needs them).
+    """
+
+    def __init__(self, z_dim: int, flows: int = 2, hidden: Sequence[int] = ()):
+        super().__init__()
+        hidden = list(hidden) or [10 * z_dim] * 2
+        if flows < 1 or any(width < z_dim for width in hidden):
+            raise ValueError(f"a flow prior needs flows >= 1 and hidden widths >= z_dim = {z_dim}, got flows = "
+                             f"{flows}, hidden = {hidden}")
+        self.z_dim = z_dim
+        self.register_buffer("loc", torch.zeros(z_dim))
+        self.register_buffer("scale", torch.ones(z_dim))
+        orders = (torch.arange(z_dim), torch.arange(z_dim - 1, -1, -1))
+        self.flows = nn.ModuleList(
+            T.AffineAutoregressive(AutoRegressiveNN(z_dim, hidden, permutation=orders[t % 2])) for t in range(flows))
+
+    def forward(self) -> dist.Distribution:
+        # TransformedDistribution maps base draws to z: the inverse of z -> u, last flow first
+        inverses = [flow.inv for flow in reversed(self.flows)]
+        return dist.TransformedDistribution(dist.Normal(self.loc, self.scale).to_event(1), inverses)

@@ -23,7 +23,7 @@ from ..infer.optim import LR_SCHEDULES
 from ..models.guides import AmortizedFlow, AmortizedFullNormal, AmortizedNormal, Guide, MeanField
 from ..models.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood
 from ..models.nets import ACTIVATIONS, INITS, NETS, NUM_PIXELS, build_networks, glorot_init_, network_size
-from ..models.priors import (CorrelatedPrior, LearnedPrior, MixturePrior, StandardNormalPrior, VampPrior,
+from ..models.priors import (CorrelatedPrior, FlowPrior, LearnedPrior, MixturePrior, StandardNormalPrior, VampPrior,
                              check_covariance, equicorrelation)
 from ..models.vae import VAE
 from .config import Config, ConfigError
@@ -43,6 +43,7 @@ PRIORS = {
     "learned": lambda c: LearnedPrior(c.model.z_dim),
     "mixture": lambda c: MixturePrior(c.model.z_dim, c.prior.components),
     "vamp": lambda c: VampPrior(c.model.z_dim, c.prior.components, NUM_PIXELS),  # the guide attached in build_model
+    "flow": lambda c: FlowPrior(c.model.z_dim, c.prior.flows, c.prior.flow_hidden),
 }
 def _iaf(z: int, context: int, hidden: list[int]) -> T.ConditionalAffineAutoregressive:
     """An inverse autoregressive affine flow whose network conditions coordinate i on z_<i (the identity
@@ -162,7 +163,8 @@ def resolve_device(name: str) -> torch.device:
 
 TRAIN_IMAGES = 60_000  # MNIST and Fashion-MNIST: the most a mean_field guide holds rows for
 _SIZE_KEYS = (("model", "hidden"), ("model", "z_dim"), ("prior", "components"), ("train", "num_particles"),
-              ("train", "batch_size"), ("train", "eval_batch_size"), ("guide", "flows"), ("guide", "flow_hidden"))
+              ("train", "batch_size"), ("train", "eval_batch_size"), ("guide", "flows"), ("guide", "flow_hidden"),
+              ("prior", "flows"), ("prior", "flow_hidden"))
 
 
 def _memory_needed(config: Config, num_data: int) -> int:
@@ -177,6 +179,9 @@ def _memory_needed(config: Config, num_data: int) -> int:
     if config.guide.type in FLOWS:  # each flow: a network from (z, features) through its hidden widths to 2 z + 1
         widths = [z + features, *flow_hidden(config), 2 * z + 1]
         parameters += config.guide.flows * sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+    if config.prior.type == "flow":  # each flow: a network from z through its hidden widths to 2 z
+        widths = [z, *(config.prior.flow_hidden or [10 * z] * 2), 2 * z]
+        parameters += config.prior.flows * sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
     parameters += {"correlated": z + z * z, "learned": z + z * z,
                    "mixture": config.prior.components * (1 + 2 * z),
                    "vamp": config.prior.components * NUM_PIXELS}.get(config.prior.type, 2 * z)

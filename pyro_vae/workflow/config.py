@@ -48,10 +48,12 @@ class ModelConfig:
 
 @dataclass
 class PriorConfig:
-    type: str = "standard"  # standard | correlated | learned | mixture | vamp
+    type: str = "standard"  # standard | correlated | learned | mixture | vamp | flow
     loc: list = field(default_factory=list)  # correlated prior mean; [] = zeros
     covariance: list = field(default_factory=list)  # correlated prior; [] = unit variances, correlation 0.8
     components: int = 10  # mixture prior: Gaussians; vamp prior: pseudo-inputs (Tomczak & Welling used 500)
+    flows: int = 2  # flow prior: masked autoregressive flows on N(0, I)
+    flow_hidden: list = field(default_factory=list)  # flow prior: each flow's hidden widths; [] = [10 z_dim] * 2
 
 
 @dataclass
@@ -135,6 +137,7 @@ _LOWER_BOUNDS = {
     ("prior", "components"): (1, True),
     ("guide", "init_scale"): (0, False),
     ("guide", "flows"): (1, True),
+    ("prior", "flows"): (1, True),
     ("guide", "local_steps"): (1, True),
     ("guide", "local_lr"): (0, False),
     ("guide", "local_min_lr"): (0, False),
@@ -158,6 +161,7 @@ _LOWER_BOUNDS = {
 _UPPER_BOUNDS = {
     ("train", "seed"): (2**32 - 1, "numpy's seeds are 32-bit"),
     ("guide", "flows"): (64, "deeper stacks of flows are not what a VAE guide needs"),
+    ("prior", "flows"): (64, "deeper stacks of flows are not what a VAE prior needs"),
     ("train", "lr_decay"): (1, "a factor above 1 would raise the rate every epoch"),
 }
 
@@ -221,12 +225,10 @@ def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
             f"model.hidden must be a non-empty list of positive integers, got {value!r}; "
             "for example model.hidden=[512, 256]"
         )
-    if (section, key) == ("guide", "flow_hidden") and not all(
-        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in value
-    ):
+    if key == "flow_hidden" and not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in value):
         raise ConfigError(
-            f"guide.flow_hidden must be a list of positive integers (empty: the default widths), got {value!r}; "
-            "for example guide.flow_hidden=[64, 64]"
+            f"{where} must be a list of positive integers (empty: the default widths), got {value!r}; "
+            f"for example {where}=[64, 64]"
         )
     if (section, key) == ("prior", "loc") and not all(_is_number(x) for x in value):
         raise ConfigError(

@@ -78,6 +78,14 @@ RULES: tuple[Rule, ...] = (
         ("guide.type='iaf'", "model.z_dim=8", "guide.flow_hidden=[4]"),
     ),
     Rule(
+        ("prior.flow_hidden", "model.z_dim", "prior.type"),
+        lambda c: c.prior.type == "flow" and any(w < c.model.z_dim for w in c.prior.flow_hidden),
+        lambda c: f"prior.flow_hidden = {c.prior.flow_hidden} has a width below model.z_dim = {c.model.z_dim}, "
+                  "which an autoregressive flow cannot mask (each width must be at least z_dim); widen "
+                  "prior.flow_hidden or leave it empty for [10 z_dim, 10 z_dim]",
+        ("prior.type='flow'", "model.z_dim=8", "prior.flow_hidden=[4]"),
+    ),
+    Rule(
         ("model.activation", "model.net"),
         lambda c: c.model.activation != "relu" and c.model.net != "mlp",
         lambda c: f"model.activation = {c.model.activation!r} sets the MLP nets' activation, but model.net = "
