@@ -7,12 +7,15 @@ guide ``q(z | x)``; plain torch modules and Pyro sample statements, no files, no
 from .guides import AmortizedFlow, AmortizedFullNormal, AmortizedNormal, Guide, MeanField, is_amortized, point
 from .likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood, log_density
 from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from .priors import CorrelatedPrior, LearnedPrior, MixturePrior, StandardNormalPrior, VampPrior, equicorrelation
+from .priors import (CorrelatedPrior, FlowPrior, LearnedPrior, MixturePrior, StandardNormalPrior, VampPrior,
+                     equicorrelation)
+from .semisupervised import SemiSupervisedVAE
 from .vae import VAE, data_plate
 
 __all__ = [
     "AmortizedFlow", "AmortizedFullNormal", "AmortizedNormal", "BernoulliLikelihood",
-    "ContinuousBernoulliLikelihood", "ConvDecoder", "ConvEncoder", "CorrelatedPrior", "Guide", "LearnedPrior",
-    "MLPDecoder", "MLPEncoder", "MeanField", "MixturePrior", "NormalLikelihood", "StandardNormalPrior", "VAE",
-    "data_plate", "equicorrelation", "VampPrior", "is_amortized", "log_density", "point",
+    "ContinuousBernoulliLikelihood", "ConvDecoder", "ConvEncoder", "CorrelatedPrior", "FlowPrior", "Guide",
+    "LearnedPrior", "MLPDecoder", "MLPEncoder", "MeanField", "MixturePrior", "NormalLikelihood",
+    "SemiSupervisedVAE", "StandardNormalPrior", "VAE", "data_plate", "equicorrelation", "VampPrior", "is_amortized",
+    "log_density", "point",
 ]
