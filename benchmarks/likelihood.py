@@ -13,6 +13,8 @@ from pyro_vae import build_model, load_config
 from pyro_vae.workflow.data import ImageData
 from pyro_vae.infer.evaluate import importance_log_likelihood
 
+from . import timing
+
 
 def decoder_flops(decoder: nn.Module) -> int:
     """Multiply-adds x 2 of the decoder's linear layers for one z."""
@@ -29,18 +31,18 @@ def matmul_gflops(m: int = 25000, k: int = 512, n: int = 784, repeats: int = 5) 
     return 2 * m * k * n * repeats / (time.perf_counter() - start) / 1e9
 
 
-def ratio_to_matmul(num_samples: int, images: int = 40, repeats: int = 5, matmul_rows: int = 25000) -> dict:
-    """The decoder's GFLOP/s inside the importance sampler over a plain matmul's, measured in
-    ``repeats`` interleaved pairs (matmul, then sampler): the median ratio and its range."""
-    pairs = []
-    for _ in range(repeats):
-        peak = matmul_gflops(m=matmul_rows)
-        found = throughput(num_samples, images)
-        pairs.append((found["decoder_gflops"] / peak, peak, found))
-    pairs.sort(key=lambda pair: pair[0])
-    middle = pairs[len(pairs) // 2]
-    return {"ratio": middle[0], "ratio_range": [pairs[0][0], pairs[-1][0]], "matmul_gflops": middle[1],
-            **middle[2], "repeats": repeats}
+def ratio_to_matmul(num_samples: int, images: int = 40, rounds: int = 7, matmul_rows: int = 25000) -> dict:
+    """The decoder's GFLOP/s inside the importance sampler over a plain matmul's, in interleaved rounds
+    (:func:`benchmarks.timing.rounds`: a warm-up round, the order alternated): the median of the
+    per-round ratios with its spread and interval (:func:`benchmarks.timing.ratio_summary`)."""
+    found: dict[str, list[dict]] = {"matmul": [], "sampler": []}
+    timed = timing.rounds({"matmul": lambda: found["matmul"].append(matmul_gflops(m=matmul_rows)),
+                           "sampler": lambda: found["sampler"].append(throughput(num_samples, images))}, rounds)
+    kept = {side: values[-rounds:] for side, values in found.items()}  # the warm-up round's first
+    ratios = [s["decoder_gflops"] / m for s, m in zip(kept["sampler"], kept["matmul"])]
+    middle = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
+    return {"ratio": timing.ratio_summary(ratios), "matmul_gflops": kept["matmul"][middle],
+            **kept["sampler"][middle], "seconds": timed["times"]}
 
 
 def throughput(num_samples: int, images: int = 50, z_dim: int = 50) -> dict:

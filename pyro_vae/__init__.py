@@ -12,8 +12,9 @@ matplotlib alone).
 from .infer import (active_units, adam, amortization_gap, elbo_terms, fit_local, importance_log_likelihood,
                     posterior_means, refinement_gain)
 from .models import (VAE, AmortizedFlow, AmortizedFullNormal, AmortizedNormal, BernoulliLikelihood,
-                     ContinuousBernoulliLikelihood, ConvDecoder, ConvEncoder, CorrelatedPrior, Guide, LearnedPrior,
-                     MeanField, MixturePrior, MLPDecoder, MLPEncoder, StandardNormalPrior, VampPrior)
+                     ContinuousBernoulliLikelihood, ConvDecoder, ConvEncoder, CorrelatedPrior, FlowPrior, Guide,
+                     LearnedPrior, MeanField, MixturePrior, MLPDecoder, MLPEncoder, SemiSupervisedVAE,
+                     StandardNormalPrior, VampPrior)
 from .workflow.build import build_model, check_config
 from .workflow.checkpoint import CheckpointError
 from .workflow.config import Config, ConfigError, load_config
@@ -26,9 +27,9 @@ from .workflow.training import Interrupted, Trainer, resume, train, train_or_res
 __all__ = [
     "VAE", "AmortizedFlow", "AmortizedFullNormal", "AmortizedNormal", "BernoulliLikelihood", "CheckpointError",
     "Config", "ConfigError", "ContinuousBernoulliLikelihood", "ConvDecoder", "ConvEncoder", "CorrelatedPrior",
-    "MLPDecoder", "MLPEncoder", "DataError", "Guide", "ImageData", "Interrupted", "LearnedPrior", "MeanField",
-    "MixturePrior", "Run", "RunDir", "StandardNormalPrior", "Trainer", "VampPrior", "TrainingError", "active_units",
-    "adam", "amortization_gap", "build_model", "check_config", "elbo_terms", "evaluate_run", "fit_local",
-    "importance_log_likelihood", "load_config", "load_data", "load_run", "posterior_means", "refinement_gain",
-    "resume", "train", "train_or_resume",
+    "MLPDecoder", "MLPEncoder", "DataError", "FlowPrior", "Guide", "ImageData", "Interrupted", "LearnedPrior",
+    "MeanField", "MixturePrior", "Run", "RunDir", "SemiSupervisedVAE", "StandardNormalPrior", "Trainer", "VampPrior",
+    "TrainingError", "active_units", "adam", "amortization_gap", "build_model", "check_config", "elbo_terms",
+    "evaluate_run", "fit_local", "importance_log_likelihood", "load_config", "load_data", "load_run",
+    "posterior_means", "refinement_gain", "resume", "train", "train_or_resume",
 ]

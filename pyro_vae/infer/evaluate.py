@@ -95,12 +95,15 @@ def posterior_means(guide: Guide, x: torch.Tensor, batch_size: int = 1000) -> to
 
 
 @torch.no_grad()
-def log_weights(vae: VAE, q, x: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """Importance log-weights log p(x, z_k) - log q(z_k | x), z_k ~ q, shape ``(K, B)``."""
+def log_weights(vae: VAE, q, x: torch.Tensor, num_samples: int, prior=None) -> torch.Tensor:
+    """Importance log-weights log p(x, z_k) - log q(z_k | x), z_k ~ q, shape ``(K, B)``.
+
+    :param prior: ``vae.prior()`` if already built (a VampPrior encodes its pseudo-inputs to build it)."""
     z = q.sample((num_samples,))  # (K, B, z_dim)
     k, b = z.shape[:2]
     logits = vae.decoder(z.reshape(k * b, -1)).reshape(k, b, -1)  # (K, B, D)
-    return log_density(vae.likelihood, logits, x) + vae.prior().log_prob(z) - q.log_prob(z)
+    prior = vae.prior() if prior is None else prior
+    return log_density(vae.likelihood, logits, x) + prior.log_prob(z) - q.log_prob(z)
 
 
 CHUNK_ROWS = 2500  # samples x images decoded at once by the importance sampler: its activations stay in cache
@@ -121,24 +124,33 @@ def importance_log_likelihood(
 
     For a given K this is also the IWAE bound L_K (Burda et al. 2015): E[L_K] <= log p(x),
     rising to log p(x) as K grows. Memory is bounded by ``chunk_size * batch_size * D``
-    numbers: samples are drawn ``chunk_size`` at a time (default: :data:`CHUNK_ROWS` rows in all)
-    and folded into a running logsumexp. Distribution argument checks are off inside (the
-    samples come from q itself; the pixels are checked once by :func:`log_density`).
+    numbers: samples are drawn ``chunk_size`` at a time (default: :data:`CHUNK_ROWS` rows in all,
+    at least one sample per image) and folded into a running logsumexp. Distribution argument
+    checks are off inside (the samples come from q itself; binary pixels under a Bernoulli are
+    checked by :func:`log_density`); an estimate that is not finite (a diverged model) raises
+    ``ValueError``.
 
     :returns: ``log_likelihood`` (mean over the data), ``stderr`` (its standard error
         over datapoints), ``per_datapoint`` ``(N,)`` and ``num_samples``.
     """
+    if num_samples < 1 or (chunk_size is not None and chunk_size < 1) or batch_size < 1:
+        raise ValueError(f"importance_log_likelihood needs num_samples, chunk_size and batch_size >= 1, got "
+                         f"{num_samples}, {chunk_size}, {batch_size}")
     per_point = []
     with pyro.validation_enabled(False):
+        prior = vae.prior()
         for idx, xb in batches(x, batch_size):
             q = guide.posterior(xb, idx)
             chunk = chunk_size or max(1, CHUNK_ROWS // xb.shape[0])
             running = torch.full((xb.shape[0],), -math.inf, device=xb.device)
             for start in range(0, num_samples, chunk):
                 k = min(chunk, num_samples - start)
-                running = torch.logaddexp(running, torch.logsumexp(log_weights(vae, q, xb, k), 0))
+                running = torch.logaddexp(running, torch.logsumexp(log_weights(vae, q, xb, k, prior), 0))
             per_point.append(running - math.log(num_samples))
     values = torch.cat(per_point)
+    if not torch.isfinite(values).all():
+        raise ValueError(f"the importance-sampled log p(x) of {int((~torch.isfinite(values)).sum())} images is not "
+                         "finite: the model or the guide gives non-finite densities (a diverged run?)")
     return {
         "log_likelihood": values.mean().item(),
         "stderr": stderr(values),

@@ -11,7 +11,8 @@ with the decoder frozen, from the encoder's output, until the stopping rule of
 defensive mixture (q + q*) / 2 as the proposal for the Gaussian families: q* is the better
 proposal where the encoder is off, q where q* is too narrow, and the mixture's weights are at
 most twice either one's. A mixture of flows would need each flow's density at the other's samples,
-which a planar flow cannot give (it has no inverse), so a flow family's proposal is q* alone.
+which a planar flow cannot give (it has no inverse) and an IAF only by z_dim sequential passes, so a
+flow family's proposal is q* alone.
 """
 
 from __future__ import annotations

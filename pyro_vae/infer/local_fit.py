@@ -4,7 +4,8 @@ For each image x_n,  q*_n = argmax_{q in family} ELBO(x_n; q),
 ELBO(x_n; q) = E_q[log p(x_n | z)] - KL(q || p(z)),
 over a diagonal Gaussian N(loc_n, diag scale_n^2), a full one N(loc_n, L_n L_n^T), or (family
 ``flow``) a flow guide's q(z | h_n) with its own features h_n in place of the encoder's h(x_n) (the
-heads and flows frozen: every posterior the amortized flow guide can output, and no other), by Adam
+heads and flows frozen: the image of every h in R^F, which holds every posterior the encoder can
+output, and a little more where its features are constrained, e.g. ReLU's h >= 0), by Adam
 on (loc_n, log scale_n), (loc_n, L_n) or h_n with Pyro's ``TraceMeanField_ELBO`` (analytic KL where
 one is registered, else Monte Carlo) and ``num_particles`` samples a step; the model's parameters
 are held fixed.

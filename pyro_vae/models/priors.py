@@ -217,7 +217,7 @@ class VampPrior(nn.Module):
 class FlowPrior(nn.Module):
     """p(z): N(0, I) through learned masked autoregressive affine flows (MAF, Papamakarios et al. 2017),
     written in the density direction. Each flow maps z to u with
-    ``u_i = (z_i - mu_i(z_<i)) exp(-s_i(z_<i))`` (Pyro's ``AffineAutoregressive``, one network pass),
+    ``u_i = mu_i(z_<i) + exp(s_i(z_<i)) z_i`` (Pyro's ``AffineAutoregressive``, one network pass),
     so ``log p(z) = log N(f(z); 0, I) + log |det df/dz|`` costs one pass per flow, for any batch of
     codes; drawing z ~ p(z) inverts the flows, z_dim passes each (only figures draw from the prior).
     The coordinate order is reversed from one flow to the next (fixed orders, saved with the weights).

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyro_vae.infer.gaps import amortization_gap, is_converged
-from pyro_vae.infer.local_fit import fit_local
+from pyro_vae.infer.local_fit import fit_local, mean_elbo
 from pyro_vae.models.guides import AmortizedFlow, Guide
 from pyro_vae.models.nets import MLPEncoder
 from pyro_vae.workflow.build import FLOWS
@@ -149,3 +149,26 @@ def test_the_convergence_check_takes_a_tenth_of_the_images_from_10_to_100():
     from pyro_vae.infer.gaps import default_check_images
 
     assert [default_check_images(n) for n in (5, 60, 300, 1000, 10_000)] == [5, 10, 30, 100, 100]
+
+
+@pytest.mark.slow
+def test_a_flow_family_fit_moves_each_images_features_and_uses_no_encoder():
+    """Context-dependent flows (as initialised): the fit starts at the encoder's features, moves them, and
+    raises the ELBO; q*_n then depends on h_n alone (the same for any image passed in)."""
+    vae, W, b, s, x, exact = linear_gaussian(n=30)
+    torch.manual_seed(0)
+    guide = AmortizedFlow(MLPEncoder([16], in_features=8), 3, 30, [FLOWS["iaf"](3, 16, [20]) for _ in range(2)],
+                          reverse_between=True)
+    fit = fit_local(vae, x, init=guide, family="flow", max_steps=150)
+    with torch.no_grad():
+        start = guide.encoder(x)
+    assert fit.num_particles == 8 and (fit.guide.features - start).abs().max() > 0.1
+    torch.manual_seed(1)
+    before = mean_elbo(vae, guide, x, 200)["elbo"]
+    after = mean_elbo(vae, fit.guide, x, 200)["elbo"]
+    assert after > before + 1.0
+    idx, other_images = torch.arange(30), torch.rand(30, 8)
+    torch.manual_seed(2)
+    z = fit.guide.posterior(x, idx).sample()
+    torch.manual_seed(2)
+    assert torch.equal(z, fit.guide.posterior(other_images, idx).sample())

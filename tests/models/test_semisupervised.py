@@ -19,14 +19,16 @@ C, D, Z, B = 3, 6, 2, 4
 def m2():
     pyro.clear_param_store()
     torch.manual_seed(0)
-    return SemiSupervisedVAE(z_dim=Z, num_classes=C, hidden=[8], num_data=B, num_pixels=D)
+    return SemiSupervisedVAE(z_dim=Z, num_classes=C, hidden=[8], num_labelled=B, num_unlabelled=B, num_pixels=D)
 
 
 def _elbo_given(m2, x, y, z):
-    """log p(x | y, z) + log p(y) + log p(z) - log q(z | x, y) for one draw z per image."""
+    """log p(x | y, z) + log p(y) + log p(z) - log q(z | x, y) for one draw z per image, from the nets."""
     log_px = dist.Bernoulli(logits=m2.decoder(torch.cat([z, y], -1))).log_prob(x).sum(-1)
     log_pz = dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
-    return log_px + math.log(1.0 / C) + log_pz - m2.q_z(x, y).log_prob(z)
+    loc, log_scale = m2.encoder(torch.cat([x, y], -1)).chunk(2, -1)
+    log_qz = dist.Normal(loc, log_scale.exp()).log_prob(z).sum(-1)
+    return log_px + math.log(1.0 / C) + log_pz - log_qz
 
 
 def test_the_enumerated_bound_of_unlabelled_images_is_the_sum_over_classes_by_hand(m2):
@@ -61,7 +63,7 @@ def test_a_labelled_image_observes_y_and_its_bound_is_the_elbo_given_y(m2):
 def test_the_auxiliary_loss_is_the_classifiers_cross_entropy_and_y_changes_what_is_drawn(m2):
     x = (torch.rand(B, D) < 0.5).float()
     y = F.one_hot(torch.tensor([0, 2, 1, 2]), C).float()
-    expected = -(F.log_softmax(m2.classifier(x), -1) * y).sum()
+    expected = -(F.log_softmax(m2.classifier(x), -1) * y).sum() / B
     assert m2.classifier_loss(x, y).item() == pytest.approx(expected.item(), rel=1e-6)
     z = torch.zeros(C, Z)
     images = m2.generate(torch.eye(C), z)  # the same style, each class
@@ -71,3 +73,14 @@ def test_the_auxiliary_loss_is_the_classifiers_cross_entropy_and_y_changes_what_
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="num_classes >= 2"):
         SemiSupervisedVAE(z_dim=2, num_classes=1)
+
+
+def test_labelled_and_unlabelled_minibatches_are_scaled_to_their_own_sets():
+    m2 = SemiSupervisedVAE(z_dim=Z, num_classes=C, hidden=[8], num_labelled=100, num_unlabelled=5000, num_pixels=D)
+    x, idx = (torch.rand(B, D) < 0.5).float(), torch.arange(B)
+    y = F.one_hot(torch.tensor([0, 2, 1, 2]), C).float()
+    labelled = poutine.trace(m2.model).get_trace(x, y, idx)
+    unlabelled = poutine.trace(poutine.replay(m2.model, poutine.trace(m2.guide).get_trace(x, None, idx))).get_trace(
+        x, None, idx)
+    assert labelled.nodes["x"]["scale"] == pytest.approx(100 / B)
+    assert unlabelled.nodes["x"]["scale"] == pytest.approx(5000 / B)
