@@ -13,14 +13,20 @@ from ..models.vae import VAE
 from .base import decode_grid, image_grid
 
 
-def plot_training_curves(history: list[dict]) -> Figure:
-    """Per-image loss (train and test), test reconstruction term and test KL against epoch."""
+def plot_training_curves(history: list[dict], best_epoch: int | None = None) -> Figure:
+    """Per-image loss (train, test and, with a validation split, validation, ``best_epoch`` marked),
+    test reconstruction term and test KL against epoch."""
     epochs = [r["epoch"] for r in history]
     fig = Figure(figsize=(13, 3.6))
     axes = fig.subplots(1, 3)
     axes[0].plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     if all("test_loss" in r for r in history):
         axes[0].plot(epochs, [r["test_loss"] for r in history], "s-", label="test")
+    if history and all("valid_loss" in r for r in history):
+        axes[0].plot(epochs, [r["valid_loss"] for r in history], "^-", label="validation")
+    if best_epoch is not None:
+        axes[0].axvline(best_epoch, color="0.5", linestyle=":", label=f"best epoch ({best_epoch})")
+    if all("test_loss" in r for r in history):
         axes[1].plot(epochs, [-r["test_recon"] for r in history], "s-", color="C1")
         axes[2].plot(epochs, [r["test_kl"] for r in history], "s-", color="C2")
     else:

@@ -22,7 +22,7 @@ from ..plots.base import save_figure
 from .config import Config
 from .data import ImageData, example_indices, first_index, load_run_data
 from .evaluation import evaluate_test_set, snapshot_data
-from .runs import RunDir, load_run
+from .runs import RunDir, best_epoch, load_run
 from .streams import seeded
 
 
@@ -70,7 +70,7 @@ def draw_figures(
     def save(fig, name: str) -> Path | None:
         return None if fig is None else save_figure(fig, fig_dir / name)
 
-    written = [save(image_plots.plot_training_curves(history), "training_curves.png")]
+    written = [save(image_plots.plot_training_curves(history, best_epoch(history)), "training_curves.png")]
     shown = example_indices(test_labels, n_show)
     with torch.no_grad():
         reconstructions = vae.decode_mean(codes[shown]).cpu()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -137,6 +138,14 @@ class RunDir:
 
 def _out_error(path: Path, err: OSError, doing: str = "create the folder") -> ConfigError:
     return ConfigError(f"--out {path}: cannot {doing} ({err.strerror or err}): choose another --out")
+
+
+def best_epoch(history: list[dict]) -> int | None:
+    """The epoch of the lowest ``valid_loss`` in a run's ``history`` (the first such; a loss that is not
+    finite counts as infinite), None if none was recorded (no validation split)."""
+    scored = [(loss if math.isfinite(loss) else math.inf, record["epoch"])
+              for record in history if (loss := record.get("valid_loss")) is not None]
+    return min(scored)[1] if scored else None
 
 
 @dataclass

@@ -26,7 +26,7 @@ from .config import Config, ConfigError, from_dict, load_config
 from .data import ImageData, example_indices, load_run_data, load_run_validation
 from .evaluation import EvaluatedSet, evaluate_test_set, evaluation_codes, snapshot_data
 from .loop import CtrlC, EpochState, FiniteLoss, Hook, ProgressBar, StopRequested, TrainingError, run_epoch
-from .runs import RunDir
+from .runs import RunDir, best_epoch
 from .streams import flushed_subnormals
 
 CHECKPOINT_FORMAT = 2  # 2: the optimizer state of pyro_vae.infer.optim's per-row Adam; 1 cannot be resumed
@@ -339,14 +339,6 @@ class Trainer:
             return {}
         return {"best_epoch": best, "valid_loss": self.history[best - 1]["valid_loss"],
                 "validation_images": len(self.validation_data)}
-
-
-def best_epoch(history: list[dict]) -> int | None:
-    """The epoch of the lowest ``valid_loss`` in ``history`` (the first such; a loss that is not finite
-    counts as infinite), None if none was recorded."""
-    scored = [(loss if math.isfinite(loss) else math.inf, record["epoch"])
-              for record in history if (loss := record.get("valid_loss")) is not None]
-    return min(scored)[1] if scored else None
 
 
 def take_snapshot(vae, guide, data: ImageData, config: Config, device, codes: torch.Tensor | None = None) -> dict:

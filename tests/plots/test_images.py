@@ -35,6 +35,15 @@ def test_training_curves_with_and_without_test_terms(tmp_path):
         assert save_figure(fig, tmp_path / f"{name}.png").stat().st_size > 5000
 
 
+def test_training_curves_draw_the_validation_loss_and_mark_the_best_epoch():
+    history = [{"epoch": e, "train_loss": 200.0 - e, "test_loss": 190.0, "test_recon": -185.0, "test_kl": 5.0,
+                "valid_loss": v} for e, v in ((1, 192.0), (2, 189.0), (3, 191.0))]
+    fig = images.plot_training_curves(history, best_epoch=2)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["train", "test", "validation",
+                                                                           "best epoch (2)"]
+    assert list(fig.axes[0].lines[2].get_ydata()) == [192.0, 189.0, 191.0]
+
+
 def test_reconstructions_and_image_grid(tmp_path):
     fig = images.plot_reconstructions(torch.rand(10, 784), torch.rand(10, 784))
     assert [ax.get_title() for ax in fig.axes] == ["test images", "reconstructions"]
