@@ -161,6 +161,9 @@ def test_quick_benchmark_run(tmp_path, data_dir, capsys):
     assert {"mlp_loop", "conv_loop", "cli", "mean_field_step_seconds", "log_likelihood"} <= set(results)
     assert set(results["mlp_loop"]["rounds"]["times"]) == {"pyro_vae", "handwritten", "dataloader"}
     assert set(results["mlp_loop"]["ratios"]) == {"pyro_vae / handwritten", "dataloader / pyro_vae"}
+    sampler = results["log_likelihood"]["50"]  # one round (and its warm-up): the ratio of that round
+    assert sampler["ratio"]["ratios"] == [sampler["decoder_gflops"] / sampler["matmul_gflops"]]
+    assert len(sampler["seconds"]["matmul"]) == len(sampler["seconds"]["sampler"]) == 1
     cli = results["cli"]
     assert len(cli["rounds"]["times"]["pyro_vae"]) == 1 and "verdict" in cli["ratio"]
     assert "verdict" in cli["last_epoch_ratio"] and "median" in cli["plain_last_epoch_ratio"]
