@@ -43,7 +43,7 @@ PRIORS = {
     "learned": lambda c: LearnedPrior(c.model.z_dim),
     "mixture": lambda c: MixturePrior(c.model.z_dim, c.prior.components),
     "vamp": lambda c: VampPrior(c.model.z_dim, c.prior.components, NUM_PIXELS),  # the guide attached in build_model
-    "flow": lambda c: FlowPrior(c.model.z_dim, c.prior.flows, c.prior.flow_hidden),
+    "flow": lambda c: FlowPrior(c.model.z_dim, c.prior.flows, flow_hidden(c, "prior")),
 }
 def _iaf(z: int, context: int, hidden: list[int]) -> T.ConditionalAffineAutoregressive:
     """An inverse autoregressive affine flow whose network conditions coordinate i on z_<i (the identity
@@ -58,9 +58,10 @@ FLOWS = {  # (z_dim, context features, hidden widths) -> a conditional flow on t
 }
 
 
-def flow_hidden(c: Config) -> list[int]:
-    """Each flow's hidden widths: ``guide.flow_hidden``, or ``[10 z_dim, 10 z_dim]`` (Pyro's default)."""
-    return list(c.guide.flow_hidden or [10 * c.model.z_dim] * 2)
+def flow_hidden(c: Config, section: str = "guide") -> list[int]:
+    """Each flow's hidden widths: ``<section>.flow_hidden`` (guide or prior), or ``[10 z_dim, 10 z_dim]``
+    (Pyro's default)."""
+    return list(getattr(c, section).flow_hidden or [10 * c.model.z_dim] * 2)
 
 
 def _flow_guide(c: Config, encoder, n: int) -> AmortizedFlow:
@@ -180,7 +181,7 @@ def _memory_needed(config: Config, num_data: int) -> int:
         widths = [z + features, *flow_hidden(config), 2 * z + 1]
         parameters += config.guide.flows * sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
     if config.prior.type == "flow":  # each flow: a network from z through its hidden widths to 2 z
-        widths = [z, *(config.prior.flow_hidden or [10 * z] * 2), 2 * z]
+        widths = [z, *flow_hidden(config, "prior"), 2 * z]
         parameters += config.prior.flows * sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
     parameters += {"correlated": z + z * z, "learned": z + z * z,
                    "mixture": config.prior.components * (1 + 2 * z),

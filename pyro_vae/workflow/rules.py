@@ -38,6 +38,24 @@ def _held_out_too_many(c: Config) -> bool:
         c.data.dataset]
 
 
+def _autoregressive_widths_rule(section: str, kind: str) -> Rule:
+    """``<section>.flow_hidden`` may not hold a width below z_dim when ``<section>.type = kind`` is an
+    autoregressive flow (a MADE cannot mask a narrower layer)."""
+    key = f"{section}.flow_hidden"
+
+    def widths(c: Config) -> list:
+        return getattr(c, section).flow_hidden
+
+    return Rule(
+        (key, "model.z_dim", f"{section}.type"),
+        lambda c: getattr(c, section).type == kind and any(w < c.model.z_dim for w in widths(c)),
+        lambda c: f"{key} = {widths(c)} has a width below model.z_dim = {c.model.z_dim}, which an autoregressive "
+                  f"flow cannot mask (each width must be at least z_dim); widen {key} or leave it empty for "
+                  "[10 z_dim, 10 z_dim]",
+        (f"{section}.type='{kind}'", "model.z_dim=8", f"{key}=[4]"),
+    )
+
+
 def _importance_weighted(c: Config) -> bool:
     return c.train.objective in ("iwae", "iwae_dreg")
 
@@ -69,22 +87,8 @@ RULES: tuple[Rule, ...] = (
                   "data.validation_size = 0 or an amortized guide",
         ("data.validation_size=100", "guide.type='mean_field'"),
     ),
-    Rule(
-        ("guide.flow_hidden", "model.z_dim", "guide.type"),
-        lambda c: c.guide.type == "iaf" and any(w < c.model.z_dim for w in c.guide.flow_hidden),
-        lambda c: f"guide.flow_hidden = {c.guide.flow_hidden} has a width below model.z_dim = {c.model.z_dim}, "
-                  "which an autoregressive flow cannot mask (each width must be at least z_dim); widen "
-                  "guide.flow_hidden or leave it empty for [10 z_dim, 10 z_dim]",
-        ("guide.type='iaf'", "model.z_dim=8", "guide.flow_hidden=[4]"),
-    ),
-    Rule(
-        ("prior.flow_hidden", "model.z_dim", "prior.type"),
-        lambda c: c.prior.type == "flow" and any(w < c.model.z_dim for w in c.prior.flow_hidden),
-        lambda c: f"prior.flow_hidden = {c.prior.flow_hidden} has a width below model.z_dim = {c.model.z_dim}, "
-                  "which an autoregressive flow cannot mask (each width must be at least z_dim); widen "
-                  "prior.flow_hidden or leave it empty for [10 z_dim, 10 z_dim]",
-        ("prior.type='flow'", "model.z_dim=8", "prior.flow_hidden=[4]"),
-    ),
+    _autoregressive_widths_rule("guide", "iaf"),
+    _autoregressive_widths_rule("prior", "flow"),
     Rule(
         ("model.activation", "model.net"),
         lambda c: c.model.activation != "relu" and c.model.net != "mlp",
