@@ -170,7 +170,7 @@ PHASES = [  # (module, attribute path, label); the labels of nested calls are ch
     ("pyro_vae.workflow.training", "check_config", "config checks"),
     ("pyro_vae.workflow.runs", "RunDir.prepare", "run directory"),
     ("pyro_vae.workflow.training", "Trainer.__init__", "trainer set-up, other"),
-    ("pyro_vae.workflow.training", "load_run_data", "data loading"),
+    ("pyro_vae.workflow.training", "load_run_sets", "data loading"),
     ("pyro_vae.workflow.training", "build_model", "model build"),
     ("pyro_vae.workflow.training", "Trainer.run", "training loop, other"),
     ("pyro_vae.workflow.training", "run_epoch", "training (SVI steps)"),

@@ -284,6 +284,19 @@ def load_run_data(config: Config, data_dir=None, device: torch.device | str = "c
     return train.to(device), test.to(device)
 
 
+def load_run_sets(config: Config, data_dir=None) -> tuple[ImageData, ImageData, ImageData | None]:
+    """``(train, test, validation)`` of ``config``'s [data] section (CPU), as :func:`load_run_data`
+    and :func:`load_run_validation` give them, an idx dataset's training file read once."""
+    d = config.data
+    if d.validation_size == 0 or d.dataset == BINARIZED:
+        return (*load_run_data(config, data_dir), load_run_validation(config, data_dir))
+    (train_images, train_labels), (held_images, held_labels) = _held_out(config, data_dir)
+    if d.train_size > 0:
+        train_images, train_labels = train_images[:d.train_size].clone(), train_labels[:d.train_size].clone()
+    test = ImageData(*load_images(d.dataset, False, data_dir, limit=d.test_size), d.pixels)
+    return (ImageData(train_images, train_labels, d.pixels), test, ImageData(held_images, held_labels, d.pixels))
+
+
 def load_run_validation(config: Config, data_dir=None, device: torch.device | str = "cpu") -> ImageData | None:
     """The ``data.validation_size`` held-out images (None when it is 0): the last ones of the
     training split, never among :func:`load_run_data`'s training images; for ``binarized_mnist``

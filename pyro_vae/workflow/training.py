@@ -23,7 +23,7 @@ from .build import build_model, build_objective, check_config, resolve_device
 from .checkpoint import (CheckpointError, check_entries, check_weights, load_checkpoint, read_json, save_checkpoint,
                          write_json)
 from .config import Config, ConfigError, from_dict, load_config
-from .data import ImageData, example_indices, load_run_data, load_run_validation
+from .data import ImageData, example_indices, load_run_sets
 from .evaluation import EvaluatedSet, evaluate_test_set, evaluation_codes, snapshot_data
 from .loop import CtrlC, EpochState, FiniteLoss, Hook, ProgressBar, StopRequested, TrainingError, run_epoch
 from .runs import RunDir, best_epoch
@@ -481,8 +481,8 @@ def train(
     """
     check_config(config)
     run_dir = RunDir(out_dir).prepare(config, overwrite, dry_run=True)  # refuse early, write nothing
-    trainer = Trainer(config, run_dir.path, *load_run_data(config, data_dir), progress=progress, log=log,
-                      validation=load_run_validation(config, data_dir))
+    train_data, test_data, validation = load_run_sets(config, data_dir)
+    trainer = Trainer(config, run_dir.path, train_data, test_data, progress=progress, log=log, validation=validation)
     run_dir.prepare(config, overwrite)
     return trainer.run()
 
@@ -520,7 +520,7 @@ def _length(config: Config) -> str:
 
 def _same_run_or_refuse(config: Config, saved: Config, changed: str, shorter: str) -> None:
     """Refuse a config that differs from a run's ``saved`` one in anything but a longer run
-    (more ``train.epochs``, a larger ``train.max_minutes``).
+    (more ``train.epochs``, a larger ``train.max_minutes`` or ``train.early_stopping``).
 
     :param changed: the message when keys differ, ``{}`` standing for their names.
     :param shorter: the message when ``config`` asks for a shorter run than the saved one, ``{}``
@@ -559,8 +559,9 @@ def resume(
         shorter=f"{{}} below the run's ({_length(config)} against {_length(saved)}; 0: no limit); resume can "
                 "only train longer",
     )
-    trainer = Trainer(config, out, *load_run_data(config, data_dir), progress=progress, log=log,  # checks config
-                      validation=load_run_validation(config, data_dir))
+    train_data, test_data, validation = load_run_sets(config, data_dir)
+    trainer = Trainer(config, out, train_data, test_data, progress=progress, log=log,  # checks config
+                      validation=validation)
     latest = run_dir.latest_checkpoint()
     if latest is not None:
         try:

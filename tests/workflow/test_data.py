@@ -7,7 +7,7 @@ import torch
 
 from pyro_vae.workflow import data as data_module
 from pyro_vae.workflow.data import (DATA_ENV, DataError, ImageData, load_data, load_images, load_run_data,
-                                    load_run_split, load_run_validation, read_idx, resolve_data_dir)
+                                    load_run_sets, load_run_split, load_run_validation, read_idx, resolve_data_dir)
 
 from ..helpers import tiny_config
 
@@ -112,6 +112,14 @@ def test_the_validation_split_is_the_last_training_rows_and_never_trained_on(tmp
     assert load_run_data(config, tmp_path)[0].labels.tolist() == list(range(5))
     assert load_run_validation(config, tmp_path).labels.tolist() == [7, 8, 9]
     assert load_run_validation(tiny_config(), tmp_path) is None
+    for sizes in ((0, 3), (5, 3), (4, 0)):  # load_run_sets reads the file once and gives the same sets
+        config.data.train_size, config.data.validation_size = sizes
+        sets = load_run_sets(config, tmp_path)
+        expected = (*load_run_data(config, tmp_path), load_run_validation(config, tmp_path))
+        for got, want in zip(sets, expected):
+            assert (got is None and want is None) or (torch.equal(got.images, want.images)
+                                                      and torch.equal(got.labels, want.labels))
+    config.data.validation_size = 3
     config.data.train_size = 8  # 8 + 3 > 10: the two would share images
     with pytest.raises(DataError, match=r"data.validation_size = 3 and data.train_size = 8 ask for more than the 10 "):
         load_run_data(config, tmp_path)
