@@ -150,6 +150,65 @@ class LearnedPrior(nn.Module):
         return dist.MultivariateNormal(self.loc, scale_tril=self.scale_tril)
 
 
+class DiagonalNormalMixture(dist.TorchDistribution):
+    """sum_k pi_k N(z; loc_k, diag(scale_k^2)) whose density is two matrix products over the K components:
+
+    ``-2 log N(z; m_k, s_k) = z^2 . s_k^-2 - 2 z . (m_k s_k^-2) + m_k^2 . s_k^-2 + 2 sum log s_k + D log 2 pi``,
+
+    the square computed in float64 (it cancels: float32 loses up to ~0.1 nat with scales near 0.01).
+    It equals ``MixtureSameFamily(Categorical(logits), Normal(loc, scale).to_event(1))`` without the
+    ``(N, K, D)`` tensor the latter broadcasts, which makes a 500-component prior's density cost
+    about what the decoder does inside importance sampling.
+
+    :param logits: mixture weights' logits ``(K,)``.
+    :param loc, scale: components ``(K, D)``.
+    :param batch_shape: copies of the one mixture (a plate's), sharing its parameters.
+    """
+
+    arg_constraints = {"logits": constraints.real_vector, "loc": constraints.real, "scale": constraints.positive}
+    support = constraints.real_vector
+
+    def __init__(self, logits: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, batch_shape=(),
+                 validate_args=None):
+        if logits.dim() != 1 or loc.shape != scale.shape or loc.shape[:1] != logits.shape:
+            raise ValueError(f"DiagonalNormalMixture needs logits (K,) and loc, scale (K, D), got "
+                             f"{tuple(logits.shape)}, {tuple(loc.shape)}, {tuple(scale.shape)}")
+        self.logits, self.loc, self.scale = logits, loc, scale
+        super().__init__(torch.Size(batch_shape), loc.shape[-1:], validate_args=validate_args)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(z)
+        wide = torch.float64
+        loc, scale = self.loc.to(wide), self.scale.to(wide)
+        precision = scale.pow(-2)  # (K, D)
+        flat = z.reshape(-1, z.shape[-1]).to(wide)  # (N, D)
+        offset = (torch.log_softmax(self.logits.to(wide), -1) - scale.log().sum(-1)
+                  - 0.5 * (z.shape[-1] * math.log(2 * math.pi) + (loc.pow(2) * precision).sum(-1)))  # (K,)
+        log_joint = torch.addmm(offset, flat.pow(2), precision.T, alpha=-0.5)
+        log_joint = torch.addmm(log_joint, flat, (loc * precision).T).to(z.dtype)  # (N, K), past the cancellation
+        shape = torch.broadcast_shapes(z.shape[:-1], self.batch_shape)
+        return torch.logsumexp(log_joint, dim=-1).reshape(z.shape[:-1]).expand(shape)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            k = dist.Categorical(logits=self.logits).sample(torch.Size(sample_shape) + self.batch_shape)
+            return torch.normal(self.loc[k], self.scale[k])
+
+    def expand(self, batch_shape, _instance=None):
+        """The same mixture for every index of ``batch_shape`` (the components stay shared)."""
+        return DiagonalNormalMixture(self.logits, self.loc, self.scale, batch_shape, self._validate_args)
+
+
+def mixture(logits: torch.Tensor, components: dist.Distribution) -> dist.Distribution:
+    """sum_k softmax(logits)_k components_k: a :class:`DiagonalNormalMixture` when the components are
+    diagonal Gaussians (``Normal(loc, scale).to_event(1)`` of batch ``(K,)``), else ``MixtureSameFamily``."""
+    base = components.base_dist if isinstance(components, dist.Independent) else None
+    if isinstance(base, dist.Normal) and components.reinterpreted_batch_ndims == 1 and base.loc.dim() == 2:
+        return DiagonalNormalMixture(logits, base.loc, base.scale)
+    return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
+
+
 class MixturePrior(nn.Module):
     """p(z) = sum_k pi_k N(z; loc_k, diag(scale_k^2)), with pi, loc, scale learned.
 
@@ -166,8 +225,7 @@ class MixturePrior(nn.Module):
         self.log_scales = nn.Parameter(torch.zeros(components, z_dim))
 
     def forward(self) -> dist.Distribution:
-        components = dist.Normal(self.locs, self.log_scales.exp()).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+        return DiagonalNormalMixture(self.logits, self.locs, self.log_scales.exp())
 
 
 class VampPrior(nn.Module):
@@ -211,7 +269,7 @@ class VampPrior(nn.Module):
                                "(prior.attach(guide.posterior), as build_model does)")
         components = self._posterior(self.pseudo_inputs)  # batch (K,), event (z_dim,)
         weights = self.raw_inputs.new_zeros(self.raw_inputs.shape[0])  # uniform
-        return dist.MixtureSameFamily(dist.Categorical(logits=weights), components)
+        return mixture(weights, components)
 
 
 class FlowPrior(nn.Module):

@@ -79,14 +79,6 @@ RULES: tuple[Rule, ...] = (
                    f"{c.data.dataset!r} (the validation images are held out of them); lower one of them"),
         ("data.validation_size=59000", "data.train_size=2000"),
     ),
-    Rule(
-        ("data.validation_size", "guide.type"),
-        lambda c: c.data.validation_size > 0 and c.guide.type == "mean_field",
-        lambda c: f"data.validation_size = {c.data.validation_size} needs an encoder to score held-out images every "
-                  "epoch, and guide.type = 'mean_field' has none (each image would need a fit of its own); use "
-                  "data.validation_size = 0 or an amortized guide",
-        ("data.validation_size=100", "guide.type='mean_field'"),
-    ),
     _autoregressive_widths_rule("guide", "iaf"),
     _autoregressive_widths_rule("prior", "flow"),
     Rule(

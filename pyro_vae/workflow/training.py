@@ -236,6 +236,11 @@ class Trainer:
         if cfg.snapshot_epochs and not is_amortized(self.guide):
             self.log(f"guide.type = {self.config.guide.type}: the figures over training follow the first "
                      f"{len(self.test_data)} training images (the rows its Gaussians belong to), not the test set")
+        if self.validation_data is not None and not is_amortized(self.guide):
+            self.log(f"guide.type = {self.config.guide.type} has no encoder to score held-out images: the "
+                     f"{len(self.validation_data)} validation images stay out of training but pick no best epoch, "
+                     "and train.early_stopping is off")
+            self.validation_data = None
         if self.epoch == 0 and self.position is None:
             self.snapshot()
         progress = ProgressBar(self.progress)

@@ -5,7 +5,8 @@ from torch.distributions import kl_divergence as torch_kl
 import pyro.distributions as dist
 from pyro.distributions.kl import kl_divergence
 
-from pyro_vae.models.priors import CorrelatedPrior, FlowPrior, LearnedPrior, VampPrior, check_covariance
+from pyro_vae.models.priors import (CorrelatedPrior, DiagonalNormalMixture, FlowPrior, LearnedPrior, VampPrior,
+                                    check_covariance, mixture)
 from pyro_vae.workflow.build import PRIORS
 from pyro_vae.workflow.config import Config
 
@@ -107,7 +108,58 @@ def test_mixture_prior_parameters_are_learned():
     prior = build_prior("mixture", 2, components=5)
     names = {name for name, _ in prior.named_parameters()}
     assert names == {"logits", "locs", "log_scales"}
-    assert isinstance(prior(), dist.MixtureSameFamily)
+    assert isinstance(prior(), DiagonalNormalMixture)
+
+
+def _reference_mixture(logits, loc, scale):
+    return dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1))
+
+
+def test_diagonal_mixture_density_and_gradients_match_mixture_same_family():
+    torch.manual_seed(0)
+    logits = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    loc = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    log_scale = (torch.randn(7, 4, dtype=torch.float64) - 3).requires_grad_()  # scales down to ~0.005
+    z = (loc.detach()[torch.randint(7, (3, 5))] + 0.01 * torch.randn(3, 5, 4, dtype=torch.float64)).requires_grad_()
+    fast = DiagonalNormalMixture(logits, loc, log_scale.exp()).log_prob(z)
+    slow = _reference_mixture(logits, loc, log_scale.exp()).log_prob(z)
+    assert fast.shape == slow.shape == (3, 5)
+    assert torch.allclose(fast, slow, atol=1e-9, rtol=0)
+    fast_grads = torch.autograd.grad(fast.sum(), (logits, loc, log_scale, z))
+    slow_grads = torch.autograd.grad(slow.sum(), (logits, loc, log_scale, z))
+    for a, b in zip(fast_grads, slow_grads):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_diagonal_mixture_keeps_float32_inputs_accurate():
+    torch.manual_seed(1)
+    loc, scale = torch.randn(50, 20), torch.full((50, 20), 0.01)
+    z = loc[:8] + 0.01 * torch.randn(8, 20)
+    fast = DiagonalNormalMixture(torch.zeros(50), loc, scale).log_prob(z)
+    exact = _reference_mixture(torch.zeros(50).double(), loc.double(), scale.double()).log_prob(z.double())
+    assert fast.dtype == torch.float32
+    assert (fast.double() - exact).abs().max() < 1e-3  # the expanded square in float32 is off by ~0.1 here
+
+
+def test_diagonal_mixture_expands_under_a_plate_and_draws_from_its_components():
+    torch.manual_seed(2)
+    mix = DiagonalNormalMixture(torch.tensor([0.0, 2.0]), torch.tensor([[-5.0, 0.0], [5.0, 1.0]]),
+                                torch.tensor([[0.5, 0.5], [1.0, 2.0]]))
+    plated = mix.expand((6,))
+    assert plated.batch_shape == (6,) and plated.event_shape == (2,)
+    assert plated.log_prob(torch.zeros(6, 2)).shape == (6,)
+    assert plated.sample((3,)).shape == (3, 6, 2)
+    draws = mix.sample((40000,))
+    weight = torch.softmax(torch.tensor([0.0, 2.0]), 0)[1]
+    assert abs((draws[:, 0] > 0).float().mean() - weight) < 0.01
+    assert torch.allclose(draws[draws[:, 0] > 0].std(0), torch.tensor([1.0, 2.0]), atol=0.05)
+
+
+def test_mixture_uses_the_matrix_form_for_diagonal_components_only():
+    loc, scale = torch.randn(3, 2), torch.ones(3, 2)
+    assert isinstance(mixture(torch.zeros(3), dist.Normal(loc, scale).to_event(1)), DiagonalNormalMixture)
+    full = dist.MultivariateNormal(loc, scale_tril=torch.eye(2).expand(3, 2, 2))
+    assert isinstance(mixture(torch.zeros(3), full), dist.MixtureSameFamily)
 
 
 def _mc_kl(q, p, n=200000):
