@@ -173,7 +173,7 @@ def _start(init: Guide | None, x: torch.Tensor, z_dim: int, family: str, init_sc
         return loc, (scale if family == "diagonal" else torch.diag_embed(scale))
     with torch.no_grad():
         q = init.posterior(x, torch.arange(x.shape[0], device=x.device))  # amortized guides ignore idx
-        if not isinstance(q, (dist.Independent, dist.MultivariateNormal)):
+        if isinstance(q, dist.TransformedDistribution):  # no mean or variance to start from
             raise ValueError(f"a local fit in the {family} family starts from a Gaussian q(z | x), and the init "
                              f"guide's is a {type(q).__name__}: fit family='flow' for a flow guide")
         if family == "diagonal":

@@ -186,9 +186,21 @@ class DiagonalNormalMixture(dist.TorchDistribution):
         offset = (torch.log_softmax(self.logits.to(wide), -1) - scale.log().sum(-1)
                   - 0.5 * (z.shape[-1] * math.log(2 * math.pi) + (loc.pow(2) * precision).sum(-1)))  # (K,)
         log_joint = torch.addmm(offset, flat.pow(2), precision.T, alpha=-0.5)
-        log_joint = torch.addmm(log_joint, flat, (loc * precision).T).to(z.dtype)  # (N, K), past the cancellation
+        out = torch.promote_types(z.dtype, self.loc.dtype)
+        log_joint = torch.addmm(log_joint, flat, (loc * precision).T).to(out)  # (N, K), past the cancellation
         shape = torch.broadcast_shapes(z.shape[:-1], self.batch_shape)
         return torch.logsumexp(log_joint, dim=-1).reshape(z.shape[:-1]).expand(shape)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """sum_k pi_k m_k."""
+        return (torch.softmax(self.logits, -1) @ self.loc).expand(self.batch_shape + self.event_shape)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """sum_k pi_k (s_k^2 + m_k^2) - mean^2, per coordinate."""
+        second = torch.softmax(self.logits, -1) @ (self.scale.pow(2) + self.loc.pow(2))
+        return (second - (torch.softmax(self.logits, -1) @ self.loc).pow(2)).expand(self.batch_shape + self.event_shape)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():

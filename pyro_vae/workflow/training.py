@@ -238,8 +238,8 @@ class Trainer:
                      f"{len(self.test_data)} training images (the rows its Gaussians belong to), not the test set")
         if self.validation_data is not None and not is_amortized(self.guide):
             self.log(f"guide.type = {self.config.guide.type} has no encoder to score held-out images: the "
-                     f"{len(self.validation_data)} validation images stay out of training but pick no best epoch, "
-                     "and train.early_stopping is off")
+                     f"{len(self.validation_data)} validation images stay out of training but pick no best epoch"
+                     + (f", and train.early_stopping = {cfg.early_stopping} is off" if cfg.early_stopping else ""))
             self.validation_data = None
         if self.epoch == 0 and self.position is None:
             self.snapshot()

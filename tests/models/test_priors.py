@@ -149,6 +149,9 @@ def test_diagonal_mixture_expands_under_a_plate_and_draws_from_its_components():
     assert plated.batch_shape == (6,) and plated.event_shape == (2,)
     assert plated.log_prob(torch.zeros(6, 2)).shape == (6,)
     assert plated.sample((3,)).shape == (3, 6, 2)
+    assert plated.log_prob(torch.zeros(4, 6, 2)).shape == (4, 6)  # importance samples on the left of the batch
+    reference = _reference_mixture(torch.tensor([0.0, 2.0]), mix.loc, mix.scale)
+    assert torch.allclose(mix.mean, reference.mean) and torch.allclose(mix.variance, reference.variance)
     draws = mix.sample((40000,))
     weight = torch.softmax(torch.tensor([0.0, 2.0]), 0)[1]
     assert abs((draws[:, 0] > 0).float().mean() - weight) < 0.01

@@ -174,10 +174,10 @@ def test_notebooks_go_through_the_experiments_lifecycle(tmp_path, monkeypatch):
 
 
 @pytest.mark.mnist
-@pytest.mark.parametrize("name", ["vae_conv_2d", "latent_sweep", "beta_sweep"])
+@pytest.mark.parametrize("name", ["vae_conv_2d", "latent_sweep", "beta_sweep", "nll_binarized"])
 @pytest.mark.slow
 def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
-    """The experiments no notebook runs (the notebooks run the other four under CI)."""
+    """The experiments no notebook runs (the notebooks run the others under CI)."""
     out = run_experiment(name, tmp_path / name, data_dir, quick=True, **QUIET)
     experiment = load_experiment(name)
     if experiment.kind == "sweep":
