@@ -194,13 +194,18 @@ class DiagonalNormalMixture(dist.TorchDistribution):
     @property
     def mean(self) -> torch.Tensor:
         """sum_k pi_k m_k."""
-        return (torch.softmax(self.logits, -1) @ self.loc).expand(self.batch_shape + self.event_shape)
+        return self._moments()[0].expand(self.batch_shape + self.event_shape)
 
     @property
     def variance(self) -> torch.Tensor:
         """sum_k pi_k (s_k^2 + m_k^2) - mean^2, per coordinate."""
-        second = torch.softmax(self.logits, -1) @ (self.scale.pow(2) + self.loc.pow(2))
-        return (second - (torch.softmax(self.logits, -1) @ self.loc).pow(2)).expand(self.batch_shape + self.event_shape)
+        mean, second = self._moments()
+        return (second - mean.pow(2)).expand(self.batch_shape + self.event_shape)
+
+    def _moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mixture's first and second moments per coordinate, ``(D,)`` each."""
+        weights = torch.softmax(self.logits, -1)
+        return weights @ self.loc, weights @ (self.scale.pow(2) + self.loc.pow(2))
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():

@@ -278,9 +278,7 @@ def load_data(
 def load_run_data(config: Config, data_dir=None, device: torch.device | str = "cpu") -> tuple[ImageData, ImageData]:
     """``(train, test)`` images of ``config``'s [data] section on ``device``; the training images
     without those :func:`load_run_validation` holds out."""
-    d = config.data
-    train = load_run_split(config, True, data_dir)
-    test = ImageData(*load_images(d.dataset, False, data_dir, limit=d.test_size), d.pixels)
+    train, test = load_run_split(config, True, data_dir), load_run_split(config, False, data_dir)
     return train.to(device), test.to(device)
 
 
@@ -290,11 +288,9 @@ def load_run_sets(config: Config, data_dir=None) -> tuple[ImageData, ImageData, 
     d = config.data
     if d.validation_size == 0 or d.dataset == BINARIZED:
         return (*load_run_data(config, data_dir), load_run_validation(config, data_dir))
-    (train_images, train_labels), (held_images, held_labels) = _held_out(config, data_dir)
-    if d.train_size > 0:
-        train_images, train_labels = train_images[:d.train_size].clone(), train_labels[:d.train_size].clone()
-    test = ImageData(*load_images(d.dataset, False, data_dir, limit=d.test_size), d.pixels)
-    return (ImageData(train_images, train_labels, d.pixels), test, ImageData(held_images, held_labels, d.pixels))
+    kept, held = _held_out(config, data_dir)
+    return (ImageData(*_first_rows(*kept, d.train_size), d.pixels), load_run_split(config, False, data_dir),
+            ImageData(*held, d.pixels))
 
 
 def load_run_validation(config: Config, data_dir=None, device: torch.device | str = "cpu") -> ImageData | None:
@@ -336,11 +332,13 @@ def load_run_split(config: Config, train: bool, data_dir=None, limit: int = 0) -
     size = d.train_size if train else d.test_size
     first = min(n for n in (size, limit) if n > 0) if size > 0 or limit > 0 else 0
     if train and d.validation_size > 0 and d.dataset != BINARIZED:
-        images, labels = _held_out(config, data_dir)[0]
-        if first > 0:
-            images, labels = images[:first].clone(), labels[:first].clone()  # not a view of the whole file
-        return ImageData(images, labels, d.pixels)
+        return ImageData(*_first_rows(*_held_out(config, data_dir)[0], first), d.pixels)
     return ImageData(*load_images(d.dataset, train, data_dir, limit=first), d.pixels)
+
+
+def _first_rows(images: torch.Tensor, labels: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` rows (all when ``n`` is 0), copied: not a view that keeps the whole file alive."""
+    return (images[:n].clone(), labels[:n].clone()) if n > 0 else (images, labels)
 
 
 def first_index(labels: torch.Tensor, label: int) -> int | None:

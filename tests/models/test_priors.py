@@ -138,7 +138,7 @@ def test_diagonal_mixture_keeps_float32_inputs_accurate():
     fast = DiagonalNormalMixture(torch.zeros(50), loc, scale).log_prob(z)
     exact = _reference_mixture(torch.zeros(50).double(), loc.double(), scale.double()).log_prob(z.double())
     assert fast.dtype == torch.float32
-    assert (fast.double() - exact).abs().max() < 1e-3  # the expanded square in float32 is off by ~0.1 here
+    assert (fast.double() - exact).abs().max() < 1e-3  # the expanded square in float32 is off by ~0.03 here
 
 
 def test_diagonal_mixture_expands_under_a_plate_and_draws_from_its_components():
