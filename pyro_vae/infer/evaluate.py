@@ -26,6 +26,11 @@ def batches(x: torch.Tensor, batch_size: int):
         yield idx, x[idx]
 
 
+def given(y: torch.Tensor | None, idx: torch.Tensor) -> dict:
+    """The keyword a conditional model and guide take for rows ``idx`` (``{"y": y[idx]}``), none without labels."""
+    return {} if y is None else {"y": y[idx]}
+
+
 def stderr(values: torch.Tensor) -> float:
     """Standard error of the mean of per-datapoint ``values``: std / sqrt(N) (nan for N < 2)."""
     return (values.std() / math.sqrt(len(values))).item() if len(values) > 1 else float("nan")
@@ -50,6 +55,7 @@ def elbo_terms(
     x: torch.Tensor,
     batch_size: int = 1000,
     means: list | None = None,
+    y: torch.Tensor | None = None,
 ) -> dict:
     """Mean per-image ``elbo``, ``recon`` (E_q log p(x|z), one sample), ``kl`` and ``loss`` on images ``x`` ``(N, D)``.
 
@@ -60,14 +66,15 @@ def elbo_terms(
 
     :param means: if given, a list the batches' codes (:func:`~pyro_vae.models.guides.point`: E_q[z | x_n]
         for a Gaussian q) are appended to (``torch.cat(means)`` equals :func:`posterior_means`).
+    :param y: one-hot labels ``(N, C)`` of a conditional VAE: the terms of ELBO(x | y) <= log p(x | y).
     """
     totals = {"recon": 0.0, "kl": 0.0}
     analytic = True
     prior = vae.prior()
     for idx, xb in batches(x, batch_size):
-        q = guide.posterior(xb, idx)
+        q = guide.posterior(xb, idx, **given(y, idx))
         z = q.rsample()  # (B, z_dim)
-        recon = vae.likelihood(vae.decoder(z)).log_prob(xb)  # (B,)
+        recon = vae.likelihood(vae.logits(z, **given(y, idx))).log_prob(xb)  # (B,)
         kl, is_analytic = kl_term(q, prior, z)
         analytic &= is_analytic
         if means is not None:
@@ -87,21 +94,25 @@ def elbo_terms(
 
 
 @torch.no_grad()
-def posterior_means(guide: Guide, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """E_q[z | x_n] for every row of ``x`` ``(N, D)``, shape ``(N, z_dim)`` (for a flow posterior, the
-    code :func:`~pyro_vae.models.guides.point`)."""
-    means = [point(guide.posterior(xb, idx)) for idx, xb in batches(x, batch_size)]
+def posterior_means(guide: Guide, x: torch.Tensor, batch_size: int = 1000, y: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+    """E_q[z | x_n] (E_q[z | x_n, y_n] given one-hot labels ``y``) for every row of ``x`` ``(N, D)``, shape
+    ``(N, z_dim)`` (for a flow posterior, the code :func:`~pyro_vae.models.guides.point`)."""
+    means = [point(guide.posterior(xb, idx, **given(y, idx))) for idx, xb in batches(x, batch_size)]
     return torch.cat(means)
 
 
 @torch.no_grad()
-def log_weights(vae: VAE, q, x: torch.Tensor, num_samples: int, prior=None) -> torch.Tensor:
-    """Importance log-weights log p(x, z_k) - log q(z_k | x), z_k ~ q, shape ``(K, B)``.
+def log_weights(vae: VAE, q, x: torch.Tensor, num_samples: int, prior=None, y: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """Importance log-weights log p(x, z_k) - log q(z_k | x), z_k ~ q, shape ``(K, B)`` (with one-hot labels
+    ``y`` ``(B, C)``: log p(x, z_k | y) - log q(z_k | x, y)).
 
     :param prior: ``vae.prior()`` if already built (a VampPrior encodes its pseudo-inputs to build it)."""
     z = q.sample((num_samples,))  # (K, B, z_dim)
     k, b = z.shape[:2]
-    logits = vae.decoder(z.reshape(k * b, -1)).reshape(k, b, -1)  # (K, B, D)
+    labels = {} if y is None else {"y": y.expand(k, *y.shape).reshape(k * b, -1)}
+    logits = vae.logits(z.reshape(k * b, -1), **labels).reshape(k, b, -1)  # (K, B, D)
     prior = vae.prior() if prior is None else prior
     return log_density(vae.likelihood, logits, x) + prior.log_prob(z) - q.log_prob(z)
 
@@ -117,8 +128,10 @@ def importance_log_likelihood(
     num_samples: int = 5000,
     chunk_size: int | None = None,
     batch_size: int = 100,
+    y: torch.Tensor | None = None,
 ) -> dict:
-    """Per-datapoint importance-sampled log p(x) of images ``x`` ``(N, D)`` with q(z|x) as proposal.
+    """Per-datapoint importance-sampled log p(x) of images ``x`` ``(N, D)`` with q(z|x) as proposal (given
+    one-hot labels ``y`` ``(N, C)`` of a conditional VAE: log p(x | y), with q(z | x, y)).
 
     ``log p(x) ~= logsumexp_k [log p(x | z_k) + log p(z_k) - log q(z_k | x)] - log K``, z_k ~ q(z|x).
 
@@ -140,12 +153,13 @@ def importance_log_likelihood(
     with pyro.validation_enabled(False):
         prior = vae.prior()
         for idx, xb in batches(x, batch_size):
-            q = guide.posterior(xb, idx)
+            labels = given(y, idx)
+            q = guide.posterior(xb, idx, **labels)
             chunk = chunk_size or max(1, CHUNK_ROWS // xb.shape[0])
             running = torch.full((xb.shape[0],), -math.inf, device=xb.device)
             for start in range(0, num_samples, chunk):
                 k = min(chunk, num_samples - start)
-                running = torch.logaddexp(running, torch.logsumexp(log_weights(vae, q, xb, k, prior), 0))
+                running = torch.logaddexp(running, torch.logsumexp(log_weights(vae, q, xb, k, prior, **labels), 0))
             per_point.append(running - math.log(num_samples))
     values = torch.cat(per_point)
     if not torch.isfinite(values).all():
@@ -186,7 +200,9 @@ class DefensiveMixture(Guide):
 
 
 @torch.no_grad()
-def active_units(guide: Guide, x: torch.Tensor, threshold: float = 0.01, batch_size: int = 1000) -> dict:
-    """Latent dimensions in use (Burda et al. 2015): A_u = Cov_x(E_q[z_u | x]) > ``threshold``."""
-    activity = posterior_means(guide, x, batch_size).var(0)  # (z_dim,)
+def active_units(guide: Guide, x: torch.Tensor, threshold: float = 0.01, batch_size: int = 1000,
+                 y: torch.Tensor | None = None) -> dict:
+    """Latent dimensions in use (Burda et al. 2015): A_u = Cov_x(E_q[z_u | x]) > ``threshold`` (E_q[z_u | x, y]
+    given one-hot labels ``y``)."""
+    activity = posterior_means(guide, x, batch_size, y).var(0)  # (z_dim,)
     return {"active_units": int((activity > threshold).sum()), "activity": activity.tolist()}

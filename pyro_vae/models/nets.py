@@ -29,6 +29,13 @@ def _mlp(widths: Sequence[int], activation: str = "relu") -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def joined(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[a, b]`` along the last dimension after broadcasting their other dimensions (a one-hot label
+    ``(B, C)`` against codes ``(K, B, z_dim)`` of K particles, or an enumerated ``(C, 1, C)`` against ``(B, D)``)."""
+    shape = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+    return torch.cat([a.expand(*shape, a.shape[-1]), b.expand(*shape, b.shape[-1])], dim=-1)
+
+
 class MLPEncoder(nn.Module):
     """``784 -> hidden[0] -> ... -> hidden[-1]``, each layer followed by ``activation`` (one of
     :data:`ACTIVATIONS`); the reference is 784-512-256 with ReLU."""
@@ -115,12 +122,17 @@ def glorot_init_(module: nn.Module) -> nn.Module:
 INITS = ("glorot", "torch")
 
 
-def build_networks(net: str, z_dim: int, hidden: Sequence[int],
-                   activation: str = "relu") -> tuple[nn.Module, nn.Module]:
+def build_networks(net: str, z_dim: int, hidden: Sequence[int], activation: str = "relu",
+                   condition_features: int = 0) -> tuple[nn.Module, nn.Module]:
     """``(encoder_body, decoder)`` for ``net`` in ``{"mlp", "conv"}`` (``activation``: the MLP's; the
-    conv nets are the reference's, ReLU)."""
+    conv nets are the reference's, ReLU). With ``condition_features`` C > 0 (MLP only) the encoder takes
+    ``[x, c]`` (784 + C inputs) and the decoder ``[z, c]`` (z_dim + C): a conditional VAE's nets."""
+    if condition_features and net != "mlp":
+        raise ValueError(f"only the MLP nets take a condition (condition_features = {condition_features}), "
+                         f"not net {net!r}")
     if net == "mlp":
-        return MLPEncoder(hidden, activation=activation), MLPDecoder(z_dim, hidden, activation=activation)
+        return (MLPEncoder(hidden, in_features=NUM_PIXELS + condition_features, activation=activation),
+                MLPDecoder(z_dim + condition_features, hidden, activation=activation))
     if net == "conv":
         return ConvEncoder(), ConvDecoder(z_dim)
     raise KeyError(net)

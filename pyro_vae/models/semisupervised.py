@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nets import NUM_PIXELS, _mlp
+from .nets import NUM_PIXELS, _mlp, joined
 from .vae import data_plate
 
 
@@ -66,7 +66,7 @@ class SemiSupervisedVAE(nn.Module):
         with data_plate(x, idx, self._set_size(y)):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
             y = pyro.sample("y", self.prior_y(x), obs=y)
-            logits = self.decoder(_joined(z, y))
+            logits = self.decoder(joined(z, y))
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, idx: torch.Tensor | None = None) -> None:
@@ -86,7 +86,7 @@ class SemiSupervisedVAE(nn.Module):
 
     def q_z(self, x: torch.Tensor, y: torch.Tensor) -> dist.Distribution:
         """q(z | x, y); ``y`` may carry enumeration dimensions on the left, which the result keeps."""
-        loc, log_scale = self.encoder(_joined(x, y)).chunk(2, dim=-1)
+        loc, log_scale = self.encoder(joined(x, y)).chunk(2, dim=-1)
         return dist.Normal(loc, log_scale.exp()).to_event(1)
 
     def classifier_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -96,11 +96,5 @@ class SemiSupervisedVAE(nn.Module):
     @torch.no_grad()
     def generate(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """E[x | y, z]: the images drawn for labels ``y`` (one-hot) and styles ``z``."""
-        return torch.sigmoid(self.decoder(_joined(z, y)))
+        return torch.sigmoid(self.decoder(joined(z, y)))
 
-
-def _joined(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``[a, b]`` along the last dimension after broadcasting their other dimensions (an enumerated
-    one-hot y of shape ``(C, 1, C)`` against a batch ``(B, D)``)."""
-    shape = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
-    return torch.cat([a.expand(*shape, a.shape[-1]), b.expand(*shape, b.shape[-1])], dim=-1)

@@ -27,6 +27,8 @@ class VAE(nn.Module):
     :param num_data: N, the training-set size that minibatches are scaled to.
     """
 
+    conditional = False  # a conditional VAE (:class:`~pyro_vae.models.conditional.ConditionalVAE`) takes labels y
+
     def __init__(self, prior: nn.Module, decoder: nn.Module, likelihood: nn.Module, num_data: int):
         super().__init__()
         self.prior = prior
@@ -43,14 +45,22 @@ class VAE(nn.Module):
         pyro.module("vae", self)
         with data_plate(x, idx, self.num_data):
             z = pyro.sample("z", self.prior())  # (B, z_dim)
-            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+            pyro.sample("x", self.likelihood(self.logits(z)), obs=x)
 
     forward = model
 
+    def logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's output for codes ``z`` ``(..., z_dim)``: the parameters of p(x | z).
+
+        :param y: labels, for a conditional VAE only (this one refuses them)."""
+        if y is not None:
+            raise ValueError("this VAE is not conditional: it takes no labels y (build a ConditionalVAE)")
+        return self.decoder(z)
+
     @torch.no_grad()
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x | z] for latent codes ``(..., z_dim)``: the images the decoder draws."""
-        return self.likelihood.mean(self.decoder(z))
+    def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x | z] (E[x | z, y] for a conditional VAE) for codes ``(..., z_dim)``: the images the decoder draws."""
+        return self.likelihood.mean(self.logits(z, y))
 
     @torch.no_grad()
     def sample_prior(self, num_samples: int) -> torch.Tensor:

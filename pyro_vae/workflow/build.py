@@ -20,6 +20,7 @@ from pyro.nn import ConditionalAutoRegressiveNN
 
 from ..infer.objectives import ELBOS, IWAE, DReGIWAE, FreeBitsELBO
 from ..infer.optim import LR_SCHEDULES
+from ..models.conditional import ConditionalNormal, ConditionalVAE
 from ..models.guides import AmortizedFlow, AmortizedFullNormal, AmortizedNormal, Guide, MeanField
 from ..models.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood
 from ..models.nets import ACTIVATIONS, INITS, NETS, NUM_PIXELS, build_networks, glorot_init_, network_size
@@ -27,7 +28,7 @@ from ..models.priors import (CorrelatedPrior, FlowPrior, LearnedPrior, MixturePr
                              check_covariance, equicorrelation)
 from ..models.vae import VAE
 from .config import Config, ConfigError
-from .data import BINARIZED, DATASETS, PIXEL_MODES
+from .data import BINARIZED, DATASETS, NUM_CLASSES, PIXEL_MODES
 from .rules import check_rules
 
 
@@ -82,6 +83,7 @@ LIKELIHOODS = {
     "continuous_bernoulli": lambda c: ContinuousBernoulliLikelihood(),
     "normal": lambda c: NormalLikelihood(c.model.normal_scale, c.model.learn_scale),
 }
+CONDITIONS = ("none", "label")  # model.condition: what the model and guide are given besides x
 IMPORTANCE_WEIGHTED = {"iwae": IWAE, "iwae_dreg": DReGIWAE}  # K samples drawn at once
 OBJECTIVES = (*ELBOS, *IMPORTANCE_WEIGHTED)
 DEVICES = ("cpu", "cuda", "auto")
@@ -95,6 +97,7 @@ NAMES = {
     "model.activation": (tuple(ACTIVATIONS), "activations"),
     "model.init": (INITS, "inits"),
     "model.likelihood": (tuple(LIKELIHOODS), "likelihoods"),
+    "model.condition": (CONDITIONS, "conditions"),
     "prior.type": (tuple(PRIORS), "priors"),
     "guide.type": (tuple(GUIDES), "guides"),
     "train.objective": (OBJECTIVES, "objectives"),
@@ -240,11 +243,17 @@ def build_model(config: Config, num_data: int) -> tuple[VAE, Guide]:
     check_names(config)
     check_size(config, num_data)
     m = config.model
-    encoder, decoder = build_networks(m.net, m.z_dim, m.hidden, m.activation)
+    labels = NUM_CLASSES if m.condition == "label" else 0
+    encoder, decoder = build_networks(m.net, m.z_dim, m.hidden, m.activation, condition_features=labels)
     with config_keys():
         prior = PRIORS[config.prior.type](config)
-        vae = VAE(prior, decoder, LIKELIHOODS[m.likelihood](config), num_data)
-        guide = GUIDES[config.guide.type](config, encoder, num_data)
+        likelihood = LIKELIHOODS[m.likelihood](config)
+        if labels:  # p(x | z, y), q(z | x, y): the rules allow only the amortized diagonal guide here
+            vae = ConditionalVAE(prior, decoder, likelihood, num_data, labels)
+            guide = ConditionalNormal(encoder, m.z_dim, num_data)
+        else:
+            vae = VAE(prior, decoder, likelihood, num_data)
+            guide = GUIDES[config.guide.type](config, encoder, num_data)
     if isinstance(prior, VampPrior):
         prior.attach(guide.posterior)
     if m.init == "glorot":

@@ -44,6 +44,7 @@ class ModelConfig:
     normal_scale: float = 0.1  # normal likelihood: standard deviation (start value if learned)
     learn_scale: bool = False  # normal likelihood: learn the standard deviation
     init: str = "glorot"  # glorot (Keras, the reference) | torch (PyTorch's default)
+    condition: str = "none"  # none | label: a conditional VAE, p(x | z, y) and q(z | x, y) given the digit's label y
 
 
 @dataclass

@@ -38,6 +38,9 @@ BINARIZED_VALIDATION_IMAGES = 10000
 PIXEL_MODES = ("grayscale", "dynamic", "threshold")
 
 
+NUM_CLASSES = 10  # the labels of MNIST and Fashion-MNIST: 0..9
+
+
 class DataError(RuntimeError):
     """Data that cannot be found or read; the message is one line naming files and folder."""
 

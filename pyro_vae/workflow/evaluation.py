@@ -19,6 +19,7 @@ import torch
 from ..infer.evaluate import active_units, elbo_terms, importance_log_likelihood, posterior_means
 from ..infer.gaps import CONVERGED_GAIN, FAMILY_LABELS, amortization_gap, default_check_images, is_converged
 from ..infer.local_fit import fit_local, guide_family
+from ..models.conditional import one_hot
 from ..models.guides import Guide, MeanField, is_amortized, point
 from ..models.vae import VAE
 from .checkpoint import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
@@ -69,6 +70,16 @@ def fit_test_images(vae: VAE, x: torch.Tensor, config: Config, cache: Path | Non
     return fit.guide, summary
 
 
+def labels_for(vae: VAE, data: ImageData) -> torch.Tensor | None:
+    """The one-hot labels ``(N, C)`` a conditional VAE takes with ``data``'s images; None for a VAE without."""
+    if not vae.conditional:
+        return None
+    try:
+        return one_hot(data.labels, vae.num_classes, data.images.dtype)
+    except ValueError as err:
+        raise ConfigError(f"{err}; model.condition = 'label' needs a labelled dataset (mnist, fashion_mnist)") from None
+
+
 class EvaluatedSet(NamedTuple):
     """The test images under the current parameters: ELBO terms, the guide that gave them, and the
     posterior means E_q[z | x] ``(N, z_dim)`` of the same pass (what snapshots and figures draw)."""
@@ -93,14 +104,16 @@ def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, d
             guide, summary = fit_test_images(vae, x, config, cache)
             local = {"local_fit": summary}
         means: list[torch.Tensor] = []
-        terms = elbo_terms(vae, guide, x, config.train.eval_batch_size, means=means)
+        terms = elbo_terms(vae, guide, x, config.train.eval_batch_size, means=means, y=labels_for(vae, test))
     return EvaluatedSet({**terms, **local}, guide, torch.cat(means))
 
 
-def evaluation_codes(guide: Guide, test: ImageData, config: Config, device) -> torch.Tensor:
-    """Posterior means E_q[z | x] of the test images (the evaluation's fixed binarization)."""
+def evaluation_codes(guide: Guide, test: ImageData, config: Config, device, y: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """Posterior means E_q[z | x] (E_q[z | x, y] given one-hot labels ``y``) of the test images (the
+    evaluation's fixed binarization)."""
     x = test.observed(eval_generator(config.train.seed, device)).images
-    return posterior_means(guide, x, config.train.eval_batch_size)
+    return posterior_means(guide, x, config.train.eval_batch_size, y)
 
 
 def snapshot_data(guide, train: ImageData, test: ImageData) -> ImageData:
@@ -159,8 +172,11 @@ def evaluate_run(
         guide = run.guide
         if not is_amortized(guide) and split == "test":  # on "train" it has its own rows
             guide, report["local_fit"] = fit_test_images(run.vae, x, run.config, cache=run.dir.local_fit)
-        report["elbo"] = elbo_terms(run.vae, guide, x, run.config.train.eval_batch_size)
-        report["active_units"] = active_units(guide, x)["active_units"]
+        y = labels_for(run.vae, data)
+        if y is not None:
+            report["conditional"] = "log p(x | y): the labels are given"
+        report["elbo"] = elbo_terms(run.vae, guide, x, run.config.train.eval_batch_size, y=y)
+        report["active_units"] = active_units(guide, x, y=y)["active_units"]
         if not proper:
             report["log_likelihood"] = None
             report["note"] = NOT_A_DENSITY
@@ -169,12 +185,12 @@ def evaluate_run(
             report["log_likelihood"] = dict(report["gap"]["log_likelihood"])
         else:
             start = time.perf_counter()
-            ll = importance_log_likelihood(run.vae, guide, x, num_samples)
+            ll = importance_log_likelihood(run.vae, guide, x, num_samples, y=y)
             report["log_likelihood"] = {"value": ll["log_likelihood"], "stderr": ll["stderr"], "proposal": "q",
                                         "seconds": time.perf_counter() - start}
         if proper:
             report["iwae"] = {
-                str(k): importance_log_likelihood(run.vae, guide, x, k)["log_likelihood"]
+                str(k): importance_log_likelihood(run.vae, guide, x, k, y=y)["log_likelihood"]
                 for k in iwae_samples if k < num_samples
             }
     if save:
@@ -192,6 +208,9 @@ def finished_evaluation(run_dir: str | Path, settings: dict) -> dict | None:
 
 
 def _check_gap(run: Run) -> None:
+    if run.vae.conditional:
+        raise ConfigError("the amortization gap is measured for unconditional models only; this run's model "
+                          "is conditional (model.condition = 'label'): evaluate it without --gap")
     if not is_amortized(run.guide):
         raise ConfigError("the amortization gap needs an amortized guide; this run's guide is mean_field")
     if run.vae.likelihood.convention != "log_likelihood":
@@ -230,7 +249,7 @@ def format_report(report: dict) -> str:
         rows.append(("log p(x)", "not reported: " + report["note"]))
     else:
         ll = report["log_likelihood"]
-        rows.append((f"log p(x), K={report['num_samples']}",
+        rows.append((f"log p(x{' | y' if report.get('conditional') else ''}), K={report['num_samples']}",
                      f"{ll['value']:.2f} +- {ll['stderr']:.2f}  (proposal: {ll.get('proposal', 'q')})"))
         for k, value in report["iwae"].items():
             rows.append((f"IWAE bound, K={k}", f"{value:.2f}"))

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
+from ..models.conditional import one_hot
 from ..models.vae import VAE
+from ..plots import conditional as conditional_plots
 from ..plots import images as image_plots
 from ..plots import latent, latent_3d, over_training
 from ..plots.base import save_figure
@@ -61,7 +63,9 @@ def draw_figures(
     Every run: training curves, reconstructions of one test digit per class, 100 prior
     samples, an interpolation from a test 3 to a test 8. z = 2: latent scatter, manifold
     (and the tilted manifold under a correlated prior). z = 3: 3-D scatter, pairwise
-    projections, manifold slices. With ``snapshots`` (see :func:`pyro_vae.workflow.training.take_snapshot`):
+    projections, manifold slices. A conditional VAE (its decoder needs a label) draws, in place of
+    the prior samples, interpolation and manifolds, the samples by label (rows y, columns z ~ p(z))
+    and the style transfer of the example digits. With ``snapshots`` (see :func:`pyro_vae.workflow.training.take_snapshot`):
     reconstructions over training and, for z = 2, the posterior's frames and GIF, of
     ``snapshot_images`` / ``snapshot_labels`` (default: the test images and labels).
     """
@@ -72,23 +76,33 @@ def draw_figures(
 
     written = [save(image_plots.plot_training_curves(history, best_epoch(history)), "training_curves.png")]
     shown = example_indices(test_labels, n_show)
+    given = (one_hot(test_labels[shown], vae.num_classes).to(codes.device),) if vae.conditional else ()
     with torch.no_grad():
-        reconstructions = vae.decode_mean(codes[shown]).cpu()
-        samples = vae.decode_mean(vae.sample_prior(100)).cpu()
+        reconstructions = vae.decode_mean(codes[shown], *given).cpu()
     written.append(save(image_plots.plot_reconstructions(test_images[shown].cpu(), reconstructions),
                         "reconstructions.png"))
-    written.append(save(image_plots.plot_image_grid(samples, 10, 10, "100 samples from the prior, decoded (E[x|z])"),
-                        "prior_samples.png"))
-    written.append(draw_interpolation(vae, test_images, test_labels, codes, fig_dir / "interpolation.png"))
+    if vae.conditional:
+        written.append(save(conditional_plots.plot_samples_by_label(vae), "samples_by_label.png"))
+        written.append(save(conditional_plots.plot_style_transfer(vae, test_images[shown], codes[shown]),
+                            "style_transfer.png"))
+    else:
+        with torch.no_grad():
+            samples = vae.decode_mean(vae.sample_prior(100)).cpu()
+        written.append(save(image_plots.plot_image_grid(samples, 10, 10,
+                                                        "100 samples from the prior, decoded (E[x|z])"),
+                            "prior_samples.png"))
+        written.append(draw_interpolation(vae, test_images, test_labels, codes, fig_dir / "interpolation.png"))
     if vae.z_dim == 2:
         written.append(save(latent.plot_latent_scatter(codes, test_labels, vae), "latent_scatter.png"))
-        written.append(save(latent.plot_manifold(vae), "manifold.png"))
-        if latent.has_tilt(vae):
+        if not vae.conditional:
+            written.append(save(latent.plot_manifold(vae), "manifold.png"))
+        if latent.has_tilt(vae) and not vae.conditional:
             written.append(save(latent.plot_tilted_manifold(vae), "manifold_tilted.png"))
     if vae.z_dim == 3:
         written.append(save(latent_3d.plot_latent_3d(codes, test_labels), "latent_scatter_3d.png"))
         written.append(save(latent_3d.plot_latent_projections(codes, test_labels), "latent_projections.png"))
-        written.append(save(latent_3d.plot_manifold_slices(vae), "manifold_slices.png"))
+        if not vae.conditional:
+            written.append(save(latent_3d.plot_manifold_slices(vae), "manifold_slices.png"))
     if snapshots:
         followed_images = test_images if snapshot_images is None else snapshot_images
         followed_labels = test_labels if snapshot_labels is None else snapshot_labels

@@ -3,7 +3,7 @@
 An epoch is this, and nothing else::
 
     for idx, x in epoch.batches(data, batch_size):
-        loss = svi.step(x, idx)
+        loss = svi.step(x, idx)  # svi.step(x, idx, y[idx]) for a conditional model
 
 ``svi.step`` returns the estimate of the full-data -ELBO (the ``data`` plate scales the batch
 by N / B), so the per-image loss divides by N. Progress bars, checks, checkpoints, test
@@ -103,15 +103,20 @@ class Hook:
     def training_finished(self) -> None: ...
 
 
-def run_epoch(svi: SVI, data: ImageData, batch_size: int, epoch: EpochState, hooks: Sequence[Hook] = ()) -> float:
+def run_epoch(svi: SVI, data: ImageData, batch_size: int, epoch: EpochState, hooks: Sequence[Hook] = (),
+              labels: torch.Tensor | None = None) -> float:
     """One pass of SVI steps over ``data`` (the rest of it, for a resumed pass); returns the mean
-    per-image training loss."""
+    per-image training loss.
+
+    :param labels: one-hot labels ``(N, C)`` of ``data``, which a conditional model takes as
+        ``svi.step(x, idx, y)``; None for a model of x alone."""
     for hook in hooks:
         hook.epoch_started(epoch)
     for idx, x in epoch.batches(data, batch_size):
         for hook in hooks:
             hook.step_started(epoch)
-        epoch.add(svi.step(x, idx) / len(data), len(idx))
+        given = () if labels is None else (labels[idx],)
+        epoch.add(svi.step(x, idx, *given) / len(data), len(idx))
         for hook in hooks:
             hook.step_finished(epoch)
     for hook in hooks:

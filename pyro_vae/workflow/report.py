@@ -46,6 +46,7 @@ def _run_row(label: str, run_dir: Path) -> dict | None:
         "log_likelihood": ll["value"] if ll else None,
         "log_likelihood_stderr": ll["stderr"] if ll else None,
         "num_samples": evaluation.get("num_samples") if ll else None,
+        "conditional": config.model.condition == "label",
         "train_seconds": metrics["train_seconds"],
     }
 
@@ -120,6 +121,8 @@ def results_table(entries: list[dict]) -> str:
         for i, row in enumerate(entry["rows"]):
             if row["log_likelihood"] is not None:
                 ll = f"{row['log_likelihood']:.2f} +- {row['log_likelihood_stderr']:.2f} (K = {row['num_samples']:,})"
+                if row.get("conditional"):
+                    ll += ", log p(x given y)"
             else:
                 ll = "n/a: grey values (BCE)" if row["convention"] == "bce" else "-"
             lines.append(

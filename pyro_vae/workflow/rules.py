@@ -144,6 +144,23 @@ RULES: tuple[Rule, ...] = (
         ("train.objective='iwae_dreg'", "guide.type='iaf'"),
     ),
     Rule(
+        ("model.condition", "model.net", "guide.type", "prior.type"),
+        lambda c: c.model.condition == "label" and (c.model.net != "mlp" or c.guide.type != "amortized"
+                                                    or c.prior.type == "vamp"),
+        lambda c: "model.condition = 'label' feeds the label to the MLP nets beside x and z, with the amortized "
+                  "diagonal guide q(z | x, y) and a prior that does not encode images: it needs model.net = 'mlp', "
+                  f"guide.type = 'amortized' and a prior other than 'vamp', got net {c.model.net!r}, guide "
+                  f"{c.guide.type!r}, prior {c.prior.type!r}",
+        ("model.condition='label'", "guide.type='mean_field'"),
+    ),
+    Rule(
+        ("model.condition", "data.dataset"),
+        lambda c: c.model.condition == "label" and c.data.dataset == BINARIZED,
+        lambda c: f"model.condition = 'label' needs labelled images, but data.dataset = '{BINARIZED}' (Larochelle's "
+                  "files) has no labels; use data.dataset = 'mnist' with data.pixels = 'threshold' or 'dynamic'",
+        ("model.condition='label'", f"data.dataset='{BINARIZED}'"),
+    ),
+    Rule(
         ("guide.local_min_lr", "guide.local_lr"),
         lambda c: c.guide.local_min_lr > c.guide.local_lr,
         lambda c: f"guide.local_min_lr = {c.guide.local_min_lr} is above guide.local_lr = {c.guide.local_lr}; the "

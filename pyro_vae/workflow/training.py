@@ -24,7 +24,7 @@ from .checkpoint import (CheckpointError, check_entries, check_weights, load_che
                          write_json)
 from .config import Config, ConfigError, from_dict, load_config
 from .data import ImageData, example_indices, load_run_sets
-from .evaluation import EvaluatedSet, evaluate_test_set, evaluation_codes, snapshot_data
+from .evaluation import EvaluatedSet, evaluate_test_set, evaluation_codes, labels_for, snapshot_data
 from .loop import CtrlC, EpochState, FiniteLoss, Hook, ProgressBar, StopRequested, TrainingError, run_epoch
 from .runs import RunDir, best_epoch
 from .streams import flushed_subnormals
@@ -93,6 +93,7 @@ class Trainer:
         if self.kl_weight.active:
             model, guide = kl_weighted(model, self.kl_weight), kl_weighted(guide, self.kl_weight)
         self.svi = SVI(model, guide, self.optimizer, build_objective(config))
+        self.train_labels = labels_for(self.vae, self.train_data)  # (N, C) one-hot for a conditional model
 
     # --- checkpoints -------------------------------------------------------------------
     def state(self) -> dict:
@@ -249,7 +250,7 @@ class Trainer:
             while not training_done(self.config, self.epoch, self.seconds, self.best_epoch):
                 epoch = EpochState.begin(self.train_data, self.epoch + 1, cfg.seed, self.position)
                 try:
-                    run_epoch(self.svi, self.train_data, cfg.batch_size, epoch, hooks)
+                    run_epoch(self.svi, self.train_data, cfg.batch_size, epoch, hooks, self.train_labels)
                 except StopRequested:
                     self.seconds += epoch.seconds()
                     self.position = epoch.position()
@@ -352,10 +353,12 @@ def take_snapshot(vae, guide, data: ImageData, config: Config, device, codes: to
     mean of ``data`` (see :func:`snapshot_data`; ``split`` says which).
 
     :param codes: those posterior means if already computed (:attr:`EvaluatedSet.codes` of ``data``)."""
+    y = labels_for(vae, data)
     if codes is None:
-        codes = evaluation_codes(guide, data, config, device)
+        codes = evaluation_codes(guide, data, config, device, y)
+    shown = example_indices(data.labels)
     with torch.no_grad():
-        snapshot = {"reconstructions": vae.decode_mean(codes[example_indices(data.labels)]).cpu(),
+        snapshot = {"reconstructions": vae.decode_mean(codes[shown], *(() if y is None else (y[shown],))).cpu(),
                     "split": "test" if is_amortized(guide) else "train"}
     if vae.z_dim <= 3:
         snapshot["codes"] = codes.cpu()

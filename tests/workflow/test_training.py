@@ -296,3 +296,26 @@ def test_early_stopping_keeps_the_best_epoch_and_its_metrics_are_the_best_weight
     config.train.early_stopping = 100  # more patience is a longer run: resumed from the last epoch, to the end
     assert train_or_resume(config, out, data_dir, progress=False, log=lines.append, redraw=False) is False
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 60
+
+
+def test_a_conditional_run_trains_on_labels_and_draws_its_label_figures(tmp_path, data_dir):
+    """model.condition = 'label': every step gets the batch's labels, the evaluation is of log p(x | y)
+    (the wrong labels score lower), the figures are the samples by label and the style transfer."""
+    config = _small(model={"condition": "label", "z_dim": 2}, train={"snapshot_epochs": [0, 2]})
+    config.data.pixels = "dynamic"
+    lines = []
+    run_dir = train(config, tmp_path / "cvae", data_dir, progress=False, log=lines.append)
+    figures = {p.name for p in (run_dir / "figures").iterdir()}
+    assert {"samples_by_label.png", "style_transfer.png", "latent_scatter.png", "reconstructions.png",
+            "posterior_during_training.png"} <= figures
+    assert not {"prior_samples.png", "manifold.png", "interpolation.png"} & figures  # they would need a label
+    run = load_run(run_dir)
+    assert run.vae.conditional
+    from pyro_vae.workflow.evaluation import evaluate_run, format_report
+
+    report = evaluate_run(run_dir, 20, data_dir=data_dir, save=False)
+    assert "log p(x | y), K=20" in format_report(report)
+    test = load_run_split(config, False, data_dir)
+    right = evaluate_test_set(run.vae, run.guide, test, config, "cpu").terms["loss"]
+    shuffled = ImageData(test.images, (test.labels + 1) % 10, test.pixels)
+    assert evaluate_test_set(run.vae, run.guide, shuffled, config, "cpu").terms["loss"] > right + 1
