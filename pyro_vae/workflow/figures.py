@@ -65,9 +65,9 @@ def draw_figures(
     (and the tilted manifold under a correlated prior). z = 3: 3-D scatter, pairwise
     projections, manifold slices. A conditional VAE (its decoder needs a label) draws, in place of
     the prior samples, interpolation and manifolds, the samples by label (rows y, columns z ~ p(z))
-    and the style transfer of the example digits. With ``snapshots`` (see :func:`pyro_vae.workflow.training.take_snapshot`):
-    reconstructions over training and, for z = 2, the posterior's frames and GIF, of
-    ``snapshot_images`` / ``snapshot_labels`` (default: the test images and labels).
+    and the style transfer of the example digits. With ``snapshots`` (see
+    :func:`pyro_vae.workflow.training.take_snapshot`): reconstructions over training and, for z = 2, the
+    posterior's frames and GIF, of ``snapshot_images`` / ``snapshot_labels`` (default: the test images and labels).
     """
     fig_dir = Path(fig_dir)
 
