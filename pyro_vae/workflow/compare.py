@@ -42,7 +42,7 @@ def compare(
     out = RunDir(out)
     rows, reused = {}, True
     configs = {kind: load_config(config_path, [*(overrides or []), f"guide.type={kind}"])
-               for kind in ("amortized", "mean_field")}
+               for kind in RunDir.COMPARED}
     for kind, config in configs.items():  # both checked before the first trains
         try:
             check_config(config)

@@ -59,12 +59,11 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
     if experiment.kind == "train":
         rows = [r for r in [_run_row(experiment.name, out)] if r]
     elif experiment.kind == "compare":
-        rows = [r for r in (_run_row(f"{experiment.name}: {kind}", out / kind) for kind in ("amortized", "mean_field"))
-                if r]
+        rows = [r for r in (_run_row(f"{experiment.name}: {kind}", out / kind) for kind in RunDir.COMPARED) if r]
         comparison = read_json(RunDir(out).comparison)
         if comparison:
             extra = comparison_table(comparison)
-            for row, kind in zip(rows, ("amortized", "mean_field")):
+            for row, kind in zip(rows, RunDir.COMPARED):
                 row["log_likelihood"] = comparison[kind]["test_log_likelihood"]
                 row["log_likelihood_stderr"] = comparison[kind]["test_log_likelihood_stderr"]
                 row["num_samples"] = comparison["num_samples"]
@@ -162,7 +161,7 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
 
 PUBLISHED_DIR = "figures"  # beside the experiment files: the key figures, small enough to commit
 RESULTS_DIR = "results"  # beside the experiment files: each experiment's numbers, as the report reads them
-PUBLISHED_WIDTH, PUBLISHED_COLORS = 640, 64
+PUBLISHED_WIDTH, PUBLISHED_COLORS = 640, 256
 
 
 def _full_run(record: dict | None) -> bool:

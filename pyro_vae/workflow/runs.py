@@ -33,6 +33,8 @@ class RunDir:
     for a comparison or a sweep, its table and figure (the runs in subfolders).
     """
 
+    COMPARED = ("amortized", "mean_field")  # a comparison's two runs, in subfolders named by their guide.type
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 

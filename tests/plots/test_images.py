@@ -1,5 +1,6 @@
 import io
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -60,3 +61,25 @@ def test_preview_png_is_smaller_and_at_most_the_width(tmp_path):
     with Image.open(io.BytesIO(preview)) as image, Image.open(path) as original:
         assert image.width == 300 and abs(image.height / image.width - original.height / original.width) < 0.01
     assert len(preview) < path.stat().st_size
+
+
+def test_preview_png_keeps_the_ten_digit_colours_of_a_sparse_scatter(tmp_path):
+    """Ten small clusters in matplotlib's tab10 colours on a white page (a latent scatter): each colour is
+    still in the shrunk figure's 256-colour palette, within 30 of 255 per channel (a median-cut palette
+    misses some by 40, at 64 colours by 94: several digits then share one shade)."""
+    import matplotlib
+    from PIL import Image
+
+    torch.manual_seed(0)
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots()
+    for digit in range(10):
+        points = torch.randn(150, 2) * 0.2 + torch.tensor([digit * 1.0, 0.0])
+        ax.scatter(points[:, 0], points[:, 1], s=1, color=f"C{digit}")
+    ax.plot(torch.linspace(0, 9, 50), torch.sin(torch.linspace(0, 9, 50)), color="0.5")  # grey shades beside them
+    path = save_figure(fig, tmp_path / "scatter.png")
+    with Image.open(io.BytesIO(images.preview_png(path, width=640, colors=256))) as preview:
+        palette = torch.from_numpy(np.asarray(preview.convert("RGB"))).reshape(-1, 3).float().unique(dim=0)
+    for digit in range(10):
+        colour = torch.tensor(matplotlib.colors.to_rgb(f"C{digit}")) * 255
+        assert (palette - colour).norm(dim=1).min() < 30, f"C{digit} lost"

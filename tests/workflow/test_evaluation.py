@@ -72,6 +72,23 @@ def test_evaluate_command(amortized_run, data_dir, capsys):
     assert main(["evaluate", "--run", str(amortized_run), "--num-samples", "0"]) == 2
 
 
+def test_a_tiny_comparison_writes_both_runs_and_its_table(tmp_path, data_dir):
+    """The fast tier's pass through compare(): both halves in RunDir.COMPARED subfolders, the table."""
+    from pyro_vae.workflow.compare import comparison_table, compare
+    from pyro_vae.workflow.runs import RunDir
+
+    config = tmp_path / "c.toml"
+    config.write_text('[data]\npixels = "dynamic"\ntrain_size = 256\ntest_size = 20\n[model]\nz_dim = 2\n'
+                      "hidden = [16]\n[guide]\nlocal_steps = 10\n[train]\nepochs = 1\nbatch_size = 64\n")
+    result = compare(config, tmp_path / "cmp", data_dir, num_samples=5, limit=20, progress=False,
+                     log=lambda line: None)
+    assert all((tmp_path / "cmp" / kind / "metrics.json").is_file() for kind in RunDir.COMPARED)
+    table = comparison_table(result)
+    assert table == (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| 1 epochs, 20 test images, K = 5 | amortized | mean-field |" in table
+    assert result["mean_field"]["test_local_fit"]["steps_max"] <= 10
+
+
 @pytest.mark.slow
 def test_compare_amortized_and_mean_field(tmp_path, data_dir, capsys):
     from pyro_vae.workflow.compare import compare
