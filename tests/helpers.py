@@ -50,3 +50,42 @@ def linear_gaussian(n=40, d=8, k=3, s=0.5, orthogonal=True, seed=0):
     marginal = dist.MultivariateNormal(b, covariance_matrix=W @ W.T + s**2 * torch.eye(d))
     x = marginal.sample((n,))
     return vae, W, b, s, x, marginal.log_prob(x)
+
+
+def linear_gaussian_conditional(model_class=None, guide_factory=None):
+    """``(vae, guide, x, y, exact log p(x | y) per image, (w, b, s))`` for x | z, y ~ N(W z + B y, s^2 I),
+    z ~ N(0, I): p(x | y) = N(B y, W W^T + s^2 I). W's columns are orthogonal, so the posterior
+    N(A (x - B y), S), S = (I + W^T W / s^2)^-1, A = S W^T / s^2, is diagonal, and the guide (a linear head
+    on [x, y]) holds it exactly. ``model_class(prior, decoder, likelihood)`` and ``guide_factory(encoder,
+    z_dim)`` build other models of the same nets (default: ConditionalVAE, ConditionalNormal); D = 6,
+    z = 2, C = 3 classes, 8 images."""
+    from torch import nn
+
+    from pyro_vae.models.conditional import ConditionalNormal, ConditionalVAE, one_hot
+    from pyro_vae.models.likelihoods import NormalLikelihood
+    from pyro_vae.models.priors import StandardNormalPrior
+
+    d, z_dim, classes, s = 6, 2, 3, 0.5
+
+    class Identity(nn.Identity):
+        out_features = d + classes
+
+    torch.manual_seed(0)
+    w = torch.linalg.qr(torch.randn(d, z_dim))[0] * torch.tensor([2.0, 0.7])  # orthogonal columns, two lengths
+    b = torch.randn(d, classes)
+    decoder = nn.Linear(z_dim + classes, d, bias=False)
+    decoder.weight.data = torch.cat([w, b], 1)
+    parts = (StandardNormalPrior(z_dim), decoder, NormalLikelihood(s))
+    vae = model_class(*parts) if model_class else ConditionalVAE(*parts, num_data=8, num_classes=classes)
+    cov_post = torch.linalg.inv(torch.eye(z_dim) + w.T @ w / s**2)
+    assert torch.allclose(cov_post, torch.diag(cov_post.diagonal()), atol=1e-6)  # the exact posterior is diagonal
+    a = cov_post @ w.T / s**2
+    guide = guide_factory(Identity(), z_dim) if guide_factory else ConditionalNormal(Identity(), z_dim, num_data=8)
+    guide.loc_head.weight.data = torch.cat([a, -a @ b], 1)  # A (x - B y) from [x, y]
+    guide.loc_head.bias.data.zero_()
+    guide.log_var_head.weight.data.zero_()
+    guide.log_var_head.bias.data = cov_post.diagonal().log()
+    y = one_hot(torch.tensor([0, 1, 2, 0, 1, 2, 2, 1]), classes)
+    x = torch.randn(8, d) * 2
+    marginal = dist.MultivariateNormal(y @ b.T, covariance_matrix=w @ w.T + s**2 * torch.eye(d))
+    return vae, guide, x, y, marginal.log_prob(x), (w, b, s)

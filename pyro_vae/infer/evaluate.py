@@ -206,3 +206,54 @@ def active_units(guide: Guide, x: torch.Tensor, threshold: float = 0.01, batch_s
     given one-hot labels ``y``)."""
     activity = posterior_means(guide, x, batch_size, y).var(0)  # (z_dim,)
     return {"active_units": int((activity > threshold).sum()), "activity": activity.tolist()}
+
+
+@torch.no_grad()
+def semi_supervised_terms(vae, guide, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> dict:
+    """M2's bound on log p(x) for images whose labels it is not told, summed over y exactly, and the
+    classifier's accuracy against ``labels`` ``(N,)``:
+
+    ``U(x) = sum_y q(y|x) [E_q(z|x,y) log p(x|z,y) - KL(q(z|x,y) || p(z))] - KL(q(y|x) || p(y))``
+
+    (one z per image and class; ``recon`` the first sum's term, ``kl`` the two KLs), mean per image, with
+    ``accuracy`` the fraction of images whose argmax_y q(y | x) is their label.
+    """
+    totals = {"recon": 0.0, "kl": 0.0, "correct": 0}
+    analytic = True
+    prior = vae.prior()
+    classes = torch.eye(vae.num_classes, dtype=x.dtype, device=x.device).unsqueeze(1)  # (C, 1, C)
+    for idx, xb in batches(x, batch_size):
+        q_y = guide.q_y(xb)
+        probs = q_y.probs.T  # (C, B)
+        q_z = guide.posterior(xb, idx, classes)  # batch (C, B)
+        z = q_z.rsample()  # (C, B, z_dim)
+        recon = vae.likelihood(vae.logits(z, classes)).log_prob(xb)  # (C, B)
+        kl_z, is_analytic = kl_term(q_z, prior, z)
+        analytic &= is_analytic
+        kl_y = (q_y.probs * (q_y.logits - vae.prior_y(xb).logits)).sum(-1)  # (B,)
+        totals["recon"] += (probs * recon).sum().item()
+        totals["kl"] += ((probs * kl_z).sum(0) + kl_y).sum().item()
+        totals["correct"] += (guide.predict(xb) == labels[idx]).sum().item()
+    n = x.shape[0]
+    recon, kl = totals["recon"] / n, totals["kl"] / n
+    return {"elbo": recon - kl, "loss": kl - recon, "recon": recon, "kl": kl,
+            "kl_estimator": "analytic" if analytic else "monte_carlo", "convention": vae.likelihood.convention,
+            "accuracy": totals["correct"] / n}
+
+
+@torch.no_grad()
+def importance_log_likelihood_over_labels(vae, guide, x: torch.Tensor, num_samples: int = 5000, **kwargs) -> dict:
+    """log p(x) of a model with a label latent y (M2), y summed out exactly and z importance-sampled for each:
+
+    ``log p(x) ~= logsumexp_y [log p(y) + log p^(x | y)]``, p^(x | y) the K-sample estimate with q(z | x, y)
+    (:func:`importance_log_likelihood` given y); C times its cost. Same keys as it returns."""
+    n, classes = x.shape[0], vae.num_classes
+    log_p_y = vae.prior_y(x).logits  # (C,), normalised
+    per_class = []
+    for c in range(classes):
+        y = torch.nn.functional.one_hot(torch.full((n,), c, device=x.device), classes).to(x.dtype)
+        per_class.append(importance_log_likelihood(vae, guide, x, num_samples, y=y, **kwargs)["per_datapoint"]
+                         + log_p_y[c])
+    values = torch.logsumexp(torch.stack(per_class), 0)
+    return {"log_likelihood": values.mean().item(), "stderr": stderr(values), "per_datapoint": values,
+            "num_samples": num_samples}

@@ -10,7 +10,9 @@
 - ``jit_trace``, ``jit_trace_mean_field``: the same, compiled by Pyro with ``torch.jit.trace``;
 - ``iwae``: the importance-weighted bound (Burda et al. 2015) with K = ``num_particles``,
   ``L_K = E[log (1/K) sum_k p(x, z_k) / q(z_k | x)]``, written directly below;
-- ``iwae_dreg``: the same bound with doubly-reparameterized gradients for the guide (Tucker et al. 2019).
+- ``iwae_dreg``: the same bound with doubly-reparameterized gradients for the guide (Tucker et al. 2019);
+- :class:`SemiSupervisedELBO`: M2's objective (unlabelled images by enumeration, labelled ones, and
+  the classifier's cross-entropy), which a semi-supervised model trains with whatever the config names.
 
 KL weight: ``ELBO_beta = E_q[log p(x|z)] - beta_t KL``, with ``beta_t = beta * min(1, t / T)``
 (linear annealing over T steps), applied by scaling the log-densities of site ``z`` in
@@ -26,7 +28,8 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
-from pyro.infer import ELBO, JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import (ELBO, JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO,
+                        config_enumerate)
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
@@ -175,6 +178,27 @@ def _with_parameters_fixed(fn):
             f"got {type(fn).__name__}; use objective 'iwae' with this guide"
         )
     return fixed.to_event(events) if events else fixed
+
+
+class SemiSupervisedELBO(_DirectLoss):
+    """-J^alpha of M2 (Kingma et al. 2014) for one unlabelled and one labelled minibatch:
+
+    ``loss = -U(x_u) - L(x_l, y_l) + alpha * mean_l[-log q(y_l | x_l)]``,
+
+    each bound a ``TraceEnum_ELBO`` estimate scaled to its own set by the model's plates (y of the
+    unlabelled images summed out exactly by parallel enumeration of the guide's y site), alpha =
+    ``classifier_weight``. Arguments: ``(x_u, idx_u, x_l, idx_l, y_l)``, ``y_l`` one-hot.
+    """
+
+    def __init__(self, classifier_weight: float):
+        super().__init__(num_particles=1, max_plate_nesting=1)
+        self.classifier_weight = classifier_weight
+        self.enum = TraceEnum_ELBO(max_plate_nesting=1)
+
+    def differentiable_loss(self, model, guide, x_u, idx_u, x_l, idx_l, y_l) -> torch.Tensor:
+        unlabelled = self.enum.differentiable_loss(model, config_enumerate(guide, "parallel"), x_u, idx_u)
+        labelled = self.enum.differentiable_loss(model, guide, x_l, idx_l, y_l)
+        return unlabelled + labelled + self.classifier_weight * guide.classifier_loss(x_l, y_l)
 
 
 class FreeBitsELBO(_DirectLoss):

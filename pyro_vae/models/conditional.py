@@ -41,7 +41,7 @@ class ConditionalVAE(VAE):
     :param num_classes: C, the labels' classes.
     """
 
-    conditional = True
+    labels = "input"
 
     def __init__(self, prior: nn.Module, decoder: nn.Module, likelihood: nn.Module, num_data: int,
                  num_classes: int = 10):

@@ -27,7 +27,12 @@ class VAE(nn.Module):
     :param num_data: N, the training-set size that minibatches are scaled to.
     """
 
-    conditional = False  # a conditional VAE (:class:`~pyro_vae.models.conditional.ConditionalVAE`) takes labels y
+    labels = "none"  # the role of a label y: "input" (a conditional VAE), "latent" (M2); none here
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the decoder takes a label y beside z (``logits(z, y)``)."""
+        return self.labels != "none"
 
     def __init__(self, prior: nn.Module, decoder: nn.Module, likelihood: nn.Module, num_data: int):
         super().__init__()

@@ -17,13 +17,16 @@ import warnings
 import pyro.distributions.transforms as T
 import torch
 from pyro.nn import ConditionalAutoRegressiveNN
+from torch import nn
 
-from ..infer.objectives import ELBOS, IWAE, DReGIWAE, FreeBitsELBO
+from ..infer.objectives import ELBOS, IWAE, DReGIWAE, FreeBitsELBO, SemiSupervisedELBO
 from ..infer.optim import LR_SCHEDULES
 from ..models.conditional import ConditionalNormal, ConditionalVAE
+from ..models.semisupervised import SemiSupervisedGuide, SemiSupervisedVAE, SetSizes
 from ..models.guides import AmortizedFlow, AmortizedFullNormal, AmortizedNormal, Guide, MeanField
 from ..models.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood
-from ..models.nets import ACTIVATIONS, INITS, NETS, NUM_PIXELS, build_networks, glorot_init_, network_size
+from ..models.nets import (ACTIVATIONS, INITS, NETS, NUM_PIXELS, MLPEncoder, build_networks, glorot_init_,
+                           network_size)
 from ..models.priors import (CorrelatedPrior, FlowPrior, LearnedPrior, MixturePrior, StandardNormalPrior, VampPrior,
                              check_covariance, equicorrelation)
 from ..models.vae import VAE
@@ -83,7 +86,7 @@ LIKELIHOODS = {
     "continuous_bernoulli": lambda c: ContinuousBernoulliLikelihood(),
     "normal": lambda c: NormalLikelihood(c.model.normal_scale, c.model.learn_scale),
 }
-CONDITIONS = ("none", "label")  # model.condition: what the model and guide are given besides x
+LABELS = ("none", "input", "latent")  # model.labels: the role of the digit's label y in the model
 IMPORTANCE_WEIGHTED = {"iwae": IWAE, "iwae_dreg": DReGIWAE}  # K samples drawn at once
 OBJECTIVES = (*ELBOS, *IMPORTANCE_WEIGHTED)
 DEVICES = ("cpu", "cuda", "auto")
@@ -97,7 +100,7 @@ NAMES = {
     "model.activation": (tuple(ACTIVATIONS), "activations"),
     "model.init": (INITS, "inits"),
     "model.likelihood": (tuple(LIKELIHOODS), "likelihoods"),
-    "model.condition": (CONDITIONS, "conditions"),
+    "model.labels": (LABELS, "label roles"),
     "prior.type": (tuple(PRIORS), "priors"),
     "guide.type": (tuple(GUIDES), "guides"),
     "train.objective": (OBJECTIVES, "objectives"),
@@ -141,9 +144,13 @@ def check_names(config: Config) -> None:
             raise ConfigError(f"unknown {key} {value!r}; valid {what}: {', '.join(valid)}")
 
 
-def build_objective(config: Config):
-    """The training objective of ``[train]``: an ELBO estimator, free bits, or the IWAE bound."""
+def build_objective(config: Config, num_data: int = 0):
+    """The training objective of ``[train]``: an ELBO estimator, free bits, or the IWAE bound; M2's
+    (``model.labels = 'latent'``) with alpha = ``train.classifier_weight`` x N (``num_data``), Kingma et al.'s
+    alpha = 0.1 N."""
     t = config.train
+    if config.model.labels == "latent":
+        return SemiSupervisedELBO(t.classifier_weight * num_data)
     if t.free_bits > 0:
         return FreeBitsELBO(t.free_bits, t.num_particles)
     if t.objective in IMPORTANCE_WEIGHTED:
@@ -243,13 +250,17 @@ def build_model(config: Config, num_data: int) -> tuple[VAE, Guide]:
     check_names(config)
     check_size(config, num_data)
     m = config.model
-    labels = NUM_CLASSES if m.condition == "label" else 0
-    encoder, decoder = build_networks(m.net, m.z_dim, m.hidden, m.activation, condition_features=labels)
+    classes = NUM_CLASSES if m.labels != "none" else 0  # the decoder's and encoder's one-hot y inputs
+    encoder, decoder = build_networks(m.net, m.z_dim, m.hidden, m.activation, condition_features=classes)
     with config_keys():
         prior = PRIORS[config.prior.type](config)
         likelihood = LIKELIHOODS[m.likelihood](config)
-        if labels:  # p(x | z, y), q(z | x, y): the rules allow only the amortized diagonal guide here
-            vae = ConditionalVAE(prior, decoder, likelihood, num_data, labels)
+        if m.labels == "latent":  # M2: p(y) p(z) p(x | z, y), q(y | x) q(z | x, y); y observed for data.labelled
+            sets = SetSizes(config.data.labelled, num_data - config.data.labelled)
+            vae = SemiSupervisedVAE(prior, decoder, likelihood, sets.num_labelled, sets.num_unlabelled, classes)
+            guide = SemiSupervisedGuide(encoder, build_classifier(config), m.z_dim, sets)
+        elif classes:  # p(x | z, y), q(z | x, y): the rules allow only the amortized diagonal guide here
+            vae = ConditionalVAE(prior, decoder, likelihood, num_data, classes)
             guide = ConditionalNormal(encoder, m.z_dim, num_data)
         else:
             vae = VAE(prior, decoder, likelihood, num_data)
@@ -260,6 +271,12 @@ def build_model(config: Config, num_data: int) -> tuple[VAE, Guide]:
         glorot_init_(decoder)
         glorot_init_(guide)
     return vae, guide
+
+
+def build_classifier(config: Config) -> nn.Module:
+    """M2's q(y | x) network: the MLP encoder body of ``model.hidden`` and a linear layer to the class logits."""
+    m = config.model
+    return nn.Sequential(MLPEncoder(m.hidden, activation=m.activation), nn.Linear(m.hidden[-1], NUM_CLASSES))
 
 
 def check_config(config: Config) -> None:

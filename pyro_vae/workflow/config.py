@@ -32,6 +32,7 @@ class DataConfig:
     train_size: int = 0  # use the first n training images; 0 = all
     test_size: int = 0  # use the first n test images; 0 = all
     validation_size: int = 0  # hold out the last n training images (binarized_mnist: its validation file)
+    labelled: int = 0  # model.labels = 'latent' (M2): training images that keep their label, balanced over classes
 
 
 @dataclass
@@ -44,7 +45,9 @@ class ModelConfig:
     normal_scale: float = 0.1  # normal likelihood: standard deviation (start value if learned)
     learn_scale: bool = False  # normal likelihood: learn the standard deviation
     init: str = "glorot"  # glorot (Keras, the reference) | torch (PyTorch's default)
-    condition: str = "none"  # none | label: a conditional VAE, p(x | z, y) and q(z | x, y) given the digit's label y
+    # the digit's label y: none (a VAE of x) | input (a conditional VAE: p(x | z, y), q(z | x, y)) | latent (M2:
+    # y ~ p(y) a latent, observed for data.labelled images, summed out by enumeration for the others)
+    labels: str = "none"
 
 
 @dataclass
@@ -95,6 +98,7 @@ class TrainConfig:
     beta: float = 1.0  # KL weight (beta-VAE)
     kl_anneal_steps: int = 0  # raise the KL weight linearly from 0 to beta over this many steps
     free_bits: float = 0.0  # nats per latent dimension (Kingma et al. 2016); needs trace_mean_field
+    classifier_weight: float = 0.1  # M2: alpha = classifier_weight x N on E_labelled[-log q(y | x)] (Kingma: 0.1)
     eval_batch_size: int = 1000
     validate: bool = False  # Pyro's distribution argument checks (slower)
     snapshot_epochs: list = field(default_factory=list)  # record test codes/reconstructions after these (0 = init)
@@ -133,6 +137,8 @@ _LOWER_BOUNDS = {
     ("data", "train_size"): (0, True),
     ("data", "test_size"): (0, True),
     ("data", "validation_size"): (0, True),
+    ("data", "labelled"): (0, True),
+    ("train", "classifier_weight"): (0, True),
     ("model", "z_dim"): (1, True),
     ("model", "normal_scale"): (0, False),
     ("prior", "components"): (1, True),

@@ -224,6 +224,10 @@ class ImageData:
             return self
         return ImageData(self.images[:n], self.labels[:n], self.pixels)
 
+    def rows(self, idx: torch.Tensor) -> "ImageData":
+        """The images at row indices ``idx``, in that order."""
+        return ImageData(self.images[idx], self.labels[idx], self.pixels)
+
     def pixels_at(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The observed pixels of rows ``idx`` under the pixel mode, shape ``(len(idx), D)``."""
         if self.pixels == "threshold":

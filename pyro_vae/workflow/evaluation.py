@@ -16,15 +16,16 @@ from typing import NamedTuple
 
 import torch
 
-from ..infer.evaluate import active_units, elbo_terms, importance_log_likelihood, posterior_means
+from ..infer.evaluate import (active_units, elbo_terms, importance_log_likelihood,
+                              importance_log_likelihood_over_labels, posterior_means, semi_supervised_terms)
 from ..infer.gaps import CONVERGED_GAIN, FAMILY_LABELS, amortization_gap, default_check_images, is_converged
 from ..infer.local_fit import fit_local, guide_family
-from ..models.conditional import one_hot
 from ..models.guides import Guide, MeanField, is_amortized, point
 from ..models.vae import VAE
 from .checkpoint import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
 from .config import Config, ConfigError, resolved_dict
 from .data import ImageData, load_run_split
+from .labels import baseline_accuracy, labels_for
 from .runs import Run, RunDir, load_run
 from .streams import eval_generator, flushed_subnormals, seeded
 
@@ -70,16 +71,6 @@ def fit_test_images(vae: VAE, x: torch.Tensor, config: Config, cache: Path | Non
     return fit.guide, summary
 
 
-def labels_for(vae: VAE, data: ImageData) -> torch.Tensor | None:
-    """The one-hot labels ``(N, C)`` a conditional VAE takes with ``data``'s images; None for a VAE without."""
-    if not vae.conditional:
-        return None
-    try:
-        return one_hot(data.labels, vae.num_classes, data.images.dtype)
-    except ValueError as err:
-        raise ConfigError(f"{err}; model.condition = 'label' needs a labelled dataset (mnist, fashion_mnist)") from None
-
-
 class EvaluatedSet(NamedTuple):
     """The test images under the current parameters: ELBO terms, the guide that gave them, and the
     posterior means E_q[z | x] ``(N, z_dim)`` of the same pass (what snapshots and figures draw)."""
@@ -93,18 +84,23 @@ class EvaluatedSet(NamedTuple):
 def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, device,
                       cache: Path | None = None) -> EvaluatedSet:
     """Test-set ELBO terms, the guide they used (mean-field: :func:`fit_test_images`, cached in
-    ``cache``) and the posterior means of the evaluation's binarization.
+    ``cache``) and the posterior means of the evaluation's binarization (a model with labels: given
+    each image's label; for M2 the terms are of its bound with y summed out, and its accuracy).
 
     Runs under :func:`seeded`, so the same parameters always give the same numbers.
     """
     with seeded(config.train.seed + 1, device):
         x = test.observed(eval_generator(config.train.seed, device)).images
+        y, batch = labels_for(vae, test), config.train.eval_batch_size
         local = {}
         if not is_amortized(guide):
             guide, summary = fit_test_images(vae, x, config, cache)
             local = {"local_fit": summary}
+        if vae.labels == "latent":
+            terms = semi_supervised_terms(vae, guide, x, test.labels, batch)
+            return EvaluatedSet(terms, guide, posterior_means(guide, x, batch, y))
         means: list[torch.Tensor] = []
-        terms = elbo_terms(vae, guide, x, config.train.eval_batch_size, means=means, y=labels_for(vae, test))
+        terms = elbo_terms(vae, guide, x, batch, means=means, y=y)
     return EvaluatedSet({**terms, **local}, guide, torch.cat(means))
 
 
@@ -172,11 +168,24 @@ def evaluate_run(
         guide = run.guide
         if not is_amortized(guide) and split == "test":  # on "train" it has its own rows
             guide, report["local_fit"] = fit_test_images(run.vae, x, run.config, cache=run.dir.local_fit)
-        y = labels_for(run.vae, data)
-        if y is not None:
+        y, batch, latent = labels_for(run.vae, data), run.config.train.eval_batch_size, run.vae.labels == "latent"
+        if run.vae.labels == "input":
             report["conditional"] = "log p(x | y): the labels are given"
-        report["elbo"] = elbo_terms(run.vae, guide, x, run.config.train.eval_batch_size, y=y)
+        if latent:  # M2: its bound and log p(x) with y summed out; the classifier against the supervised baseline
+            report["elbo"] = semi_supervised_terms(run.vae, guide, x, data.labels, batch)
+            report["accuracy"] = report["elbo"]["accuracy"]
+            if split == "test":
+                report["baseline"] = baseline_accuracy(run.config, load_run_split(run.config, True, data_dir), x,
+                                                       data.labels)
+        else:
+            report["elbo"] = elbo_terms(run.vae, guide, x, batch, y=y)
         report["active_units"] = active_units(guide, x, y=y)["active_units"]
+
+        def log_likelihood(k: int) -> dict:
+            if latent:
+                return importance_log_likelihood_over_labels(run.vae, guide, x, k)
+            return importance_log_likelihood(run.vae, guide, x, k, y=y)
+
         if not proper:
             report["log_likelihood"] = None
             report["note"] = NOT_A_DENSITY
@@ -185,12 +194,12 @@ def evaluate_run(
             report["log_likelihood"] = dict(report["gap"]["log_likelihood"])
         else:
             start = time.perf_counter()
-            ll = importance_log_likelihood(run.vae, guide, x, num_samples, y=y)
+            ll = log_likelihood(num_samples)
             report["log_likelihood"] = {"value": ll["log_likelihood"], "stderr": ll["stderr"], "proposal": "q",
                                         "seconds": time.perf_counter() - start}
         if proper:
             report["iwae"] = {
-                str(k): importance_log_likelihood(run.vae, guide, x, k, y=y)["log_likelihood"]
+                str(k): log_likelihood(k)["log_likelihood"]
                 for k in iwae_samples if k < num_samples
             }
     if save:
@@ -209,8 +218,8 @@ def finished_evaluation(run_dir: str | Path, settings: dict) -> dict | None:
 
 def _check_gap(run: Run) -> None:
     if run.vae.conditional:
-        raise ConfigError("the amortization gap is measured for unconditional models only; this run's model "
-                          "is conditional (model.condition = 'label'): evaluate it without --gap")
+        raise ConfigError("the amortization gap is measured for models of x alone; this run's model takes labels "
+                          f"(model.labels = {run.config.model.labels!r}): evaluate it without --gap")
     if not is_amortized(run.guide):
         raise ConfigError("the amortization gap needs an amortized guide; this run's guide is mean_field")
     if run.vae.likelihood.convention != "log_likelihood":
@@ -245,12 +254,19 @@ def format_report(report: dict) -> str:
     ]
     if "local_fit" in report:
         rows.append(("local fit (test images)", _fit_line(report["local_fit"])))
+    if "accuracy" in report:
+        rows.append(("accuracy of q(y|x)", f"{report['accuracy']:.4f}"))
+    if "baseline" in report:
+        b = report["baseline"]
+        rows.append(("baseline classifier", f"{b['accuracy']:.4f}  (the {b['labelled']} labelled images alone, "
+                                            f"{b['steps']} Adam steps, train loss {b['train_loss']:.3f})"))
     if report["log_likelihood"] is None:
         rows.append(("log p(x)", "not reported: " + report["note"]))
     else:
         ll = report["log_likelihood"]
         rows.append((f"log p(x{' | y' if report.get('conditional') else ''}), K={report['num_samples']}",
-                     f"{ll['value']:.2f} +- {ll['stderr']:.2f}  (proposal: {ll.get('proposal', 'q')})"))
+                     f"{ll['value']:.2f} +- {ll['stderr']:.2f}  (proposal: {ll.get('proposal', 'q')}"
+                     f"{'; y summed out' if 'accuracy' in report else ''})"))
         for k, value in report["iwae"].items():
             rows.append((f"IWAE bound, K={k}", f"{value:.2f}"))
     if "gap" in report:

@@ -14,6 +14,7 @@ that says what the run is for and what to do after training::
     # or named variants, each a list of --set overrides on top of the file's config:
     # sweep = {variants = {diagonal = [], iaf = ["guide.type='iaf'"], iwae_k5 = ["train.objective='iwae'"]}}
     figures = ["figures/latent_scatter.png"]   # shown in experiments/README.md (copied, shrunk)
+    quick = ["data.train_size=4000"]           # --quick: overrides after QUICK_OVERRIDES (a setting it needs)
 
 ``train`` trains (or resumes) ``runs/NAME`` and evaluates it; ``compare`` runs
 :func:`pyro_vae.workflow.compare.compare` (amortized vs mean-field, amortization gap); ``sweep``
@@ -63,6 +64,7 @@ class Experiment:
     reference: dict = dataclasses.field(default_factory=dict)
     sweep: dict = dataclasses.field(default_factory=dict)
     figures: list = dataclasses.field(default_factory=list)  # key figures the report publishes (paths in the run)
+    quick: list = dataclasses.field(default_factory=list)  # --quick: overrides after QUICK_OVERRIDES
 
     @property
     def command(self) -> str:
@@ -122,6 +124,9 @@ def load_experiment(name: str | Path, experiments_dir: str | Path | None = None)
         raise ConfigError(f"experiment.kind {experiment.kind!r} in {path} is unknown; valid kinds: {', '.join(KINDS)}")
     if not isinstance(experiment.num_samples, int) or experiment.num_samples < 0:
         raise ConfigError(f"experiment.num_samples in {path} must be an integer >= 0, got {experiment.num_samples!r}")
+    if not isinstance(experiment.quick, list) or not all(isinstance(o, str) for o in experiment.quick):
+        raise ConfigError(f"experiment.quick in {path} must be a list of 'section.key=value' overrides, got "
+                          f"{experiment.quick!r}")
     if experiment.kind == "sweep":
         _check_sweep(experiment.sweep, path)
         for _, _, overrides in experiment.sweep_runs():  # every member's config must be valid before anything trains
@@ -185,7 +190,7 @@ def run_experiment(
     command = ["pyro-vae", "run", experiment.name, *(["--quick"] if quick else []),
                *(f"--set {shlex.quote(o)}" for o in overrides),
                *([f"--num-samples {num_samples}"] if num_samples is not None else [])]
-    overrides = [*(QUICK_OVERRIDES if quick else ()), *overrides]
+    overrides = [*((*QUICK_OVERRIDES, *experiment.quick) if quick else ()), *overrides]
     k = num_samples if num_samples is not None else (QUICK_NUM_SAMPLES if quick else experiment.num_samples)
     if k < 0 or (k == 0 and experiment.kind == "compare"):
         raise ConfigError(f"--num-samples must be >= {int(experiment.kind == 'compare')}, got {k}")
@@ -256,6 +261,8 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
             "log_likelihood": ll["value"] if ll else None,
             "log_likelihood_stderr": ll["stderr"] if ll else None,
             "active_units": (report or {}).get("active_units"),
+            **({"accuracy": report["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"]}
+               if report and "accuracy" in report else {}),  # M2: its classifier, and the supervised baseline
             "epochs": metrics["epochs"],
             "best_epoch": metrics.get("best_epoch"),  # with a validation split: the epoch whose weights these are
             "train_seconds": metrics["train_seconds"],

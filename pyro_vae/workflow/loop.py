@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from pyro.infer import SVI
@@ -104,18 +104,19 @@ class Hook:
 
 
 def run_epoch(svi: SVI, data: ImageData, batch_size: int, epoch: EpochState, hooks: Sequence[Hook] = (),
-              labels: torch.Tensor | None = None) -> float:
+              inputs: Callable[[torch.Tensor, int, int], tuple] | None = None) -> float:
     """One pass of SVI steps over ``data`` (the rest of it, for a resumed pass); returns the mean
     per-image training loss.
 
-    :param labels: one-hot labels ``(N, C)`` of ``data``, which a conditional model takes as
-        ``svi.step(x, idx, y)``; None for a model of x alone."""
+    :param inputs: ``(idx, epoch number, step) -> args``, what each step takes after ``x, idx``
+        (:func:`pyro_vae.workflow.labels.training_inputs`: a conditional model's labels, M2's labelled
+        batch); None for a model of x alone."""
     for hook in hooks:
         hook.epoch_started(epoch)
     for idx, x in epoch.batches(data, batch_size):
         for hook in hooks:
             hook.step_started(epoch)
-        given = () if labels is None else (labels[idx],)
+        given = () if inputs is None else inputs(idx, epoch.number, epoch.step)
         epoch.add(svi.step(x, idx, *given) / len(data), len(idx))
         for hook in hooks:
             hook.step_finished(epoch)

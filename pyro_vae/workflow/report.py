@@ -46,7 +46,7 @@ def _run_row(label: str, run_dir: Path) -> dict | None:
         "log_likelihood": ll["value"] if ll else None,
         "log_likelihood_stderr": ll["stderr"] if ll else None,
         "num_samples": evaluation.get("num_samples") if ll else None,
-        "conditional": config.model.condition == "label",
+        "conditional": config.model.labels == "input",
         "train_seconds": metrics["train_seconds"],
     }
 
@@ -73,10 +73,22 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
             key = sweep["key"].rpartition(".")[2]
             rows = [r for r in (_run_row(f"{experiment.name}: {key} = {s['value']}", out / s["run"])
                                 for s in sweep["rows"]) if r]
+            if any("accuracy" in s for s in sweep["rows"]):
+                extra = accuracy_table(sweep)
     record = read_json(RunDir(out).experiment) or {}
     figures = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.suffix in (".png", ".gif")
                      and (p.parent.name == RunDir(out).figures.name or p.parent == out))
     return {"experiment": experiment, "rows": rows, "record": record, "figures": figures, "extra": extra}
+
+
+def accuracy_table(sweep: dict) -> str:
+    """Markdown: the test accuracy of an M2 sweep's classifier q(y | x) beside its supervised baseline."""
+    key = sweep["key"].rpartition(".")[2]
+    lines = [f"| {key} | epochs | accuracy of q(y \\| x) | classifier on the labelled images alone |",
+             "|---|---|---|---|"]
+    lines += [f"| {s['value']} | {s['epochs']} | {s['accuracy']:.4f} | {s['baseline_accuracy']:.4f} |"
+              for s in sweep["rows"]]
+    return "\n".join(lines) + "\n"
 
 
 def _num(value, fmt: str = "{:.2f}") -> str:

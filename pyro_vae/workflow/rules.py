@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .config import Config, ConfigError
-from .data import BINARIZED, BINARIZED_VALIDATION_IMAGES, TRAINING_IMAGES
+from .data import BINARIZED, BINARIZED_VALIDATION_IMAGES, NUM_CLASSES, TRAINING_IMAGES
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,13 @@ def _autoregressive_widths_rule(section: str, kind: str) -> Rule:
                   "[10 z_dim, 10 z_dim]",
         (f"{section}.type='{kind}'", "model.z_dim=8", f"{key}=[4]"),
     )
+
+
+def _training_images(c: Config) -> int:
+    """The training images a run gets: data.train_size (or the whole file), less the validation split."""
+    held_out = c.data.validation_size if c.data.dataset != BINARIZED else 0  # (binarized: a file of its own)
+    available = TRAINING_IMAGES.get(c.data.dataset, 60000) - held_out
+    return min(c.data.train_size, available) if c.data.train_size else available
 
 
 def _importance_weighted(c: Config) -> bool:
@@ -144,21 +151,57 @@ RULES: tuple[Rule, ...] = (
         ("train.objective='iwae_dreg'", "guide.type='iaf'"),
     ),
     Rule(
-        ("model.condition", "model.net", "guide.type", "prior.type"),
-        lambda c: c.model.condition == "label" and (c.model.net != "mlp" or c.guide.type != "amortized"
-                                                    or c.prior.type == "vamp"),
-        lambda c: "model.condition = 'label' feeds the label to the MLP nets beside x and z, with the amortized "
-                  "diagonal guide q(z | x, y) and a prior that does not encode images: it needs model.net = 'mlp', "
-                  f"guide.type = 'amortized' and a prior other than 'vamp', got net {c.model.net!r}, guide "
+        ("model.labels", "model.net", "guide.type", "prior.type"),
+        lambda c: c.model.labels != "none" and (c.model.net != "mlp" or c.guide.type != "amortized"
+                                                 or c.prior.type == "vamp"),
+        lambda c: f"model.labels = {c.model.labels!r} feeds the label to the MLP nets beside x and z, with the "
+                  "amortized diagonal guide q(z | x, y) and a prior that does not encode images: it needs model.net = "
+                  f"'mlp', guide.type = 'amortized' and a prior other than 'vamp', got net {c.model.net!r}, guide "
                   f"{c.guide.type!r}, prior {c.prior.type!r}",
-        ("model.condition='label'", "guide.type='mean_field'"),
+        ("model.labels='input'", "guide.type='mean_field'"),
     ),
     Rule(
-        ("model.condition", "data.dataset"),
-        lambda c: c.model.condition == "label" and c.data.dataset == BINARIZED,
-        lambda c: f"model.condition = 'label' needs labelled images, but data.dataset = '{BINARIZED}' (Larochelle's "
-                  "files) has no labels; use data.dataset = 'mnist' with data.pixels = 'threshold' or 'dynamic'",
-        ("model.condition='label'", f"data.dataset='{BINARIZED}'"),
+        ("model.labels", "data.dataset"),
+        lambda c: c.model.labels != "none" and c.data.dataset == BINARIZED,
+        lambda c: f"model.labels = {c.model.labels!r} needs labelled images, but data.dataset = '{BINARIZED}' "
+                  "(Larochelle's files) has no labels; use data.dataset = 'mnist' with data.pixels = 'threshold' or "
+                  "'dynamic'",
+        ("model.labels='input'", f"data.dataset='{BINARIZED}'"),
+    ),
+    Rule(
+        ("data.labelled", "model.labels"),
+        lambda c: (c.model.labels == "latent") != (c.data.labelled > 0),
+        lambda c: (f"data.labelled = {c.data.labelled} is the labelled set of model.labels = 'latent' (M2); set "
+                   "model.labels = 'latent' or data.labelled = 0" if c.data.labelled else
+                   "model.labels = 'latent' (M2) needs labelled images: set data.labelled, e.g. 100"),
+        ("data.labelled=100",),
+    ),
+    Rule(
+        ("data.labelled", "model.labels"),
+        lambda c: c.data.labelled % NUM_CLASSES != 0,
+        lambda c: f"data.labelled = {c.data.labelled} cannot be balanced over the {NUM_CLASSES} classes of "
+                  f"model.labels = {c.model.labels!r}; use a multiple of {NUM_CLASSES}, e.g. "
+                  f"{max(NUM_CLASSES, c.data.labelled // NUM_CLASSES * NUM_CLASSES)}",
+        ("model.labels='latent'", "data.labelled=105"),
+    ),
+    Rule(
+        ("data.labelled", "data.train_size", "data.validation_size"),
+        lambda c: c.data.labelled > 0 and c.data.labelled >= _training_images(c),
+        lambda c: f"data.labelled = {c.data.labelled} leaves no unlabelled image among the {_training_images(c):,} "
+                  "training images (data.train_size, less data.validation_size); lower data.labelled",
+        ("model.labels='latent'", "data.labelled=1000", "data.train_size=1000"),
+    ),
+    Rule(
+        ("model.labels", "train.objective", "train.num_particles", "train.beta", "train.kl_anneal_steps",
+         "train.free_bits"),
+        lambda c: c.model.labels == "latent" and (c.train.objective != "trace" or c.train.num_particles != 1
+                                                  or c.train.beta != 1 or c.train.kl_anneal_steps or c.train.free_bits),
+        lambda c: "model.labels = 'latent' (M2) trains with its own objective, TraceEnum_ELBO over both sets plus "
+                  "train.classifier_weight times the classifier's cross-entropy: leave train.objective = 'trace', "
+                  "num_particles = 1, beta = 1, kl_anneal_steps = 0 and free_bits = 0, got objective "
+                  f"{c.train.objective!r}, num_particles {c.train.num_particles}, beta {c.train.beta}, "
+                  f"kl_anneal_steps {c.train.kl_anneal_steps}, free_bits {c.train.free_bits}",
+        ("model.labels='latent'", "data.labelled=100", "train.objective='iwae'"),
     ),
     Rule(
         ("guide.local_min_lr", "guide.local_lr"),

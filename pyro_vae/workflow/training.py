@@ -24,7 +24,8 @@ from .checkpoint import (CheckpointError, check_entries, check_weights, load_che
                          write_json)
 from .config import Config, ConfigError, from_dict, load_config
 from .data import ImageData, example_indices, load_run_sets
-from .evaluation import EvaluatedSet, evaluate_test_set, evaluation_codes, labels_for, snapshot_data
+from .evaluation import EvaluatedSet, evaluate_test_set, evaluation_codes, snapshot_data
+from .labels import labels_for, training_inputs
 from .loop import CtrlC, EpochState, FiniteLoss, Hook, ProgressBar, StopRequested, TrainingError, run_epoch
 from .runs import RunDir, best_epoch
 from .streams import flushed_subnormals
@@ -62,7 +63,6 @@ class Trainer:
         self.train_data, self.test_data = train_data.to(self.device), test_data.to(self.device)
         self.validation_data = None if validation is None else validation.to(self.device)
         self.best: dict | None = None  # {"epoch", "vae", "guide"}: the weights of the lowest validation loss yet
-        self.steps_per_epoch = math.ceil(len(self.train_data) / config.train.batch_size)
         self.history: list[dict] = []
         self.epoch = 0  # epochs finished
         self.position: dict | None = None  # inside epoch + 1, if it was interrupted
@@ -92,8 +92,9 @@ class Trainer:
         model, guide = self.vae.model, self.guide
         if self.kl_weight.active:
             model, guide = kl_weighted(model, self.kl_weight), kl_weighted(guide, self.kl_weight)
-        self.svi = SVI(model, guide, self.optimizer, build_objective(config))
-        self.train_labels = labels_for(self.vae, self.train_data)  # (N, C) one-hot for a conditional model
+        self.svi = SVI(model, guide, self.optimizer, build_objective(config, len(self.train_data)))
+        self.epoch_data, self.step_inputs = training_inputs(self.vae, self.train_data, config)
+        self.steps_per_epoch = math.ceil(len(self.epoch_data) / t.batch_size)
 
     # --- checkpoints -------------------------------------------------------------------
     def state(self) -> dict:
@@ -248,9 +249,9 @@ class Trainer:
         with CtrlC() as ctrl_c:
             hooks = self.hooks(progress, ctrl_c)
             while not training_done(self.config, self.epoch, self.seconds, self.best_epoch):
-                epoch = EpochState.begin(self.train_data, self.epoch + 1, cfg.seed, self.position)
+                epoch = EpochState.begin(self.epoch_data, self.epoch + 1, cfg.seed, self.position)
                 try:
-                    run_epoch(self.svi, self.train_data, cfg.batch_size, epoch, hooks, self.train_labels)
+                    run_epoch(self.svi, self.epoch_data, cfg.batch_size, epoch, hooks, self.step_inputs)
                 except StopRequested:
                     self.seconds += epoch.seconds()
                     self.position = epoch.position()
@@ -416,7 +417,8 @@ class _TestEvaluation(Hook):
         if is_amortized(t.guide):
             t.evaluated = (epoch.number, evaluate_test_set(t.vae, t.guide, t.test_data, t.config, t.device))
             terms = t.evaluated[1].terms
-            t.history[-1].update({f"test_{k}": terms[k] for k in ("loss", "elbo", "recon", "kl")})
+            t.history[-1].update({f"test_{k}": terms[k] for k in ("loss", "elbo", "recon", "kl", "accuracy")
+                                  if k in terms})  # (accuracy: M2's classifier)
 
 
 class _Validation(Hook):
@@ -637,6 +639,8 @@ def _epoch_line(record: dict, epochs: int) -> str:
             f"  test loss {record['test_loss']:8.2f} (recon {-record['test_recon']:.2f}"
             f" + KL {record['test_kl']:.2f})"
         )
+    if "test_accuracy" in record:
+        line += f"  accuracy {record['test_accuracy']:.4f}"
     if "valid_loss" in record:
         line += f"  valid loss {record['valid_loss']:8.2f}"
     return line + f"  {record['seconds']:.1f} s"

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from pyro.distributions.kl import kl_divergence
@@ -5,7 +7,7 @@ from pyro.distributions.kl import kl_divergence
 from pyro_vae.workflow.build import build_model
 from pyro_vae.infer.evaluate import elbo_terms, kl_term, posterior_means
 
-from ..helpers import tiny_config
+from ..helpers import linear_gaussian_conditional, tiny_config
 
 
 @pytest.mark.parametrize(
@@ -148,3 +150,52 @@ def test_elbo_terms_hand_back_the_posterior_means_of_its_pass(tiny_data):
     elbo_terms(vae, guide, tiny_data.images, batch_size=7, means=means)
     assert len(means) == -(-len(tiny_data) // 7)
     assert torch.equal(torch.cat(means), posterior_means(guide, tiny_data.images, batch_size=7))
+
+
+def _exact_m2():
+    """M2 on the linear-Gaussian conditional model, q(z | x, y) exact and q(y | x) = p(y | x) exactly:
+    log p(y | x) = x^T S^-1 b_y - b_y^T S^-1 b_y / 2 + const, S = W W^T + s^2 I (a linear classifier)."""
+    from torch import nn
+
+    from pyro_vae.models.semisupervised import SemiSupervisedGuide, SemiSupervisedVAE, SetSizes
+
+    sets = SetSizes(4, 4)
+    classifier = nn.Linear(6, 3)
+    vae, guide, x, y, exact, (w, b, s) = linear_gaussian_conditional(
+        lambda *parts: SemiSupervisedVAE(*parts, sets.num_labelled, sets.num_unlabelled, 3),
+        lambda encoder, z_dim: SemiSupervisedGuide(encoder, classifier, z_dim, sets))
+    precision = torch.linalg.inv(w @ w.T + s**2 * torch.eye(6))
+    classifier.weight.data = (precision @ b).T
+    classifier.bias.data = -0.5 * torch.einsum("dc,de,ec->c", b, precision, b)
+    classes = torch.eye(3)
+    marginal = torch.stack([torch.distributions.MultivariateNormal(
+        b @ classes[c], covariance_matrix=w @ w.T + s**2 * torch.eye(6)).log_prob(x) for c in range(3)])  # (C, N)
+    log_px = torch.logsumexp(marginal - math.log(3), 0)
+    return vae, guide, x, y, log_px, marginal
+
+
+def test_m2_log_likelihood_sums_the_label_out_exactly():
+    from pyro_vae.infer.evaluate import importance_log_likelihood_over_labels
+
+    vae, guide, x, _, log_px, _ = _exact_m2()
+    got = importance_log_likelihood_over_labels(vae, guide, x, num_samples=5)
+    assert torch.allclose(got["per_datapoint"], log_px, atol=1e-4)  # exact z posterior per class: no variance
+
+
+def test_m2_bound_with_the_exact_posteriors_is_log_p_x_and_the_accuracy_is_counted():
+    """With q(y | x) = p(y | x) and q(z | x, y) exact, U(x) = log p(x); one z per image and class, so the
+    mean over 500 copies of each image is within a few hundredths of it."""
+    from pyro_vae.infer.evaluate import semi_supervised_terms
+
+    vae, guide, x, y, log_px, marginal = _exact_m2()
+    copies = x.repeat(500, 1)
+    labels = marginal.argmax(0)  # the exact posterior's guess: accuracy 1 against it
+    torch.manual_seed(0)
+    terms = semi_supervised_terms(vae, guide, copies, labels.repeat(500), batch_size=1000)
+    assert terms["elbo"] == pytest.approx(log_px.mean().item(), abs=0.05)
+    assert terms["elbo"] == pytest.approx(terms["recon"] - terms["kl"])
+    assert terms["accuracy"] == 1.0 and terms["kl_estimator"] == "analytic"
+    wrong = semi_supervised_terms(vae, guide, copies, (labels.repeat(500) + 1) % 3)
+    assert wrong["accuracy"] == 0.0
+    guide.classifier.weight.data.zero_()  # q(y | x) uniform: the bound drops by KL(q(y|x) || p(y|x)) > 0
+    assert semi_supervised_terms(vae, guide, copies, labels.repeat(500))["elbo"] < terms["elbo"] - 0.1

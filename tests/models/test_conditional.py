@@ -1,15 +1,10 @@
-"""The conditional VAE against a linear-Gaussian model whose log p(x | y) and posterior are exact.
-
-x | z, y ~ N(W z + B y, s^2 I), z ~ N(0, I), so p(x | y) = N(B y, W W^T + s^2 I). With W's columns
-orthogonal the posterior q(z | x, y) = N(A (x - B y), S), S = (I + W^T W / s^2)^-1, A = S W^T / s^2, is
-diagonal: a ConditionalNormal guide with a linear head on [x, y] holds it exactly, and then every
-importance weight equals p(x | y).
-"""
+"""The conditional VAE against a linear-Gaussian model whose log p(x | y) and posterior are exact
+(:func:`tests.helpers.linear_gaussian_conditional`): with the exact posterior every importance weight
+equals p(x | y)."""
 
 import math
 
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import Trace_ELBO
@@ -22,37 +17,13 @@ from pyro_vae.models.nets import MLPDecoder, MLPEncoder
 from pyro_vae.models.priors import StandardNormalPrior
 from pyro_vae.models.vae import VAE
 
-D, Z, C, S = 6, 2, 3, 0.5
+from ..helpers import linear_gaussian_conditional
 
-
-class _Identity(nn.Identity):
-    out_features = D + C
-
-
-def _exact_model():
-    """(vae, guide with the exact posterior, images, one-hot labels, exact log p(x | y) per image)."""
-    torch.manual_seed(0)
-    w = torch.linalg.qr(torch.randn(D, Z))[0] * torch.tensor([2.0, 0.7])  # orthogonal columns, two lengths
-    b = torch.randn(D, C)
-    decoder = nn.Linear(Z + C, D, bias=False)
-    decoder.weight.data = torch.cat([w, b], 1)
-    vae = ConditionalVAE(StandardNormalPrior(Z), decoder, NormalLikelihood(S), num_data=8, num_classes=C)
-    cov_post = torch.linalg.inv(torch.eye(Z) + w.T @ w / S**2)
-    assert torch.allclose(cov_post, torch.diag(cov_post.diagonal()), atol=1e-6)  # the exact posterior is diagonal
-    a = cov_post @ w.T / S**2
-    guide = ConditionalNormal(_Identity(), Z, num_data=8)
-    guide.loc_head.weight.data = torch.cat([a, -a @ b], 1)  # A (x - B y) from [x, y]
-    guide.loc_head.bias.data.zero_()
-    guide.log_var_head.weight.data.zero_()
-    guide.log_var_head.bias.data = cov_post.diagonal().log()
-    y = one_hot(torch.tensor([0, 1, 2, 0, 1, 2, 2, 1]), C)
-    x = torch.randn(8, D) * 2
-    marginal = dist.MultivariateNormal(y @ b.T, covariance_matrix=w @ w.T + S**2 * torch.eye(D))
-    return vae, guide, x, y, marginal.log_prob(x)
+D, Z, C = 6, 2, 3
 
 
 def test_with_the_exact_posterior_every_importance_weight_is_the_exact_log_p_x_given_y():
-    vae, guide, x, y, exact = _exact_model()
+    vae, guide, x, y, exact, _ = linear_gaussian_conditional()
     got = importance_log_likelihood(vae, guide, x, num_samples=7, chunk_size=3, y=y)["per_datapoint"]
     assert torch.allclose(got, exact, atol=1e-4)
     wrong = importance_log_likelihood(vae, guide, x, num_samples=7, y=y.roll(1, 0))["per_datapoint"]
@@ -61,7 +32,7 @@ def test_with_the_exact_posterior_every_importance_weight_is_the_exact_log_p_x_g
 
 def test_the_pyro_programs_elbo_is_exact_for_the_exact_posterior():
     """log p(x, z | y) - log q(z | x, y) = log p(x | y) for every z: the Trace_ELBO of one draw is exact."""
-    vae, guide, x, y, exact = _exact_model()
+    vae, guide, x, y, exact, _ = linear_gaussian_conditional()
     pyro.clear_param_store()
     loss = Trace_ELBO().loss(vae.model, guide, x, None, y)
     assert loss == pytest.approx(-exact.sum().item(), abs=1e-3)
@@ -88,7 +59,7 @@ def test_the_label_changes_the_decoded_image_and_the_code():
 
 
 def test_labels_are_required_where_they_are_inputs_and_refused_where_they_are_not():
-    vae, guide, x, y, _ = _exact_model()
+    vae, guide, x, y, _, _ = linear_gaussian_conditional()
     with pytest.raises(ValueError, match="pass y"):
         vae.logits(torch.zeros(2, Z))
     with pytest.raises(ValueError, match="pass y"):

@@ -79,7 +79,7 @@ def test_preview_png_keeps_the_ten_digit_colours_of_a_sparse_scatter(tmp_path):
     ax.plot(torch.linspace(0, 9, 50), torch.sin(torch.linspace(0, 9, 50)), color="0.5")  # grey shades beside them
     path = save_figure(fig, tmp_path / "scatter.png")
     with Image.open(io.BytesIO(images.preview_png(path, width=640, colors=256))) as preview:
-        palette = torch.from_numpy(np.asarray(preview.convert("RGB"))).reshape(-1, 3).float().unique(dim=0)
+        palette = torch.from_numpy(np.array(preview.convert("RGB"))).reshape(-1, 3).float().unique(dim=0)
     for digit in range(10):
         colour = torch.tensor(matplotlib.colors.to_rgb(f"C{digit}")) * 255
         assert (palette - colour).norm(dim=1).min() < 30, f"C{digit} lost"

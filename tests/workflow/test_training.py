@@ -299,9 +299,9 @@ def test_early_stopping_keeps_the_best_epoch_and_its_metrics_are_the_best_weight
 
 
 def test_a_conditional_run_trains_on_labels_and_draws_its_label_figures(tmp_path, data_dir):
-    """model.condition = 'label': every step gets the batch's labels, the evaluation is of log p(x | y)
+    """model.labels = 'input': every step gets the batch's labels, the evaluation is of log p(x | y)
     (the wrong labels score lower), the figures are the samples by label and the style transfer."""
-    config = _small(model={"condition": "label", "z_dim": 2}, train={"snapshot_epochs": [0, 2]})
+    config = _small(model={"labels": "input", "z_dim": 2}, train={"snapshot_epochs": [0, 2]})
     config.data.pixels = "dynamic"
     lines = []
     run_dir = train(config, tmp_path / "cvae", data_dir, progress=False, log=lines.append)

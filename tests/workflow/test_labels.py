@@ -1,0 +1,79 @@
+"""The label's role in a run: M2's balanced labelled set, its labelled batches, and a whole M2 run."""
+
+import json
+
+import pytest
+import torch
+
+from pyro_vae.workflow.config import ConfigError
+from pyro_vae.workflow.data import ImageData
+from pyro_vae.workflow.evaluation import evaluate_run, format_report
+from pyro_vae.workflow.labels import LabelledBatches, balanced_labelled
+from pyro_vae.workflow.training import resume, train
+
+from ..helpers import tiny_config
+
+QUIET = {"progress": False, "log": lambda line: None}
+
+
+def test_the_labelled_set_is_balanced_and_drawn_by_the_seed():
+    labels = torch.arange(1000) % 10
+    picked = balanced_labelled(labels, 60, seed=0)
+    assert torch.bincount(labels[picked], minlength=10).tolist() == [6] * 10
+    assert torch.equal(picked, balanced_labelled(labels, 60, seed=0))
+    assert not torch.equal(picked, balanced_labelled(labels, 60, seed=1))
+    with pytest.raises(ConfigError, match="cannot be balanced over the 10 classes"):
+        balanced_labelled(labels, 65, seed=0)
+    with pytest.raises(ConfigError, match="asks for 101 images of digit 0, but the training images hold 100"):
+        balanced_labelled(labels, 1010, seed=0)
+
+
+def test_labelled_batches_depend_only_on_the_epoch_and_step_and_cycle_through_the_set():
+    data = ImageData(torch.rand(30, 4), torch.arange(30) % 10, "dynamic")
+    batches = LabelledBatches(data, batch_size=8, seed=3)
+    first = [batches(1, step) for step in range(4)]  # 32 rows: every image, then two again
+    again = LabelledBatches(data, batch_size=8, seed=3)(1, 2)  # a fresh object (a resumed run) at step 2
+    assert all(torch.equal(a, b) for a, b in zip(first[2], again))
+    seen = torch.cat([idx for _, idx, _ in first])
+    assert set(seen[:30].tolist()) == set(range(30))
+    x, idx, y = first[0]
+    assert torch.equal(y.argmax(-1), data.labels[idx]) and set(x.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(batches(2, 0)[1], first[0][1])  # another epoch, another order
+
+
+def _m2_config(epochs=2):
+    config = tiny_config(model={"labels": "latent", "z_dim": 2}, data={"labelled": 50},
+                         train={"objective": "trace", "epochs": epochs, "batch_size": 64})
+    config.data.pixels = "dynamic"
+    config.data.train_size, config.data.test_size = 600, 100
+    return config
+
+
+@pytest.mark.mnist
+def test_an_m2_run_trains_on_both_sets_and_reports_its_accuracy_beside_the_baseline(tmp_path, data_dir):
+    run_dir = train(_m2_config(), tmp_path / "m2", data_dir, **QUIET)
+    history = json.loads((run_dir / "history.json").read_text())
+    assert all(0 <= r["test_accuracy"] <= 1 for r in history)
+    assert history[-1]["test_elbo"] == pytest.approx(history[-1]["test_recon"] - history[-1]["test_kl"])
+    report = evaluate_run(run_dir, 5, data_dir=data_dir, save=False)
+    assert report["accuracy"] == pytest.approx(history[-1]["test_accuracy"])  # the same classifier on the same x
+    assert report["baseline"]["labelled"] == 50 and 0 <= report["baseline"]["accuracy"] <= 1
+    assert report["log_likelihood"]["value"] >= report["elbo"]["elbo"] - 1  # y summed out, K = 5 per class
+    text = format_report(report)
+    assert "accuracy of q(y|x)" in text and "y summed out" in text
+    assert {"samples_by_label.png", "style_transfer.png"} <= {p.name for p in (run_dir / "figures").iterdir()}
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_an_m2_run_resumed_equals_one_long_run(tmp_path, data_dir):
+    """The labelled batches come from (seed, epoch, step): training 1 epoch then 1 more gives the same
+    weights as 2 at once."""
+    from pyro_vae.workflow.checkpoint import load_checkpoint
+
+    whole = train(_m2_config(2), tmp_path / "whole", data_dir, **QUIET)
+    parts = train(_m2_config(1), tmp_path / "parts", data_dir, **QUIET)
+    resume(parts, ["train.epochs=2"], data_dir, **QUIET)
+    a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(parts / "checkpoint.pt")
+    for entry in ("vae", "guide"):
+        assert all(torch.equal(a[entry][k], b[entry][k]) for k in a[entry])
