@@ -93,13 +93,10 @@ class RunDir:
                 return path
         return None
 
-    def prepare(self, config: Config, overwrite: bool = False, dry_run: bool = False) -> "RunDir":
-        """Create the directory and write ``config.toml``; refuse to clobber another run.
-
-        Raises :class:`ConfigError` (before writing anything) when it already holds a run and
+    def check_writable(self, overwrite: bool = False) -> "RunDir":
+        """Raise :class:`ConfigError`, writing nothing, when the directory already holds a run and
         ``overwrite`` is false, or cannot be a folder (under a regular file, a name too long, no
-        permission). With ``dry_run`` only the checks are made.
-        """
+        permission); what :meth:`prepare` checks first, for callers that load data in between."""
         path = self.path
         try:
             if path.exists() and not path.is_dir():
@@ -118,8 +115,12 @@ class RunDir:
                 )
         except OSError as err:
             raise _out_error(path, err) from None
-        if dry_run:
-            return self
+        return self
+
+    def prepare(self, config: Config, overwrite: bool = False) -> "RunDir":
+        """Create the directory and write ``config.toml`` after :meth:`check_writable` (refusing to clobber
+        another run); a failed write leaves no empty folders behind."""
+        path = self.check_writable(overwrite).path
         created = [folder for folder in (self.figures, path, *path.parents) if not folder.exists()]
         doing = "create the folder"
         try:

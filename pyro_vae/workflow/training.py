@@ -490,7 +490,7 @@ def train(
     ``history.json`` (atomically), and at the end ``metrics.json`` and ``figures/``.
     """
     check_config(config)
-    run_dir = RunDir(out_dir).prepare(config, overwrite, dry_run=True)  # refuse early, write nothing
+    run_dir = RunDir(out_dir).check_writable(overwrite)  # refuse before the data are loaded, write nothing
     train_data, test_data, validation = load_run_sets(config, data_dir)
     trainer = Trainer(config, run_dir.path, train_data, test_data, progress=progress, log=log, validation=validation)
     run_dir.prepare(config, overwrite)
