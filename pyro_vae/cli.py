@@ -1,5 +1,6 @@
 """The ``pyro-vae`` command line: ``train`` (or resume) a run, ``evaluate`` it, ``plot`` it again,
-``compare`` amortized and mean-field inference, ``run`` a named experiment, ``report`` the results.
+``compare`` amortized and mean-field inference, ``run`` a named experiment, ``report`` the results,
+``score`` images (anomaly scores).
 
 Every input error prints one line on stderr naming the problem and the fix and exits
 with status 2, writing nothing over an existing run.
@@ -90,6 +91,20 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--runs", default="runs", help="folder of their results (default runs)")
     report.add_argument("--out", help="Markdown file to write (default: <experiments>/README.md; - for stdout only)")
 
+    score = commands.add_parser(
+        "score", help="per-image anomaly scores of a run (-log p(x), -ELBO, reconstruction error, the "
+        "complexity-corrected score) as a CSV")
+    score.add_argument("--run", required=True, help="a run directory written by pyro-vae train")
+    source = score.add_mutually_exclusive_group()
+    source.add_argument("--dataset", help="score this dataset's --split (default: the run's dataset)")
+    source.add_argument("--images", help="score your own images: an .npz of 28 x 28 arrays or a folder of PNGs")
+    score.add_argument("--split", default="test", help="test (default) or train")
+    score.add_argument("--num-samples", type=int, default=100, help="K importance samples (default 100)")
+    score.add_argument("--limit", type=int, default=0, help="only the first N images (default: all)")
+    score.add_argument("--out", help="CSV to write (default: <run>/scores_<source>.csv)")
+    score.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
+    score.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     plot = commands.add_parser("plot", help="redraw the figures of a run directory")
     plot.add_argument("--run", required=True, help="a run directory written by pyro-vae train")
     plot.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
@@ -142,6 +157,14 @@ def _run(args) -> None:
                    args.overwrite, progress=not args.no_progress)
 
 
+def _score(args) -> None:
+    from .workflow.scores import score_run
+
+    out = score_run(args.run, args.out, args.images, args.dataset, args.split, args.num_samples, args.limit,
+                    args.data_dir, progress=not args.no_progress)
+    print(f"written to {out}")
+
+
 def _report(args) -> None:
     from .workflow.report import write_report
 
@@ -158,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         commands = {"train": _train, "evaluate": _evaluate, "compare": _compare, "plot": _plot, "run": _run,
-                    "report": _report}
+                    "report": _report, "score": _score}
         with flushed_subnormals():  # entered before torch's worker threads start, so that they flush too
             commands[args.command](args)
     except (ConfigError, DataError, CheckpointError) as err:

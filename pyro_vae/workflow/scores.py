@@ -1,0 +1,143 @@
+"""``pyro-vae score``: per-image anomaly scores of a run (:mod:`pyro_vae.infer.scores`) as a CSV.
+
+The images come from a dataset split (the run's dataset by default, any of
+:data:`~pyro_vae.workflow.data.DATASETS`) or from the user: an ``.npz`` whose array holds 28 x 28
+images (``(N, 28, 28)`` or ``(N, 784)``; uint8 0-255 or floats in [0, 1]) or a folder of 28 x 28
+PNGs (read in name order, converted to grey). They are observed as the run's ``data.pixels`` says
+(dynamic: one binarization on the evaluation's seeded stream), scored in batches (the model's memory
+bounded by the batch and K) with a progress bar, and written one row per image, the file replaced
+atomically once every image is scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..infer.scores import SCORES, image_scores
+from ..models.guides import is_amortized
+from ..models.nets import IMAGE_SHAPE, NUM_PIXELS, UNLABELLED
+from .checkpoint import atomic_write_bytes
+from .config import ConfigError
+from .data import DataError, ImageData, load_images
+from .evaluation import NOT_A_DENSITY
+from .runs import load_run
+from .streams import eval_generator, flushed_subnormals, seeded
+
+SCORE_BATCH = 100  # images scored at once: memory ~ SCORE_BATCH x min(K, CHUNK_ROWS / SCORE_BATCH) x 784 numbers
+
+
+def read_user_images(path: str | os.PathLike) -> torch.Tensor:
+    """Grey values ``(N, 784)`` in [0, 1] from an ``.npz`` or a folder of PNGs; :class:`DataError` naming
+    the problem (no such file, an empty folder, another image size, values outside the pixel range)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
+        if not files:
+            raise DataError(f"--images {path} holds no .png files; put 28 x 28 PNGs there or pass an .npz")
+        from PIL import Image
+
+        arrays = []
+        for file in files:
+            try:
+                with Image.open(file) as image:
+                    arrays.append(np.asarray(image.convert("L")))
+            except OSError as err:
+                raise DataError(f"--images: {file} could not be read as a PNG ({err}); replace or remove it") from None
+        shapes = {a.shape for a in arrays}
+        if shapes != {IMAGE_SHAPE}:
+            bad = next(f for f, a in zip(files, arrays) if a.shape != IMAGE_SHAPE)
+            raise DataError(f"--images: {bad} is {'x'.join(map(str, np.asarray(Image.open(bad)).shape[:2]))} "
+                            f"pixels, not {IMAGE_SHAPE[0]} x {IMAGE_SHAPE[1]}; resize it to 28 x 28")
+        values = np.stack(arrays)
+    elif path.suffix.lower() == ".npz" and path.is_file():
+        try:
+            with np.load(path) as archive:
+                if not archive.files:
+                    raise DataError(f"--images {path} holds no array; save the images with numpy.savez")
+                values = archive[archive.files[0]]
+        except (OSError, ValueError) as err:
+            raise DataError(f"--images {path} could not be read as an .npz ({err})") from None
+    else:
+        raise DataError(f"--images {path} is neither an .npz file nor a folder of PNGs")
+    if values.ndim not in (2, 3) or math.prod(values.shape[1:]) != NUM_PIXELS or len(values) == 0:
+        raise DataError(f"--images {path} holds an array of shape {values.shape}; expected (N, 28, 28) or (N, 784) "
+                        "with N >= 1")
+    if values.dtype == np.uint8:
+        values = values.astype(np.float32) / 255.0
+    values = values.astype(np.float32).reshape(len(values), NUM_PIXELS)
+    if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        raise DataError(f"--images {path} has values from {np.nanmin(values):g} to {np.nanmax(values):g}; grey "
+                        "values must be in [0, 1] (floats) or 0-255 (uint8)")
+    return torch.from_numpy(values)
+
+
+@flushed_subnormals()
+def score_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
+              dataset: str | None = None, split: str = "test", num_samples: int = 100, limit: int = 0,
+              data_dir=None, progress: bool = True) -> Path:
+    """Score images with a run and write the CSV (default ``<run>/scores_<source>.csv``); returns its path.
+
+    :param images: the user's images (:func:`read_user_images`); else the ``split`` of ``dataset``
+        (default: the run's), its first ``limit`` images when ``limit`` > 0.
+    """
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
+    run = load_run(run_dir)
+    if run.vae.labels != "none" or not is_amortized(run.guide):
+        raise ConfigError("pyro-vae score needs a model of x alone with an encoder (model.labels = 'none', an "
+                          f"amortized guide); this run has model.labels = {run.config.model.labels!r} and guide.type "
+                          f"= {run.config.guide.type!r}")
+    if run.vae.likelihood.convention != "log_likelihood":
+        raise ConfigError(f"pyro-vae score needs a run with a proper density: {NOT_A_DENSITY}")
+    if images is not None:
+        grey = read_user_images(images)
+        labels, source = torch.full((len(grey),), UNLABELLED), Path(images).stem
+    else:
+        if split not in ("test", "train"):
+            raise ConfigError(f"unknown split {split!r}; valid splits: test, train")
+        name = dataset or run.config.data.dataset
+        grey, labels = load_images(name, split == "train", data_dir, limit=limit)
+        source = f"{name}_{split}"
+    if limit > 0:
+        grey, labels = grey[:limit], labels[:limit]
+    out = Path(out) if out else run.dir / f"scores_{source}.csv"
+    seed = run.config.train.seed
+    x = ImageData(grey, labels, run.config.data.pixels).observed(eval_generator(seed)).images
+    rows = []
+    with seeded(seed + 6):
+        for start in tqdm(range(0, len(x), SCORE_BATCH), desc=f"scoring {source}", unit="batch",
+                          disable=not progress, leave=False):
+            scores = image_scores(run.vae, run.guide, x[start:start + SCORE_BATCH], num_samples, SCORE_BATCH)
+            for i in range(len(scores["neg_elbo"])):
+                label = int(labels[start + i])
+                rows.append([start + i, source, "" if label == UNLABELLED else label,
+                             *(f"{scores[name][i].item():.4f}" for name in SCORES)])
+    text = _csv_text(["index", "source", "label", *SCORES], rows)
+    atomic_write_bytes(out, text.encode())
+    return out
+
+
+def _csv_text(header: list[str], rows: list[list]) -> str:
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def read_scores(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A scores CSV back as ``{score name: (N,) tensor}`` (and ``label``, -1 where none)."""
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    table = {name: torch.tensor([float(r[name]) for r in rows], dtype=torch.float64) for name in SCORES}
+    table["label"] = torch.tensor([int(r["label"]) if r["label"] else UNLABELLED for r in rows])
+    return table

@@ -1,0 +1,51 @@
+"""Anomaly scores against a linear-Gaussian model on 784 pixels, whose log p(x) and posterior are exact."""
+
+import math
+
+import torch
+from torch import nn
+
+from pyro_vae.infer.scores import image_scores, png_bits
+from pyro_vae.models.guides import AmortizedNormal
+
+from ..helpers import linear_gaussian
+
+
+def test_a_black_image_is_simpler_to_a_compressor_than_a_digit_and_a_digit_than_noise():
+    torch.manual_seed(0)
+    black = torch.zeros(784)
+    digit = torch.zeros(28, 28)
+    digit[6:22, 12:16] = 1.0  # a stroke
+    noise = torch.bernoulli(torch.full((784,), 0.5))
+    bits = png_bits(torch.stack([black, digit.flatten(), noise]))
+    assert bits[0] < bits[1] < bits[2]
+
+
+def _exact_guide(vae, W, b, s):
+    """q(z | x) = the exact posterior N(A (x - b), S) of the linear-Gaussian model, as an amortized guide."""
+
+    class Identity(nn.Identity):
+        out_features = 784
+
+    cov = torch.linalg.inv(torch.eye(W.shape[1]) + W.T @ W / s**2)
+    a = cov @ W.T / s**2
+    guide = AmortizedNormal(Identity(), W.shape[1], num_data=10)
+    with torch.no_grad():
+        guide.loc_head.weight.copy_(a), guide.loc_head.bias.copy_(-a @ b)
+        guide.log_var_head.weight.zero_(), guide.log_var_head.bias.copy_(cov.diagonal().log())
+    return guide, a
+
+
+def test_the_scores_are_what_they_say_on_an_exact_model():
+    vae, W, b, s, x, exact = linear_gaussian(n=200, d=784, k=3)
+    guide, a = _exact_guide(vae, W, b, s)
+    scores = image_scores(vae, guide, x, num_samples=4, batch_size=64)
+    assert torch.allclose(scores["neg_log_likelihood"], -exact, atol=1e-2)  # every weight is p(x): exact
+    mean = (x - b) @ a.T  # E_q[z | x]
+    by_hand = -torch.distributions.Normal(mean @ W.T + b, s).log_prob(x).sum(-1)
+    assert torch.allclose(scores["reconstruction_error"], by_hand, rtol=1e-4)
+    assert torch.allclose(scores["complexity_corrected"],
+                          scores["neg_log_likelihood"].double() / math.log(2) - png_bits(x), atol=1e-6)
+    # -ELBO = -log p(x) + KL(q || posterior) = -log p(x) here, up to the one-sample noise of its recon term
+    gap = scores["neg_elbo"] - scores["neg_log_likelihood"]
+    assert gap.std() > 0.1 and abs(gap.mean()) < 4 * gap.std() / math.sqrt(len(gap))

@@ -1,0 +1,71 @@
+"""``pyro-vae score``: the user's images read or refused in one line, a CSV row per image."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pyro_vae.cli import main
+from pyro_vae.infer.scores import SCORES
+from pyro_vae.workflow.data import DataError
+from pyro_vae.workflow.scores import read_scores, read_user_images
+from pyro_vae.workflow.training import train
+
+from ..helpers import tiny_config
+
+
+def test_user_images_from_an_npz_of_bytes_or_floats_and_from_a_folder_of_pngs(tmp_path):
+    images = (np.arange(3 * 784) % 256).astype(np.uint8).reshape(3, 28, 28)
+    np.savez(tmp_path / "bytes.npz", images)
+    np.savez(tmp_path / "floats.npz", x=images.reshape(3, 784) / 255.0)
+    assert torch.allclose(read_user_images(tmp_path / "bytes.npz"), read_user_images(tmp_path / "floats.npz"))
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    assert torch.allclose(read_user_images(folder), torch.from_numpy(images.reshape(3, 784) / 255.0).float())
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: np.savez(p / "a.npz", np.zeros((2, 32, 32))), r"shape \(2, 32, 32\); expected \(N, 28, 28\)"),
+    (lambda p: np.savez(p / "a.npz", np.full((2, 784), 1.5)), "values from 1.5 to 1.5; grey values must be in"),
+    (lambda p: np.savez(p / "a.npz", np.zeros((0, 784))), r"shape \(0, 784\)"),
+    (lambda p: (p / "a.npz").mkdir(), "holds no .png files"),
+    (lambda p: Image.fromarray(np.zeros((20, 28), np.uint8)).save(p / "a.png") or None, "is 20x28 pixels"),
+])
+def test_bad_user_images_are_refused_in_one_line(tmp_path, make, message):
+    make(tmp_path)
+    target = tmp_path / "a.npz" if (tmp_path / "a.npz").exists() else tmp_path
+    with pytest.raises(DataError, match=message):
+        read_user_images(target)
+
+
+@pytest.mark.mnist
+def test_score_writes_a_row_per_image_and_refuses_bad_input_writing_nothing(tmp_path, data_dir, capsys):
+    config = tiny_config(train={"epochs": 1, "batch_size": 64}, model={"z_dim": 2})
+    config.data.pixels, config.data.train_size, config.data.test_size = "dynamic", 300, 50
+    run = train(config, tmp_path / "run", data_dir, progress=False, log=lambda line: None)
+    args = ["score", "--run", str(run), "--num-samples", "3", "--limit", "30", "--no-progress",
+            "--data-dir", str(data_dir)]
+    assert main(args) == 0
+    table = read_scores(run / "scores_mnist_test.csv")
+    assert set(SCORES) <= set(table) and len(table["neg_elbo"]) == 30 and (table["label"] >= 0).all()
+    assert main([*args, "--dataset", "fashion_mnist", "--out", str(tmp_path / "f.csv")]) == 0
+    assert len(read_scores(tmp_path / "f.csv")["label"]) == 30
+    np.savez(tmp_path / "mine.npz", np.zeros((4, 28, 28), np.uint8))
+    assert main(["score", "--run", str(run), "--images", str(tmp_path / "mine.npz"), "--no-progress"]) == 0
+    mine = read_scores(run / "scores_mine.csv")
+    assert (mine["label"] == -1).all() and len(mine["label"]) == 4
+    capsys.readouterr()
+    np.savez(tmp_path / "big.npz", np.zeros((4, 30, 30)))
+    for bad in (["--images", str(tmp_path / "big.npz")], ["--num-samples", "0"], ["--split", "valid"]):
+        assert main(["score", "--run", str(run), *bad, "--out", str(tmp_path / "bad.csv"), "--no-progress",
+                     "--data-dir", str(data_dir)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("pyro-vae: error:")
+    assert not (tmp_path / "bad.csv").exists()
+    grey = tiny_config(train={"epochs": 1})
+    grey.data.pixels, grey.data.train_size, grey.data.test_size = "grayscale", 200, 20  # BCE: no density
+    grey_run = train(grey, tmp_path / "grey", data_dir, progress=False, log=lambda line: None)
+    assert main(["score", "--run", str(grey_run), "--limit", "5", "--data-dir", str(data_dir)]) == 2
+    assert "needs a run with a proper density" in capsys.readouterr().err
