@@ -7,7 +7,7 @@ that says what the run is for and what to do after training::
     order = 1                       # place in experiments/README.md
     title = "MLP VAE, 2-D latent"
     reproduces = "the reference's 2-D MLP VAE: reconstructions, scatter, samples"
-    kind = "train"                  # train | compare | sweep
+    kind = "train"                  # train | compare | sweep | anomaly
     num_samples = 1000              # K of the importance-sampled test log p(x); 0 = none
     reference = {loss = 165.0, kl = 3.9, recon = 161.0}        # the reference's numbers, if any
     sweep = {key = "model.z_dim", values = [2, 3, 5, 10, 20, 50]}   # kind = "sweep" only
@@ -16,7 +16,8 @@ that says what the run is for and what to do after training::
     figures = ["figures/latent_scatter.png"]   # shown in experiments/README.md (copied, shrunk)
     quick = ["data.train_size=4000"]           # --quick: overrides after QUICK_OVERRIDES (a setting it needs)
 
-``train`` trains (or resumes) ``runs/NAME`` and evaluates it; ``compare`` runs
+``train`` trains (or resumes) ``runs/NAME`` and evaluates it; ``anomaly`` trains it and scores test images
+of its dataset and of ``anomalies`` (:mod:`pyro_vae.workflow.anomaly`); ``compare`` runs
 :func:`pyro_vae.workflow.compare.compare` (amortized vs mean-field, amortization gap); ``sweep``
 trains one run per value in ``runs/NAME/<key>_<value>`` (per variant in ``runs/NAME/<variant>``)
 and draws the sweep figure.
@@ -44,7 +45,7 @@ from .evaluation import evaluate_run, evaluation_settings, finished_evaluation, 
 from .runs import RunDir, load_run
 from .training import train_or_resume
 
-KINDS = ("train", "compare", "sweep")
+KINDS = ("train", "compare", "sweep", "anomaly")
 # A small setting for smoke tests and notebooks under CI: a few images, 2 epochs, small K.
 QUICK_OVERRIDES = ("data.train_size=1000", "data.test_size=300", "train.epochs=2", "guide.local_steps=20")
 QUICK_NUM_SAMPLES = 20
@@ -65,6 +66,8 @@ class Experiment:
     sweep: dict = dataclasses.field(default_factory=dict)
     figures: list = dataclasses.field(default_factory=list)  # key figures the report publishes (paths in the run)
     quick: list = dataclasses.field(default_factory=list)  # --quick: overrides after QUICK_OVERRIDES
+    anomalies: str = ""  # kind = "anomaly": the dataset whose test images are the anomalies
+    images: int = 2000  # kind = "anomaly": test images scored of each set
 
     @property
     def command(self) -> str:
@@ -127,6 +130,9 @@ def load_experiment(name: str | Path, experiments_dir: str | Path | None = None)
     if not isinstance(experiment.quick, list) or not all(isinstance(o, str) for o in experiment.quick):
         raise ConfigError(f"experiment.quick in {path} must be a list of 'section.key=value' overrides, got "
                           f"{experiment.quick!r}")
+    if experiment.kind == "anomaly" and experiment.anomalies not in ("mnist", "fashion_mnist"):
+        raise ConfigError(f"experiment.anomalies in {path} must name the dataset of the anomalies, mnist or "
+                          f"fashion_mnist, got {experiment.anomalies!r}")
     if experiment.kind == "sweep":
         _check_sweep(experiment.sweep, path)
         for _, _, overrides in experiment.sweep_runs():  # every member's config must be valid before anything trains
@@ -204,6 +210,10 @@ def run_experiment(
     elif experiment.kind == "compare":
         result = compare(experiment.path, out, data_dir, k, 0, list(overrides), progress, log, overwrite=overwrite)
         reused = result["reused"]
+    elif experiment.kind == "anomaly":
+        from .anomaly import run_anomaly
+
+        reused = run_anomaly(experiment, out, data_dir, overrides, k, overwrite, progress, log, redraw)
     else:
         reused = run_sweep(experiment, out, data_dir, overrides, k, overwrite, progress, log, redraw)
     seconds = time.perf_counter() - start

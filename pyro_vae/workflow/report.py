@@ -58,6 +58,13 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
     extra = ""
     if experiment.kind == "train":
         rows = [r for r in [_run_row(experiment.name, out)] if r]
+    elif experiment.kind == "anomaly":
+        rows = [r for r in [_run_row(experiment.name, out)] if r]
+        result = read_json(RunDir(out).anomaly)
+        if result:
+            from .anomaly import anomaly_table
+
+            extra = anomaly_table(result)
     elif experiment.kind == "compare":
         rows = [r for r in (_run_row(f"{experiment.name}: {kind}", out / kind) for kind in RunDir.COMPARED) if r]
         comparison = read_json(RunDir(out).comparison)

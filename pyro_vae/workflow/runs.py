@@ -60,6 +60,9 @@ class RunDir:
     comparison_table = property(lambda self: self.path / "comparison.md")
     gap_figure = property(lambda self: self.path / "amortization_gap.png")
     sweep = property(lambda self: self.path / "sweep.json")
+    anomaly = property(lambda self: self.path / "anomaly.json")  # an anomaly experiment's AUROC per score
+    roc_figure = property(lambda self: self.path / "roc.png")
+    score_histograms = property(lambda self: self.path / "score_histograms.png")
     sweep_figure = property(lambda self: self.path / "sweep.png")
 
     def earlier_copy_fix(self, damaged: Path | None = None) -> str:

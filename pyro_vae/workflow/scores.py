@@ -27,7 +27,7 @@ from .checkpoint import atomic_write_bytes
 from .config import ConfigError
 from .data import DataError, ImageData, load_images
 from .evaluation import NOT_A_DENSITY
-from .runs import load_run
+from .runs import Run, load_run
 from .streams import eval_generator, flushed_subnormals, seeded
 
 SCORE_BATCH = 100  # images scored at once: memory ~ SCORE_BATCH x min(K, CHUNK_ROWS / SCORE_BATCH) x 784 numbers
@@ -90,12 +90,7 @@ def score_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
     run = load_run(run_dir)
-    if run.vae.labels != "none" or not is_amortized(run.guide):
-        raise ConfigError("pyro-vae score needs a model of x alone with an encoder (model.labels = 'none', an "
-                          f"amortized guide); this run has model.labels = {run.config.model.labels!r} and guide.type "
-                          f"= {run.config.guide.type!r}")
-    if run.vae.likelihood.convention != "log_likelihood":
-        raise ConfigError(f"pyro-vae score needs a run with a proper density: {NOT_A_DENSITY}")
+    check_scorable(run)
     if images is not None:
         grey = read_user_images(images)
         labels, source = torch.full((len(grey),), UNLABELLED), Path(images).stem
@@ -108,20 +103,37 @@ def score_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
     if limit > 0:
         grey, labels = grey[:limit], labels[:limit]
     out = Path(out) if out else run.dir / f"scores_{source}.csv"
-    seed = run.config.train.seed
-    x = ImageData(grey, labels, run.config.data.pixels).observed(eval_generator(seed)).images
-    rows = []
-    with seeded(seed + 6):
-        for start in tqdm(range(0, len(x), SCORE_BATCH), desc=f"scoring {source}", unit="batch",
-                          disable=not progress, leave=False):
-            scores = image_scores(run.vae, run.guide, x[start:start + SCORE_BATCH], num_samples, SCORE_BATCH)
-            for i in range(len(scores["neg_elbo"])):
-                label = int(labels[start + i])
-                rows.append([start + i, source, "" if label == UNLABELLED else label,
-                             *(f"{scores[name][i].item():.4f}" for name in SCORES)])
+    scores = score_images(run, grey, num_samples, progress, f"scoring {source}")
+    rows = [[i, source, "" if int(labels[i]) == UNLABELLED else int(labels[i]),
+             *(f"{scores[name][i].item():.4f}" for name in SCORES)] for i in range(len(grey))]
     text = _csv_text(["index", "source", "label", *SCORES], rows)
     atomic_write_bytes(out, text.encode())
     return out
+
+
+def check_scorable(run: Run) -> None:
+    """Refuse, in one line, a run whose scores would not mean what they say: a model with labels or
+    without an encoder, or a likelihood that is not a proper density."""
+    if run.vae.labels != "none" or not is_amortized(run.guide):
+        raise ConfigError("pyro-vae score needs a model of x alone with an encoder (model.labels = 'none', an "
+                          f"amortized guide); this run has model.labels = {run.config.model.labels!r} and guide.type "
+                          f"= {run.config.guide.type!r}")
+    if run.vae.likelihood.convention != "log_likelihood":
+        raise ConfigError(f"pyro-vae score needs a run with a proper density: {NOT_A_DENSITY}")
+
+
+def score_images(run: Run, grey: torch.Tensor, num_samples: int, progress: bool = True, desc: str = "scoring"
+                 ) -> dict[str, torch.Tensor]:
+    """:func:`~pyro_vae.infer.scores.image_scores` of grey images ``(N, 784)`` observed as the run's pixels
+    (one binarization on the evaluation's stream), :data:`SCORE_BATCH` at a time, on a seeded stream."""
+    seed = run.config.train.seed
+    x = ImageData(grey, torch.full((len(grey),), UNLABELLED), run.config.data.pixels).observed(
+        eval_generator(seed)).images
+    parts = []
+    with seeded(seed + 6):
+        for start in tqdm(range(0, len(x), SCORE_BATCH), desc=desc, unit="batch", disable=not progress, leave=False):
+            parts.append(image_scores(run.vae, run.guide, x[start:start + SCORE_BATCH], num_samples, SCORE_BATCH))
+    return {name: torch.cat([part[name] for part in parts]) for name in SCORES}
 
 
 def _csv_text(header: list[str], rows: list[list]) -> str:

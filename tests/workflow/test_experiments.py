@@ -174,7 +174,7 @@ def test_notebooks_go_through_the_experiments_lifecycle(tmp_path, monkeypatch):
 
 
 @pytest.mark.mnist
-@pytest.mark.parametrize("name", ["vae_conv_2d", "latent_sweep", "beta_sweep", "nll_binarized"])
+@pytest.mark.parametrize("name", ["vae_conv_2d", "latent_sweep", "beta_sweep", "nll_binarized", "anomaly_fashion_mnist"])
 @pytest.mark.slow
 def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
     """The experiments no notebook runs (the notebooks run the others under CI)."""
@@ -185,6 +185,13 @@ def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
         assert [r["value"] for r in rows] == [value for value, _, _ in experiment.sweep_runs()]
         assert all(math.isfinite(r["test_loss"]) for r in rows)
         assert (out / "sweep.png").exists()
+    elif experiment.kind == "anomaly":
+        result = json.loads((out / "anomaly.json").read_text())
+        assert all(0 <= s["auroc"] <= 1 for s in result["scores"].values())
+        assert (out / "roc.png").exists() and (out / "score_histograms.png").exists()
+        lines = []
+        run_experiment(name, out, data_dir, quick=True, progress=False, log=lines.append)
+        assert any("scores with the same settings found, not redone" in line for line in lines)
     else:
         assert (out / "figures" / "manifold.png").exists() and (out / "figures" / "latent_scatter.png").exists()
 
@@ -211,3 +218,16 @@ def test_every_shipped_config_takes_every_prior_and_guide_in_one_set():
                         check_config(config)
                     continue
                 check_config(config)
+
+
+def test_separation_is_sklearns_auroc_and_auprc_on_a_case_worked_by_hand():
+    """In-distribution scores 1, 2, 3, anomalies 2.5 and 4: AUROC = P(anomaly > inlier) = (2 + 3) / 6; ranked
+    4, 3, 2.5, 2, 1 the anomalies sit at ranks 1 and 3, so AUPRC = (1/1 + 2/3) / 2."""
+    import torch
+
+    from pyro_vae.workflow.anomaly import separation
+
+    table, curves = separation({"s": torch.tensor([1.0, 2.0, 3.0])}, {"s": torch.tensor([2.5, 4.0])})
+    assert table["s"]["auroc"] == pytest.approx(5 / 6) and table["s"]["auprc"] == pytest.approx((1 + 2 / 3) / 2)
+    assert table["s"]["mean_inlier"] == 2.0 and table["s"]["mean_outlier"] == 3.25
+    assert curves["s"][2] == table["s"]["auroc"]
