@@ -174,7 +174,8 @@ def test_notebooks_go_through_the_experiments_lifecycle(tmp_path, monkeypatch):
 
 
 @pytest.mark.mnist
-@pytest.mark.parametrize("name", ["vae_conv_2d", "latent_sweep", "beta_sweep", "nll_binarized", "anomaly_fashion_mnist"])
+@pytest.mark.parametrize("name", ["vae_conv_2d", "latent_sweep", "beta_sweep", "nll_binarized",
+                                  "anomaly_fashion_mnist"])
 @pytest.mark.slow
 def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
     """The experiments no notebook runs (the notebooks run the others under CI)."""
