@@ -185,20 +185,40 @@ class SemiSupervisedELBO(_DirectLoss):
 
     ``loss = -U(x_u) - L(x_l, y_l) + alpha * mean_l[-log q(y_l | x_l)]``,
 
-    each bound a ``TraceEnum_ELBO`` estimate scaled to its own set by the model's plates (y of the
-    unlabelled images summed out exactly by parallel enumeration of the guide's y site), alpha =
-    ``classifier_weight``. Arguments: ``(x_u, idx_u, x_l, idx_l, y_l)``, ``y_l`` one-hot.
+    each bound scaled to its own set by the model's plates: U by ``TraceEnum_ELBO`` (y of the unlabelled
+    images summed out exactly by parallel enumeration of the guide's y site), L by ``Trace_ELBO`` (y
+    observed). Arguments: ``(x_u, idx_u, x_l, idx_l, y_l)``, ``y_l`` one-hot.
+
+    The gradient is the whole objective's; the value it reports (``loss``, ``loss_and_grads``, so what
+    ``svi.step`` returns) is the unlabelled part, -U(x_u) scaled to N_u: per unlabelled image, the
+    training counterpart of M2's test loss.
+
+    :param alpha: the classifier term's weight (Kingma et al.: 0.1 N).
     """
 
-    def __init__(self, classifier_weight: float):
+    def __init__(self, alpha: float):
         super().__init__(num_particles=1, max_plate_nesting=1)
-        self.classifier_weight = classifier_weight
-        self.enum = TraceEnum_ELBO(max_plate_nesting=1)
+        self.alpha = alpha
+        self.enumerated = TraceEnum_ELBO(max_plate_nesting=1)
+        self.observed = Trace_ELBO(max_plate_nesting=1)
 
-    def differentiable_loss(self, model, guide, x_u, idx_u, x_l, idx_l, y_l) -> torch.Tensor:
-        unlabelled = self.enum.differentiable_loss(model, config_enumerate(guide, "parallel"), x_u, idx_u)
-        labelled = self.enum.differentiable_loss(model, guide, x_l, idx_l, y_l)
-        return unlabelled + labelled + self.classifier_weight * guide.classifier_loss(x_l, y_l)
+    def parts(self, model, guide, x_u, idx_u, x_l, idx_l, y_l) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(-U(x_u), -L(x_l, y_l), alpha * mean_l[-log q(y_l | x_l)])``, each differentiable."""
+        unlabelled = self.enumerated.differentiable_loss(model, config_enumerate(guide, "parallel"), x_u, idx_u)
+        labelled = self.observed.differentiable_loss(model, guide, x_l, idx_l, y_l)
+        return unlabelled, labelled, self.alpha * guide.classifier_loss(x_l, y_l)
+
+    def differentiable_loss(self, model, guide, *args) -> torch.Tensor:
+        return sum(self.parts(model, guide, *args))
+
+    def loss(self, model, guide, *args) -> float:
+        with torch.no_grad():
+            return self.parts(model, guide, *args)[0].item()
+
+    def loss_and_grads(self, model, guide, *args) -> float:
+        parts = self.parts(model, guide, *args)
+        sum(parts).backward()
+        return parts[0].item()
 
 
 class FreeBitsELBO(_DirectLoss):

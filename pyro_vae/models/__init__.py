@@ -9,11 +9,13 @@ from .likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, Nor
 from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .priors import (CorrelatedPrior, FlowPrior, LearnedPrior, MixturePrior, StandardNormalPrior, VampPrior,
                      equicorrelation)
-from .semisupervised import SemiSupervisedVAE
+from .conditional import ConditionalNormal, ConditionalVAE
+from .semisupervised import SemiSupervisedGuide, SemiSupervisedVAE
 from .vae import VAE, data_plate
 
 __all__ = [
-    "AmortizedFlow", "AmortizedFullNormal", "AmortizedNormal", "BernoulliLikelihood",
+    "AmortizedFlow", "AmortizedFullNormal", "AmortizedNormal", "BernoulliLikelihood", "ConditionalNormal",
+    "ConditionalVAE", "SemiSupervisedGuide",
     "ContinuousBernoulliLikelihood", "ConvDecoder", "ConvEncoder", "CorrelatedPrior", "FlowPrior", "Guide",
     "LearnedPrior", "MLPDecoder", "MLPEncoder", "MeanField", "MixturePrior", "NormalLikelihood",
     "SemiSupervisedVAE", "StandardNormalPrior", "VAE", "data_plate", "equicorrelation", "VampPrior", "is_amortized",

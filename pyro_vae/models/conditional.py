@@ -50,15 +50,6 @@ class ConditionalVAE(VAE):
             raise ValueError(f"a conditional VAE needs num_classes >= 2, got {num_classes}")
         self.num_classes = num_classes
 
-    def model(self, x: torch.Tensor, idx: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
-        """The Pyro model of p(x | y); ``y`` one-hot ``(B, C)``."""
-        pyro.module("vae", self)
-        with data_plate(x, idx, self.num_data):
-            z = pyro.sample("z", self.prior())  # (B, z_dim)
-            pyro.sample("x", self.likelihood(self.logits(z, y)), obs=x)
-
-    forward = model
-
     def logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """decoder([z, y]) for codes ``(..., z_dim)`` and one-hot labels broadcast against them."""
         if y is None:

@@ -45,12 +45,13 @@ class VAE(nn.Module):
     def z_dim(self) -> int:
         return self.prior.z_dim
 
-    def model(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> None:
-        """The Pyro model; ``x`` is ``(B, D)``, ``idx`` the rows' indices in the training set."""
+    def model(self, x: torch.Tensor, idx: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
+        """The Pyro model; ``x`` is ``(B, D)``, ``idx`` the rows' indices in the training set, ``y`` the
+        one-hot labels ``(B, C)`` a conditional VAE's decoder takes (none here)."""
         pyro.module("vae", self)
         with data_plate(x, idx, self.num_data):
             z = pyro.sample("z", self.prior())  # (B, z_dim)
-            pyro.sample("x", self.likelihood(self.logits(z)), obs=x)
+            pyro.sample("x", self.likelihood(self.logits(z, y)), obs=x)
 
     forward = model
 

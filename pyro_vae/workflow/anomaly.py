@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..infer.scores import SCORES
 from .checkpoint import read_json, write_json
+from .config import ConfigError
 from .data import load_images
 from .runs import RunDir, load_run
 from .scores import check_scorable, score_images
@@ -47,6 +48,9 @@ def run_anomaly(experiment, out: Path, data_dir, overrides, num_samples: int, ov
     from ..plots.base import save_figure
 
     config = experiment.config(overrides)
+    check_scorable(config)  # before any training
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1 for the scores' -log p(x), got {num_samples}")
     run_dir = RunDir(out)
     reused = train_or_resume(config, out, data_dir, overwrite, progress, log, redraw)
     settings = {"anomalies": experiment.anomalies, "images": experiment.images, "num_samples": num_samples,
@@ -56,7 +60,6 @@ def run_anomaly(experiment, out: Path, data_dir, overrides, num_samples: int, ov
         log(f"{run_dir.anomaly}: scores with the same settings found, not redone")
         return True
     run = load_run(out)
-    check_scorable(run)
     names = (config.data.dataset, experiment.anomalies)
     scored = {}
     for name in names:

@@ -150,6 +150,9 @@ def build_objective(config: Config, num_data: int = 0):
     alpha = 0.1 N."""
     t = config.train
     if config.model.labels == "latent":
+        if num_data <= 0:
+            raise ValueError(f"M2's objective needs the training set's size N for alpha = train.classifier_weight x N, "
+                             f"got num_data = {num_data}")
         return SemiSupervisedELBO(t.classifier_weight * num_data)
     if t.free_bits > 0:
         return FreeBitsELBO(t.free_bits, t.num_particles)

@@ -259,7 +259,8 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
         log(f"--- {key} = {value}")
         run_dir = out / sub
         reused &= train_or_resume(config, run_dir, data_dir, overwrite, progress, log, redraw)
-        report = _evaluate(run_dir, num_samples, data_dir, log) if proper_density(config) else None
+        report = (_evaluate(run_dir, num_samples, data_dir, log)  # (M2: its accuracy whatever the pixels)
+                  if proper_density(config) or config.model.labels == "latent" else None)
         metrics = read_json(RunDir(run_dir).metrics)
         ll = (report or {}).get("log_likelihood")
         rows.append({

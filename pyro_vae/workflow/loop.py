@@ -6,7 +6,8 @@ An epoch is this, and nothing else::
         loss = svi.step(x, idx)  # svi.step(x, idx, y[idx]) for a conditional model
 
 ``svi.step`` returns the estimate of the full-data -ELBO (the ``data`` plate scales the batch
-by N / B), so the per-image loss divides by N. Progress bars, checks, checkpoints, test
+by N / B), so the per-image loss divides by N, the images the epoch passes over (M2: the
+unlabelled ones, whose bound its objective reports). Progress bars, checks, checkpoints, test
 evaluation, snapshots and figures are :class:`Hook` s called at the start and end of each
 step and epoch and when training ends; a hook stops training by raising.
 """

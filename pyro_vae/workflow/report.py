@@ -93,8 +93,8 @@ def accuracy_table(sweep: dict) -> str:
     key = sweep["key"].rpartition(".")[2]
     lines = [f"| {key} | epochs | accuracy of q(y \\| x) | classifier on the labelled images alone |",
              "|---|---|---|---|"]
-    lines += [f"| {s['value']} | {s['epochs']} | {s['accuracy']:.4f} | {s['baseline_accuracy']:.4f} |"
-              for s in sweep["rows"]]
+    lines += [f"| {s['value']} | {s['epochs']} | {_num(s.get('accuracy'), '{:.4f}')} "
+              f"| {_num(s.get('baseline_accuracy'), '{:.4f}')} |" for s in sweep["rows"]]
     return "\n".join(lines) + "\n"
 
 

@@ -21,10 +21,10 @@ import torch
 from tqdm import tqdm
 
 from ..infer.scores import SCORES, image_scores
-from ..models.guides import is_amortized
 from ..models.nets import IMAGE_SHAPE, NUM_PIXELS, UNLABELLED
 from .checkpoint import atomic_write_bytes
-from .config import ConfigError
+from .build import proper_density
+from .config import Config, ConfigError
 from .data import DataError, ImageData, load_images
 from .evaluation import NOT_A_DENSITY
 from .runs import Run, load_run
@@ -90,7 +90,7 @@ def score_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
     run = load_run(run_dir)
-    check_scorable(run)
+    check_scorable(run.config)
     if images is not None:
         grey = read_user_images(images)
         labels, source = torch.full((len(grey),), UNLABELLED), Path(images).stem
@@ -111,14 +111,14 @@ def score_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
     return out
 
 
-def check_scorable(run: Run) -> None:
-    """Refuse, in one line, a run whose scores would not mean what they say: a model with labels or
-    without an encoder, or a likelihood that is not a proper density."""
-    if run.vae.labels != "none" or not is_amortized(run.guide):
-        raise ConfigError("pyro-vae score needs a model of x alone with an encoder (model.labels = 'none', an "
-                          f"amortized guide); this run has model.labels = {run.config.model.labels!r} and guide.type "
-                          f"= {run.config.guide.type!r}")
-    if run.vae.likelihood.convention != "log_likelihood":
+def check_scorable(config: Config) -> None:
+    """Refuse, in one line, a run (its config) whose scores would not mean what they say: a model with
+    labels or without an encoder, or a likelihood that is not a proper density."""
+    if config.model.labels != "none" or config.guide.type == "mean_field":
+        raise ConfigError("pyro-vae score needs a model of x alone with an encoder (model.labels = 'none', a guide "
+                          f"other than mean_field); this run has model.labels = {config.model.labels!r} and "
+                          f"guide.type = {config.guide.type!r}")
+    if not proper_density(config):
         raise ConfigError(f"pyro-vae score needs a run with a proper density: {NOT_A_DENSITY}")
 
 

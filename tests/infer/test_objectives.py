@@ -267,3 +267,41 @@ def test_iwae_refuses_a_kl_weight(tiny_data):
     weight = KLWeight(1.0, anneal_steps=10)  # beta_t = 0.1 at step 1
     with pytest.raises(ValueError, match="iwae objective needs every sample site at the data plate's scale"):
         IWAE(3).loss(kl_weighted(vae.model, weight), kl_weighted(guide, weight), tiny_data.pixels_at(idx), idx)
+
+
+def test_m2s_objective_sums_its_three_parts_and_reports_the_unlabelled_bound():
+    """-J^alpha = -U(x_u) - L(x_l, y_l) + alpha * CE: the gradient is the sum's, the value svi.step gets the
+    unlabelled part; build_objective's alpha is train.classifier_weight x N."""
+    import pyro
+    from torch import nn
+
+    from pyro_vae.infer.objectives import SemiSupervisedELBO
+    from pyro_vae.models.likelihoods import BernoulliLikelihood
+    from pyro_vae.models.nets import MLPDecoder, MLPEncoder
+    from pyro_vae.models.priors import StandardNormalPrior
+    from pyro_vae.models.semisupervised import SemiSupervisedGuide, SemiSupervisedVAE
+    from pyro_vae.workflow.build import build_objective
+    from pyro_vae.workflow.config import load_config
+
+    torch.manual_seed(0)
+    vae = SemiSupervisedVAE(StandardNormalPrior(2), MLPDecoder(5, [8], out_features=6), BernoulliLikelihood(),
+                            4, 8, 3)
+    guide = SemiSupervisedGuide(MLPEncoder([8], in_features=9), nn.Sequential(MLPEncoder([8], in_features=6),
+                                                                             nn.Linear(8, 3)), 2, vae.sets)
+    x_u, x_l = (torch.rand(4, 6) < 0.5).float(), (torch.rand(2, 6) < 0.5).float()
+    y_l = torch.eye(3)[[0, 2]]
+    args = (x_u, torch.arange(4), x_l, torch.arange(2), y_l)
+    objective = SemiSupervisedELBO(alpha=7.0)
+    pyro.set_rng_seed(3)
+    unlabelled, labelled, classifier = objective.parts(vae.model, guide, *args)
+    assert classifier.item() == pytest.approx(7.0 * guide.classifier_loss(x_l, y_l).item())
+    pyro.set_rng_seed(3)
+    total = objective.differentiable_loss(vae.model, guide, *args)
+    assert total.item() == pytest.approx((unlabelled + labelled + classifier).item(), rel=1e-5)
+    pyro.set_rng_seed(3)
+    assert objective.loss_and_grads(vae.model, guide, *args) == pytest.approx(unlabelled.item(), rel=1e-5)
+    assert guide.classifier[1].weight.grad is not None  # the classifier term's gradient reached q(y | x)
+    config = load_config(None, ["model.labels='latent'", "data.labelled=100", "train.classifier_weight=0.1"])
+    assert build_objective(config, 60000).alpha == pytest.approx(6000.0)
+    with pytest.raises(ValueError, match="needs the training set's size N"):
+        build_objective(config)

@@ -65,8 +65,8 @@ def test_preview_png_is_smaller_and_at_most_the_width(tmp_path):
 
 def test_preview_png_keeps_the_ten_digit_colours_of_a_sparse_scatter(tmp_path):
     """Ten small clusters in matplotlib's tab10 colours on a white page (a latent scatter): each colour is
-    still in the shrunk figure's 256-colour palette, within 30 of 255 per channel (a median-cut palette
-    misses some by 40, at 64 colours by 94: several digits then share one shade)."""
+    still in the shrunk figure's 256-colour palette, within an RGB distance of 30 (0-255 per channel; a
+    median-cut palette misses some by 40, at 64 colours by 94: several digits then share one shade)."""
     import matplotlib
     from PIL import Image
 

@@ -43,7 +43,7 @@ def test_labelled_batches_depend_only_on_the_epoch_and_step_and_cycle_through_th
 
 def _m2_config(epochs=2):
     config = tiny_config(model={"labels": "latent", "z_dim": 2}, data={"labelled": 50},
-                         train={"objective": "trace", "epochs": epochs, "batch_size": 64})
+                         train={"objective": "trace", "epochs": epochs, "batch_size": 64, "classifier_weight": 5.0})
     config.data.pixels = "dynamic"
     config.data.train_size, config.data.test_size = 600, 100
     return config
@@ -53,11 +53,11 @@ def _m2_config(epochs=2):
 def test_an_m2_run_trains_on_both_sets_and_reports_its_accuracy_beside_the_baseline(tmp_path, data_dir):
     run_dir = train(_m2_config(), tmp_path / "m2", data_dir, **QUIET)
     history = json.loads((run_dir / "history.json").read_text())
-    assert all(0 <= r["test_accuracy"] <= 1 for r in history)
+    assert history[-1]["test_accuracy"] > 0.3  # the labelled batches reach q(y | x): well above chance (0.1)
     assert history[-1]["test_elbo"] == pytest.approx(history[-1]["test_recon"] - history[-1]["test_kl"])
     report = evaluate_run(run_dir, 5, data_dir=data_dir, save=False)
     assert report["accuracy"] == pytest.approx(history[-1]["test_accuracy"])  # the same classifier on the same x
-    assert report["baseline"]["labelled"] == 50 and 0 <= report["baseline"]["accuracy"] <= 1
+    assert report["baseline"]["labelled"] == 50 and report["baseline"]["accuracy"] > 0.3
     assert report["log_likelihood"]["value"] >= report["elbo"]["elbo"] - 1  # y summed out, K = 5 per class
     text = format_report(report)
     assert "accuracy of q(y|x)" in text and "y summed out" in text

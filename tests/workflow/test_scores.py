@@ -69,3 +69,17 @@ def test_score_writes_a_row_per_image_and_refuses_bad_input_writing_nothing(tmp_
     grey_run = train(grey, tmp_path / "grey", data_dir, progress=False, log=lambda line: None)
     assert main(["score", "--run", str(grey_run), "--limit", "5", "--data-dir", str(data_dir)]) == 2
     assert "needs a run with a proper density" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.labels='input'"], "needs a model of x alone with an encoder"),
+    (["guide.type='mean_field'"], "needs a model of x alone with an encoder"),
+    ([], "needs a run with a proper density"),  # the defaults: grey values under a Bernoulli
+])
+def test_runs_whose_scores_would_not_mean_what_they_say_are_refused(overrides, message):
+    from pyro_vae.workflow.config import ConfigError, load_config
+    from pyro_vae.workflow.scores import check_scorable
+
+    with pytest.raises(ConfigError, match=message):
+        check_scorable(load_config(None, overrides))
+    check_scorable(load_config(None, ["data.pixels='dynamic'"]))
