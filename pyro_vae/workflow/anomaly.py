@@ -1,29 +1,37 @@
-"""Anomaly experiments (``kind = "anomaly"``): train on one dataset, then score test images of it and
-of another (``experiment.anomalies``) with every score of :mod:`pyro_vae.infer.scores`, and measure
-how well each score separates them: AUROC and AUPRC (scikit-learn; the anomalies are the positives,
-a higher score means more anomalous), ROC curves and histograms.
+"""Anomaly experiments (``kind = "anomaly"``): train on one dataset, then score in-distribution test
+images and anomalies with every score of :mod:`pyro_vae.infer.scores`, and measure how well each
+score separates them: AUROC and AUPRC (scikit-learn; the anomalies are the positives, a higher
+score means more anomalous), ROC curves and histograms.
 
-The run is ``out`` itself (trained, resumed or reused like any run); ``anomaly.json`` holds, per score,
-the AUROC, the AUPRC and the mean score of each set, with the images and K it used.
+``experiment.anomalies`` names the anomalies: another dataset's test images (``"fashion_mnist"``,
+``"mnist"``), or ``"held_out"``, the test images of the digits that ``data.held_out_labels`` took out
+of the run's every split. With a sweep (``{variants = {digit_0 = ["data.held_out_labels=[0]"], ...}}``)
+each member is a run of its own in ``out/<variant>``, and ``out/anomaly.json`` gathers their AUROCs.
+
+Each run directory gets ``anomaly.json`` (per score: AUROC, AUPRC, the mean score of each set, with
+the images, K and config it used), ``roc.png`` and ``score_histograms.png``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..infer.scores import SCORES
 from .checkpoint import read_json, write_json
-from .config import ConfigError
+from .config import Config, ConfigError
 from .data import load_images
 from .runs import RunDir, load_run
 from .scores import check_scorable, score_images
 from .training import train_or_resume
 
+HELD_OUT = "held_out"
+
 
 def separation(inliers: dict, outliers: dict) -> tuple[dict, dict]:
     """``({score: {auroc, auprc, mean_inlier, mean_outlier}}, {score: (fpr, tpr, auroc)})``: how well each
     score ranks the ``outliers`` above the ``inliers`` (dicts of score name -> values)."""
-    import torch
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
     table, curves = {}, {}
@@ -39,18 +47,52 @@ def separation(inliers: dict, outliers: dict) -> tuple[dict, dict]:
     return table, curves
 
 
+def anomaly_sets(config: Config, anomalies: str, images: int, data_dir) -> dict[str, torch.Tensor]:
+    """``{name: grey images}`` of the in-distribution test images (first) and the anomalies, ``images`` of each."""
+    grey, labels = load_images(config.data.dataset, False, data_dir)
+    if anomalies != HELD_OUT:
+        return {config.data.dataset: grey[:images], anomalies: load_images(anomalies, False, data_dir,
+                                                                           limit=images)[0]}
+    held = torch.isin(labels, torch.tensor(config.data.held_out_labels, dtype=labels.dtype))
+    digits = "".join(map(str, config.data.held_out_labels))
+    return {f"{config.data.dataset} without {digits}": grey[~held][:images],
+            f"{config.data.dataset} digits {digits}": grey[held][:images]}
+
+
 def run_anomaly(experiment, out: Path, data_dir, overrides, num_samples: int, overwrite: bool, progress: bool,
                 log, redraw: bool = True) -> bool:
-    """Train (or reuse) the run, score ``experiment.images`` test images of its dataset and of
-    ``experiment.anomalies``, write ``anomaly.json`` and the two figures; returns whether the run and its
-    scores were found finished."""
+    """Train (or reuse) each run and score it (:func:`score_run_sets`); returns whether everything was
+    found finished. Every member's config is checked before the first trains."""
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1 for the scores' -log p(x), got {num_samples}")
+    members = ([(value, sub, experiment.config([*member, *overrides]))
+                for value, sub, member in experiment.sweep_runs()] if experiment.sweep
+               else [(None, "", experiment.config(overrides))])
+    for _, _, config in members:
+        check_scorable(config)
+        if experiment.anomalies == HELD_OUT and not config.data.held_out_labels:
+            raise ConfigError("experiment.anomalies = 'held_out' scores the digits data.held_out_labels takes out, "
+                              "but it is empty; set data.held_out_labels, e.g. [0]")
+    rows, reused = [], True
+    for value, sub, config in members:
+        if sub:
+            log(f"--- variant = {value}")
+        result, found = score_run_sets(experiment, out / sub, config, data_dir, num_samples, overwrite, progress,
+                                       log, redraw)
+        reused &= found
+        rows.append({"value": value, "run": sub, **result})
+    if experiment.sweep:
+        write_json(RunDir(out).anomaly, {"key": experiment.sweep_key, "rows": rows})
+    return reused
+
+
+def score_run_sets(experiment, out: Path, config: Config, data_dir, num_samples: int, overwrite: bool,
+                   progress: bool, log, redraw: bool) -> tuple[dict, bool]:
+    """One run: train or reuse it, score both sets (kept when done with the same settings), write
+    ``anomaly.json`` and the figures; returns the result and whether it was all found finished."""
     from ..plots.anomaly import plot_roc_curves, plot_score_histograms
     from ..plots.base import save_figure
 
-    config = experiment.config(overrides)
-    check_scorable(config)  # before any training
-    if num_samples < 1:
-        raise ConfigError(f"--num-samples must be >= 1 for the scores' -log p(x), got {num_samples}")
     run_dir = RunDir(out)
     reused = train_or_resume(config, out, data_dir, overwrite, progress, log, redraw)
     settings = {"anomalies": experiment.anomalies, "images": experiment.images, "num_samples": num_samples,
@@ -58,24 +100,29 @@ def run_anomaly(experiment, out: Path, data_dir, overrides, num_samples: int, ov
     saved = read_json(run_dir.anomaly)
     if reused and saved and saved.get("settings") == settings:
         log(f"{run_dir.anomaly}: scores with the same settings found, not redone")
-        return True
+        return saved, True
     run = load_run(out)
-    names = (config.data.dataset, experiment.anomalies)
-    scored = {}
-    for name in names:
-        grey, _ = load_images(name, False, data_dir, limit=experiment.images)
-        scored[name] = score_images(run, grey, num_samples, progress, f"scoring {name}")
+    sets = anomaly_sets(config, experiment.anomalies, experiment.images, data_dir)
+    scored = {name: score_images(run, grey, num_samples, progress, f"scoring {name}") for name, grey in sets.items()}
+    names = tuple(scored)
     table, curves = separation(scored[names[0]], scored[names[1]])
-    write_json(run_dir.anomaly, {"settings": settings, "inliers": names[0], "outliers": names[1], "scores": table})
-    log(anomaly_table({"inliers": names[0], "outliers": names[1], "scores": table}))
-    title = f"Trained on {names[0]}: {names[1]} test images as anomalies"
-    save_figure(plot_roc_curves(curves, title), run_dir.roc_figure)
+    result = {"settings": settings, "inliers": names[0], "outliers": names[1], "scores": table}
+    write_json(run_dir.anomaly, result)
+    log(anomaly_table(result))
+    save_figure(plot_roc_curves(curves, f"Trained on {names[0]}: {names[1]} as the anomalies"), run_dir.roc_figure)
     save_figure(plot_score_histograms(scored[names[0]], scored[names[1]], names), run_dir.score_histograms)
-    return False
+    return result, False
 
 
 def anomaly_table(result: dict) -> str:
-    """Markdown: each score's AUROC, AUPRC and means on both sets."""
+    """Markdown: each score's AUROC, AUPRC and means on both sets (one run), or each member's AUROC per
+    score (a sweep's ``anomaly.json``)."""
+    if "rows" in result:
+        lines = [f"| {result['key']} (anomalies) | " + " | ".join(f"AUROC {s}" for s in SCORES) + " |",
+                 "|---|" + "---|" * len(SCORES)]
+        lines += [f"| {row['value']} ({row['outliers']}) | "
+                  + " | ".join(f"{row['scores'][s]['auroc']:.3f}" for s in SCORES) + " |" for row in result["rows"]]
+        return "\n".join(lines) + "\n"
     lines = [f"| score (trained on {result['inliers']}) | AUROC | AUPRC | mean on {result['inliers']} "
              f"| mean on {result['outliers']} |", "|---|---|---|---|---|"]
     for name in SCORES:

@@ -33,6 +33,7 @@ class DataConfig:
     test_size: int = 0  # use the first n test images; 0 = all
     validation_size: int = 0  # hold out the last n training images (binarized_mnist: its validation file)
     labelled: int = 0  # model.labels = 'latent' (M2): training images that keep their label, balanced over classes
+    held_out_labels: list = field(default_factory=list)  # digits taken out of every split (anomaly experiments)
 
 
 @dataclass
@@ -248,6 +249,13 @@ def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
         raise ConfigError(
             f"prior.covariance must be a list of rows of finite numbers, got {value!r}; "
             "for example prior.covariance=[[1.0, 0.8], [0.8, 1.0]], or [] for the default"
+        )
+    if (section, key) == ("data", "held_out_labels") and not (
+        all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 9 for d in value) and len(set(value)) < 10
+    ):
+        raise ConfigError(
+            f"data.held_out_labels must be a list of digits 0-9 that leaves at least one out, got {value!r}; "
+            "for example data.held_out_labels=[0]"
         )
     if (section, key) == ("train", "snapshot_epochs") and not all(
         isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in value

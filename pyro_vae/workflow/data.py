@@ -296,8 +296,18 @@ def load_run_sets(config: Config, data_dir=None) -> tuple[ImageData, ImageData, 
     if d.validation_size == 0 or d.dataset == BINARIZED:
         return (*load_run_data(config, data_dir), load_run_validation(config, data_dir))
     kept, held = _held_out(config, data_dir)
-    return (ImageData(*_first_rows(*kept, d.train_size), d.pixels), load_run_split(config, False, data_dir),
-            ImageData(*held, d.pixels))
+    return (_image_data(config, *_first_rows(*kept, d.train_size)), load_run_split(config, False, data_dir),
+            _image_data(config, *held))
+
+
+def _image_data(config: Config, images: torch.Tensor, labels: torch.Tensor) -> ImageData:
+    """A split of the run: its images under ``data.pixels``, without the digits ``data.held_out_labels``
+    lists (taken out after the sizes are applied)."""
+    held = config.data.held_out_labels
+    if held:
+        keep = ~torch.isin(labels, torch.tensor(held, dtype=labels.dtype))
+        images, labels = images[keep], labels[keep]
+    return ImageData(images, labels, config.data.pixels)
 
 
 def load_run_validation(config: Config, data_dir=None, device: torch.device | str = "cpu") -> ImageData | None:
@@ -314,7 +324,7 @@ def load_run_validation(config: Config, data_dir=None, device: torch.device | st
                             f"of {AMAT_FILES['validation']}; lower data.validation_size")
     else:
         images, labels = _held_out(config, data_dir)[1]
-    return ImageData(images, labels, d.pixels).to(device)
+    return _image_data(config, images, labels).to(device)
 
 
 def _held_out(config: Config, data_dir) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
@@ -339,8 +349,8 @@ def load_run_split(config: Config, train: bool, data_dir=None, limit: int = 0) -
     size = d.train_size if train else d.test_size
     first = min(n for n in (size, limit) if n > 0) if size > 0 or limit > 0 else 0
     if train and d.validation_size > 0 and d.dataset != BINARIZED:
-        return ImageData(*_first_rows(*_held_out(config, data_dir)[0], first), d.pixels)
-    return ImageData(*load_images(d.dataset, train, data_dir, limit=first), d.pixels)
+        return _image_data(config, *_first_rows(*_held_out(config, data_dir)[0], first))
+    return _image_data(config, *load_images(d.dataset, train, data_dir, limit=first))
 
 
 def _first_rows(images: torch.Tensor, labels: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -66,7 +66,7 @@ class Experiment:
     sweep: dict = dataclasses.field(default_factory=dict)
     figures: list = dataclasses.field(default_factory=list)  # key figures the report publishes (paths in the run)
     quick: list = dataclasses.field(default_factory=list)  # --quick: overrides after QUICK_OVERRIDES
-    anomalies: str = ""  # kind = "anomaly": the dataset whose test images are the anomalies
+    anomalies: str = ""  # kind = "anomaly": the dataset whose test images are the anomalies, or held_out
     images: int = 2000  # kind = "anomaly": test images scored of each set
 
     @property
@@ -130,10 +130,10 @@ def load_experiment(name: str | Path, experiments_dir: str | Path | None = None)
     if not isinstance(experiment.quick, list) or not all(isinstance(o, str) for o in experiment.quick):
         raise ConfigError(f"experiment.quick in {path} must be a list of 'section.key=value' overrides, got "
                           f"{experiment.quick!r}")
-    if experiment.kind == "anomaly" and experiment.anomalies not in ("mnist", "fashion_mnist"):
+    if experiment.kind == "anomaly" and experiment.anomalies not in ("mnist", "fashion_mnist", "held_out"):
         raise ConfigError(f"experiment.anomalies in {path} must name the dataset of the anomalies, mnist or "
-                          f"fashion_mnist, got {experiment.anomalies!r}")
-    if experiment.kind == "sweep":
+                          f"fashion_mnist, or be held_out (data.held_out_labels), got {experiment.anomalies!r}")
+    if experiment.kind == "sweep" or (experiment.kind == "anomaly" and experiment.sweep):
         _check_sweep(experiment.sweep, path)
         for _, _, overrides in experiment.sweep_runs():  # every member's config must be valid before anything trains
             experiment.config(overrides)

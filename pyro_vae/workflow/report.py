@@ -59,7 +59,9 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
     if experiment.kind == "train":
         rows = [r for r in [_run_row(experiment.name, out)] if r]
     elif experiment.kind == "anomaly":
-        rows = [r for r in [_run_row(experiment.name, out)] if r]
+        runs = [(f"{experiment.name}: {value}", out / sub) for value, sub, _ in experiment.sweep_runs()
+                ] if experiment.sweep else [(experiment.name, out)]
+        rows = [r for r in (_run_row(label, path) for label, path in runs) if r]
         result = read_json(RunDir(out).anomaly)
         if result:
             from .anomaly import anomaly_table

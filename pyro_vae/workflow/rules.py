@@ -169,6 +169,13 @@ RULES: tuple[Rule, ...] = (
         ("model.labels='input'", f"data.dataset='{BINARIZED}'"),
     ),
     Rule(
+        ("data.held_out_labels", "data.dataset"),
+        lambda c: bool(c.data.held_out_labels) and c.data.dataset == BINARIZED,
+        lambda c: f"data.held_out_labels = {c.data.held_out_labels} takes digits out by their labels, but data.dataset "
+                  f"= '{BINARIZED}' has no labels; use data.dataset = 'mnist' with data.pixels = 'dynamic'",
+        ("data.held_out_labels=[0]", f"data.dataset='{BINARIZED}'"),
+    ),
+    Rule(
         ("data.labelled", "model.labels"),
         lambda c: (c.model.labels == "latent") != (c.data.labelled > 0),
         lambda c: (f"data.labelled = {c.data.labelled} is the labelled set of model.labels = 'latent' (M2); set "

@@ -279,3 +279,29 @@ def test_the_shared_binarized_mnist_splits(data_dir):
     assert train.shape == (50000, 784) and test.shape == (100, 784)
     assert set(train.unique().tolist()) == {0.0, 1.0} and (labels == -1).all()
     assert 0.12 < train.mean() < 0.14  # MNIST's mean ink
+
+
+@pytest.mark.mnist
+def test_held_out_digits_leave_every_split_and_are_the_anomalies_of_held_out_experiments(data_dir):
+    from pyro_vae.workflow.anomaly import anomaly_sets
+    from pyro_vae.workflow.config import load_config
+    from pyro_vae.workflow.data import load_images, load_run_sets
+
+    config = load_config(None, ["data.held_out_labels=[1, 7]", "data.train_size=2000", "data.test_size=500",
+                                "data.validation_size=1000"])
+    train, test, validation = load_run_sets(config, data_dir)
+    for split in (train, test, validation):
+        assert len(split) > 0 and not torch.isin(split.labels, torch.tensor([1, 7])).any()
+    assert len(train) < 2000 and len(test) < 500  # taken out after the sizes
+    grey, labels = load_images("mnist", False, data_dir)
+    inliers, outliers = anomaly_sets(config, "held_out", 50, data_dir).values()
+    held = (labels == 1) | (labels == 7)
+    assert torch.equal(outliers, grey[held][:50]) and torch.equal(inliers, grey[~held][:50])
+
+
+@pytest.mark.parametrize("value", ["[10]", "[-1]", "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "['a']"])
+def test_held_out_labels_must_be_digits_that_leave_one_in(value):
+    from pyro_vae.workflow.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="data.held_out_labels must be a list of digits 0-9"):
+        load_config(None, [f"data.held_out_labels={value}"])
