@@ -158,6 +158,7 @@ def test_a_guide_without_a_local_family_is_refused():
         measure_gap(run, None)
 
 
+@pytest.mark.slow
 def test_the_gap_of_a_flow_guide_fits_q_star_in_the_flow_family(tmp_path, data_dir):
     config = tiny_config(guide={"type": "iaf", "local_steps": 30})
     config.data.train_size, config.data.test_size, config.train.epochs = 64, 32, 1

@@ -237,6 +237,7 @@ def test_resuming_to_more_epochs_removes_the_shorter_runs_metrics(tmp_path, data
     assert "epochs = 2" in (out / "config.toml").read_text()
 
 
+@pytest.mark.slow
 def test_a_time_budget_ends_training_between_epochs_and_a_larger_one_resumes(tmp_path, data_dir, monkeypatch):
     """train.max_minutes stops after the epoch that spends it (each epoch here takes 30 s of a fake clock);
     such a run counts as finished, a larger budget resumes it, a smaller one is refused."""

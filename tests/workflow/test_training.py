@@ -201,6 +201,7 @@ def test_training_flushes_subnormal_floats_and_restores_the_mode_after(tmp_path,
     assert not flushing()  # and the caller's mode is back
 
 
+@pytest.mark.slow
 def test_the_cli_flushes_subnormals_on_every_worker_thread():
     """torch.set_flush_denormal sets the calling thread's mode; worker threads take the mode of the thread
     that starts them. The CLI's set-up must reach them: a division over 2 threads flushes every result."""
