@@ -89,6 +89,7 @@ def test_missing_config_file(tmp_path, capsys):
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_an_existing_run_is_refused_reused_or_continued(tmp_path, capsys, data_dir):
     out = tmp_path / "run"
     assert main(["train", "--config", CONFIG, *SMALL, "--out", str(out), "--data-dir", str(data_dir),
@@ -125,6 +126,7 @@ def test_usage_errors_are_one_line(capsys):
     assert err.count("\n") == 1 and "--config" in err
 
 
+@pytest.mark.slow
 def test_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "pyro_vae", "--help"], capture_output=True, text=True,
                             env={**os.environ}, timeout=120)

@@ -68,6 +68,7 @@ def test_full_covariance_gap_decomposition_matches_the_exact_values():
     assert gap["amortization_gap"] == pytest.approx(exact.mean().item() - elbo_q, abs=0.05)
 
 
+@pytest.mark.slow
 def test_the_mixture_estimate_stays_close_with_a_diagonal_family_on_a_correlated_posterior():
     """Where the diagonal q* misses the correlation, log p(x) from (q + q*) / 2 is a lower bound that
     stays within 0.1 nat of the exact value at K = 2000 (the proposal's bias, stated in the README)."""

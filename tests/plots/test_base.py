@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from matplotlib.figure import Figure
 
@@ -28,6 +29,7 @@ def test_save_figure_makes_the_folders_and_returns_the_path(tmp_path):
     assert base.save_figure(fig, tmp_path / "f.pdf").read_bytes().startswith(b"%PDF")  # no PNG options passed on
 
 
+@pytest.mark.slow
 def test_the_figure_modules_use_no_pyplot():
     """Importing every figure module, drawing a figure and saving it leaves pyplot unimported
     (no global figure state, no backend switched)."""

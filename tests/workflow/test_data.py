@@ -271,6 +271,7 @@ def test_binarized_mnist_needs_its_files_and_has_no_labels(tmp_path):
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_the_shared_binarized_mnist_splits(data_dir):
     if not (data_dir / "BinarizedMNIST").is_dir():
         pytest.skip("no BinarizedMNIST folder in the data directory")

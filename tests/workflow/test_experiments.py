@@ -141,6 +141,7 @@ def test_sweep_writes_one_run_per_variant_and_the_figure(tmp_path, data_dir):
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_quick_setting_from_the_command_line(tmp_path, data_dir, capsys):
     out = tmp_path / "quick"
     assert main(["run", "vae_2d", "--quick", "--out", str(out), "--data-dir", str(data_dir), "--no-progress"]) == 0
