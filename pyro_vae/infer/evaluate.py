@@ -14,6 +14,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.kl import kl_divergence
 
+from ..models.conditional import one_hot
 from ..models.guides import Guide, point
 from ..models.likelihoods import log_density
 from ..models.vae import VAE
@@ -251,7 +252,7 @@ def importance_log_likelihood_over_labels(vae, guide, x: torch.Tensor, num_sampl
     log_p_y = vae.prior_y(x).logits  # (C,), normalised
     per_class = []
     for c in range(classes):
-        y = torch.nn.functional.one_hot(torch.full((n,), c, device=x.device), classes).to(x.dtype)
+        y = one_hot(torch.full((n,), c, device=x.device), classes, x.dtype)
         per_class.append(importance_log_likelihood(vae, guide, x, num_samples, y=y, **kwargs)["per_datapoint"]
                          + log_p_y[c])
     values = torch.logsumexp(torch.stack(per_class), 0)

@@ -96,8 +96,8 @@ def draw_figures(
         written.append(save(latent.plot_latent_scatter(codes, test_labels, vae), "latent_scatter.png"))
         if not vae.conditional:
             written.append(save(latent.plot_manifold(vae), "manifold.png"))
-        if latent.has_tilt(vae) and not vae.conditional:
-            written.append(save(latent.plot_tilted_manifold(vae), "manifold_tilted.png"))
+            if latent.has_tilt(vae):
+                written.append(save(latent.plot_tilted_manifold(vae), "manifold_tilted.png"))
     if vae.z_dim == 3:
         written.append(save(latent_3d.plot_latent_3d(codes, test_labels), "latent_scatter_3d.png"))
         written.append(save(latent_3d.plot_latent_projections(codes, test_labels), "latent_projections.png"))
