@@ -27,6 +27,7 @@ import sys
 import torch
 
 from pyro_vae.workflow.data import resolve_data_dir
+from pyro_vae.workflow.streams import flushed_subnormals
 
 from . import cli_epoch, epoch, likelihood, mean_field
 from .timing import compare, ratio_table, rounds, seconds_table, table, verdict
@@ -153,7 +154,11 @@ def run_likelihood(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_flush_denormal(True)  # as pyro-vae does, before the worker threads start, so every side flushes
+    with flushed_subnormals():  # as pyro-vae does, before the worker threads start, so every side flushes
+        return _run_parts(args)
+
+
+def _run_parts(args) -> int:
     torch.set_num_threads(args.threads)
     data_dir = resolve_data_dir(args.data_dir)
     results: dict = {}

@@ -79,7 +79,6 @@ def segment_sides(net: str, data_dir, steps: int, train_size: int = 0, objective
 
     pyro.clear_param_store()
     pyro.enable_validation(config.train.validate)  # as Trainer.start does
-    torch.set_flush_denormal(True)  # (benchmarks.__main__ sets it before the worker threads start)
     vae, guide = build_model(config, n)
     svi = SVI(vae.model, guide, adam(config.train.lr), build_objective(config))
 

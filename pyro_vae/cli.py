@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--no-figures", action="store_true",
+                       help="skip the figures at the end (draw them later with pyro-vae plot DIR)")
 
     evaluate = commands.add_parser(
         "evaluate", help="importance-sampled log p(x), ELBO terms and active units of a run"
@@ -118,12 +120,13 @@ def _train(args) -> None:
     if args.resume:
         if args.out or args.overwrite:
             raise ConfigError("--resume continues a run in place; drop --out and --overwrite")
-        resume(args.resume, args.overrides, args.data_dir, progress=not args.no_progress)
+        resume(args.resume, args.overrides, args.data_dir, progress=not args.no_progress,
+               figures=not args.no_figures)
         return
     config = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     train_or_resume(config, out, args.data_dir, overwrite=args.overwrite, progress=not args.no_progress,
-                    redraw=False)
+                    redraw=False, figures=not args.no_figures)
 
 
 def _plot(args) -> None:

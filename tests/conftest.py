@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def pyro_state():
     """Clear the param store, turn validation on and seed every test; restore torch's thread count
-    after it (a test that changes it would change the rounding of every later in-process run)."""
+    after it (a test that changes it would change the rounding of every later in-process run); fail a
+    test that leaves subnormal floats flushed on the calling thread (every later test in the worker would
+    run in that mode, and hypothesis refuses to draw floats in it)."""
     threads = torch.get_num_threads()
     pyro.clear_param_store()
     pyro.enable_validation(True)
@@ -25,6 +27,15 @@ def pyro_state():
     yield
     pyro.clear_param_store()
     torch.set_num_threads(threads)
+    if _flushing_here():
+        torch.set_flush_denormal(False)
+        pytest.fail("the test left subnormal floats flushed to zero: enter "
+                    "pyro_vae.workflow.streams.flushed_subnormals instead of calling torch.set_flush_denormal",
+                    pytrace=False)
+
+
+def _flushing_here() -> bool:
+    return (torch.tensor([2e-38]) / 100).item() == 0.0
 
 
 def mnist_dir() -> Path | None:

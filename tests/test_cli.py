@@ -151,3 +151,17 @@ def test_swapping_in_a_mean_field_guide_on_the_main_config(tmp_path, data_dir, c
     for name in ("posterior_during_training.png", "reconstructions_over_epochs.png", *FIGURES):
         assert (out / "figures" / name).stat().st_size > 1000
     assert (out / "test_local_fit.pt").is_file()  # the test images' Gaussians, kept for plot and evaluate
+
+
+@pytest.mark.mnist
+def test_no_figures_trains_without_drawing_and_plot_draws_them_later(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    small = ["--set", "data.train_size=200", "--set", "data.test_size=100", "--set", "train.epochs=1",
+             "--set", "model.hidden=[16]"]
+    assert main(["train", "--config", CONFIG, *small, "--out", str(out), "--data-dir", str(data_dir),
+                 "--no-progress", "--no-figures"]) == 0, capsys.readouterr().err
+    assert (out / "metrics.json").is_file()  # a whole run: reused, not retrained, by the same command
+    assert not any((out / "figures").glob("*.png"))
+    assert main(["plot", "--run", str(out), "--data-dir", str(data_dir)]) == 0
+    for name in FIGURES:
+        assert (out / "figures" / name).is_file(), name

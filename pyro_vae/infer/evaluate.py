@@ -16,7 +16,6 @@ from pyro.distributions.kl import kl_divergence
 
 from ..models.conditional import one_hot
 from ..models.guides import Guide, point
-from ..models.likelihoods import log_density
 from ..models.vae import VAE
 
 
@@ -71,12 +70,11 @@ def elbo_terms(
     """
     totals = {"recon": 0.0, "kl": 0.0}
     analytic = True
-    prior = vae.prior()
     for idx, xb in batches(x, batch_size):
         q = guide.posterior(xb, idx, **given(y, idx))
         z = q.rsample()  # (B, z_dim)
-        recon = vae.likelihood(vae.logits(z, **given(y, idx))).log_prob(xb)  # (B,)
-        kl, is_analytic = kl_term(q, prior, z)
+        recon = vae.log_likelihood(z, xb, **given(y, idx))  # (B,)
+        kl, is_analytic = kl_term(q, vae.prior_for(xb, **given(y, idx)), z)
         analytic &= is_analytic
         if means is not None:
             means.append(point(q))  # after z is scored (a flow's cache holds z until then)
@@ -109,13 +107,10 @@ def log_weights(vae: VAE, q, x: torch.Tensor, num_samples: int, prior=None, y: t
     """Importance log-weights log p(x, z_k) - log q(z_k | x), z_k ~ q, shape ``(K, B)`` (with one-hot labels
     ``y`` ``(B, C)``: log p(x, z_k | y) - log q(z_k | x, y)).
 
-    :param prior: ``vae.prior()`` if already built (a VampPrior encodes its pseudo-inputs to build it)."""
+    :param prior: ``vae.prior_for(x, y)`` if already built (a VampPrior encodes its pseudo-inputs to build it)."""
     z = q.sample((num_samples,))  # (K, B, z_dim)
-    k, b = z.shape[:2]
-    labels = {} if y is None else {"y": y.expand(k, *y.shape).reshape(k * b, -1)}
-    logits = vae.logits(z.reshape(k * b, -1), **labels).reshape(k, b, -1)  # (K, B, D)
-    prior = vae.prior() if prior is None else prior
-    return log_density(vae.likelihood, logits, x) + prior.log_prob(z) - q.log_prob(z)
+    prior = vae.prior_for(x, y) if prior is None else prior
+    return vae.log_likelihood(z, x, y) + prior.log_prob(z) - q.log_prob(z)
 
 
 CHUNK_ROWS = 2500  # samples x images decoded at once by the importance sampler: its activations stay in cache
@@ -141,8 +136,8 @@ def importance_log_likelihood(
     numbers: samples are drawn ``chunk_size`` at a time (default: :data:`CHUNK_ROWS` rows in all,
     at least one sample per image) and folded into a running logsumexp. Distribution argument
     checks are off inside (the samples come from q itself; binary pixels under a Bernoulli are
-    checked by :func:`log_density`); an estimate that is not finite (a diverged model) raises
-    ``ValueError``.
+    checked by :func:`~pyro_vae.models.likelihoods.log_density`); an estimate that is not finite (a
+    diverged model) raises ``ValueError``.
 
     :returns: ``log_likelihood`` (mean over the data), ``stderr`` (its standard error
         over datapoints), ``per_datapoint`` ``(N,)`` and ``num_samples``.
@@ -152,10 +147,10 @@ def importance_log_likelihood(
                          f"{num_samples}, {chunk_size}, {batch_size}")
     per_point = []
     with pyro.validation_enabled(False):
-        prior = vae.prior()
         for idx, xb in batches(x, batch_size):
             labels = given(y, idx)
             q = guide.posterior(xb, idx, **labels)
+            prior = vae.prior_for(xb, **labels)  # once per batch: a VampPrior encodes its pseudo-inputs here
             chunk = chunk_size or max(1, CHUNK_ROWS // xb.shape[0])
             running = torch.full((xb.shape[0],), -math.inf, device=xb.device)
             for start in range(0, num_samples, chunk):

@@ -36,7 +36,6 @@ from pyro.distributions.kl import kl_divergence
 
 from .evaluate import stderr
 from ..models.guides import Guide, MeanField
-from ..models.likelihoods import log_density
 from ..models.vae import VAE
 
 FAMILIES = ("diagonal", "full", "flow")
@@ -344,7 +343,7 @@ def mean_elbo(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, b
             kl = kl_divergence(q, prior.expand(q.batch_shape))
         except NotImplementedError:  # Monte Carlo on the same samples (a flow scores them from its cache)
             kl = (q.log_prob(z) - prior.log_prob(z)).mean(0)
-        recon = log_density(vae.likelihood, vae.logits(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:2], -1), chunk)
+        recon = vae.log_likelihood(z, chunk)  # (S, B)
         values.append(recon.mean(0) - kl)
     values = torch.cat(values)
     return {"elbo": values.mean().item(), "stderr": stderr(values),

@@ -51,8 +51,8 @@ def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100
         q = guide.posterior(xb, idx)
         z = q.rsample()
         kl, _ = kl_term(q, prior, z)
-        neg_elbo.append(kl - vae.likelihood(vae.logits(z)).log_prob(xb))
-        reconstruction.append(-vae.likelihood(vae.logits(point(q))).log_prob(xb))
+        neg_elbo.append(kl - vae.log_likelihood(z, xb))
+        reconstruction.append(-vae.log_likelihood(point(q), xb))
     nll = -importance_log_likelihood(vae, guide, x, num_samples, batch_size=batch_size)["per_datapoint"]
     bits = png_bits(x)
     return {"neg_log_likelihood": nll, "neg_elbo": torch.cat(neg_elbo),

@@ -6,6 +6,8 @@ import pyro
 import torch
 from torch import nn
 
+from .likelihoods import log_density
+
 
 def data_plate(x: torch.Tensor, idx: torch.Tensor | None, num_data: int) -> pyro.plate:
     """The ``data`` plate: rows ``idx`` subsampled from ``num_data`` points, or all of ``x``.
@@ -28,6 +30,7 @@ class VAE(nn.Module):
     """
 
     labels = "none"  # the role of a label y: "input" (a conditional VAE), "latent" (M2); none here
+    task = "generation"  # what x is to the model: all of it generated ("completion": the hidden pixels given the rest)
 
     @property
     def conditional(self) -> bool:
@@ -54,6 +57,20 @@ class VAE(nn.Module):
             pyro.sample("x", self.likelihood(self.logits(z, y)), obs=x)
 
     forward = model
+
+    def prior_for(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        """p(z) for the rows ``x`` (``(B, D)``): the evaluators score codes under it. Here the one prior of
+        every image; a model whose prior reads x (image completion: p(z | x_g)) returns it per row."""
+        return self.prior()
+
+    def log_likelihood(self, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x | z) (log p(x | z, y)) summed over the pixels for codes ``z`` ``(..., z_dim)``, shape
+        ``z.shape[:-1]``; ``x`` and ``y`` broadcast against z's leading shape (the codes are decoded as one
+        batch of rows)."""
+        lead = z.shape[:-1]
+        rows = None if y is None else y.expand(*lead, y.shape[-1]).reshape(-1, y.shape[-1])
+        logits = self.logits(z.reshape(-1, z.shape[-1]), rows).reshape(*lead, -1)
+        return log_density(self.likelihood, logits, x)
 
     def logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder's output for codes ``z`` ``(..., z_dim)``: the parameters of p(x | z).

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..infer.objectives import ELBOS, IWAE, DReGIWAE, FreeBitsELBO, SemiSupervisedELBO
 from ..infer.optim import LR_SCHEDULES
+from ..models.completion import CompletionBaseline, CompletionCVAE, quadrant_mask
 from ..models.conditional import ConditionalNormal, ConditionalVAE
 from ..models.semisupervised import SemiSupervisedGuide, SemiSupervisedVAE, SetSizes
 from ..models.guides import AmortizedFlow, AmortizedFullNormal, AmortizedNormal, Guide, MeanField
@@ -262,6 +263,9 @@ def build_model(config: Config, num_data: int) -> tuple[VAE, Guide]:
             sets = SetSizes(config.data.labelled, num_data - config.data.labelled)
             vae = SemiSupervisedVAE(prior, decoder, likelihood, sets.num_labelled, sets.num_unlabelled, classes)
             guide = SemiSupervisedGuide(encoder, build_classifier(config), m.z_dim, sets)
+        elif m.completion:  # p(z | x_g) p(x_h | z), q(z | x): any guide with an encoder (the rules refuse mean_field)
+            vae = build_completion(config, decoder, likelihood, num_data)
+            guide = GUIDES[config.guide.type](config, encoder, num_data)
         elif classes:  # p(x | z, y), q(z | x, y): the rules allow only the amortized diagonal guide here
             vae = ConditionalVAE(prior, decoder, likelihood, num_data, classes)
             guide = ConditionalNormal(encoder, m.z_dim, num_data)
@@ -273,7 +277,20 @@ def build_model(config: Config, num_data: int) -> tuple[VAE, Guide]:
     if m.init == "glorot":
         glorot_init_(decoder)
         glorot_init_(guide)
+        if m.completion:
+            glorot_init_(vae.prior_net)
+            glorot_init_(vae.baseline)
     return vae, guide
+
+
+def build_completion(config: Config, decoder: nn.Module, likelihood: nn.Module, num_data: int) -> CompletionCVAE:
+    """The image-completion CVAE of ``model.completion`` given quadrants: its prior net and its (unfitted)
+    baseline are MLPs of ``model.hidden`` like the encoder (Pyro's tutorial: 500-500 everywhere)."""
+    m = config.model
+    baseline_net = nn.Sequential(MLPEncoder(m.hidden, activation=m.activation), nn.Linear(m.hidden[-1], NUM_PIXELS))
+    baseline = CompletionBaseline(baseline_net, likelihood, quadrant_mask(m.completion), num_data)
+    prior_net = AmortizedNormal(MLPEncoder(m.hidden, activation=m.activation), m.z_dim, num_data)
+    return CompletionCVAE(prior_net, decoder, likelihood, baseline, num_data)
 
 
 def build_classifier(config: Config) -> nn.Module:

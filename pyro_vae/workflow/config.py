@@ -49,6 +49,10 @@ class ModelConfig:
     # the digit's label y: none (a VAE of x) | input (a conditional VAE: p(x | z, y), q(z | x, y)) | latent (M2:
     # y ~ p(y) a latent, observed for data.labelled images, summed out by enumeration for the others)
     labels: str = "none"
+    # image completion (Sohn et al. 2015): the quadrants given, 1 | 2 | 3; the model predicts the others from
+    # them, a deterministic baseline first, then a CVAE whose prior reads the given pixels and the baseline's
+    # guess (0 = a VAE of the whole image)
+    completion: int = 0
 
 
 @dataclass
@@ -100,6 +104,7 @@ class TrainConfig:
     kl_anneal_steps: int = 0  # raise the KL weight linearly from 0 to beta over this many steps
     free_bits: float = 0.0  # nats per latent dimension (Kingma et al. 2016); needs trace_mean_field
     classifier_weight: float = 0.1  # M2: alpha = classifier_weight x N on E_labelled[-log q(y | x)] (Kingma: 0.1)
+    baseline_epochs: int = 50  # model.completion: the baseline's most epochs (it stops early as the CVAE does)
     eval_batch_size: int = 1000
     validate: bool = False  # Pyro's distribution argument checks (slower)
     snapshot_epochs: list = field(default_factory=list)  # record test codes/reconstructions after these (0 = init)
@@ -139,7 +144,9 @@ _LOWER_BOUNDS = {
     ("data", "test_size"): (0, True),
     ("data", "validation_size"): (0, True),
     ("data", "labelled"): (0, True),
+    ("model", "completion"): (0, True),
     ("train", "classifier_weight"): (0, True),
+    ("train", "baseline_epochs"): (1, True),
     ("model", "z_dim"): (1, True),
     ("model", "normal_scale"): (0, False),
     ("prior", "components"): (1, True),
@@ -171,6 +178,7 @@ _UPPER_BOUNDS = {
     ("guide", "flows"): (64, "deeper stacks of flows are not what a VAE guide needs"),
     ("prior", "flows"): (64, "deeper stacks of flows are not what a VAE prior needs"),
     ("train", "lr_decay"): (1, "a factor above 1 would raise the rate every epoch"),
+    ("model", "completion"): (3, "an image has four quadrants, so at most three are given"),
 }
 
 

@@ -237,6 +237,15 @@ def run_experiment(
     return out
 
 
+def completion_row(report: dict | None, metrics: dict) -> dict:
+    """An image-completion run's numbers per image: the baseline's -log p(x_h | x_g) and the CVAE's
+    importance-sampled estimate of it (on -BCE for grey pixels, the tutorial's convention)."""
+    estimate = (report or {}).get("importance_sampled") or (report or {}).get("log_likelihood")
+    return {"baseline_loss": metrics["baseline"]["test_loss"], "baseline_epochs": metrics["baseline"].get("epochs"),
+            "importance_sampled_loss": -estimate["value"] if estimate else None,
+            "importance_sampled_stderr": estimate["stderr"] if estimate else None}
+
+
 def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_samples: int, overwrite: bool,
               progress: bool, log, redraw: bool = True) -> bool:
     """One run per swept value in ``out/<key>_<value>``; writes ``sweep.json`` and ``sweep.png``.
@@ -259,8 +268,8 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
         log(f"--- {key} = {value}")
         run_dir = out / sub
         reused &= train_or_resume(config, run_dir, data_dir, overwrite, progress, log, redraw)
-        report = (_evaluate(run_dir, num_samples, data_dir, log)  # (M2: its accuracy whatever the pixels)
-                  if proper_density(config) or config.model.labels == "latent" else None)
+        report = (_evaluate(run_dir, num_samples, data_dir, log)  # (M2: its accuracy, completion: -BCE, any pixels)
+                  if proper_density(config) or config.model.labels == "latent" or config.model.completion else None)
         metrics = read_json(RunDir(run_dir).metrics)
         ll = (report or {}).get("log_likelihood")
         rows.append({
@@ -274,6 +283,7 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
             "active_units": (report or {}).get("active_units"),
             **({"accuracy": report["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"]}
                if report and "accuracy" in report else {}),  # M2: its classifier, and the supervised baseline
+            **(completion_row(report, metrics) if config.model.completion else {}),
             "epochs": metrics["epochs"],
             "best_epoch": metrics.get("best_epoch"),  # with a validation split: the epoch whose weights these are
             "train_seconds": metrics["train_seconds"],

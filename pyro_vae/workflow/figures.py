@@ -18,6 +18,7 @@ import torch
 from ..models.conditional import one_hot
 from ..models.vae import VAE
 from ..plots import conditional as conditional_plots
+from ..plots.completion import plot_completions
 from ..plots import images as image_plots
 from ..plots import latent, latent_3d, over_training
 from ..plots.base import save_figure
@@ -65,7 +66,9 @@ def draw_figures(
     (and the tilted manifold under a correlated prior). z = 3: 3-D scatter, pairwise
     projections, manifold slices. A conditional VAE (its decoder needs a label) draws, in place of
     the prior samples, interpolation and manifolds, the samples by label (rows y, columns z ~ p(z))
-    and the style transfer of the example digits. With ``snapshots`` (see
+    and the style transfer of the example digits; an image-completion CVAE its completions of them
+    (:func:`pyro_vae.plots.completion.plot_completions`) in place of the prior samples, interpolation and
+    manifolds. With ``snapshots`` (see
     :func:`pyro_vae.workflow.training.take_snapshot`): reconstructions over training and, for z = 2, the
     posterior's frames and GIF, of ``snapshot_images`` / ``snapshot_labels`` (default: the test images and labels).
     """
@@ -81,7 +84,10 @@ def draw_figures(
         reconstructions = vae.decode_mean(codes[shown], *given).cpu()
     written.append(save(image_plots.plot_reconstructions(test_images[shown].cpu(), reconstructions),
                         "reconstructions.png"))
-    if vae.conditional:
+    completion = vae.task == "completion"  # p(z | x_g): no prior of its own to sample, contour or lay out
+    if completion:
+        written.append(save(plot_completions(vae, test_images[shown]), "completions.png"))
+    elif vae.conditional:
         written.append(save(conditional_plots.plot_samples_by_label(vae), "samples_by_label.png"))
         written.append(save(conditional_plots.plot_style_transfer(vae, test_images[shown], codes[shown]),
                             "style_transfer.png"))
@@ -92,13 +98,13 @@ def draw_figures(
                                                         "100 samples from the prior, decoded (E[x|z])"),
                             "prior_samples.png"))
         written.append(draw_interpolation(vae, test_images, test_labels, codes, fig_dir / "interpolation.png"))
-    if vae.z_dim == 2:
+    if vae.z_dim == 2 and not completion:
         written.append(save(latent.plot_latent_scatter(codes, test_labels, vae), "latent_scatter.png"))
         if not vae.conditional:
             written.append(save(latent.plot_manifold(vae), "manifold.png"))
             if latent.has_tilt(vae):
                 written.append(save(latent.plot_tilted_manifold(vae), "manifold_tilted.png"))
-    if vae.z_dim == 3:
+    if vae.z_dim == 3 and not completion:
         written.append(save(latent_3d.plot_latent_3d(codes, test_labels), "latent_scatter_3d.png"))
         written.append(save(latent_3d.plot_latent_projections(codes, test_labels), "latent_projections.png"))
         if not vae.conditional:

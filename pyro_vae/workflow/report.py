@@ -84,6 +84,8 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
                                 for s in sweep["rows"]) if r]
             if any("accuracy" in s for s in sweep["rows"]):
                 extra = accuracy_table(sweep)
+            elif any("baseline_loss" in s for s in sweep["rows"]):
+                extra = completion_table(sweep)
     record = read_json(RunDir(out).experiment) or {}
     figures = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.suffix in (".png", ".gif")
                      and (p.parent.name == RunDir(out).figures.name or p.parent == out))
@@ -97,6 +99,19 @@ def accuracy_table(sweep: dict) -> str:
              "|---|---|---|---|"]
     lines += [f"| {s['value']} | {s['epochs']} | {_num(s.get('accuracy'), '{:.4f}')} "
               f"| {_num(s.get('baseline_accuracy'), '{:.4f}')} |" for s in sweep["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def completion_table(sweep: dict) -> str:
+    """Markdown: an image-completion sweep's -log p(x_h | x_g) per test image, the baseline beside the CVAE's
+    -ELBO and importance-sampled estimate."""
+    lines = [f"| given quadrants | baseline (epochs) | CVAE -ELBO (epochs) | CVAE importance-sampled, "
+             f"K = {sweep['num_samples']:,} |", "|---|---|---|---|"]
+    for s in sweep["rows"]:
+        sampled = (f"{_num(s.get('importance_sampled_loss'))} +- {_num(s.get('importance_sampled_stderr'))}"
+                   if s.get("importance_sampled_loss") is not None else "-")
+        lines.append(f"| {s['value']} | {_num(s['baseline_loss'])} ({s.get('baseline_epochs')}) "
+                     f"| {_num(s['test_loss'])} ({s['epochs']}) | {sampled} |")
     return "\n".join(lines) + "\n"
 
 

@@ -211,6 +211,32 @@ RULES: tuple[Rule, ...] = (
         ("model.labels='latent'", "data.labelled=100", "train.objective='iwae'"),
     ),
     Rule(
+        ("model.completion", "model.net", "model.labels", "guide.type", "prior.type"),
+        lambda c: c.model.completion > 0 and (c.model.net != "mlp" or c.model.labels != "none"
+                                              or c.guide.type == "mean_field" or c.prior.type != "standard"),
+        lambda c: f"model.completion = {c.model.completion} builds its own prior p(z | x_g) from the MLP nets and "
+                  "infers z with an encoder: it needs model.net = 'mlp', model.labels = 'none', prior.type = "
+                  f"'standard' and a guide other than 'mean_field', got net {c.model.net!r}, labels "
+                  f"{c.model.labels!r}, prior {c.prior.type!r}, guide {c.guide.type!r}",
+        ("model.completion=1", "guide.type='mean_field'"),
+    ),
+    Rule(
+        ("model.completion", "train.objective", "train.free_bits"),
+        lambda c: c.model.completion > 0 and (c.train.objective not in ("trace", "trace_mean_field")
+                                              or c.train.free_bits > 0),
+        lambda c: f"model.completion = {c.model.completion} scores only the hidden pixels, which the ELBO objectives "
+                  "'trace' and 'trace_mean_field' follow by the model's sites; got train.objective = "
+                  f"{c.train.objective!r}, free_bits = {c.train.free_bits}: use one of those two, free_bits 0",
+        ("model.completion=2", "train.objective='iwae'"),
+    ),
+    Rule(
+        ("model.completion", "data.validation_size"),
+        lambda c: c.model.completion > 0 and c.data.validation_size == 0,
+        lambda c: f"model.completion = {c.model.completion} fits its baseline first, stopped on the validation "
+                  "loss, but data.validation_size = 0 holds no images out; set data.validation_size (e.g. 10000)",
+        ("model.completion=3",),
+    ),
+    Rule(
         ("guide.local_min_lr", "guide.local_lr"),
         lambda c: c.guide.local_min_lr > c.guide.local_lr,
         lambda c: f"guide.local_min_lr = {c.guide.local_min_lr} is above guide.local_lr = {c.guide.local_lr}; the "

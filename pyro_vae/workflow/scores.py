@@ -113,10 +113,11 @@ def score_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
 
 def check_scorable(config: Config) -> None:
     """Refuse, in one line, a run (its config) whose scores would not mean what they say: a model with
-    labels or without an encoder, or a likelihood that is not a proper density."""
-    if config.model.labels != "none" or config.guide.type == "mean_field":
-        raise ConfigError("pyro-vae score needs a model of x alone with an encoder (model.labels = 'none', a guide "
-                          f"other than mean_field); this run has model.labels = {config.model.labels!r} and "
+    labels, of part of the image (completion) or without an encoder, or a likelihood that is not a proper density."""
+    if config.model.labels != "none" or config.guide.type == "mean_field" or config.model.completion:
+        raise ConfigError("pyro-vae score needs a model of the whole image x alone with an encoder (model.labels = "
+                          "'none', model.completion = 0, a guide other than mean_field); this run has model.labels = "
+                          f"{config.model.labels!r}, model.completion = {config.model.completion} and "
                           f"guide.type = {config.guide.type!r}")
     if not proper_density(config):
         raise ConfigError(f"pyro-vae score needs a run with a proper density: {NOT_A_DENSITY}")

@@ -20,6 +20,7 @@ from ..infer.objectives import KLWeight, kl_weighted
 from ..infer.optim import adam, lr_factor
 from ..models.guides import is_amortized
 from .build import build_model, build_objective, check_config, resolve_device
+from .completion import baseline_metrics, fit_baseline
 from .checkpoint import (CheckpointError, check_entries, check_weights, load_checkpoint, read_json, save_checkpoint,
                          write_json)
 from .config import Config, ConfigError, from_dict, load_config
@@ -57,8 +58,9 @@ class Trainer:
     """
 
     def __init__(self, config: Config, out: str | Path, train_data: ImageData, test_data: ImageData,
-                 progress: bool = True, log=print, validation: ImageData | None = None):
+                 progress: bool = True, log=print, validation: ImageData | None = None, figures: bool = True):
         self.config, self.dir, self.progress, self.log = config, RunDir(out), progress, log
+        self.figures = figures  # draw the run's figures at the end (``pyro-vae plot RUN`` draws them later)
         self.device = resolve_device(config.train.device)
         self.train_data, self.test_data = train_data.to(self.device), test_data.to(self.device)
         self.validation_data = None if validation is None else validation.to(self.device)
@@ -69,6 +71,7 @@ class Trainer:
         self.seconds = 0.0  # training time so far, over all sessions
         self.snapshots: dict[str, dict] = {}  # str(epoch) -> take_snapshot(...), for train.snapshot_epochs
         self.evaluated: tuple[int, EvaluatedSet] | None = None  # (epoch, test evaluation) of the current parameters
+        self.baseline_fit: dict | None = None  # image completion: the baseline's fit (fit_baseline's record)
         self.svi: SVI | None = None
 
     @property
@@ -112,6 +115,7 @@ class Trainer:
             "snapshots": self.snapshots,
             "config": self.config.to_dict(),
             **({"best": self.best} if self.best is not None else {}),
+            **({"baseline": self.baseline_fit} if self.baseline_fit is not None else {}),
         }
 
     def save(self) -> None:
@@ -157,6 +161,7 @@ class Trainer:
             "seconds": isinstance(state["seconds"], (int, float)),
             "rng": torch.is_tensor(state["rng"]) and state["rng"].dtype == torch.uint8,
             "snapshots": isinstance(state.get("snapshots", {}), dict),
+            "baseline": isinstance(state.get("baseline", {}), dict),
         }.items() if not ok]
         if wrong:
             found = ", ".join(f"{key} ({type(state[key]).__name__})" for key in wrong)
@@ -202,6 +207,7 @@ class Trainer:
         self.history, self.seconds = list(state["history"]), state["seconds"]
         self.snapshots = dict(state.get("snapshots", {}))
         self.best = best
+        self.baseline_fit = state.get("baseline")
 
     def _checked_best(self, state: dict, path: Path) -> dict | None:
         """The checkpoint's ``best`` entry, checked against its history (the epoch of its lowest
@@ -224,7 +230,7 @@ class Trainer:
         line; at the end the figures (after :meth:`finish` wrote the final metrics)."""
         return [_LRSchedule(self), _KLSchedule(self), FiniteLoss(), progress, ctrl_c, _EpochRecord(self),
                 _TestEvaluation(self), _Validation(self), _Snapshot(self), _Checkpoint(self), _LogLine(self),
-                _Figures(self)]
+                *([_Figures(self)] if self.figures else [])]
 
     def run(self) -> Path:
         """Train the remaining epochs, then :meth:`finish` (metrics and figures), subnormal floats
@@ -244,6 +250,9 @@ class Trainer:
                      + (f", and train.early_stopping = {cfg.early_stopping} is off" if cfg.early_stopping else ""))
             self.validation_data = None
         if self.epoch == 0 and self.position is None:
+            if self.vae.task == "completion":
+                self.baseline_fit = fit_baseline(self.vae.baseline, self.epoch_data, self.validation_data, self.config,
+                                                 patience(self.config), self.log)
             self.snapshot()
         progress = ProgressBar(self.progress)
         with CtrlC() as ctrl_c:
@@ -336,6 +345,8 @@ class Trainer:
             },
             "device": str(self.device),
         })
+        if self.vae.task == "completion":
+            metrics["baseline"] = baseline_metrics(self.vae.baseline, self.baseline_fit, self.test_data, self.config)
         return metrics
 
 
@@ -483,16 +494,19 @@ def train(
     progress: bool = True,
     overwrite: bool = False,
     log=print,
+    figures: bool = True,
 ) -> Path:
     """Train the VAE ``config`` describes and write the run directory ``out_dir``.
 
     Writes ``config.toml`` first, then after every epoch ``checkpoint.pt`` and
-    ``history.json`` (atomically), and at the end ``metrics.json`` and ``figures/``.
+    ``history.json`` (atomically), and at the end ``metrics.json`` and (unless ``figures`` is false)
+    ``figures/``.
     """
     check_config(config)
     run_dir = RunDir(out_dir).check_writable(overwrite)  # refuse before the data are loaded, write nothing
     train_data, test_data, validation = load_run_sets(config, data_dir)
-    trainer = Trainer(config, run_dir.path, train_data, test_data, progress=progress, log=log, validation=validation)
+    trainer = Trainer(config, run_dir.path, train_data, test_data, progress=progress, log=log, validation=validation,
+                      figures=figures)
     run_dir.prepare(config, overwrite)
     return trainer.run()
 
@@ -552,6 +566,7 @@ def resume(
     data_dir: str | Path | None = None,
     progress: bool = True,
     log=print,
+    figures: bool = True,
 ) -> Path:
     """Continue the run in ``run_dir`` from its last checkpoint.
 
@@ -571,7 +586,7 @@ def resume(
     )
     train_data, test_data, validation = load_run_sets(config, data_dir)
     trainer = Trainer(config, out, train_data, test_data, progress=progress, log=log,  # checks config
-                      validation=validation)
+                      validation=validation, figures=figures)
     latest = run_dir.latest_checkpoint()
     if latest is not None:
         try:
@@ -595,7 +610,7 @@ def resume(
 
 
 def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: bool = False, progress: bool = True,
-                    log=print, redraw: bool = True) -> bool:
+                    log=print, redraw: bool = True, figures: bool = True) -> bool:
     """Train ``config`` into ``out``, or finish or reuse the run already there: the one lifecycle of
     ``pyro-vae train``, ``run``, ``compare`` and sweeps.
 
@@ -603,7 +618,7 @@ def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: b
     (its ``metrics.json``, written last, is there, for ``train.epochs`` epochs or a spent
     ``train.max_minutes``; its figures redrawn when ``redraw``); it is resumed when it was stopped
     before its end or only its length grew (:data:`LENGTH_KEYS`), and refused in one line naming the
-    keys that differ otherwise (``overwrite`` replaces it).
+    keys that differ otherwise (``overwrite`` replaces it). ``figures=False`` trains without drawing.
     Returns whether a finished run was reused.
     """
     run_dir = RunDir(out)
@@ -626,9 +641,9 @@ def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: b
 
                 redraw_figures(out, data_dir)
             return True
-        resume(out, _length_overrides(config), data_dir, progress, log)
+        resume(out, _length_overrides(config), data_dir, progress, log, figures=figures)
         return False
-    train(config, out, data_dir, progress, overwrite=overwrite, log=log)
+    train(config, out, data_dir, progress, overwrite=overwrite, log=log, figures=figures)
     return False
 
 

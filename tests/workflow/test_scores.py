@@ -72,8 +72,9 @@ def test_score_writes_a_row_per_image_and_refuses_bad_input_writing_nothing(tmp_
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["model.labels='input'"], "needs a model of x alone with an encoder"),
-    (["guide.type='mean_field'"], "needs a model of x alone with an encoder"),
+    (["model.labels='input'"], "needs a model of the whole image x alone with an encoder"),
+    (["guide.type='mean_field'"], "needs a model of the whole image x alone with an encoder"),
+    (["model.completion=2", "data.pixels='dynamic'"], "needs a model of the whole image x alone with an encoder"),
     ([], "needs a run with a proper density"),  # the defaults: grey values under a Bernoulli
 ])
 def test_runs_whose_scores_would_not_mean_what_they_say_are_refused(overrides, message):
