@@ -27,6 +27,7 @@ from .evaluate import DefensiveMixture, importance_log_likelihood, stderr
 from .local_fit import fit_local, guide_family, mean_elbo, refinement_gain
 
 CONVERGED_GAIN = 0.1  # nats/image a further optimisation of q* may still gain for q* to count as converged
+CHECK_STEPS = 1000  # further Adam steps of the convergence check (refinement_gain's default)
 
 
 FAMILY_LABELS = {"diagonal": "diagonal Gaussians", "full": "full-covariance Gaussians",
@@ -51,8 +52,9 @@ def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict,
     L[q] and L[q*] are estimated with ``elbo_samples`` samples per image (analytic KL where
     registered); log p(x) with K = ``num_samples`` from the defensive mixture (q + q*) / 2;
     ``convergence`` is :func:`refinement_gain` on the first ``check_images`` images (default:
-    :func:`default_check_images`; 0 skips it), with ``converged`` true when that gain plus two
-    standard errors is at most :data:`CONVERGED_GAIN`.
+    :func:`default_check_images`; 0 skips it) with :data:`CHECK_STEPS` further steps (at most the fit's own
+    cap ``max_steps``), with ``converged`` true when that gain plus two standard errors is at most
+    :data:`CONVERGED_GAIN`.
 
     :param fit_options: keyword arguments of :func:`fit_local` (learning rates, tolerance, cap, particles).
     """
@@ -69,7 +71,8 @@ def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict,
     ll_seconds = time.perf_counter() - start
     if check_images is None:
         check_images = default_check_images(len(x))
-    convergence = refinement_gain(vae, x[:check_images], fit) if check_images else None
+    check_steps = min(CHECK_STEPS, fit_options.get("max_steps", CHECK_STEPS))  # never more than the fit may take
+    convergence = refinement_gain(vae, x[:check_images], fit, steps=check_steps) if check_images else None
     if convergence:
         convergence["converged"] = is_converged(convergence)
     per_amortized, per_optimal = amortized["per_datapoint"], optimal["per_datapoint"]

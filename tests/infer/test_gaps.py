@@ -41,6 +41,23 @@ def test_gap_decomposition_matches_the_exact_values():
     assert abs(gap["approximation_gap"]) < 0.02
     assert gap["amortization_gap"] == pytest.approx(exact.mean().item() - elbo_q, abs=0.05)
     assert gap["amortization_gap"] > 0.5  # the test means something: the encoder is visibly off
+    assert gap["convergence"]["steps"] == 1000  # the shipped cap (5,000) allows the check's full length
+
+
+def test_the_convergence_check_takes_no_more_steps_than_the_fit_may():
+    """A quick setting caps the fit at 30 steps; its check then takes 30 further steps, not 1,000."""
+    vae, W, b, s, x, exact = linear_gaussian(n=10)
+
+    class Encoder(Guide):
+        amortized, family = True, "diagonal"
+
+        def posterior(self, x, idx=None):
+            loc = (x - b) @ W / (1 + (W**2).sum(0))
+            return dist.Normal(loc, torch.full_like(loc, 0.3)).to_event(1)
+
+    gap = amortization_gap(vae, Encoder(10), x, {**FIT, "max_steps": 30}, num_samples=50, elbo_samples=20,
+                           check_images=4)
+    assert gap["convergence"]["steps"] == 30
 
 
 @pytest.mark.slow

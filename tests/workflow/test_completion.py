@@ -10,6 +10,8 @@ from pyro_vae.workflow.checkpoint import load_checkpoint, read_json
 from pyro_vae.workflow.completion import baseline_loss, fit_baseline
 from pyro_vae.workflow.data import ImageData
 from pyro_vae.workflow.evaluation import evaluate_run, format_report
+from pyro_vae.workflow.experiments import completion_row
+from pyro_vae.workflow.figures import redraw_figures
 from pyro_vae.workflow.report import completion_table
 from pyro_vae.workflow.training import resume, train
 
@@ -60,6 +62,11 @@ def test_a_completion_run_resumed_equals_one_long_run_and_reports_its_baseline(t
     assert -report["importance_sampled"]["value"] < report["elbo"]["loss"] + 3 * report["importance_sampled"]["stderr"]
     text = format_report(report)
     assert "baseline -log p(x_h | x_g)" in text and "-log p(x_h | x_g), K=20" in text
+    drawn = {path.name for path in redraw_figures(long, data_dir)}
+    assert "completions.png" in drawn and "prior_samples.png" not in drawn  # no unconditional prior to sample
+    row = completion_row(report, metrics)
+    assert row["baseline_loss"] == metrics["baseline"]["test_loss"]
+    assert row["importance_sampled_loss"] == -report["importance_sampled"]["value"]
 
 
 def test_the_completion_table_puts_the_baseline_beside_both_cvae_numbers():

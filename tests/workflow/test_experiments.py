@@ -176,7 +176,7 @@ def test_notebooks_go_through_the_experiments_lifecycle(tmp_path, monkeypatch):
 
 @pytest.mark.mnist
 @pytest.mark.parametrize("name", ["vae_conv_2d", "latent_sweep", "beta_sweep", "nll_binarized",
-                                  "anomaly_fashion_mnist", "completion"])
+                                  "anomaly_fashion_mnist"])
 @pytest.mark.slow
 def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
     """The experiments no notebook runs (the notebooks run the others under CI)."""
@@ -187,9 +187,6 @@ def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
         assert [r["value"] for r in rows] == [value for value, _, _ in experiment.sweep_runs()]
         assert all(math.isfinite(r["test_loss"]) for r in rows)
         assert (out / "sweep.png").exists()
-        if name == "completion":  # the baseline beside the CVAE, both bounds, and the completions figure
-            assert all(r["baseline_loss"] > 0 and r["importance_sampled_loss"] > 0 for r in rows)
-            assert all((out / r["run"] / "figures" / "completions.png").exists() for r in rows)
     elif experiment.kind == "anomaly":
         scores = json.loads((out / "anomaly.json").read_text())["scores"]  # trained on Fashion-MNIST, MNIST scored
         assert scores["neg_log_likelihood"]["auroc"] < 0.5  # the likelihood prefers the simpler digits
