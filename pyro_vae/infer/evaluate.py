@@ -223,7 +223,7 @@ def semi_supervised_terms(vae, guide, x: torch.Tensor, labels: torch.Tensor, bat
         probs = q_y.probs.T  # (C, B)
         q_z = guide.posterior(xb, idx, classes)  # batch (C, B)
         z = q_z.rsample()  # (C, B, z_dim)
-        recon = vae.likelihood(vae.logits(z, classes)).log_prob(xb)  # (C, B)
+        recon = vae.log_likelihood(z, xb, classes)  # (C, B)
         kl_z, is_analytic = kl_term(q_z, prior, z)
         analytic &= is_analytic
         kl_y = (q_y.probs * (q_y.logits - vae.prior_y(xb).logits)).sum(-1)  # (B,)

@@ -27,7 +27,7 @@ from .evaluate import DefensiveMixture, importance_log_likelihood, stderr
 from .local_fit import fit_local, guide_family, mean_elbo, refinement_gain
 
 CONVERGED_GAIN = 0.1  # nats/image a further optimisation of q* may still gain for q* to count as converged
-CHECK_STEPS = 1000  # further Adam steps of the convergence check (refinement_gain's default)
+CHECK_STEPS = 1000  # further Adam steps of the convergence check
 
 
 FAMILY_LABELS = {"diagonal": "diagonal Gaussians", "full": "full-covariance Gaussians",
@@ -35,8 +35,9 @@ FAMILY_LABELS = {"diagonal": "diagonal Gaussians", "full": "full-covariance Gaus
 
 
 def is_converged(check: dict) -> bool:
-    """Whether a :func:`refinement_gain` result says q* is converged: gain + 2 stderr <= CONVERGED_GAIN."""
-    return check["gain"] + 2 * check["gain_stderr"] <= CONVERGED_GAIN
+    """Whether a :func:`refinement_gain` result says q* is converged: gain + 2 stderr <= CONVERGED_GAIN after
+    at least :data:`CHECK_STEPS` further steps (a shorter check, as a capped quick fit gets, shows nothing)."""
+    return check.get("steps", CHECK_STEPS) >= CHECK_STEPS and check["gain"] + 2 * check["gain_stderr"] <= CONVERGED_GAIN
 
 
 def default_check_images(num_images: int) -> int:
@@ -72,7 +73,7 @@ def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict,
     if check_images is None:
         check_images = default_check_images(len(x))
     check_steps = min(CHECK_STEPS, fit_options.get("max_steps", CHECK_STEPS))  # never more than the fit may take
-    convergence = refinement_gain(vae, x[:check_images], fit, steps=check_steps) if check_images else None
+    convergence = refinement_gain(vae, x[:check_images], fit, check_steps) if check_images else None
     if convergence:
         convergence["converged"] = is_converged(convergence)
     per_amortized, per_optimal = amortized["per_datapoint"], optimal["per_datapoint"]

@@ -350,7 +350,7 @@ def mean_elbo(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, b
             "per_datapoint": values}
 
 
-def refinement_gain(vae: VAE, x: torch.Tensor, fit: LocalFit, steps: int = 1000, lr: float = 0.01,
+def refinement_gain(vae: VAE, x: torch.Tensor, fit: LocalFit, steps: int, lr: float = 0.01,
                     min_lr: float = 1e-4, num_particles: int = 16, num_samples: int = 200) -> dict:
     """How much optimising a local fit further still gains, nats per image (the convergence check).
 

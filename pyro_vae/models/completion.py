@@ -133,6 +133,10 @@ class CompletionCVAE(VAE):
 
     forward = model
 
+    def reconstruction(self, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x's given pixels, E[x_h | z] at the hidden ones (the decoder is never scored on the given ones)."""
+        return hide(x, self.given, self.decode_mean(z))
+
     def sample_prior(self, num_samples: int) -> torch.Tensor:
         raise ValueError("a completion CVAE has no unconditional prior: draw z from prior_for(x) of given images")
 

@@ -85,6 +85,10 @@ class VAE(nn.Module):
         """E[x | z] (E[x | z, y] for a conditional VAE) for codes ``(..., z_dim)``: the images the decoder draws."""
         return self.likelihood.mean(self.logits(z, y))
 
+    def reconstruction(self, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """What the figures show beside images ``x`` for their codes ``z``: E[x | z] (E[x | z, y])."""
+        return self.decode_mean(z, y)
+
     @torch.no_grad()
     def sample_prior(self, num_samples: int) -> torch.Tensor:
         """``num_samples`` codes z ~ p(z), shape ``(num_samples, z_dim)``."""

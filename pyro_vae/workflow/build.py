@@ -288,7 +288,8 @@ def build_completion(config: Config, decoder: nn.Module, likelihood: nn.Module, 
     baseline are MLPs of ``model.hidden`` like the encoder (Pyro's tutorial: 500-500 everywhere)."""
     m = config.model
     baseline_net = nn.Sequential(MLPEncoder(m.hidden, activation=m.activation), nn.Linear(m.hidden[-1], NUM_PIXELS))
-    baseline = CompletionBaseline(baseline_net, likelihood, quadrant_mask(m.completion), num_data)
+    # its own copy of the likelihood: a learned scale is the baseline's, frozen with it, not the CVAE's
+    baseline = CompletionBaseline(baseline_net, copy.deepcopy(likelihood), quadrant_mask(m.completion), num_data)
     prior_net = AmortizedNormal(MLPEncoder(m.hidden, activation=m.activation), m.z_dim, num_data)
     return CompletionCVAE(prior_net, decoder, likelihood, baseline, num_data)
 

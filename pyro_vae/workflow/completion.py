@@ -1,8 +1,10 @@
 """Image completion runs (``model.completion``): the baseline fitted before the CVAE trains, and its loss.
 
 The baseline's program has no latent, so SVI with ``Trace_ELBO`` and its empty guide minimises
--log p(x_h | x_g) exactly (Pyro's CVAE tutorial's masked BCE). It takes the same SVI loop as every
-run, then stays frozen inside the CVAE (its weights travel in the run's checkpoint).
+-log p(x_h | x_g) exactly (Pyro's CVAE tutorial's masked BCE). Its epochs are the loop's
+:func:`~pyro_vae.workflow.loop.run_epoch` (with Ctrl-C, without progress bars or checkpoints of their own);
+the run checkpoints the fitted baseline before its first epoch, and it stays frozen inside the CVAE (its
+weights travel in the run's checkpoint; its fitting time is reported apart from ``train_seconds``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from typing import Sequence
 
 import torch
 from pyro.infer import SVI, Trace_ELBO
@@ -19,7 +22,7 @@ from ..infer.optim import adam
 from ..models.completion import CompletionBaseline
 from .config import Config
 from .data import ImageData
-from .loop import EpochState, FiniteLoss, TrainingError, run_epoch
+from .loop import EpochState, FiniteLoss, Hook, TrainingError, run_epoch
 from .streams import eval_generator, seeded
 
 BASELINE_STREAM = 7  # the baseline's batches come from the streams of seed + this (the CVAE's from seed)
@@ -33,11 +36,12 @@ def baseline_loss(baseline: CompletionBaseline, x: torch.Tensor, batch_size: int
 
 
 def fit_baseline(baseline: CompletionBaseline, train: ImageData, validation: ImageData, config: Config,
-                 patience: float, log=print) -> dict:
+                 patience: float, log=print, hooks: Sequence[Hook] = ()) -> dict:
     """Fit ``baseline`` in place: SVI steps on its program (Adam at ``train.lr``, batches of ``train.batch_size``,
     pixels drawn as in training) for up to ``train.baseline_epochs`` passes (not ``train.epochs``, which a
     resumed run may raise), stopped after ``patience`` passes without
-    a lower validation loss; the weights of the lowest one are kept. Returns its record: ``epochs``,
+    a lower validation loss; the weights of the lowest one are kept; ``hooks`` run around its steps (Ctrl-C).
+    Returns its record: ``epochs``,
     ``best_epoch``, ``valid_loss`` (per image), ``seconds``, ``history`` (per pass: train and validation loss)."""
     t = config.train
     seed = t.seed + BASELINE_STREAM
@@ -47,7 +51,7 @@ def fit_baseline(baseline: CompletionBaseline, train: ImageData, validation: Ima
     with seeded(seed, train.device):
         for number in range(1, t.baseline_epochs + 1):
             epoch = EpochState.begin(train, number, seed)
-            train_loss = run_epoch(svi, train, t.batch_size, epoch, [FiniteLoss()])
+            train_loss = run_epoch(svi, train, t.batch_size, epoch, [FiniteLoss(), *hooks])
             valid_loss = baseline_loss(baseline, x_valid, t.eval_batch_size)
             history.append({"epoch": number, "train_loss": train_loss, "valid_loss": valid_loss})
             log(f"baseline epoch {number:3d}  train loss {train_loss:8.2f}  valid loss {valid_loss:8.2f}")

@@ -81,7 +81,7 @@ def draw_figures(
     shown = example_indices(test_labels, n_show)
     given = (one_hot(test_labels[shown], vae.num_classes).to(codes.device),) if vae.conditional else ()
     with torch.no_grad():
-        reconstructions = vae.decode_mean(codes[shown], *given).cpu()
+        reconstructions = vae.reconstruction(codes[shown], test_images[shown].to(codes.device), *given).cpu()
     written.append(save(image_plots.plot_reconstructions(test_images[shown].cpu(), reconstructions),
                         "reconstructions.png"))
     completion = vae.task == "completion"  # p(z | x_g): no prior of its own to sample, contour or lay out

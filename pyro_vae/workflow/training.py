@@ -249,13 +249,12 @@ class Trainer:
                      f"{len(self.validation_data)} validation images stay out of training but pick no best epoch"
                      + (f", and train.early_stopping = {cfg.early_stopping} is off" if cfg.early_stopping else ""))
             self.validation_data = None
-        if self.epoch == 0 and self.position is None:
-            if self.vae.task == "completion":
-                self.baseline_fit = fit_baseline(self.vae.baseline, self.epoch_data, self.validation_data, self.config,
-                                                 patience(self.config), self.log)
-            self.snapshot()
         progress = ProgressBar(self.progress)
         with CtrlC() as ctrl_c:
+            if self.vae.task == "completion" and self.baseline_fit is None:
+                self.fit_baseline(ctrl_c)
+            if self.epoch == 0 and self.position is None:
+                self.snapshot()
             hooks = self.hooks(progress, ctrl_c)
             while not training_done(self.config, self.epoch, self.seconds, self.best_epoch):
                 epoch = EpochState.begin(self.epoch_data, self.epoch + 1, cfg.seed, self.position)
@@ -287,6 +286,16 @@ class Trainer:
             f"KL {metrics['test_kl']:.2f}); run written to {self.out}"
         )
         return self.out
+
+    def fit_baseline(self, ctrl_c: CtrlC) -> None:
+        """Image completion: fit the baseline the CVAE's prior reads (before epoch 1), then checkpoint it."""
+        try:
+            self.baseline_fit = fit_baseline(self.vae.baseline, self.epoch_data, self.validation_data, self.config,
+                                             patience(self.config), self.log, hooks=[ctrl_c])
+        except StopRequested:
+            raise Interrupted("interrupted while fitting the completion baseline, before epoch 1: nothing to keep; "
+                              f"run the command again (pyro-vae train --resume {self.out} refits it)") from None
+        self.save()  # epoch 0 with the fitted baseline: a resumed run starts from here, not from a refit
 
     def snapshot(self) -> None:
         """Record :func:`take_snapshot` if the current epoch is one of ``train.snapshot_epochs``."""
@@ -345,8 +354,11 @@ class Trainer:
             },
             "device": str(self.device),
         })
-        if self.vae.task == "completion":
+        if self.vae.task == "completion":  # the frozen baseline apart: its numbers, its parameters
             metrics["baseline"] = baseline_metrics(self.vae.baseline, self.baseline_fit, self.test_data, self.config)
+            frozen = count_parameters(self.vae.baseline)
+            metrics["num_parameters"].update(model=metrics["num_parameters"]["model"] - frozen, baseline=frozen,
+                                             total=metrics["num_parameters"]["total"] - frozen)
         return metrics
 
 
@@ -370,7 +382,8 @@ def take_snapshot(vae, guide, data: ImageData, config: Config, device, codes: to
         codes = evaluation_codes(guide, data, config, device, y)
     shown = example_indices(data.labels)
     with torch.no_grad():
-        snapshot = {"reconstructions": vae.decode_mean(codes[shown], *(() if y is None else (y[shown],))).cpu(),
+        snapshot = {"reconstructions": vae.reconstruction(codes[shown], data.images[shown],
+                                                          None if y is None else y[shown]).cpu(),
                     "split": "test" if is_amortized(guide) else "train"}
     if vae.z_dim <= 3:
         snapshot["codes"] = codes.cpu()

@@ -80,6 +80,35 @@ def test_the_evaluations_elbo_is_the_training_objective_on_the_same_draw():
     assert not any("baseline" in n for n in names)  # frozen: not a parameter of the CVAE's program
 
 
+def test_the_prior_net_reads_the_given_pixels_filled_with_the_baselines_guess():
+    vae, _ = _parts()
+    x = torch.rand(4, 784)
+    expected = vae.prior_net.posterior(vae.baseline.guess(x))
+    assert torch.equal(vae.prior_for(x).mean, expected.mean)
+    before = vae.prior_for(x).mean
+    with torch.no_grad():
+        vae.baseline.net[-1].bias += 1.0  # another baseline, another guess, another prior
+    assert not torch.allclose(vae.prior_for(x).mean, before)
+
+
+def test_cvae_training_leaves_the_baseline_and_its_likelihood_alone():
+    """A learned likelihood scale is the baseline's own copy: SVI steps of the CVAE move the CVAE's scale only."""
+    from pyro.infer import SVI
+
+    from pyro_vae.infer.optim import adam
+
+    config = tiny_config(model={"completion": 1, "z_dim": 3, "hidden": [16], "likelihood": "normal",
+                                "learn_scale": True}, data={"pixels": "grayscale", "validation_size": 10})
+    vae, guide = build_model(config, 50)
+    frozen = {k: v.clone() for k, v in vae.baseline.state_dict().items()}
+    scale = vae.likelihood.log_scale.detach().clone()
+    svi = SVI(vae.model, guide, adam(1e-2), Trace_ELBO())
+    for _ in range(5):
+        svi.step(torch.rand(8, 784))
+    assert all(torch.equal(frozen[k], v) for k, v in vae.baseline.state_dict().items())
+    assert not torch.equal(vae.likelihood.log_scale, scale)  # the CVAE's own scale did train
+
+
 def test_completions_keep_the_given_pixels():
     vae, _ = _parts(given=3)
     x = torch.rand(4, 784)
@@ -88,3 +117,7 @@ def test_completions_keep_the_given_pixels():
     assert torch.equal(completed[:, :, vae.given], x[:, vae.given].expand(2, 4, -1))
     with pytest.raises(ValueError, match="no unconditional prior"):
         vae.sample_prior(3)
+    z = torch.randn(4, 3)
+    shown = vae.reconstruction(z, x)  # the figures' reconstructions keep the given pixels too
+    assert torch.equal(shown[:, vae.given], x[:, vae.given])
+    assert torch.equal(shown[:, ~vae.given], vae.decode_mean(z)[:, ~vae.given])

@@ -38,9 +38,49 @@ def test_the_baseline_fit_keeps_the_epoch_of_the_lowest_validation_loss():
     assert record["epochs"] == 6 and record["valid_loss"] == min(losses) < before
     assert record["best_epoch"] == losses.index(min(losses)) + 1
     assert baseline_loss(vae.baseline, valid.images) == pytest.approx(record["valid_loss"], rel=1e-6)  # its weights
-    stopped = fit_baseline(build_model(config, 80)[0].baseline, train_set, valid, config, patience=1,
-                           log=lambda line: None)
-    assert stopped["epochs"] - stopped["best_epoch"] <= 1
+
+
+def test_the_baseline_fit_stops_after_its_patience(monkeypatch):
+    """Validation losses 5, 4, 6, 7, ...: with patience 2 the fit stops after epoch 4 and keeps epoch 2's weights."""
+    from pyro_vae.workflow import completion
+
+    config = _config(baseline_epochs=8)
+    vae, _ = build_model(config, 40)
+    data = ImageData(torch.rand(40, 784), torch.zeros(40, dtype=torch.long))
+    losses, weights = iter([5.0, 4.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]), []
+
+    def scripted_loss(baseline, x, batch_size=1000):
+        weights.append(baseline.net[-1].bias.detach().clone())
+        return next(losses)
+
+    monkeypatch.setattr(completion, "baseline_loss", scripted_loss)
+    record = fit_baseline(vae.baseline, data, data, config, patience=2, log=lambda line: None)
+    assert (record["epochs"], record["best_epoch"], record["valid_loss"]) == (4, 2, 4.0)
+    assert torch.equal(vae.baseline.net[-1].bias, weights[1]) and not torch.equal(weights[1], weights[3])
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_a_run_stopped_after_its_baseline_fit_resumes_from_it_without_refitting(tmp_path, data_dir, monkeypatch):
+    from pyro_vae.workflow.training import Trainer
+
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    train(_config(epochs=2), whole, data_dir, figures=False, **QUIET)
+
+    def killed(self):
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "snapshot", killed)  # the step right after the baseline's checkpoint
+        with pytest.raises(RuntimeError, match="killed"):
+            train(_config(epochs=2), stopped, data_dir, figures=False, **QUIET)
+    assert load_checkpoint(stopped / "checkpoint.pt")["epoch"] == 0
+    lines = []
+    resume(stopped, data_dir=data_dir, figures=False, progress=False, log=lines.append)
+    assert not any("baseline" in line for line in lines)  # read back, not fitted again
+    a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(stopped / "checkpoint.pt")
+    assert all(torch.equal(a["vae"][k], b["vae"][k]) for k in a["vae"])
+    assert all(torch.equal(a["guide"][k], b["guide"][k]) for k in a["guide"])
 
 
 @pytest.mark.mnist
