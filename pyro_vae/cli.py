@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="test (default) or train")
     evaluate.add_argument("--gap", action="store_true", help="also measure the amortization gap (Cremer et al.)")
     evaluate.add_argument("--limit", type=int, default=0, help="only the first N images (default: all)")
+    evaluate.add_argument("--q-family", choices=("diagonal", "full", "flow"),
+                          help="with --gap: fit q* in this family, not the guide's (no amortization gap then)")
+    evaluate.add_argument("--flows-from", metavar="DIR",
+                          help="with --gap: the flow family is the flows of the guide of the run in DIR, each image "
+                               "with features of its own (default: this run's guide)")
     evaluate.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
 
     compare = commands.add_parser(
@@ -140,7 +145,8 @@ def _evaluate(args) -> None:
     from .workflow.evaluation import evaluate_run, format_report
     from .workflow.runs import RunDir
 
-    report = evaluate_run(args.run, args.num_samples, args.split, args.data_dir, gap=args.gap, limit=args.limit)
+    report = evaluate_run(args.run, args.num_samples, args.split, args.data_dir, gap=args.gap, limit=args.limit,
+                          q_family=args.q_family, flows_from=args.flows_from)
     print(format_report(report))
     print(f"written to {RunDir(args.run).evaluation}")
 

@@ -39,6 +39,7 @@ from ..models.guides import Guide, MeanField
 from ..models.vae import VAE
 
 FAMILIES = ("diagonal", "full", "flow")
+MOMENT_SAMPLES = 256  # samples of a flow guide's q(z | x) whose moments start a Gaussian fit
 FLOW_PARTICLES = 8  # the least samples a step of a flow family's fit: its KL is Monte Carlo too, and the
 # stopping rule needs a quiet objective (with 1 sample, fits on a linear-Gaussian model stopped 0.1 nat short)
 
@@ -154,8 +155,9 @@ def generative_modules(vae: VAE) -> list[nn.Module]:
 
 
 def _start(init: Guide | None, x: torch.Tensor, z_dim: int, family: str, init_scale: float) -> tuple:
-    """The local parameters to start from: (loc, scale or scale_tril) of the init guide's q(z | x),
-    else of N(0, init_scale^2 I); for the flow family (features,) of the init guide."""
+    """The local parameters to start from: (loc, scale or scale_tril) of the init guide's q(z | x) (of a flow
+    guide: the moments of :data:`MOMENT_SAMPLES` of its samples), else of N(0, init_scale^2 I); for the flow
+    family (features,) of the init guide."""
     if family == "flow":
         with torch.no_grad():
             if isinstance(init, _RowSlice) and isinstance(init.inner, LocalFeatures):
@@ -172,9 +174,14 @@ def _start(init: Guide | None, x: torch.Tensor, z_dim: int, family: str, init_sc
         return loc, (scale if family == "diagonal" else torch.diag_embed(scale))
     with torch.no_grad():
         q = init.posterior(x, torch.arange(x.shape[0], device=x.device))  # amortized guides ignore idx
-        if isinstance(q, dist.TransformedDistribution):  # no mean or variance to start from
-            raise ValueError(f"a local fit in the {family} family starts from a Gaussian q(z | x), and the init "
-                             f"guide's is a {type(q).__name__}: fit family='flow' for a flow guide")
+        if isinstance(q, dist.TransformedDistribution):  # a flow's q: no closed-form moments, so its samples'
+            z = q.sample((MOMENT_SAMPLES,))  # (S, B, z_dim)
+            loc, centred = z.mean(0), z - z.mean(0)
+            if family == "diagonal":
+                return loc, centred.pow(2).mean(0).sqrt()
+            covariance = torch.einsum("sbi,sbj->bij", centred, centred) / MOMENT_SAMPLES
+            eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
+            return loc, torch.linalg.cholesky(covariance + 1e-6 * eye)
         if family == "diagonal":
             return q.mean, q.variance.sqrt()
         if isinstance(q, dist.MultivariateNormal):

@@ -152,21 +152,33 @@ def evaluate_run(
     gap: bool = False,
     limit: int = 0,
     save: bool = True,
+    q_family: str | None = None,
+    flows_from: str | Path | None = None,
 ) -> dict:
     """Evaluate a run on ``split`` and write ``evaluation.json`` (unless ``save`` is false);
     see the module docstring.
 
     :param limit: evaluate the first ``limit`` images only (0 = all).
+    :param q_family: with ``gap``, fit q* in this family instead of the guide's; ``flows_from``: a run whose
+        flow guide's flows make the flow family (:func:`pyro_vae.infer.gaps.amortization_gap`'s cross cells).
     """
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
+    if (q_family or flows_from) and not gap:
+        raise ConfigError("--q-family and --flows-from choose the family of q* for --gap: add --gap")
     run = load_run(run_dir)
+    family_guide = _flow_family_guide(run, flows_from) if flows_from else None
+    if flows_from and q_family not in (None, "flow"):
+        raise ConfigError(f"--flows-from gives q* a flow family; drop --q-family {q_family} or --flows-from")
     seed = run.config.train.seed
     data = _split(run, split, data_dir, limit)
     x = data.observed(eval_generator(seed)).images
     report: dict = {"split": split, "images": len(data), "num_samples": num_samples,
                     "convention": run.vae.likelihood.convention, "epochs": len(run.history),
                     "settings": evaluation_settings(run, split, num_samples, len(data), gap)}
+    if q_family or flows_from:
+        report["settings"]["q_family"] = {"family": q_family or "flow",
+                                          "flows_from": str(flows_from) if flows_from else None}
     proper = run.vae.likelihood.convention == "log_likelihood"
     if gap:
         _check_gap(run)
@@ -201,7 +213,8 @@ def evaluate_run(
                 report["importance_sampled"] = _timed_estimate(log_likelihood, num_samples)
                 report["note"] += COMPLETION_BCE
         elif gap:  # one K-sample estimate, with the better proposal, serves both
-            report["gap"] = measure_gap(run, x, num_samples)
+            report["gap"] = measure_gap(run, x, num_samples, family=q_family or ("flow" if flows_from else None),
+                                        family_guide=family_guide)
             report["log_likelihood"] = dict(report["gap"]["log_likelihood"])
         else:
             report["log_likelihood"] = _timed_estimate(log_likelihood, num_samples)
@@ -231,7 +244,19 @@ def finished_evaluation(run_dir: str | Path, settings: dict) -> dict | None:
     return report
 
 
-def _check_gap(run: Run) -> None:
+def _flow_family_guide(run: Run, flows_from: str | Path):
+    """The flow guide of the run in ``flows_from``, checked against ``run``: its flows make a q* family."""
+    source = load_run(flows_from)
+    if getattr(source.guide, "family", None) != "flow":
+        raise ConfigError(f"--flows-from {flows_from}: its guide.type is {source.config.guide.type!r}, not a flow "
+                          "guide ('iaf' or 'planar')")
+    if source.config.model.z_dim != run.config.model.z_dim:
+        raise ConfigError(f"--flows-from {flows_from}: its model.z_dim = {source.config.model.z_dim} differs from "
+                          f"this run's {run.config.model.z_dim}; a q* family must live in this run's latent space")
+    return source.guide
+
+
+def _check_gap(run: Run, cross: bool = False) -> None:
     if run.vae.task == "completion":
         raise ConfigError("the amortization gap is measured for models of the whole image; this run completes "
                           f"images (model.completion = {run.config.model.completion}): evaluate it without --gap")
@@ -242,18 +267,25 @@ def _check_gap(run: Run) -> None:
         raise ConfigError("the amortization gap needs an amortized guide; this run's guide is mean_field")
     if run.vae.likelihood.convention != "log_likelihood":
         raise ConfigError(f"the amortization gap needs a proper likelihood: {NOT_A_DENSITY}")
+    if cross:  # q* of a family the caller names: no amortization gap is formed
+        return
     try:
         guide_family(run.guide)
     except ValueError as err:
         raise ConfigError(f"the amortization gap needs q* in the guide's family: {err}") from None
 
 
-def measure_gap(run: Run, x: torch.Tensor, num_samples: int = 5000, log=print) -> dict:
-    """:func:`pyro_vae.infer.gaps.amortization_gap` of a run on images ``x`` with its [guide] fit settings;
-    a one-line warning is logged when q* is not converged."""
-    _check_gap(run)
+def measure_gap(run: Run, x: torch.Tensor, num_samples: int = 5000, log=print, family: str | None = None,
+                family_guide=None) -> dict:
+    """:func:`pyro_vae.infer.gaps.amortization_gap` of a run on images ``x`` with its [guide] fit settings
+    (q* in ``family``, of ``family_guide``'s flows, where given); a one-line warning is logged when q* is not
+    converged."""
+    _check_gap(run, cross=family is not None or family_guide is not None)
+    if family == "flow" and family_guide is None and getattr(run.guide, "family", None) != "flow":
+        raise ConfigError(f"a flow q* takes the flows of a flow guide, and this run's guide is "
+                          f"{run.config.guide.type}: add --flows-from RUN, a run with guide.type 'iaf' or 'planar'")
     gap = amortization_gap(run.vae, run.guide, x, run.config.guide.local_fit_options(), num_samples,
-                           batch_size=run.config.train.eval_batch_size)
+                           batch_size=run.config.train.eval_batch_size, family=family, family_guide=family_guide)
     check = gap["convergence"]
     if check and not check["converged"]:
         log(f"warning: q* is not converged: a further optimisation gains {check['gain']:.3f} +- "
@@ -302,7 +334,8 @@ def format_report(report: dict) -> str:
             ("L[q amortized]", f"{g['elbo_amortized']:.2f}"),
             (f"L[q*] ({FAMILY_LABELS[g['family']]})", f"{g['elbo_optimal']:.2f}  ({_fit_line(g['local_fit'])})"),
             ("approximation gap", f"{g['approximation_gap']:.2f} +- {g['approximation_gap_stderr']:.2f}"),
-            ("amortization gap", f"{g['amortization_gap']:.2f} +- {g['amortization_gap_stderr']:.2f}"),
+            ("amortization gap", f"{g['amortization_gap']:.2f} +- {g['amortization_gap_stderr']:.2f}"
+             if g["amortization_gap"] is not None else "none: q* is of another family than q"),
         ]
         if g["convergence"]:
             c = g["convergence"]

@@ -194,3 +194,31 @@ def test_a_flow_family_fit_moves_each_images_features_and_uses_no_encoder():
     z = fit.guide.posterior(x, idx).sample()
     torch.manual_seed(2)
     assert torch.equal(z, fit.guide.posterior(other_images, idx).sample())
+
+
+def test_a_cross_family_q_star_gives_its_familys_approximation_gap_and_no_amortization_gap():
+    """Cremer et al.'s cross cells: a diagonal q* for a decoder whose guide is a flow (started from the moments
+    of the flow's samples), and a flow q* (another guide's flows, free features) for a diagonal guide. On an
+    orthogonal linear-Gaussian model both families hold the exact posterior, so each L[q*] = log p(x)."""
+    vae, W, b, s, x, exact = linear_gaussian(n=30)
+    flow_guide = _identity_flow_guide("iaf")
+    diagonal = amortization_gap(vae, flow_guide, x, FIT, num_samples=500, elbo_samples=2000, check_images=0,
+                                family="diagonal")
+    assert diagonal["family"] == "diagonal" and diagonal["cross_family"]
+    assert diagonal["amortization_gap"] is None and diagonal["log_likelihood"]["proposal"].startswith("q* alone")
+    assert diagonal["elbo_optimal"] == pytest.approx(exact.mean().item(), abs=0.02)
+    assert abs(diagonal["approximation_gap"]) < 0.03
+
+    class Encoder(Guide):
+        amortized, family = True, "diagonal"
+
+        def posterior(self, x, idx=None):
+            loc = 0.5 * (x - b) @ W / (1 + (W**2).sum(0))
+            return dist.Normal(loc, torch.full_like(loc, 0.5)).to_event(1)
+
+    flows = amortization_gap(vae, Encoder(30), x, FIT, num_samples=500, elbo_samples=200, check_images=0,
+                             family_guide=_identity_flow_guide("planar"))
+    assert flows["family"] == "flow" and flows["cross_family"] and flows["amortization_gap"] is None
+    assert flows["elbo_optimal"] == pytest.approx(exact.mean().item(), abs=0.02)
+    own = amortization_gap(vae, Encoder(30), x, FIT, num_samples=500, elbo_samples=200, check_images=0)
+    assert not own["cross_family"] and own["amortization_gap"] > 0.5  # its own family: the gap is formed

@@ -4,7 +4,7 @@ import pytest
 
 from pyro_vae.cli import main
 from pyro_vae.workflow.config import ConfigError
-from pyro_vae.workflow.evaluation import evaluate_run
+from pyro_vae.workflow.evaluation import evaluate_run, format_report
 from pyro_vae.workflow.training import train
 
 from ..helpers import tiny_config
@@ -169,3 +169,18 @@ def test_the_gap_of_a_flow_guide_fits_q_star_in_the_flow_family(tmp_path, data_d
     report = evaluate_run(out, 10, "test", data_dir)  # without the gap: log p(x) with the flow as proposal
     assert report["elbo"]["kl_estimator"] == "monte_carlo"
     assert report["log_likelihood"]["value"] >= report["elbo"]["elbo"] - 0.5  # an IWAE bound (K = 10) above the ELBO
+
+    # the cross cells: a diagonal q* on this flow-trained decoder; this run's flows as q* on a diagonal one
+    cross = evaluate_run(out, 10, "test", data_dir, gap=True, q_family="diagonal")
+    assert cross["gap"]["family"] == "diagonal" and cross["gap"]["amortization_gap"] is None
+    assert cross["settings"]["q_family"] == {"family": "diagonal", "flows_from": None}
+    assert "none: q* is of another family" in format_report(cross)
+    diagonal = train(tiny_config(guide={"local_steps": 30}, data={"train_size": 64, "test_size": 32},
+                                 train={"epochs": 1}), tmp_path / "d", data_dir, progress=False, log=lambda line: None)
+    borrowed = evaluate_run(diagonal, 10, "test", data_dir, gap=True, flows_from=out)["gap"]
+    assert borrowed["family"] == "flow" and borrowed["cross_family"]
+    for kwargs, message in [({"q_family": "diagonal"}, "add --gap"),
+                            ({"gap": True, "q_family": "flow"}, "add --flows-from RUN"),
+                            ({"gap": True, "flows_from": diagonal}, "not a flow guide")]:
+        with pytest.raises(ConfigError, match=message):
+            evaluate_run(diagonal, 10, "test", data_dir, **kwargs)
