@@ -111,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--out", help="CSV to write (default: <run>/scores_<source>.csv)")
     score.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    score.add_argument("--background", metavar="DIR",
+                       help="a run of the same data trained with data.noise > 0: adds the likelihood ratio "
+                            "(Ren et al. 2019)")
 
     plot = commands.add_parser("plot", help="redraw the figures of a run directory")
     plot.add_argument("--run", required=True, help="a run directory written by pyro-vae train")
@@ -170,7 +173,7 @@ def _score(args) -> None:
     from .workflow.scores import score_run
 
     out = score_run(args.run, args.out, args.images, args.dataset, args.split, args.num_samples, args.limit,
-                    args.data_dir, progress=not args.no_progress)
+                    args.data_dir, progress=not args.no_progress, background=args.background)
     print(f"written to {out}")
 
 

@@ -11,7 +11,11 @@ For images ``x`` ``(N, D)`` (each score: higher = more anomalous):
 - ``complexity_corrected``: S(x) = -log2 p(x) - L(x), bits (Serra et al. 2020): the likelihood
   corrected for how simple an image is to any compressor. A plain likelihood rates simple images
   (mostly black, like MNIST digits) as likely whatever the model was trained on (Nalisnick et al.
-  2019); S asks whether the model explains x better than a generic compressor does.
+  2019); S asks whether the model explains x better than a generic compressor does;
+- ``likelihood_ratio`` (with a background model): -log p(x) + log p_0(x), nats (Ren et al. 2019: minus
+  their LLR), p_0 a model of the same data with a share of every training image's pixels replaced by
+  noise. Both models explain the low-level statistics (the black background) alike, so their ratio
+  keeps what only the clean training data taught.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ..models.vae import VAE
 from .evaluate import batches, importance_log_likelihood, kl_term
 
 SCORES = ("neg_log_likelihood", "neg_elbo", "reconstruction_error", "complexity_bits", "complexity_corrected")
+BACKGROUND_SCORES = ("likelihood_ratio",)  # the scores a background model adds
 
 
 def png_bits(images: torch.Tensor, shape: tuple[int, int] = (28, 28)) -> torch.Tensor:
@@ -43,8 +48,10 @@ def png_bits(images: torch.Tensor, shape: tuple[int, int] = (28, 28)) -> torch.T
 
 
 @torch.no_grad()
-def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, batch_size: int = 100) -> dict:
-    """Every score of :data:`SCORES` for images ``x`` ``(N, D)`` (observed pixels), each a tensor ``(N,)``."""
+def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, batch_size: int = 100,
+                 background: tuple[VAE, Guide] | None = None) -> dict:
+    """Every score of :data:`SCORES` for images ``x`` ``(N, D)`` (observed pixels), each a tensor ``(N,)``; with
+    ``background`` = (its model, its guide), :data:`BACKGROUND_SCORES` too."""
     prior = vae.prior()
     neg_elbo, reconstruction = [], []
     for idx, xb in batches(x, batch_size):
@@ -55,6 +62,10 @@ def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100
         reconstruction.append(-vae.log_likelihood(point(q), xb))
     nll = -importance_log_likelihood(vae, guide, x, num_samples, batch_size=batch_size)["per_datapoint"]
     bits = png_bits(x)
-    return {"neg_log_likelihood": nll, "neg_elbo": torch.cat(neg_elbo),
-            "reconstruction_error": torch.cat(reconstruction), "complexity_bits": bits,
-            "complexity_corrected": nll.double() / math.log(2) - bits}
+    scores = {"neg_log_likelihood": nll, "neg_elbo": torch.cat(neg_elbo),
+              "reconstruction_error": torch.cat(reconstruction), "complexity_bits": bits,
+              "complexity_corrected": nll.double() / math.log(2) - bits}
+    if background is not None:
+        log_p0 = importance_log_likelihood(*background, x, num_samples, batch_size=batch_size)["per_datapoint"]
+        scores["likelihood_ratio"] = nll + log_p0
+    return scores

@@ -18,15 +18,16 @@ from pathlib import Path
 
 import torch
 
-from ..infer.scores import SCORES
+from ..infer.scores import BACKGROUND_SCORES, SCORES
 from .checkpoint import read_json, write_json
 from .config import Config, ConfigError
 from .data import load_images
 from .runs import RunDir, load_run
-from .scores import check_scorable, score_images
+from .scores import check_scorable, load_background, score_images
 from .training import train_or_resume
 
 HELD_OUT = "held_out"
+BACKGROUND = "background"  # the background model's run directory, inside the experiment's run
 
 
 def separation(inliers: dict, outliers: dict) -> tuple[dict, dict]:
@@ -65,20 +66,26 @@ def run_anomaly(experiment, out: Path, data_dir, overrides, num_samples: int, ov
     found finished. Every member's config is checked before the first trains."""
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1 for the scores' -log p(x), got {num_samples}")
-    members = ([(value, sub, experiment.config([*member, *overrides]))
-                for value, sub, member in experiment.sweep_runs()] if experiment.sweep
-               else [(None, "", experiment.config(overrides))])
-    for _, _, config in members:
+    members = ([(value, sub, [*member, *overrides]) for value, sub, member in experiment.sweep_runs()]
+               if experiment.sweep else [(None, "", list(overrides))])
+    configs = {sub: experiment.config(member) for _, sub, member in members}
+    for config in configs.values():
         check_scorable(config)
         if experiment.anomalies == HELD_OUT and not config.data.held_out_labels:
             raise ConfigError("experiment.anomalies = 'held_out' scores the digits data.held_out_labels takes out, "
                               "but it is empty; set data.held_out_labels, e.g. [0]")
     rows, reused = [], True
-    for value, sub, config in members:
+    for value, sub, member in members:
         if sub:
             log(f"--- variant = {value}")
-        result, found = score_run_sets(experiment, out / sub, config, data_dir, num_samples, overwrite, progress,
-                                       log, redraw)
+        background = None
+        if experiment.background:  # Ren et al.'s background model: the same config, trained on perturbed images
+            background = out / sub / BACKGROUND
+            log(f"--- background model ({', '.join(experiment.background)})")
+            reused &= train_or_resume(experiment.config([*member, *experiment.background]), background, data_dir,
+                                      overwrite, progress, log, redraw)
+        result, found = score_run_sets(experiment, out / sub, configs[sub], data_dir, num_samples, overwrite,
+                                       progress, log, redraw, background)
         reused &= found
         rows.append({"value": value, "run": sub, **result})
     if experiment.sweep:
@@ -87,9 +94,10 @@ def run_anomaly(experiment, out: Path, data_dir, overrides, num_samples: int, ov
 
 
 def score_run_sets(experiment, out: Path, config: Config, data_dir, num_samples: int, overwrite: bool,
-                   progress: bool, log, redraw: bool) -> tuple[dict, bool]:
-    """One run: train or reuse it, score both sets (kept when done with the same settings), write
-    ``anomaly.json`` and the figures; returns the result and whether it was all found finished."""
+                   progress: bool, log, redraw: bool, background: Path | None = None) -> tuple[dict, bool]:
+    """One run: train or reuse it, score both sets (kept when done with the same settings; with the
+    ``background`` run's likelihood ratio), write ``anomaly.json`` and the figures; returns the result and
+    whether it was all found finished."""
     from ..plots.anomaly import plot_roc_curves, plot_score_histograms
     from ..plots.base import save_figure
 
@@ -97,13 +105,17 @@ def score_run_sets(experiment, out: Path, config: Config, data_dir, num_samples:
     reused = train_or_resume(config, out, data_dir, overwrite, progress, log, redraw)
     settings = {"anomalies": experiment.anomalies, "images": experiment.images, "num_samples": num_samples,
                 "epochs": read_json(run_dir.metrics)["epochs"], "config": config.to_dict()}
+    if background is not None:
+        settings["background"] = RunDir(background).saved_config().to_dict()
     saved = read_json(run_dir.anomaly)
     if reused and saved and saved.get("settings") == settings:
         log(f"{run_dir.anomaly}: scores with the same settings found, not redone")
         return saved, True
     run = load_run(out)
+    background_run = None if background is None else load_background(run, background)
     sets = anomaly_sets(config, experiment.anomalies, experiment.images, data_dir)
-    scored = {name: score_images(run, grey, num_samples, progress, f"scoring {name}") for name, grey in sets.items()}
+    scored = {name: score_images(run, grey, num_samples, progress, f"scoring {name}", background_run)
+              for name, grey in sets.items()}
     names = tuple(scored)
     table, curves = separation(scored[names[0]], scored[names[1]])
     result = {"settings": settings, "inliers": names[0], "outliers": names[1], "scores": table}
@@ -118,14 +130,15 @@ def anomaly_table(result: dict) -> str:
     """Markdown: each score's AUROC, AUPRC and means on both sets (one run), or each member's AUROC per
     score (a sweep's ``anomaly.json``)."""
     if "rows" in result:
-        lines = [f"| {result['key']} (anomalies) | " + " | ".join(f"AUROC {s}" for s in SCORES) + " |",
-                 "|---|" + "---|" * len(SCORES)]
+        names = [s for s in (*SCORES, *BACKGROUND_SCORES) if all(s in row["scores"] for row in result["rows"])]
+        lines = [f"| {result['key']} (anomalies) | " + " | ".join(f"AUROC {s}" for s in names) + " |",
+                 "|---|" + "---|" * len(names)]
         lines += [f"| {row['value']} ({row['outliers']}) | "
-                  + " | ".join(f"{row['scores'][s]['auroc']:.3f}" for s in SCORES) + " |" for row in result["rows"]]
+                  + " | ".join(f"{row['scores'][s]['auroc']:.3f}" for s in names) + " |" for row in result["rows"]]
         return "\n".join(lines) + "\n"
     lines = [f"| score (trained on {result['inliers']}) | AUROC | AUPRC | mean on {result['inliers']} "
              f"| mean on {result['outliers']} |", "|---|---|---|---|---|"]
-    for name in SCORES:
+    for name in (s for s in (*SCORES, *BACKGROUND_SCORES) if s in result["scores"]):
         s = result["scores"][name]
         lines.append(f"| {name} | {s['auroc']:.3f} | {s['auprc']:.3f} | {s['mean_inlier']:.1f} "
                      f"| {s['mean_outlier']:.1f} |")

@@ -34,6 +34,8 @@ class DataConfig:
     validation_size: int = 0  # hold out the last n training images (binarized_mnist: its validation file)
     labelled: int = 0  # model.labels = 'latent' (M2): training images that keep their label, balanced over classes
     held_out_labels: list = field(default_factory=list)  # digits taken out of every split (anomaly experiments)
+    # each training pixel replaced with this probability by a random one (Ren et al. 2019's background model)
+    noise: float = 0.0
 
 
 @dataclass
@@ -145,6 +147,7 @@ _LOWER_BOUNDS = {
     ("data", "validation_size"): (0, True),
     ("data", "labelled"): (0, True),
     ("model", "completion"): (0, True),
+    ("data", "noise"): (0, True),
     ("train", "classifier_weight"): (0, True),
     ("train", "baseline_epochs"): (1, True),
     ("model", "z_dim"): (1, True),
@@ -179,6 +182,7 @@ _UPPER_BOUNDS = {
     ("prior", "flows"): (64, "deeper stacks of flows are not what a VAE prior needs"),
     ("train", "lr_decay"): (1, "a factor above 1 would raise the rate every epoch"),
     ("model", "completion"): (3, "an image has four quadrants, so at most three are given"),
+    ("data", "noise"): (0.99, "a higher rate would replace nearly every pixel: the model would learn noise alone"),
 }
 
 

@@ -193,9 +193,12 @@ class ImageData:
     :param images: grey values in [0, 1], shape ``(N, D)``.
     :param labels: integer class labels, shape ``(N,)`` (kept for plots).
     :param pixels: one of :data:`PIXEL_MODES`.
+    :param noise: the probability with which each pixel of a *training* batch (:meth:`batches_in`) is replaced by
+        a random one, a uniform grey value (a fair coin for binary pixels): the perturbed data of Ren et al.'s
+        (2019) background model. Evaluation (:meth:`observed`, :meth:`pixels_at`) sees the images as they are.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, pixels: str = "grayscale"):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, pixels: str = "grayscale", noise: float = 0.0):
         if pixels not in PIXEL_MODES:
             raise DataError(f"unknown pixel mode {pixels!r}; valid modes: {', '.join(PIXEL_MODES)}")
         if images.dim() != 2 or images.shape[0] != labels.shape[0]:
@@ -206,6 +209,7 @@ class ImageData:
         self.images = images  # (N, D) grey values
         self.labels = labels  # (N,)
         self.pixels = pixels
+        self.noise = noise
         self._threshold = (images > 0.5).to(images.dtype) if pixels == "threshold" else None
 
     def __len__(self) -> int:
@@ -216,17 +220,17 @@ class ImageData:
         return self.images.device
 
     def to(self, device: torch.device | str) -> "ImageData":
-        return ImageData(self.images.to(device), self.labels.to(device), self.pixels)
+        return ImageData(self.images.to(device), self.labels.to(device), self.pixels, self.noise)
 
     def subset(self, n: int) -> "ImageData":
         """The first ``n`` images (all of them when ``n`` is 0 or larger than the set)."""
         if n <= 0 or n >= len(self):
             return self
-        return ImageData(self.images[:n], self.labels[:n], self.pixels)
+        return ImageData(self.images[:n], self.labels[:n], self.pixels, self.noise)
 
     def rows(self, idx: torch.Tensor) -> "ImageData":
         """The images at row indices ``idx``, in that order."""
-        return ImageData(self.images[idx], self.labels[idx], self.pixels)
+        return ImageData(self.images[idx], self.labels[idx], self.pixels, self.noise)
 
     def pixels_at(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The observed pixels of rows ``idx`` under the pixel mode, shape ``(len(idx), D)``."""
@@ -252,10 +256,22 @@ class ImageData:
     def batches_in(
         self, order: torch.Tensor, batch_size: int, generator: torch.Generator | None = None, start: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(idx, x)`` minibatches along ``order``, skipping the first ``start`` batches."""
+        """Yield ``(idx, x)`` minibatches along ``order``, skipping the first ``start`` batches (the training
+        batches: with ``noise``, perturbed)."""
         for begin in range(start * batch_size, len(order), batch_size):
             idx = order[begin : begin + batch_size]
-            yield idx, self.pixels_at(idx, generator)
+            yield idx, self.perturbed(self.pixels_at(idx, generator), generator)
+
+    def perturbed(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Pixels ``x`` with each replaced, with probability ``noise``, by a random one (uniform grey; a fair
+        coin in the binary modes); ``x`` itself when ``noise`` is 0."""
+        if not self.noise:
+            return x
+        replace = torch.rand(x.shape, generator=generator, device=x.device) < self.noise
+        random = torch.rand(x.shape, generator=generator, device=x.device)
+        if self.pixels != "grayscale":
+            random = (random < 0.5).to(x.dtype)
+        return torch.where(replace, random, x)
 
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True
@@ -307,7 +323,7 @@ def _image_data(config: Config, images: torch.Tensor, labels: torch.Tensor) -> I
     if held:
         keep = ~torch.isin(labels, torch.tensor(held, dtype=labels.dtype))
         images, labels = images[keep], labels[keep]
-    return ImageData(images, labels, config.data.pixels)
+    return ImageData(images, labels, config.data.pixels, config.data.noise)
 
 
 def load_run_validation(config: Config, data_dir=None, device: torch.device | str = "cpu") -> ImageData | None:

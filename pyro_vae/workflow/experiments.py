@@ -15,6 +15,7 @@ that says what the run is for and what to do after training::
     # sweep = {variants = {diagonal = [], iaf = ["guide.type='iaf'"], iwae_k5 = ["train.objective='iwae'"]}}
     figures = ["figures/latent_scatter.png"]   # shown in experiments/README.md (copied, shrunk)
     quick = ["data.train_size=4000"]           # --quick: overrides after QUICK_OVERRIDES (a setting it needs)
+    background = ["data.noise=0.2"]            # kind = "anomaly": a background model for the likelihood ratio
 
 ``train`` trains (or resumes) ``runs/NAME`` and evaluates it; ``anomaly`` trains it and scores test images
 of its dataset and of ``anomalies`` (:mod:`pyro_vae.workflow.anomaly`); ``compare`` runs
@@ -68,6 +69,8 @@ class Experiment:
     quick: list = dataclasses.field(default_factory=list)  # --quick: overrides after QUICK_OVERRIDES
     anomalies: str = ""  # kind = "anomaly": the dataset whose test images are the anomalies, or held_out
     images: int = 2000  # kind = "anomaly": test images scored of each set
+    background: list = dataclasses.field(default_factory=list)  # kind = "anomaly": overrides of Ren et al.'s
+    # background model (e.g. ["data.noise=0.2"]), trained beside each run for the likelihood-ratio score
 
     @property
     def command(self) -> str:
@@ -133,6 +136,12 @@ def load_experiment(name: str | Path, experiments_dir: str | Path | None = None)
     if experiment.kind == "anomaly" and experiment.anomalies not in ("mnist", "fashion_mnist", "held_out"):
         raise ConfigError(f"experiment.anomalies in {path} must name the dataset of the anomalies, mnist or "
                           f"fashion_mnist, or be held_out (data.held_out_labels), got {experiment.anomalies!r}")
+    if not isinstance(experiment.background, list) or not all(isinstance(o, str) for o in experiment.background) or (
+            experiment.background and experiment.kind != "anomaly"):
+        raise ConfigError(f"experiment.background in {path} must be a list of 'section.key=value' overrides of an "
+                          f"anomaly experiment's background model, got {experiment.background!r}")
+    if experiment.background:
+        experiment.config(experiment.background)  # checked before anything trains
     if experiment.kind == "sweep" or (experiment.kind == "anomaly" and experiment.sweep):
         _check_sweep(experiment.sweep, path)
         for _, _, overrides in experiment.sweep_runs():  # every member's config must be valid before anything trains

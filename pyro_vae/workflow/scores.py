@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..infer.scores import SCORES, image_scores
+from ..infer.scores import BACKGROUND_SCORES, SCORES, image_scores
 from ..models.nets import IMAGE_SHAPE, NUM_PIXELS, UNLABELLED
 from .checkpoint import atomic_write_bytes
 from .build import proper_density
@@ -81,16 +81,18 @@ def read_user_images(path: str | os.PathLike) -> torch.Tensor:
 @flushed_subnormals()
 def score_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
               dataset: str | None = None, split: str = "test", num_samples: int = 100, limit: int = 0,
-              data_dir=None, progress: bool = True) -> Path:
+              data_dir=None, progress: bool = True, background: str | os.PathLike | None = None) -> Path:
     """Score images with a run and write the CSV (default ``<run>/scores_<source>.csv``); returns its path.
 
     :param images: the user's images (:func:`read_user_images`); else the ``split`` of ``dataset``
         (default: the run's), its first ``limit`` images when ``limit`` > 0.
+    :param background: a run trained with ``data.noise`` on the same data: adds the likelihood ratio.
     """
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
     run = load_run(run_dir)
     check_scorable(run.config)
+    background_run = load_background(run, background) if background is not None else None
     if images is not None:
         grey = read_user_images(images)
         labels, source = torch.full((len(grey),), UNLABELLED), Path(images).stem
@@ -103,10 +105,10 @@ def score_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
     if limit > 0:
         grey, labels = grey[:limit], labels[:limit]
     out = Path(out) if out else run.dir / f"scores_{source}.csv"
-    scores = score_images(run, grey, num_samples, progress, f"scoring {source}")
+    scores = score_images(run, grey, num_samples, progress, f"scoring {source}", background_run)
     rows = [[i, source, "" if int(labels[i]) == UNLABELLED else int(labels[i]),
-             *(f"{scores[name][i].item():.4f}" for name in SCORES)] for i in range(len(grey))]
-    text = _csv_text(["index", "source", "label", *SCORES], rows)
+             *(f"{values[i].item():.4f}" for values in scores.values())] for i in range(len(grey))]
+    text = _csv_text(["index", "source", "label", *scores], rows)
     atomic_write_bytes(out, text.encode())
     return out
 
@@ -123,18 +125,33 @@ def check_scorable(config: Config) -> None:
         raise ConfigError(f"pyro-vae score needs a run with a proper density: {NOT_A_DENSITY}")
 
 
-def score_images(run: Run, grey: torch.Tensor, num_samples: int, progress: bool = True, desc: str = "scoring"
-                 ) -> dict[str, torch.Tensor]:
+def load_background(run: Run, path: str | os.PathLike) -> Run:
+    """The background model of Ren et al.'s likelihood ratio for ``run``: a run of the same dataset and pixels,
+    trained with ``data.noise`` > 0; refused in one line otherwise."""
+    background = load_run(path)
+    check_scorable(background.config)
+    ours, theirs = run.config.data, background.config.data
+    if (theirs.dataset, theirs.pixels) != (ours.dataset, ours.pixels) or theirs.noise <= 0:
+        raise ConfigError(f"--background {path} must be a run of the same data with noise (data.dataset = "
+                          f"{ours.dataset!r}, data.pixels = {ours.pixels!r}, data.noise > 0, e.g. 0.2), got "
+                          f"{theirs.dataset!r}, {theirs.pixels!r}, noise {theirs.noise}")
+    return background
+
+
+def score_images(run: Run, grey: torch.Tensor, num_samples: int, progress: bool = True, desc: str = "scoring",
+                 background: Run | None = None) -> dict[str, torch.Tensor]:
     """:func:`~pyro_vae.infer.scores.image_scores` of grey images ``(N, 784)`` observed as the run's pixels
-    (one binarization on the evaluation's stream), :data:`SCORE_BATCH` at a time, on a seeded stream."""
+    (one binarization on the evaluation's stream), :data:`SCORE_BATCH` at a time, on a seeded stream; with a
+    ``background`` run (:func:`load_background`) the likelihood ratio too."""
     seed = run.config.train.seed
     x = ImageData(grey, torch.full((len(grey),), UNLABELLED), run.config.data.pixels).observed(
         eval_generator(seed)).images
     parts = []
     with seeded(seed + 6):
         for start in tqdm(range(0, len(x), SCORE_BATCH), desc=desc, unit="batch", disable=not progress, leave=False):
-            parts.append(image_scores(run.vae, run.guide, x[start:start + SCORE_BATCH], num_samples, SCORE_BATCH))
-    return {name: torch.cat([part[name] for part in parts]) for name in SCORES}
+            parts.append(image_scores(run.vae, run.guide, x[start:start + SCORE_BATCH], num_samples, SCORE_BATCH,
+                                      None if background is None else (background.vae, background.guide)))
+    return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
 
 def _csv_text(header: list[str], rows: list[list]) -> str:
@@ -151,6 +168,7 @@ def read_scores(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A scores CSV back as ``{score name: (N,) tensor}`` (and ``label``, -1 where none)."""
     with open(path, newline="") as file:
         rows = list(csv.DictReader(file))
-    table = {name: torch.tensor([float(r[name]) for r in rows], dtype=torch.float64) for name in SCORES}
+    table = {name: torch.tensor([float(r[name]) for r in rows], dtype=torch.float64)
+             for name in (*SCORES, *BACKGROUND_SCORES) if rows and name in rows[0]}
     table["label"] = torch.tensor([int(r["label"]) if r["label"] else UNLABELLED for r in rows])
     return table

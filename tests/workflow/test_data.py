@@ -306,3 +306,24 @@ def test_held_out_labels_must_be_digits_that_leave_one_in(value):
 
     with pytest.raises(ConfigError, match="data.held_out_labels must be a list of digits 0-9"):
         load_config(None, [f"data.held_out_labels={value}"])
+
+
+def test_noise_perturbs_the_training_batches_only_and_reproducibly():
+    """data.noise = 0.25 on binary pixels: a quarter of the pixels are redrawn by a fair coin (so about 12.5%
+    change), from the epoch's generator; what evaluation sees (observed, pixels_at) is untouched."""
+    images = (torch.rand(400, 784, generator=torch.Generator().manual_seed(0)) < 0.2).float()
+    labels = torch.zeros(400, dtype=torch.long)
+    noisy, clean = ImageData(images, labels, "threshold", noise=0.25), ImageData(images, labels, "threshold")
+    order = torch.arange(400)
+    (idx, x), = noisy.batches_in(order, 400, torch.Generator().manual_seed(1))
+    changed = (x != images).float().mean().item()
+    assert 0.11 < changed < 0.14 and set(x.unique().tolist()) <= {0.0, 1.0}
+    (_, again), = noisy.batches_in(order, 400, torch.Generator().manual_seed(1))
+    assert torch.equal(x, again)  # the generator decides: a resumed epoch sees the same batches
+    (_, plain), = clean.batches_in(order, 400, torch.Generator().manual_seed(1))
+    assert torch.equal(plain, images)
+    assert torch.equal(noisy.observed().images, images) and torch.equal(noisy.pixels_at(order), images)
+    assert noisy.subset(10).noise == noisy.rows(order[:5]).noise == noisy.to("cpu").noise == 0.25
+    grey = ImageData(torch.full((50, 784), 0.5), labels[:50], "grayscale", noise=1.0)
+    (_, uniform), = grey.batches_in(torch.arange(50), 50, torch.Generator().manual_seed(2))
+    assert 0.45 < uniform.mean().item() < 0.55 and uniform.std().item() > 0.25  # uniform grey values

@@ -70,6 +70,18 @@ def test_score_writes_a_row_per_image_and_refuses_bad_input_writing_nothing(tmp_
     assert main(["score", "--run", str(grey_run), "--limit", "5", "--data-dir", str(data_dir)]) == 2
     assert "needs a run with a proper density" in capsys.readouterr().err
 
+    # the likelihood ratio: a background run of the same data with noise; the clean run is not one
+    config.data.noise = 0.2
+    noisy = train(config, tmp_path / "noisy", data_dir, progress=False, log=lambda line: None, figures=False)
+    assert main([*args, "--background", str(noisy), "--out", str(tmp_path / "r.csv")]) == 0
+    ratio = read_scores(tmp_path / "r.csv")
+    assert "likelihood_ratio" in ratio and torch.isfinite(ratio["likelihood_ratio"]).all()
+    assert "likelihood_ratio" not in table
+    capsys.readouterr()
+    assert main([*args, "--background", str(run), "--out", str(tmp_path / "r2.csv")]) == 2
+    assert "must be a run of the same data with noise" in capsys.readouterr().err
+    assert not (tmp_path / "r2.csv").exists()
+
 
 @pytest.mark.parametrize("overrides, message", [
     (["model.labels='input'"], "needs a model of the whole image x alone with an encoder"),
