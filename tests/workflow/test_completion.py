@@ -113,5 +113,5 @@ def test_the_completion_table_puts_the_baseline_beside_both_cvae_numbers():
     sweep = {"key": "model.completion", "num_samples": 1000, "rows": [
         {"value": 1, "baseline_loss": 100.44, "baseline_epochs": 9, "test_loss": 71.81, "epochs": 20,
          "importance_sampled_loss": 68.5, "importance_sampled_stderr": 0.31}]}
-    assert "| 1 | 100.44 (9) | 71.81 (20) | 68.50 +- 0.31 |" in completion_table(sweep)
+    assert "| 1 | 100.44 (9) | 71.81 (20) | 68.50 +- 0.31 | 100.4, 71.8 |" in completion_table(sweep)
     assert "K = 1,000" in completion_table(sweep)
