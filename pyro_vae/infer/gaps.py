@@ -65,6 +65,8 @@ def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict,
         than q's: the approximation gap of that family is reported, and no amortization gap (it would
         compare two families), with q* alone as the proposal.
     """
+    if family_guide is not None and family not in (None, "flow"):
+        raise ValueError(f"family_guide gives q* a flow family, not {family!r}: drop one of them")
     source = guide if family_guide is None else family_guide
     family = family or guide_family(source)
     cross = family_guide is not None or family != getattr(guide, "family", None)

@@ -47,11 +47,16 @@ def png_bits(images: torch.Tensor, shape: tuple[int, int] = (28, 28)) -> torch.T
     return torch.tensor(bits, dtype=torch.float64)
 
 
+def likelihood_ratio(neg_log_likelihood: torch.Tensor, background_log_likelihood: torch.Tensor) -> torch.Tensor:
+    """-log p(x) + log p_0(x) per image: minus Ren et al.'s LLR, higher for a more anomalous image."""
+    return neg_log_likelihood + background_log_likelihood
+
+
 @torch.no_grad()
 def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, batch_size: int = 100,
                  background: tuple[VAE, Guide] | None = None) -> dict:
     """Every score of :data:`SCORES` for images ``x`` ``(N, D)`` (observed pixels), each a tensor ``(N,)``; with
-    ``background`` = (its model, its guide), :data:`BACKGROUND_SCORES` too."""
+    ``background`` = (its model, its guide), :data:`BACKGROUND_SCORES` too (its samples drawn after the others')."""
     prior = vae.prior()
     neg_elbo, reconstruction = [], []
     for idx, xb in batches(x, batch_size):
@@ -67,5 +72,5 @@ def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100
               "complexity_corrected": nll.double() / math.log(2) - bits}
     if background is not None:
         log_p0 = importance_log_likelihood(*background, x, num_samples, batch_size=batch_size)["per_datapoint"]
-        scores["likelihood_ratio"] = nll + log_p0
+        scores["likelihood_ratio"] = likelihood_ratio(nll, log_p0)
     return scores

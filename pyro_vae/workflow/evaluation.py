@@ -181,7 +181,7 @@ def evaluate_run(
                                           "flows_from": str(flows_from) if flows_from else None}
     proper = run.vae.likelihood.convention == "log_likelihood"
     if gap:
-        _check_gap(run)
+        _check_gap(run, cross=bool(q_family or flows_from))
     with seeded(seed + 3):
         guide = run.guide
         if not is_amortized(guide) and split == "test":  # on "train" it has its own rows

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..infer.scores import BACKGROUND_SCORES, SCORES, image_scores
+from ..infer.evaluate import importance_log_likelihood
+from ..infer.scores import BACKGROUND_SCORES, SCORES, image_scores, likelihood_ratio
 from ..models.nets import IMAGE_SHAPE, NUM_PIXELS, UNLABELLED
 from .checkpoint import atomic_write_bytes
 from .build import proper_density
@@ -149,9 +150,15 @@ def score_images(run: Run, grey: torch.Tensor, num_samples: int, progress: bool 
     parts = []
     with seeded(seed + 6):
         for start in tqdm(range(0, len(x), SCORE_BATCH), desc=desc, unit="batch", disable=not progress, leave=False):
-            parts.append(image_scores(run.vae, run.guide, x[start:start + SCORE_BATCH], num_samples, SCORE_BATCH,
-                                      None if background is None else (background.vae, background.guide)))
-    return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+            parts.append(image_scores(run.vae, run.guide, x[start:start + SCORE_BATCH], num_samples, SCORE_BATCH))
+    scores = {name: torch.cat([part[name] for part in parts]) for name in SCORES}
+    if background is not None:  # on a stream of its own: the other scores stay what they are without it
+        with seeded(seed + 7):
+            log_p0 = torch.cat([importance_log_likelihood(background.vae, background.guide, x[start:start + SCORE_BATCH],
+                                                          num_samples, batch_size=SCORE_BATCH)["per_datapoint"]
+                                for start in range(0, len(x), SCORE_BATCH)])
+        scores["likelihood_ratio"] = likelihood_ratio(scores["neg_log_likelihood"], log_p0)
+    return scores
 
 
 def _csv_text(header: list[str], rows: list[list]) -> str:

@@ -217,5 +217,7 @@ def test_a_cross_family_q_star_gives_its_familys_approximation_gap_and_no_amorti
                              family_guide=_identity_flow_guide("planar"))
     assert flows["family"] == "flow" and flows["cross_family"] and flows["amortization_gap"] is None
     assert flows["elbo_optimal"] == pytest.approx(exact.mean().item(), abs=0.02)
+    with pytest.raises(ValueError, match="family_guide gives q\\* a flow family, not 'diagonal'"):
+        amortization_gap(vae, Encoder(30), x, FIT, family="diagonal", family_guide=flow_guide)
     own = amortization_gap(vae, Encoder(30), x, FIT, num_samples=500, elbo_samples=200, check_images=0)
     assert not own["cross_family"] and own["amortization_gap"] > 0.5  # its own family: the gap is formed

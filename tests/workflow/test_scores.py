@@ -73,10 +73,15 @@ def test_score_writes_a_row_per_image_and_refuses_bad_input_writing_nothing(tmp_
     # the likelihood ratio: a background run of the same data with noise; the clean run is not one
     config.data.noise = 0.2
     noisy = train(config, tmp_path / "noisy", data_dir, progress=False, log=lambda line: None, figures=False)
-    assert main([*args, "--background", str(noisy), "--out", str(tmp_path / "r.csv")]) == 0
-    ratio = read_scores(tmp_path / "r.csv")
+    two_batches = ["score", "--run", str(run), "--num-samples", "3", "--limit", "150", "--no-progress",
+                   "--data-dir", str(data_dir)]  # more than one batch of 100
+    assert main([*two_batches, "--out", str(tmp_path / "plain.csv")]) == 0
+    assert main([*two_batches, "--background", str(noisy), "--out", str(tmp_path / "r.csv")]) == 0
+    plain, ratio = read_scores(tmp_path / "plain.csv"), read_scores(tmp_path / "r.csv")
     assert "likelihood_ratio" in ratio and torch.isfinite(ratio["likelihood_ratio"]).all()
-    assert "likelihood_ratio" not in table
+    assert "likelihood_ratio" not in plain
+    for name in SCORES:  # the background's samples come from a stream of their own: the other scores are unchanged
+        assert torch.equal(ratio[name], plain[name]), name
     capsys.readouterr()
     assert main([*args, "--background", str(run), "--out", str(tmp_path / "r2.csv")]) == 2
     assert "must be a run of the same data with noise" in capsys.readouterr().err
