@@ -175,8 +175,9 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
 def read_scores(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A scores CSV back as ``{score name: (N,) tensor}`` (and ``label``, -1 where none)."""
     with open(path, newline="") as file:
-        rows = list(csv.DictReader(file))
+        reader = csv.DictReader(file)
+        rows, columns = list(reader), reader.fieldnames or []
     table = {name: torch.tensor([float(r[name]) for r in rows], dtype=torch.float64)
-             for name in (*SCORES, *BACKGROUND_SCORES) if rows and name in rows[0]}
+             for name in (*SCORES, *BACKGROUND_SCORES) if name in columns}
     table["label"] = torch.tensor([int(r["label"]) if r["label"] else UNLABELLED for r in rows])
     return table
