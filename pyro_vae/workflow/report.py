@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .anomaly import BACKGROUND
 from .build import proper_density
 from .checkpoint import read_json, write_json
 from .compare import comparison_table
@@ -88,7 +89,8 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
                 extra = completion_table(sweep)
     record = read_json(RunDir(out).experiment) or {}
     figures = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.suffix in (".png", ".gif")
-                     and (p.parent.name == RunDir(out).figures.name or p.parent == out))
+                     and (p.parent.name == RunDir(out).figures.name or p.parent == out)
+                     and BACKGROUND not in p.relative_to(out).parts)  # (an anomaly run's background model)
     return {"experiment": experiment, "rows": rows, "record": record, "figures": figures, "extra": extra}
 
 
