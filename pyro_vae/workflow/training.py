@@ -252,7 +252,7 @@ class Trainer:
         progress = ProgressBar(self.progress)
         with CtrlC() as ctrl_c:
             if self.vae.task == "completion" and self.baseline_fit is None:
-                self.fit_baseline(ctrl_c)
+                self.prepare_completion(ctrl_c)
             if self.epoch == 0 and self.position is None:
                 self.snapshot()
             hooks = self.hooks(progress, ctrl_c)
@@ -287,7 +287,7 @@ class Trainer:
         )
         return self.out
 
-    def fit_baseline(self, ctrl_c: CtrlC) -> None:
+    def prepare_completion(self, ctrl_c: CtrlC) -> None:
         """Image completion: fit the baseline the CVAE's prior reads (before epoch 1), then checkpoint it."""
         try:
             self.baseline_fit = fit_baseline(self.vae.baseline, self.epoch_data, self.validation_data, self.config,
