@@ -53,10 +53,9 @@ def likelihood_ratio(neg_log_likelihood: torch.Tensor, background_log_likelihood
 
 
 @torch.no_grad()
-def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, batch_size: int = 100,
-                 background: tuple[VAE, Guide] | None = None) -> dict:
-    """Every score of :data:`SCORES` for images ``x`` ``(N, D)`` (observed pixels), each a tensor ``(N,)``; with
-    ``background`` = (its model, its guide), :data:`BACKGROUND_SCORES` too (its samples drawn after the others')."""
+def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, batch_size: int = 100) -> dict:
+    """Every score of :data:`SCORES` for images ``x`` ``(N, D)`` (observed pixels), each a tensor ``(N,)``
+    (:func:`likelihood_ratio` takes a background model's log p_0(x) beside them)."""
     prior = vae.prior()
     neg_elbo, reconstruction = [], []
     for idx, xb in batches(x, batch_size):
@@ -67,10 +66,6 @@ def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100
         reconstruction.append(-vae.log_likelihood(point(q), xb))
     nll = -importance_log_likelihood(vae, guide, x, num_samples, batch_size=batch_size)["per_datapoint"]
     bits = png_bits(x)
-    scores = {"neg_log_likelihood": nll, "neg_elbo": torch.cat(neg_elbo),
-              "reconstruction_error": torch.cat(reconstruction), "complexity_bits": bits,
-              "complexity_corrected": nll.double() / math.log(2) - bits}
-    if background is not None:
-        log_p0 = importance_log_likelihood(*background, x, num_samples, batch_size=batch_size)["per_datapoint"]
-        scores["likelihood_ratio"] = likelihood_ratio(nll, log_p0)
-    return scores
+    return {"neg_log_likelihood": nll, "neg_elbo": torch.cat(neg_elbo),
+            "reconstruction_error": torch.cat(reconstruction), "complexity_bits": bits,
+            "complexity_corrected": nll.double() / math.log(2) - bits}
