@@ -145,13 +145,12 @@ def _plot(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from .workflow.evaluation import evaluate_run, format_report
-    from .workflow.runs import RunDir
+    from .workflow.evaluation import evaluate_run, evaluation_path, format_report
 
     report = evaluate_run(args.run, args.num_samples, args.split, args.data_dir, gap=args.gap, limit=args.limit,
                           q_family=args.q_family, flows_from=args.flows_from)
     print(format_report(report))
-    print(f"written to {RunDir(args.run).evaluation}")
+    print(f"written to {evaluation_path(args.run, args.q_family, args.flows_from)}")
 
 
 def _compare(args) -> None:

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.mnist
 
 def test_the_walkthroughs_exist():
     assert [p.stem for p in NOTEBOOKS] == ["01_2d_latent", "02_3d_latent", "03_correlated_prior",
-                                           "04_amortized_vs_meanfield", "05_labels", "07_likelihoods"]
+                                           "04_amortized_vs_meanfield", "05_labels", "06_scores_and_codes",
+                                           "07_likelihoods"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

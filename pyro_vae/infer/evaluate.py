@@ -12,9 +12,11 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from pyro.distributions.kl import kl_divergence
 
 from ..models.conditional import one_hot
+from ..models.discrete import code_indices
 from ..models.guides import Guide, point
 from ..models.vae import VAE
 
@@ -202,6 +204,32 @@ def active_units(guide: Guide, x: torch.Tensor, threshold: float = 0.01, batch_s
     given one-hot labels ``y``)."""
     activity = posterior_means(guide, x, batch_size, y).var(0)  # (z_dim,)
     return {"active_units": int((activity > threshold).sum()), "activity": activity.tolist()}
+
+
+def perplexity(counts: torch.Tensor) -> torch.Tensor:
+    """exp(H(p)) of the usage ``p = counts / sum(counts)`` along the last dimension: the number of equally used
+    codes that would have the same entropy (K when every code is used alike, 1 when one code is)."""
+    p = counts / counts.sum(-1, keepdim=True)
+    return torch.exp(-torch.xlogy(p, p).sum(-1))
+
+
+@torch.no_grad()
+def code_usage(guide: Guide, x: torch.Tensor, batch_size: int = 1000) -> dict:
+    """How a guide over discrete codes (:mod:`pyro_vae.models.discrete`) uses its K codes on images ``x``, each
+    position's most probable code c_m(x) counted over the images:
+
+    - ``perplexity``: exp(H) of the codes' usage pooled over the M positions (a VQ-VAE's codebook is shared);
+    - ``position_perplexity``: exp(H) of each position's usage, averaged over the positions;
+    - ``dead_codes``: codes no position of any image takes; ``codes``: K.
+    """
+    counts = None
+    for idx, xb in batches(x, batch_size):
+        q = guide.posterior(xb, idx)
+        used = F.one_hot(code_indices(q), q.classes).sum(0)  # (M, K)
+        counts = used if counts is None else counts + used
+    pooled = counts.sum(0).double()
+    return {"perplexity": perplexity(pooled).item(), "position_perplexity": perplexity(counts.double()).mean().item(),
+            "dead_codes": int((pooled == 0).sum()), "codes": counts.shape[1]}
 
 
 @torch.no_grad()

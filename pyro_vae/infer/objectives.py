@@ -11,6 +11,7 @@
 - ``iwae``: the importance-weighted bound (Burda et al. 2015) with K = ``num_particles``,
   ``L_K = E[log (1/K) sum_k p(x, z_k) / q(z_k | x)]``, written directly below;
 - ``iwae_dreg``: the same bound with doubly-reparameterized gradients for the guide (Tucker et al. 2019);
+- :class:`VectorQuantizedELBO`: a VQ-VAE's -ELBO plus its codebook and commitment losses;
 - :class:`SemiSupervisedELBO`: M2's objective (unlabelled images by enumeration, labelled ones, and
   the classifier's cross-entropy), which a semi-supervised model trains with whatever the config names.
 
@@ -219,6 +220,53 @@ class SemiSupervisedELBO(_DirectLoss):
         parts = self.parts(model, guide, *args)
         sum(parts).backward()
         return parts[0].item()
+
+
+class VectorQuantizedELBO(_DirectLoss):
+    """A VQ-VAE's objective (van den Oord et al. 2017), per image and scaled to the data like the ELBO:
+
+    ``loss = -log p(x | z_q) + KL + ||sg(z_e) - e_c||^2 + commitment ||z_e - sg(e_c)||^2``,
+
+    KL = -log p(c) for the one-hot posterior (M log K under the uniform prior), the squared norms summed over
+    positions and dimensions (:class:`~pyro_vae.models.discrete.NearestCode`). With a moving-average codebook
+    the codebook term is left out and each training step (``loss_and_grads``) moves the codes instead. The
+    value reported (``loss``, ``loss_and_grads``, so what ``svi.step`` returns) is the -ELBO alone.
+
+    :param commitment: beta, the commitment loss's weight (0.25 in the paper).
+    """
+
+    def __init__(self, commitment: float = 0.25):
+        super().__init__(num_particles=1, max_plate_nesting=1)
+        self.commitment = commitment
+
+    def parts(self, model, guide, *args, **kwargs) -> tuple:
+        """``(-ELBO, the codebook and commitment losses, q)``, each loss scaled to the data."""
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        model_trace.compute_log_prob()
+        q, x_site = guide_trace.nodes["z"]["fn"], model_trace.nodes["x"]
+        kl = kl_divergence(q, model_trace.nodes["z"]["fn"])  # (B,)
+        scale = x_site["scale"]
+        neg_elbo = scale * (kl - x_site["unscaled_log_prob"]).sum()
+        quantization = self.commitment * q.commitment_loss()
+        if q.codebook.ema_decay is None:
+            quantization = quantization + q.codebook_loss()
+        return neg_elbo, scale * quantization.sum(), q
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        neg_elbo, quantization, _ = self.parts(model, guide, *args, **kwargs)
+        return neg_elbo + quantization
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return self.parts(model, guide, *args, **kwargs)[0].item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        neg_elbo, quantization, q = self.parts(model, guide, *args, **kwargs)
+        (neg_elbo + quantization).backward()
+        if q.codebook.ema_decay is not None:
+            q.codebook.ema_update(q.z_e.detach(), q.codes)
+        return neg_elbo.item()
 
 
 class FreeBitsELBO(_DirectLoss):

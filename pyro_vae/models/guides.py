@@ -31,6 +31,7 @@ class Guide(nn.Module):
     name = "guide"
     amortized = True
     family: str | None = None
+    deterministic = False  # q(z | x) a point mass (a VQ-VAE's nearest code): one importance sample says all
 
     def __init__(self, num_data: int):
         super().__init__()
@@ -105,7 +106,8 @@ class AmortizedFlow(AmortizedNormal):
 
 def point(q: dist.Distribution) -> torch.Tensor:
     """One code per image: E_q[z] where it has a closed form (the Gaussians); for a flow posterior
-    (a ``TransformedDistribution``) the transforms applied to the base's mean, ``f(E[z_0])``.
+    (a ``TransformedDistribution``) the transforms applied to the base's mean, ``f(E[z_0])``; for discrete
+    codes (:mod:`pyro_vae.models.discrete`) the most probable one, a code the decoder was trained on.
 
     Call it after the samples of ``q`` have been scored: it passes a new input through the
     transforms, which replaces the sample their cache holds."""
@@ -114,7 +116,7 @@ def point(q: dist.Distribution) -> torch.Tensor:
         for transform in q.transforms:
             z = transform(z)
         return z
-    return q.mean
+    return q.mode if getattr(q, "discrete", False) else q.mean
 
 
 class AmortizedFullNormal(Guide):

@@ -19,10 +19,12 @@ import torch
 from pyro.nn import ConditionalAutoRegressiveNN
 from torch import nn
 
-from ..infer.objectives import ELBOS, IWAE, DReGIWAE, FreeBitsELBO, SemiSupervisedELBO
+from ..infer.objectives import ELBOS, IWAE, DReGIWAE, FreeBitsELBO, SemiSupervisedELBO, VectorQuantizedELBO
 from ..infer.optim import LR_SCHEDULES
 from ..models.completion import CompletionBaseline, CompletionCVAE, quadrant_mask
 from ..models.conditional import ConditionalNormal, ConditionalVAE
+from ..models.discrete import (CategoricalPrior, Codebook, CodebookPrior, RelaxedCategoricalGuide,
+                               VectorQuantizer)
 from ..models.semisupervised import SemiSupervisedGuide, SemiSupervisedVAE, SetSizes
 from ..models.guides import AmortizedFlow, AmortizedFullNormal, AmortizedNormal, Guide, MeanField
 from ..models.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood
@@ -33,13 +35,22 @@ from ..models.priors import (CorrelatedPrior, FlowPrior, LearnedPrior, MixturePr
 from ..models.vae import VAE
 from .config import Config, ConfigError
 from .data import BINARIZED, DATASETS, NUM_CLASSES, PIXEL_MODES
-from .rules import check_rules
+from .rules import DISCRETE_PRIORS, check_rules
 
 
 def _correlated_prior(c: Config) -> CorrelatedPrior:
     covariance = c.prior.covariance if len(c.prior.covariance) else equicorrelation(c.model.z_dim)
     check_covariance(covariance, c.model.z_dim)
     return CorrelatedPrior(covariance, c.prior.loc)
+
+
+def _categorical_prior(c: Config, learned: bool) -> CategoricalPrior:
+    """p(c) over ``model.z_dim`` codes of ``prior.codes`` classes: over one-hots, or over the code vectors of a
+    codebook for the vq guide (the model owns the codebook; the guide quantizes with it)."""
+    if c.guide.type == "vq":
+        ema = c.prior.ema_decay if c.prior.codebook == "ema" else None
+        return CodebookPrior(c.model.z_dim, Codebook(c.prior.codes, c.prior.code_dim, ema), learned)
+    return CategoricalPrior(c.model.z_dim, c.prior.codes, learned)
 
 
 PRIORS = {
@@ -49,7 +60,21 @@ PRIORS = {
     "mixture": lambda c: MixturePrior(c.model.z_dim, c.prior.components),
     "vamp": lambda c: VampPrior(c.model.z_dim, c.prior.components, NUM_PIXELS),  # the guide attached in build_model
     "flow": lambda c: FlowPrior(c.model.z_dim, c.prior.flows, flow_hidden(c, "prior")),
+    "categorical": lambda c: _categorical_prior(c, learned=False),
+    "learned_categorical": lambda c: _categorical_prior(c, learned=True),
 }
+CODEBOOK_UPDATES = ("loss", "ema")
+
+
+def latent_width(c: Config) -> int:
+    """The width of a code as the decoder reads it: z_dim for a Gaussian z; M D (vq: M code vectors) or M K
+    (relaxed_categorical: M one-hots) for discrete codes."""
+    if c.guide.type == "vq":
+        return c.model.z_dim * c.prior.code_dim
+    if c.guide.type == "relaxed_categorical":
+        return c.model.z_dim * c.prior.codes
+    return c.model.z_dim
+
 def _iaf(z: int, context: int, hidden: list[int]) -> T.ConditionalAffineAutoregressive:
     """An inverse autoregressive affine flow whose network conditions coordinate i on z_<i (the identity
     order: :class:`AmortizedFlow` reverses the coordinates between flows; Pyro's default order is random)."""
@@ -80,6 +105,10 @@ GUIDES = {  # (config, encoder body, number of training images) -> guide
     "amortized_full": lambda c, encoder, n: AmortizedFullNormal(encoder, c.model.z_dim, n),
     "mean_field": lambda c, encoder, n: MeanField(n, c.model.z_dim, init_scale=c.guide.init_scale),
     **{name: _flow_guide for name in FLOWS},
+    "vq": lambda c, encoder, n: VectorQuantizer(encoder, c.model.z_dim, c.prior.code_dim, n),
+    "relaxed_categorical": lambda c, encoder, n: RelaxedCategoricalGuide(
+        encoder, c.model.z_dim, c.prior.codes, n, c.guide.temperature, c.guide.min_temperature,
+        c.guide.temperature_decay),
 }
 LIKELIHOODS = {
     "bernoulli": lambda c: BernoulliLikelihood(grey_values=c.data.pixels == "grayscale"
@@ -103,13 +132,15 @@ NAMES = {
     "model.likelihood": (tuple(LIKELIHOODS), "likelihoods"),
     "model.labels": (LABELS, "label roles"),
     "prior.type": (tuple(PRIORS), "priors"),
+    "prior.codebook": (CODEBOOK_UPDATES, "codebook updates"),
     "guide.type": (tuple(GUIDES), "guides"),
     "train.objective": (OBJECTIVES, "objectives"),
     "train.lr_schedule": (LR_SCHEDULES, "schedules"),
 }
 # a part's argument name -> the config key that sets it
 ARGUMENT_KEYS = {"covariance": "prior.covariance", "loc": "prior.loc", "z_dim": "model.z_dim",
-                 "components": "prior.components", "init_scale": "guide.init_scale"}
+                 "components": "prior.components", "init_scale": "guide.init_scale", "codes": "prior.codes",
+                 "code_dim": "prior.code_dim", "ema_decay": "prior.ema_decay"}
 
 
 def _as_config_error(err: ValueError) -> ConfigError:
@@ -150,6 +181,8 @@ def build_objective(config: Config, num_data: int = 0):
     (``model.labels = 'latent'``) with alpha = ``train.classifier_weight`` x N (``num_data``), Kingma et al.'s
     alpha = 0.1 N."""
     t = config.train
+    if config.guide.type == "vq":
+        return VectorQuantizedELBO(t.commitment)
     if config.model.labels == "latent":
         if num_data <= 0:
             raise ValueError(f"M2's objective needs the training set's size N for alpha = train.classifier_weight x N, "
@@ -179,18 +212,19 @@ def resolve_device(name: str) -> torch.device:
 TRAIN_IMAGES = 60_000  # MNIST and Fashion-MNIST: the most a mean_field guide holds rows for
 _SIZE_KEYS = (("model", "hidden"), ("model", "z_dim"), ("prior", "components"), ("train", "num_particles"),
               ("train", "batch_size"), ("train", "eval_batch_size"), ("guide", "flows"), ("guide", "flow_hidden"),
-              ("prior", "flows"), ("prior", "flow_hidden"))
+              ("prior", "flows"), ("prior", "flow_hidden"), ("prior", "codes"), ("prior", "code_dim"))
 
 
 def _memory_needed(config: Config, num_data: int) -> int:
     """Bytes a training step needs, roughly: parameters, gradients and two Adam moments
     (16 bytes each), and the activations of the largest batch (kept for the backward pass)."""
-    m, t, z = config.model, config.train, config.model.z_dim
+    m, t, z = config.model, config.train, latent_width(config)
     full = config.guide.type == "amortized_full"
     parameters, features = network_size(m.net, z, m.hidden)
     tril = z * (z + 1) // 2
     parameters += {"amortized": 2 * (features + 1) * z, "amortized_full": (features + 1) * (z + tril) + 2 * tril,
-                   "mean_field": 2 * num_data * z}.get(config.guide.type, 2 * (features + 1) * z)
+                   "mean_field": 2 * num_data * z, "vq": (features + 1) * z,
+                   "relaxed_categorical": (features + 1) * z}.get(config.guide.type, 2 * (features + 1) * z)
     if config.guide.type in FLOWS:  # each flow: a network from (z, features) through its hidden widths to 2 z + 1
         widths = [z + features, *flow_hidden(config), 2 * z + 1]
         parameters += config.guide.flows * sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
@@ -199,7 +233,9 @@ def _memory_needed(config: Config, num_data: int) -> int:
         parameters += config.prior.flows * sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
     parameters += {"correlated": z + z * z, "learned": z + z * z,
                    "mixture": config.prior.components * (1 + 2 * z),
-                   "vamp": config.prior.components * NUM_PIXELS}.get(config.prior.type, 2 * z)
+                   "vamp": config.prior.components * NUM_PIXELS,
+                   **dict.fromkeys(DISCRETE_PRIORS, m.z_dim * config.prior.codes + config.prior.codes
+                                   * config.prior.code_dim)}.get(config.prior.type, 2 * z)
     particles = t.num_particles if t.objective in IMPORTANCE_WEIGHTED else 1  # drawn at once
     batch = max(min(t.batch_size, num_data) * particles, min(t.eval_batch_size, 10_000))
     per_image = 4 * NUM_PIXELS + 2 * (sum(m.hidden) if m.net == "mlp" else 20_000) + (z * z if full else 4 * z)
@@ -255,7 +291,8 @@ def build_model(config: Config, num_data: int) -> tuple[VAE, Guide]:
     check_size(config, num_data)
     m = config.model
     classes = NUM_CLASSES if m.labels != "none" else 0  # the decoder's and encoder's one-hot y inputs
-    encoder, decoder = build_networks(m.net, m.z_dim, m.hidden, m.activation, condition_features=classes)
+    encoder, decoder = build_networks(m.net, latent_width(config), m.hidden, m.activation,
+                                      condition_features=classes)
     with config_keys():
         prior = PRIORS[config.prior.type](config)
         likelihood = LIKELIHOODS[m.likelihood](config)
@@ -274,6 +311,8 @@ def build_model(config: Config, num_data: int) -> tuple[VAE, Guide]:
             guide = GUIDES[config.guide.type](config, encoder, num_data)
     if isinstance(prior, VampPrior):
         prior.attach(guide.posterior)
+    if isinstance(guide, VectorQuantizer):
+        guide.attach(prior.codebook)
     if m.init == "glorot":
         glorot_init_(decoder)
         glorot_init_(guide)

@@ -41,7 +41,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     net: str = "mlp"  # mlp | conv
-    z_dim: int = 2
+    z_dim: int = 2  # a Gaussian z's dimensions; discrete codes (prior categorical): M, the codes per image
     hidden: list = field(default_factory=lambda: [512, 256])  # MLP encoder widths
     activation: str = "relu"  # of the MLP nets: relu | softplus | tanh | elu
     likelihood: str = "bernoulli"  # bernoulli | continuous_bernoulli | normal
@@ -59,17 +59,23 @@ class ModelConfig:
 
 @dataclass
 class PriorConfig:
-    type: str = "standard"  # standard | correlated | learned | mixture | vamp | flow
+    # standard | correlated | learned | mixture | vamp | flow; over discrete codes (guide vq or relaxed_categorical):
+    # categorical (uniform over the codes) | learned_categorical (learned probabilities per position)
+    type: str = "standard"
     loc: list = field(default_factory=list)  # correlated prior mean; [] = zeros
     covariance: list = field(default_factory=list)  # correlated prior; [] = unit variances, correlation 0.8
     components: int = 10  # mixture prior: Gaussians; vamp prior: pseudo-inputs (Tomczak & Welling used 500)
     flows: int = 2  # flow prior: masked autoregressive flows on N(0, I)
     flow_hidden: list = field(default_factory=list)  # flow prior: each flow's hidden widths; [] = [10 z_dim] * 2
+    codes: int = 64  # categorical priors: K, the classes of each code (a VQ-VAE's codebook size)
+    code_dim: int = 8  # guide vq: D, the dimensions of each code vector
+    codebook: str = "loss"  # guide vq: how the code vectors learn, loss (||sg(z_e) - e||^2) | ema (moving averages)
+    ema_decay: float = 0.99  # codebook ema: gamma, the moving averages' decay per step
 
 
 @dataclass
 class GuideConfig:
-    type: str = "amortized"  # amortized | amortized_full | mean_field | iaf | planar
+    type: str = "amortized"  # amortized | amortized_full | mean_field | iaf | planar | vq | relaxed_categorical
     init_scale: float = 0.1  # mean_field: initial posterior standard deviation
     flows: int = 2  # iaf | planar: conditional flows after the amortized diagonal Gaussian
     flow_hidden: list = field(default_factory=list)  # iaf | planar: each flow's hidden widths; [] = [10 z_dim] * 2
@@ -81,6 +87,11 @@ class GuideConfig:
     local_min_lr: float = 5e-4
     local_tolerance: float = 0.01
     local_particles: int = 1
+    # relaxed_categorical: the straight-through Gumbel-softmax's temperature at step t,
+    # tau_t = max(min_temperature, temperature exp(-temperature_decay t)) (Jang et al. 2017)
+    temperature: float = 1.0
+    min_temperature: float = 0.5
+    temperature_decay: float = 1e-4
 
     def local_fit_options(self) -> dict:
         """Keyword arguments of :func:`pyro_vae.infer.local_fit.fit_local` from this section."""
@@ -106,6 +117,7 @@ class TrainConfig:
     kl_anneal_steps: int = 0  # raise the KL weight linearly from 0 to beta over this many steps
     free_bits: float = 0.0  # nats per latent dimension (Kingma et al. 2016); needs trace_mean_field
     classifier_weight: float = 0.1  # M2: alpha = classifier_weight x N on E_labelled[-log q(y | x)] (Kingma: 0.1)
+    commitment: float = 0.25  # guide vq: beta, the weight of the commitment loss ||z_e - sg(e)||^2
     baseline_epochs: int = 50  # model.completion: the baseline's most epochs (it stops early as the CVAE does)
     eval_batch_size: int = 1000
     validate: bool = False  # Pyro's distribution argument checks (slower)
@@ -150,6 +162,13 @@ _LOWER_BOUNDS = {
     ("data", "noise"): (0, True),
     ("train", "classifier_weight"): (0, True),
     ("train", "baseline_epochs"): (1, True),
+    ("train", "commitment"): (0, True),
+    ("prior", "codes"): (2, True),
+    ("prior", "code_dim"): (1, True),
+    ("prior", "ema_decay"): (0, False),
+    ("guide", "temperature"): (0, False),
+    ("guide", "min_temperature"): (0, False),
+    ("guide", "temperature_decay"): (0, True),
     ("model", "z_dim"): (1, True),
     ("model", "normal_scale"): (0, False),
     ("prior", "components"): (1, True),
@@ -181,6 +200,8 @@ _UPPER_BOUNDS = {
     ("guide", "flows"): (64, "deeper stacks of flows are not what a VAE guide needs"),
     ("prior", "flows"): (64, "deeper stacks of flows are not what a VAE prior needs"),
     ("train", "lr_decay"): (1, "a factor above 1 would raise the rate every epoch"),
+    ("prior", "ema_decay"): (0.9999, "the codes would barely move"),
+    ("prior", "codes"): (65536, "a larger codebook is not what an MNIST VQ-VAE needs"),
     ("model", "completion"): (3, "an image has four quadrants, so at most three are given"),
     ("data", "noise"): (0.99, "a higher rate would replace nearly every pixel: the model would learn noise alone"),
 }

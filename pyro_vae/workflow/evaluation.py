@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..infer.evaluate import (active_units, elbo_terms, importance_log_likelihood,
+from ..infer.evaluate import (active_units, code_usage, elbo_terms, importance_log_likelihood,
                               importance_log_likelihood_over_labels, posterior_means, semi_supervised_terms)
 from ..infer.gaps import CONVERGED_GAIN, FAMILY_LABELS, amortization_gap, default_check_images, is_converged
 from ..infer.local_fit import fit_local, guide_family
@@ -35,6 +35,10 @@ COMPLETION_BCE = (
     "; an image-completion run reports the importance-sampled estimate of the same quantity on -BCE "
     "(importance_sampled: log of the mean weight exp(-BCE(x_h; z)) p(z | x_g) / q(z | x), Pyro's CVAE "
     "tutorial's convention), comparable with its -ELBO, not a log-density"
+)
+POINT_MASS = (
+    "q(z | x) is a point mass at the nearest codes c*, so every importance sample is c* and log p(x) is reported "
+    "as its one-sample value, the lower bound log p(x | c*) + log p(c*) (= the ELBO)"
 )
 NOT_A_DENSITY = (
     "grey-value pixels under a Bernoulli: -BCE is not a normalised log-density, so no "
@@ -107,7 +111,14 @@ def evaluate_test_set(vae: VAE, guide: Guide, test: ImageData, config: Config, d
             return EvaluatedSet(terms, guide, posterior_means(guide, x, batch, y))
         means: list[torch.Tensor] = []
         terms = elbo_terms(vae, guide, x, batch, means=means, y=y)
+        if is_discrete(vae):
+            terms.update(code_usage(guide, x, batch))
     return EvaluatedSet({**terms, **local}, guide, torch.cat(means))
+
+
+def is_discrete(vae: VAE) -> bool:
+    """Whether the model's latents are discrete codes (a categorical prior, :mod:`pyro_vae.models.discrete`)."""
+    return getattr(vae.prior, "discrete", False)
 
 
 def evaluation_codes(guide: Guide, test: ImageData, config: Config, device, y: torch.Tensor | None = None
@@ -155,8 +166,8 @@ def evaluate_run(
     q_family: str | None = None,
     flows_from: str | Path | None = None,
 ) -> dict:
-    """Evaluate a run on ``split`` and write ``evaluation.json`` (unless ``save`` is false);
-    see the module docstring.
+    """Evaluate a run on ``split`` and write ``evaluation.json`` (unless ``save`` is false; with q* of another
+    family, ``evaluation_q_<family>.json``, :func:`evaluation_path`); see the module docstring.
 
     :param limit: evaluate the first ``limit`` images only (0 = all).
     :param q_family: with ``gap``, fit q* in this family instead of the guide's; ``flows_from``: a run whose
@@ -197,9 +208,17 @@ def evaluate_run(
                                                        data.labels)
         else:
             report["elbo"] = elbo_terms(run.vae, guide, x, batch, y=y)
-        report["active_units"] = active_units(guide, x, y=y)["active_units"]
+        if is_discrete(run.vae):  # codes in use, where a Gaussian z has its active units
+            report["code_usage"] = code_usage(guide, x, batch)
+        else:
+            report["active_units"] = active_units(guide, x, y=y)["active_units"]
         if run.vae.task == "completion":  # -log p(x_h | x_g) of the deterministic network the prior reads
             report["completion_baseline"] = baseline_loss(run.vae.baseline, x, batch)
+
+        if guide.deterministic:  # a point-mass q: every importance sample is the same code, so one says all
+            report["note"] = POINT_MASS
+            num_samples, iwae_samples = 1, ()
+            report["num_samples"] = num_samples
 
         def log_likelihood(k: int) -> dict:
             if latent:
@@ -208,7 +227,7 @@ def evaluate_run(
 
         if not proper:
             report["log_likelihood"] = None
-            report["note"] = NOT_A_DENSITY
+            report["note"] = "; ".join(note for note in (NOT_A_DENSITY, report.get("note")) if note)
             if run.vae.task == "completion":  # the tutorial's convention: the same estimator on -BCE
                 report["importance_sampled"] = _timed_estimate(log_likelihood, num_samples)
                 report["note"] += COMPLETION_BCE
@@ -224,8 +243,16 @@ def evaluate_run(
                 for k in iwae_samples if k < num_samples
             }
     if save:
-        write_json(run.dir.evaluation, report)
+        write_json(evaluation_path(run_dir, q_family, flows_from), report)
     return report
+
+
+def evaluation_path(run_dir: str | Path, q_family: str | None = None, flows_from=None) -> Path:
+    """The file an evaluation of ``run_dir`` is written to: ``evaluation.json``, or for q* of another family
+    (a cross cell of the gap table) ``evaluation_q_<family>.json``, so it leaves the run's own evaluation alone."""
+    if q_family or flows_from:
+        return RunDir(run_dir).cross_evaluation(q_family or "flow")
+    return RunDir(run_dir).evaluation
 
 
 def _timed_estimate(log_likelihood, num_samples: int) -> dict:
@@ -300,8 +327,13 @@ def format_report(report: dict) -> str:
     rows = [
         ("images", f"{report['images']} ({report['split']})"),
         ("-ELBO per image", f"{-e['elbo']:.2f}  (recon {-e['recon']:.2f} + KL {e['kl']:.2f}, KL {e['kl_estimator']})"),
-        ("active units", str(report["active_units"])),
     ]
+    if "code_usage" in report:
+        u = report["code_usage"]
+        rows.append(("codes in use", f"perplexity {u['perplexity']:.1f} of {u['codes']} codes ({u['dead_codes']} "
+                                     f"dead), per position {u['position_perplexity']:.1f}"))
+    else:
+        rows.append(("active units", str(report["active_units"])))
     if "local_fit" in report:
         rows.append(("local fit (test images)", _fit_line(report["local_fit"])))
     if "accuracy" in report:
@@ -325,7 +357,8 @@ def format_report(report: dict) -> str:
         name = "log p(x_h | x_g)" if "completion_baseline" in report else f"log p(x{given})"
         rows.append((f"{name}, K={report['num_samples']}",
                      f"{ll['value']:.2f} +- {ll['stderr']:.2f}  (proposal: {ll.get('proposal', 'q')}"
-                     f"{'; y summed out' if 'accuracy' in report else ''})"))
+                     f"{'; y summed out' if 'accuracy' in report else ''}"
+                     f"{'; a point mass, so K = 1: the ELBO' if report.get('note') == POINT_MASS else ''})"))
         for k, value in report["iwae"].items():
             rows.append((f"IWAE bound, K={k}", f"{value:.2f}"))
     if "gap" in report:

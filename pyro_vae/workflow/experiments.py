@@ -293,6 +293,8 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
             **({"accuracy": report["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"]}
                if report and "accuracy" in report else {}),  # M2: its classifier, and the supervised baseline
             **(completion_row(report, metrics) if config.model.completion else {}),
+            **({"code_usage": report["code_usage"], "point_mass": report["num_samples"] == 1 < num_samples}
+               if report and "code_usage" in report else {}),  # discrete codes
             "epochs": metrics["epochs"],
             "best_epoch": metrics.get("best_epoch"),  # with a validation split: the epoch whose weights these are
             "train_seconds": metrics["train_seconds"],

@@ -24,7 +24,7 @@ from ..plots import latent, latent_3d, over_training
 from ..plots.base import save_figure
 from .config import Config
 from .data import ImageData, example_indices, first_index, load_run_data
-from .evaluation import evaluate_test_set, snapshot_data
+from .evaluation import evaluate_test_set, is_discrete, snapshot_data
 from .runs import RunDir, best_epoch, load_run
 from .streams import seeded
 
@@ -68,7 +68,7 @@ def draw_figures(
     the prior samples, interpolation and manifolds, the samples by label (rows y, columns z ~ p(z))
     and the style transfer of the example digits; an image-completion CVAE its completions of them
     (:func:`pyro_vae.plots.completion.plot_completions`) in place of the prior samples, interpolation and
-    manifolds. With ``snapshots`` (see
+    manifolds; discrete codes (a categorical prior) no interpolation, scatter or manifold. With ``snapshots`` (see
     :func:`pyro_vae.workflow.training.take_snapshot`): reconstructions over training and, for z = 2, the
     posterior's frames and GIF, of ``snapshot_images`` / ``snapshot_labels`` (default: the test images and labels).
     """
@@ -85,6 +85,7 @@ def draw_figures(
     written.append(save(image_plots.plot_reconstructions(test_images[shown].cpu(), reconstructions),
                         "reconstructions.png"))
     completion = vae.task == "completion"  # p(z | x_g): no prior of its own to sample, contour or lay out
+    discrete = is_discrete(vae)  # codes, not points of a plane or a space: no scatter, manifold or interpolation
     if completion:
         written.append(save(plot_completions(vae, test_images[shown]), "completions.png"))
     elif vae.conditional:
@@ -97,14 +98,15 @@ def draw_figures(
         written.append(save(image_plots.plot_image_grid(samples, 10, 10,
                                                         "100 samples from the prior, decoded (E[x|z])"),
                             "prior_samples.png"))
-        written.append(draw_interpolation(vae, test_images, test_labels, codes, fig_dir / "interpolation.png"))
-    if vae.z_dim == 2 and not completion:
+        if not discrete:  # a straight line between two codes leaves the set of codes
+            written.append(draw_interpolation(vae, test_images, test_labels, codes, fig_dir / "interpolation.png"))
+    if vae.z_dim == 2 and not (completion or discrete):
         written.append(save(latent.plot_latent_scatter(codes, test_labels, vae), "latent_scatter.png"))
         if not vae.conditional:
             written.append(save(latent.plot_manifold(vae), "manifold.png"))
             if latent.has_tilt(vae):
                 written.append(save(latent.plot_tilted_manifold(vae), "manifold_tilted.png"))
-    if vae.z_dim == 3 and not completion:
+    if vae.z_dim == 3 and not (completion or discrete):
         written.append(save(latent_3d.plot_latent_3d(codes, test_labels), "latent_scatter_3d.png"))
         written.append(save(latent_3d.plot_latent_projections(codes, test_labels), "latent_projections.png"))
         if not vae.conditional:

@@ -87,6 +87,8 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
                 extra = accuracy_table(sweep)
             elif any("baseline_loss" in s for s in sweep["rows"]):
                 extra = completion_table(sweep)
+            elif any("code_usage" in s for s in sweep["rows"]):
+                extra = codes_table(sweep)
     record = read_json(RunDir(out).experiment) or {}
     figures = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.suffix in (".png", ".gif")
                      and (p.parent.name == RunDir(out).figures.name or p.parent == out)
@@ -121,6 +123,22 @@ def completion_table(sweep: dict) -> str:
         lines.append(f"| {s['value']} | {_num(s['baseline_loss'])} ({s.get('baseline_epochs')}) "
                      f"| {_num(s['test_loss'])} ({s['epochs']}) | {sampled} "
                      f"| {f'{anchor[0]}, {anchor[1]}' if anchor else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def codes_table(sweep: dict) -> str:
+    """Markdown: discrete codes beside a Gaussian z: the test reconstruction term, KL and -ELBO per image, the
+    importance-sampled log p(x) (one sample for a point-mass q: the ELBO), and the codes in use."""
+    lines = ["| run | epochs | -log p(x \\| z) | KL | -ELBO | log p(x) (K) | codes in use: perplexity of K (dead) "
+             "| per position |", "|---|---|---|---|---|---|---|---|"]
+    for s in sweep["rows"]:
+        u = s.get("code_usage")
+        ll = (f"{_num(s['log_likelihood'])} +- {_num(s['log_likelihood_stderr'])} "
+              f"({1 if u and s.get('point_mass') else sweep['num_samples']:,})" if s.get("log_likelihood") else "-")
+        usage = (f"{u['perplexity']:.1f} of {u['codes']} ({u['dead_codes']})", f"{u['position_perplexity']:.1f}"
+                 ) if u else ("-", "-")
+        lines.append(f"| {s['value']} | {s['epochs']} | {_num(-s['test_recon'])} | {_num(s['test_kl'])} "
+                     f"| {_num(s['test_loss'])} | {ll} | {usage[0]} | {usage[1]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -234,6 +252,15 @@ def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: 
     return {**found, "source": "run" if found["rows"] else "none"}
 
 
+def published_name(name: str, names: list[str]) -> str:
+    """The file name a key figure ``name`` (a path in the run) is published under: its own, or where another of the
+    experiment's ``names`` has the same one, prefixed with the member run it comes from (``vq_prior_samples.png``)."""
+    base = Path(name).name
+    if sum(Path(other).name == base for other in names) == 1:
+        return base
+    return "_".join(part for part in Path(name).parts[:-1] if part != "figures") + "_" + base
+
+
 def publish_figures(experiment: Experiment, runs_dir: Path, experiments_dir: Path) -> list[Path]:
     """Copy the experiment's key figures (``experiment.figures``) from its finished run, shrunk to
     :data:`PUBLISHED_WIDTH` pixels and :data:`PUBLISHED_COLORS` colours, to
@@ -246,7 +273,7 @@ def publish_figures(experiment: Experiment, runs_dir: Path, experiments_dir: Pat
     full = _full_run(read_json(RunDir(runs_dir / experiment.name).experiment))
     published = []
     for name in experiment.figures:
-        source, target = runs_dir / experiment.name / name, folder / Path(name).name
+        source, target = runs_dir / experiment.name / name, folder / published_name(name, experiment.figures)
         if source.is_file() and full:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(preview_png(source, PUBLISHED_WIDTH, PUBLISHED_COLORS))

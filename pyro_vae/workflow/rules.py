@@ -67,6 +67,15 @@ def _importance_weighted(c: Config) -> bool:
     return c.train.objective in ("iwae", "iwae_dreg")
 
 
+DISCRETE_PRIORS = ("categorical", "learned_categorical")  # as pyro_vae.workflow.build's registries name them
+DISCRETE_GUIDES = ("vq", "relaxed_categorical")
+
+
+def _weighted_kl(c: Config) -> bool:
+    """Whether the config weights, anneals or floors the KL (beta, kl_anneal_steps, free_bits)."""
+    return c.train.beta != 1 or c.train.kl_anneal_steps > 0 or c.train.free_bits > 0
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         ("train.early_stopping", "data.validation_size"),
@@ -235,6 +244,50 @@ RULES: tuple[Rule, ...] = (
         lambda c: f"model.completion = {c.model.completion} fits its baseline first, stopped on the validation "
                   "loss, but data.validation_size = 0 holds no images out; set data.validation_size (e.g. 10000)",
         ("model.completion=3",),
+    ),
+    Rule(
+        ("prior.type", "guide.type"),
+        lambda c: (c.prior.type in DISCRETE_PRIORS) != (c.guide.type in DISCRETE_GUIDES),
+        lambda c: f"prior.type = {c.prior.type!r} and guide.type = {c.guide.type!r} are over different latents: the "
+                  f"priors {', '.join(DISCRETE_PRIORS)} go with the guides {', '.join(DISCRETE_GUIDES)} (discrete "
+                  "codes), the other priors with the other guides (a continuous z)",
+        ("prior.type='categorical'",),
+    ),
+    Rule(
+        ("guide.type", "train.objective", "train.num_particles", "train.beta", "train.kl_anneal_steps",
+         "train.free_bits"),
+        lambda c: c.guide.type == "vq" and (c.train.objective not in ("trace", "trace_mean_field")
+                                            or c.train.num_particles != 1 or _weighted_kl(c)),
+        lambda c: "guide.type = 'vq' (a one-hot posterior) trains with its own objective, -ELBO plus the codebook "
+                  "and commitment losses (train.commitment): leave train.objective = 'trace' or 'trace_mean_field', "
+                  f"num_particles = 1, beta = 1, kl_anneal_steps = 0 and free_bits = 0, got objective "
+                  f"{c.train.objective!r}, num_particles {c.train.num_particles}, beta {c.train.beta}, "
+                  f"kl_anneal_steps {c.train.kl_anneal_steps}, free_bits {c.train.free_bits}",
+        ("prior.type='categorical'", "guide.type='vq'", "train.objective='iwae'"),
+    ),
+    Rule(
+        ("guide.type", "train.objective", "train.free_bits"),
+        lambda c: c.guide.type == "relaxed_categorical" and (c.train.objective not in ("trace", "trace_mean_field")
+                                                             or c.train.free_bits > 0),
+        lambda c: "guide.type = 'relaxed_categorical' samples its codes straight through, a gradient the ELBO "
+                  "objectives 'trace' and 'trace_mean_field' (the exact discrete KL) take; got train.objective = "
+                  f"{c.train.objective!r}, free_bits = {c.train.free_bits}: use one of those two, free_bits 0",
+        ("prior.type='categorical'", "guide.type='relaxed_categorical'", "train.objective='iwae'"),
+    ),
+    Rule(
+        ("prior.codebook", "guide.type"),
+        lambda c: c.prior.codebook != "loss" and c.guide.type != "vq",
+        lambda c: f"prior.codebook = {c.prior.codebook!r} says how a VQ-VAE's code vectors learn, but guide.type = "
+                  f"{c.guide.type!r} has no codebook; use guide.type = 'vq' or leave prior.codebook = 'loss'",
+        ("prior.codebook='ema'",),
+    ),
+    Rule(
+        ("guide.min_temperature", "guide.temperature"),
+        lambda c: c.guide.min_temperature > c.guide.temperature,
+        lambda c: f"guide.min_temperature = {c.guide.min_temperature} is above guide.temperature = "
+                  f"{c.guide.temperature}; the temperature falls from temperature to min_temperature: make "
+                  "min_temperature <= temperature",
+        ("guide.min_temperature=2.0",),
     ),
     Rule(
         ("guide.local_min_lr", "guide.local_lr"),

@@ -55,6 +55,10 @@ class RunDir:
     figures = property(lambda self: self.path / "figures")
     local_fit = property(lambda self: self.path / "test_local_fit.pt")  # a mean-field run's test-image fit (a cache)
     evaluation = property(lambda self: self.path / "evaluation.json")
+
+    def cross_evaluation(self, family: str) -> Path:
+        """Where ``pyro-vae evaluate --gap`` with q* of another family (``--q-family``, ``--flows-from``) writes."""
+        return self.path / f"evaluation_q_{family}.json"
     experiment = property(lambda self: self.path / "experiment.json")
     comparison = property(lambda self: self.path / "comparison.json")
     comparison_table = property(lambda self: self.path / "comparison.md")
@@ -77,7 +81,7 @@ class RunDir:
     def run_files(self) -> tuple[Path, ...]:
         """The files a training run (and its evaluation) writes, ``figures/`` aside."""
         return (self.config, self.history, self.metrics, self.checkpoint, self.previous_checkpoint, self.local_fit,
-                self.evaluation)
+                self.evaluation, *sorted(self.path.glob(self.cross_evaluation("*").name)))
 
     def holds_run(self) -> bool:
         return any(path.exists() for path in self.run_files())

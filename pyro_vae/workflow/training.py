@@ -225,10 +225,10 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------
     def hooks(self, progress: ProgressBar, ctrl_c: CtrlC) -> list[Hook]:
-        """What runs around the SVI steps, in order: learning-rate and KL schedules, finite-loss check,
-        progress, Ctrl-C; at each epoch's end the record, test evaluation, snapshot, checkpoint and log
-        line; at the end the figures (after :meth:`finish` wrote the final metrics)."""
-        return [_LRSchedule(self), _KLSchedule(self), FiniteLoss(), progress, ctrl_c, _EpochRecord(self),
+        """What runs around the SVI steps, in order: learning-rate and step schedules (KL weight, temperature),
+        finite-loss check, progress, Ctrl-C; at each epoch's end the record, test evaluation, snapshot, checkpoint
+        and log line; at the end the figures (after :meth:`finish` wrote the final metrics)."""
+        return [_LRSchedule(self), _StepSchedules(self), FiniteLoss(), progress, ctrl_c, _EpochRecord(self),
                 _TestEvaluation(self), _Validation(self), _Snapshot(self), _Checkpoint(self), _LogLine(self),
                 *([_Figures(self)] if self.figures else [])]
 
@@ -401,8 +401,9 @@ class _LRSchedule(Hook):
         self.trainer.optimizer.set_lr_factor(lr_factor(t.lr_schedule, epoch.number, t.lr_decay))
 
 
-class _KLSchedule(Hook):
-    """Set the KL weight beta_t for the coming step (t counts steps over the whole run)."""
+class _StepSchedules(Hook):
+    """Set what changes with the step t (counted over the whole run) before each step: the KL weight beta_t
+    and a guide's own schedule (``set_step``: the relaxed categorical's temperature)."""
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
@@ -411,7 +412,10 @@ class _KLSchedule(Hook):
         self.trainer.vae.train(), self.trainer.guide.train()
 
     def step_started(self, epoch):
-        self.trainer.kl_weight.set_step((epoch.number - 1) * self.trainer.steps_per_epoch + epoch.step + 1)
+        step = (epoch.number - 1) * self.trainer.steps_per_epoch + epoch.step + 1
+        self.trainer.kl_weight.set_step(step)
+        if hasattr(self.trainer.guide, "set_step"):
+            self.trainer.guide.set_step(step)
 
 
 class _EpochRecord(Hook):

@@ -199,3 +199,29 @@ def test_m2_bound_with_the_exact_posteriors_is_log_p_x_and_the_accuracy_is_count
     assert wrong["accuracy"] == 0.0
     guide.classifier.weight.data.zero_()  # q(y | x) uniform: the bound drops by KL(q(y|x) || p(y|x)) > 0
     assert semi_supervised_terms(vae, guide, copies, labels.repeat(500))["elbo"] < terms["elbo"] - 0.1
+
+
+def test_perplexity_counts_equally_used_codes():
+    from pyro_vae.infer.evaluate import perplexity
+
+    assert perplexity(torch.tensor([2.0, 2.0, 0.0, 0.0])).item() == pytest.approx(2.0)
+    assert perplexity(torch.tensor([5.0, 0.0, 0.0])).item() == pytest.approx(1.0)
+    assert perplexity(torch.tensor([[1.0, 1.0, 1.0], [3.0, 0.0, 0.0]])).tolist() == pytest.approx([3.0, 1.0])
+
+
+def test_code_usage_counts_each_position_s_most_probable_code():
+    """Four images, two positions of four classes: position 0 takes codes 0, 0, 1, 1, position 1 always 1, so
+    codes 0, 1 and 1 are used 2, 6 times (pooled), 2 and 3 never; per position exp(H) is 2 and 1."""
+    from pyro_vae.infer.evaluate import code_usage
+    from pyro_vae.models.discrete import OneHotCodes
+
+    chosen = torch.tensor([[0, 1], [0, 1], [1, 1], [1, 1]])
+
+    class Fixed(Guide):
+        def posterior(self, x, idx=None):
+            return OneHotCodes(10 * torch.nn.functional.one_hot(chosen[idx], 4).float())
+
+    usage = code_usage(Fixed(4), torch.zeros(4, 3), batch_size=3)
+    pooled = torch.tensor([2.0, 6.0]) / 8
+    assert usage["perplexity"] == pytest.approx(math.exp(-(pooled * pooled.log()).sum().item()))
+    assert usage["dead_codes"] == 2 and usage["codes"] == 4 and usage["position_perplexity"] == pytest.approx(1.5)

@@ -10,7 +10,8 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro_vae.workflow.build import build_model, check_config
 from pyro_vae.workflow.config import ConfigError
 from pyro_vae.infer.optim import adam
-from pyro_vae.workflow.build import GUIDES, OBJECTIVES, PRIORS, build_objective
+from pyro_vae.workflow.build import GUIDES, OBJECTIVES, PRIORS, build_objective, latent_width
+from pyro_vae.workflow.rules import DISCRETE_GUIDES, DISCRETE_PRIORS
 
 from ..helpers import tiny_config
 
@@ -23,6 +24,7 @@ def _pairwise() -> list:
     triples += [("standard", g, o) for g in GUIDES for o in OBJECTIVES]
     triples += [(p, "amortized", o) for p in PRIORS for o in OBJECTIVES]
     triples += [("correlated", "amortized_full", "jit_trace_mean_field")]  # the pair torch's KL cannot trace
+    triples += [(p, g, o) for p in DISCRETE_PRIORS for g in DISCRETE_GUIDES for o in OBJECTIVES]  # discrete codes
     unique = list(dict.fromkeys(triples))
     return [pytest.param(*t, marks=pytest.mark.slow) if t[2].startswith("jit_") else t for t in unique]
 
@@ -45,6 +47,14 @@ def test_every_prior_guide_objective_trains(tiny_data, prior_kind, guide_kind, o
         with pytest.raises(ConfigError, match="prior.type = 'vamp' mixes the guide's Gaussian posteriors"):
             check_config(config)
         return
+    if (prior_kind in DISCRETE_PRIORS) != (guide_kind in DISCRETE_GUIDES):
+        with pytest.raises(ConfigError, match="are over different latents"):
+            check_config(config)
+        return
+    if guide_kind in DISCRETE_GUIDES and objective not in ("trace", "trace_mean_field"):
+        with pytest.raises(ConfigError, match=f"guide.type = '{guide_kind}'"):
+            check_config(config)
+        return
     check_config(config)
     pyro.clear_param_store()
     pyro.set_rng_seed(0)  # the same weights whichever tests ran before in this process
@@ -63,7 +73,7 @@ def test_every_prior_guide_objective_trains(tiny_data, prior_kind, guide_kind, o
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 20
     idx = torch.arange(4)
     trace = poutine.trace(guide).get_trace(tiny_data.pixels_at(idx), idx)
-    assert trace.nodes["z"]["value"].shape == (4, 2)
+    assert trace.nodes["z"]["value"].shape == (4, latent_width(config))  # (discrete codes: M K or M D wide)
 
 
 def _loss_draws(objective, vae, guide, x, draws):
@@ -305,3 +315,38 @@ def test_m2s_objective_sums_its_three_parts_and_reports_the_unlabelled_bound():
     assert build_objective(config, 60000).alpha == pytest.approx(6000.0)
     with pytest.raises(ValueError, match="needs the training set's size N"):
         build_objective(config)
+
+
+@pytest.mark.parametrize("codebook", ["loss", "ema"])
+def test_the_vq_objective_is_minus_the_elbo_plus_the_quantization_losses(tiny_data, codebook):
+    """Its value is -(log p(x | z_q) + log p(c*)) scaled to the data; the codebook moves by its own loss
+    (d/dE of N/B sum ||sg(z_e) - e_c||^2) or, with moving averages, by the update alone."""
+    from pyro_vae.infer.objectives import VectorQuantizedELBO
+
+    config = tiny_config(prior={"type": "categorical", "codes": 8, "codebook": codebook}, guide={"type": "vq"},
+                         model={"z_dim": 3})
+    pyro.clear_param_store()
+    vae, guide = build_model(config, len(tiny_data))
+    objective = build_objective(config)
+    assert isinstance(objective, VectorQuantizedELBO) and objective.commitment == 0.25
+    idx = torch.arange(8)
+    x = tiny_data.pixels_at(idx)
+    q = guide.posterior(x, idx)
+    z_q = q.rsample()
+    scale = len(tiny_data) / 8
+    neg_elbo = -scale * (vae.log_likelihood(z_q, x) - 3 * math.log(8)).sum()  # uniform prior: KL = M log K
+    assert objective.loss(vae.model, guide, x, idx) == pytest.approx(neg_elbo.item(), rel=1e-5)
+    codebook_module = vae.prior.codebook
+    before = codebook_module.weight.detach().clone()
+    reported = objective.loss_and_grads(vae.model, guide, x, idx)
+    assert reported == pytest.approx(neg_elbo.item(), rel=1e-5)  # the quantization losses are not reported
+    if codebook == "loss":
+        weight = codebook_module.weight.detach().clone().requires_grad_(True)
+        own = scale * (q.z_e.detach() - weight[q.codes]).square().sum()
+        expected, = torch.autograd.grad(own, weight)
+        assert torch.allclose(codebook_module.weight.grad, expected, atol=1e-5)
+        assert torch.equal(codebook_module.weight.detach(), before)  # (the optimizer steps it)
+    else:
+        assert not codebook_module.weight.requires_grad
+        used = q.codes.unique()
+        assert not torch.allclose(codebook_module.weight[used], before[used])  # moved by the average

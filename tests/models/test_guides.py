@@ -4,7 +4,7 @@ from pyro.infer import SVI, Trace_ELBO
 
 from pyro_vae.workflow.build import build_model
 from pyro_vae.models.guides import AmortizedFullNormal, MeanField
-from pyro_vae.workflow.build import GUIDES
+from pyro_vae.workflow.build import GUIDES, latent_width
 from pyro_vae.infer.optim import adam
 
 from ..helpers import tiny_config
@@ -18,11 +18,15 @@ def _parts(num_data=64, **sections):
 @pytest.mark.parametrize("z_dim", [2, 3])
 def test_posterior_shapes(tiny_data, kind, z_dim):
     covariance = torch.eye(z_dim).tolist()
-    _, guide = _parts(guide={"type": kind}, model={"z_dim": z_dim}, prior={"covariance": covariance})
+    prior = {"covariance": covariance, **({"type": "categorical"} if kind in ("vq", "relaxed_categorical") else {})}
+    config = tiny_config(guide={"type": kind}, model={"z_dim": z_dim}, prior=prior)
+    _, guide = build_model(config, 64)
     idx = torch.tensor([0, 5, 7])
     q = guide.posterior(tiny_data.pixels_at(idx), idx)
-    assert q.batch_shape == (3,) and q.event_shape == (z_dim,)
-    assert q.rsample().shape == (3, z_dim)
+    width = {"vq": z_dim * config.prior.code_dim, "relaxed_categorical": z_dim * config.prior.codes}.get(kind, z_dim)
+    assert latent_width(config) == width
+    assert q.batch_shape == (3,) and q.event_shape == (width,)
+    assert q.rsample().shape == (3, width)
 
 
 def test_full_covariance_guide_gives_valid_correlated_factors(tiny_data):

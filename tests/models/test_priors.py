@@ -27,9 +27,10 @@ def build_prior(kind: str, z_dim: int, covariance=(), components: int = 10):
 def test_every_prior_is_a_distribution_over_one_z(kind, z_dim):
     covariance = [] if z_dim == 2 else torch.eye(3).tolist()
     prior = build_prior(kind, z_dim, covariance=covariance)()
-    assert prior.batch_shape == () and prior.event_shape == (z_dim,)
+    width = z_dim * Config().prior.codes if "categorical" in kind else z_dim  # z_dim one-hot codes of K classes
+    assert prior.batch_shape == () and prior.event_shape == (width,)
     z = prior.sample((7,))
-    assert z.shape == (7, z_dim)
+    assert z.shape == (7, width)
     assert torch.isfinite(prior.log_prob(z)).all() and prior.log_prob(z).shape == (7,)
 
 

@@ -1,6 +1,7 @@
 import torch
 import pytest
 
+from pyro_vae.workflow.rules import DISCRETE_GUIDES, DISCRETE_PRIORS
 from pyro_vae.workflow.build import (FLOWS, GUIDES, LIKELIHOODS, NAMES, PRIORS, build_model, check_config, check_names,
                                      proper_density)
 from pyro_vae.workflow.config import ConfigError, load_config
@@ -34,13 +35,20 @@ def test_a_part_s_own_errors_come_back_naming_config_keys(overrides, message):
 
 
 def test_registries_build_every_part():
+    assert set(DISCRETE_PRIORS) <= set(PRIORS) and set(DISCRETE_GUIDES) <= set(GUIDES)  # the rules' names
     for kind in PRIORS:
-        vae, guide = build_model(load_config(None, [f"prior.type='{kind}'"]), 10)
-        assert vae.prior().event_shape == (2,)
+        discrete = kind in DISCRETE_PRIORS  # over z_dim = 2 codes of 64 classes, one-hot (the relaxed guide's)
+        guide = ["guide.type='relaxed_categorical'"] if discrete else []
+        vae, _ = build_model(load_config(None, [f"prior.type='{kind}'", *guide]), 10)
+        assert vae.prior().event_shape == ((128,) if discrete else (2,))
     for kind in GUIDES:
-        _, guide = build_model(load_config(None, [f"guide.type='{kind}'"]), 10)
-        assert guide.family in (("diagonal", "full") if kind not in FLOWS else ("flow",))  # q* keeps the flows
-        assert guide.posterior(torch.zeros(3, 784), torch.arange(3)).event_shape == (2,)
+        discrete = kind in DISCRETE_GUIDES  # 2 codes: 8-dimensional vectors (vq), 64-class one-hots
+        prior = ["prior.type='categorical'"] if discrete else []
+        _, guide = build_model(load_config(None, [f"guide.type='{kind}'", *prior]), 10)
+        families = (None,) if discrete else ("diagonal", "full") if kind not in FLOWS else ("flow",)
+        assert guide.family in families  # q* keeps the flows; no local fit of discrete codes
+        width = {"vq": 16, "relaxed_categorical": 128}.get(kind, 2)
+        assert guide.posterior(torch.zeros(3, 784), torch.arange(3)).event_shape == (width,)
     assert set(LIKELIHOODS) == {"bernoulli", "continuous_bernoulli", "normal"}
 
 

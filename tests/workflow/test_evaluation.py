@@ -171,16 +171,38 @@ def test_the_gap_of_a_flow_guide_fits_q_star_in_the_flow_family(tmp_path, data_d
     assert report["log_likelihood"]["value"] >= report["elbo"]["elbo"] - 0.5  # an IWAE bound (K = 10) above the ELBO
 
     # the cross cells: a diagonal q* on this flow-trained decoder; this run's flows as q* on a diagonal one
+    own = (out / "evaluation.json").read_bytes()
     cross = evaluate_run(out, 10, "test", data_dir, gap=True, q_family="diagonal")
+    assert (out / "evaluation.json").read_bytes() == own  # the run's own evaluation is left alone
+    assert json.loads((out / "evaluation_q_diagonal.json").read_text())["gap"]["family"] == "diagonal"
     assert cross["gap"]["family"] == "diagonal" and cross["gap"]["amortization_gap"] is None
     assert cross["settings"]["q_family"] == {"family": "diagonal", "flows_from": None}
     assert "none: q* is of another family" in format_report(cross)
     diagonal = train(tiny_config(guide={"local_steps": 30}, data={"train_size": 64, "test_size": 32},
                                  train={"epochs": 1}), tmp_path / "d", data_dir, progress=False, log=lambda line: None)
     borrowed = evaluate_run(diagonal, 10, "test", data_dir, gap=True, flows_from=out)["gap"]
-    assert borrowed["family"] == "flow" and borrowed["cross_family"]
+    assert borrowed["family"] == "flow" and borrowed["cross_family"] and (diagonal / "evaluation_q_flow.json").exists()
     for kwargs, message in [({"q_family": "diagonal"}, "add --gap"),
                             ({"gap": True, "q_family": "flow"}, "add --flows-from RUN"),
                             ({"gap": True, "flows_from": diagonal}, "not a flow guide")]:
         with pytest.raises(ConfigError, match=message):
             evaluate_run(diagonal, 10, "test", data_dir, **kwargs)
+
+
+def test_discrete_codes_report_their_usage_and_a_point_mass_takes_one_sample(tmp_path, data_dir):
+    vq = _run(tmp_path, data_dir, "vq", model={"z_dim": 4}, prior={"type": "learned_categorical", "codes": 16},
+              guide={"type": "vq"})
+    report = evaluate_run(vq, num_samples=50, data_dir=data_dir)
+    usage = report["code_usage"]
+    assert report["num_samples"] == 1 and report["iwae"] == {} and "point mass" in report["note"]
+    assert report["log_likelihood"]["value"] == pytest.approx(report["elbo"]["elbo"], abs=1e-3)  # log p(x, c*)
+    assert usage["codes"] == 16 and 1 <= usage["perplexity"] <= 16 - usage["dead_codes"]
+    assert "active_units" not in report
+    assert "codes in use" in format_report(report)
+    relaxed = _run(tmp_path, data_dir, "relaxed", model={"z_dim": 4}, prior={"type": "categorical", "codes": 8},
+                   guide={"type": "relaxed_categorical"}, train={"objective": "trace_mean_field"})
+    report = evaluate_run(relaxed, num_samples=50, data_dir=data_dir)
+    assert report["num_samples"] == 50 and report["log_likelihood"]["value"] >= report["iwae"]["1"] - 1e-3
+    assert report["code_usage"]["codes"] == 8
+    with pytest.raises(ConfigError, match="has no family for a local fit"):
+        evaluate_run(relaxed, num_samples=10, data_dir=data_dir, gap=True)

@@ -204,6 +204,7 @@ def test_every_shipped_config_takes_every_prior_and_guide_in_one_set():
     from pyro_vae.workflow.build import check_config
     from pyro_vae.workflow.config import load_config
     from pyro_vae.workflow.build import GUIDES, PRIORS
+    from pyro_vae.workflow.rules import DISCRETE_GUIDES, DISCRETE_PRIORS
 
     files = sorted((REPO / "experiments").glob("*.toml"))
     assert len(files) >= 10
@@ -224,6 +225,15 @@ def test_every_shipped_config_takes_every_prior_and_guide_in_one_set():
                     continue
                 if prior == "vamp" and guide not in ("amortized", "amortized_full"):  # no encoder to mix
                     with pytest.raises(ConfigError, match="prior.type = 'vamp' mixes the guide's Gaussian"):
+                        check_config(config)
+                    continue
+                if (prior in DISCRETE_PRIORS) != (guide in DISCRETE_GUIDES):  # a prior and a guide of other latents
+                    with pytest.raises(ConfigError, match="are over different latents"):
+                        check_config(config)
+                    continue
+                if guide == "vq" and config.train.objective not in ("trace", "trace_mean_field"):
+                    refusal = "guide.type = 'vq' .a one-hot posterior. trains with its own"
+                    with pytest.raises(ConfigError, match=refusal):
                         check_config(config)
                     continue
                 check_config(config)

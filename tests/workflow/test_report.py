@@ -98,3 +98,25 @@ def test_full_runs_results_are_saved_so_the_report_is_made_again_without_runs(fi
     toml.write_text(toml.read_text().replace("[train]\n", "[train]\nseed = 7\n", 1))
     assert "seed = 7" in toml.read_text()
     assert "| binarized | | | not run |" in write_report(copy, tmp_path / "no_runs")
+
+
+def test_the_codes_table_puts_code_usage_beside_each_bound():
+    from pyro_vae.workflow.report import codes_table
+
+    usage = {"perplexity": 41.25, "position_perplexity": 12.0, "dead_codes": 3, "codes": 64}
+    sweep = {"key": "experiment.variant", "num_samples": 1000, "rows": [
+        {"value": "gaussian", "epochs": 30, "test_recon": -72.5, "test_kl": 24.0, "test_loss": 96.5,
+         "log_likelihood": -91.0, "log_likelihood_stderr": 0.25},
+        {"value": "vq", "epochs": 30, "test_recon": -60.0, "test_kl": 66.54, "test_loss": 126.54,
+         "log_likelihood": -126.54, "log_likelihood_stderr": 0.3, "code_usage": usage, "point_mass": True}]}
+    table = codes_table(sweep)
+    assert "| gaussian | 30 | 72.50 | 24.00 | 96.50 | -91.00 +- 0.25 (1,000) | - | - |" in table
+    assert "| vq | 30 | 60.00 | 66.54 | 126.54 | -126.54 +- 0.30 (1) | 41.2 of 64 (3) | 12.0 |" in table
+
+
+def test_key_figures_of_the_same_name_from_two_member_runs_are_published_apart():
+    from pyro_vae.workflow.report import published_name
+
+    names = ["sweep.png", "vq/figures/prior_samples.png", "relaxed/figures/prior_samples.png", "cvae/figures/s.png"]
+    assert [published_name(n, names) for n in names] == ["sweep.png", "vq_prior_samples.png",
+                                                         "relaxed_prior_samples.png", "s.png"]

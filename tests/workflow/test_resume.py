@@ -296,3 +296,29 @@ def test_stopped_between_the_two_renames_resumes_from_the_previous(tmp_path, dat
     (out / "checkpoint.pt").unlink()  # the moment after checkpoint.pt became checkpoint.prev.pt
     resume(out, ["train.epochs=3"], data_dir, **QUIET)
     _assert_identical(_outcome(out), reference["amortized"])
+
+
+@pytest.mark.parametrize("codes", [
+    ["prior.type='categorical'", "guide.type='relaxed_categorical'", "guide.temperature_decay=0.01"],
+    ["prior.type='learned_categorical'", "guide.type='vq'", "prior.codebook='ema'"],
+])
+def test_discrete_codes_resumed_train_as_one_run(tmp_path, data_dir, codes):
+    """The relaxed guide's temperature is a function of the step, and a moving-average codebook's counts and
+    sums travel in the checkpoint: one epoch then a resumed second equals two in one go."""
+    from pyro_vae.workflow.config import load_config
+
+    def config(epochs):
+        c = load_config(None, [*codes, "model.z_dim=4", "prior.codes=8", "model.hidden=[64]", "data.pixels='dynamic'",
+                               "data.train_size=600", "data.test_size=100", "train.batch_size=50"])
+        c.train.epochs = epochs
+        return c
+
+    train(config(2), tmp_path / "straight", data_dir, figures=False, **QUIET)
+    train(config(1), tmp_path / "resumed", data_dir, figures=False, **QUIET)
+    resume(tmp_path / "resumed", ["train.epochs=2"], data_dir, figures=False, **QUIET)
+    straight, resumed = load_checkpoint(tmp_path / "straight" / "checkpoint.pt"), load_checkpoint(
+        tmp_path / "resumed" / "checkpoint.pt")
+    for part in ("vae", "guide"):
+        for key in straight[part]:
+            assert torch.equal(straight[part][key], resumed[part][key]), f"{part}.{key} differs"
+    assert [r["train_loss"] for r in straight["history"]] == [r["train_loss"] for r in resumed["history"]]
