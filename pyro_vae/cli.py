@@ -172,7 +172,7 @@ def _score(args) -> None:
     from .workflow.scores import score_run
 
     out = score_run(args.run, args.out, args.images, args.dataset, args.split, args.num_samples, args.limit,
-                    args.data_dir, progress=not args.no_progress, background=args.background)
+                    args.data_dir, progress=not args.no_progress, background=args.background, log=print)
     print(f"written to {out}")
 
 

@@ -218,18 +218,22 @@ def code_usage(guide: Guide, x: torch.Tensor, batch_size: int = 1000) -> dict:
     """How a guide over discrete codes (:mod:`pyro_vae.models.discrete`) uses its K codes on images ``x``, each
     position's most probable code c_m(x) counted over the images:
 
-    - ``perplexity``: exp(H) of the codes' usage pooled over the M positions (a VQ-VAE's codebook is shared);
-    - ``position_perplexity``: exp(H) of each position's usage, averaged over the positions;
-    - ``dead_codes``: codes no position of any image takes; ``codes``: K.
+    - ``position_perplexity``: exp(H) of each position's usage, averaged over the M positions;
+    - ``perplexity``: with codes shared by the positions (a VQ-VAE's codebook), exp(H) of the usage pooled over
+      the positions; else (``shared`` false: class k means something else at each position) the per-position one;
+    - ``dead_codes``: shared, the codes no position of any image takes; else the (position, class) pairs no
+      image takes; ``codes``: K, ``positions``: M.
     """
-    counts = None
+    counts, shared = None, True
     for idx, xb in batches(x, batch_size):
         q = guide.posterior(xb, idx)
         used = F.one_hot(code_indices(q), q.classes).sum(0)  # (M, K)
-        counts = used if counts is None else counts + used
-    pooled = counts.sum(0).double()
-    return {"perplexity": perplexity(pooled).item(), "position_perplexity": perplexity(counts.double()).mean().item(),
-            "dead_codes": int((pooled == 0).sum()), "codes": counts.shape[1]}
+        counts, shared = (used if counts is None else counts + used), q.shared_codes
+    per_position = perplexity(counts.double()).mean().item()
+    unused = counts.sum(0) if shared else counts
+    return {"perplexity": perplexity(counts.sum(0).double()).item() if shared else per_position,
+            "position_perplexity": per_position, "dead_codes": int((unused == 0).sum()), "codes": counts.shape[1],
+            "positions": counts.shape[0], "shared": shared}
 
 
 @torch.no_grad()

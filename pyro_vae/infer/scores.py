@@ -55,7 +55,11 @@ def likelihood_ratio(neg_log_likelihood: torch.Tensor, background_log_likelihood
 @torch.no_grad()
 def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, batch_size: int = 100) -> dict:
     """Every score of :data:`SCORES` for images ``x`` ``(N, D)`` (observed pixels), each a tensor ``(N,)``
-    (:func:`likelihood_ratio` takes a background model's log p_0(x) beside them)."""
+    (:func:`likelihood_ratio` takes a background model's log p_0(x) beside them). With a point-mass q (a
+    VQ-VAE's nearest codes c*) every importance sample is c*: ``neg_log_likelihood`` is then the bound
+    -log p(x | c*) - log p(c*), drawn once."""
+    if guide.deterministic:
+        num_samples = 1
     prior = vae.prior()
     neg_elbo, reconstruction = [], []
     for idx, xb in batches(x, batch_size):

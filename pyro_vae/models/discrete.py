@@ -42,6 +42,7 @@ class OneHotCodes(dist.TorchDistribution):
     arg_constraints = {"logits": constraints.real}
     support = constraints.real_vector  # one-hot rows, flattened; checked by :meth:`log_prob`'s reshape only
     discrete = True  # :func:`pyro_vae.models.guides.point` takes its mode
+    shared_codes = False  # class k of one position has nothing to do with class k of another
 
     def __init__(self, logits: torch.Tensor, validate_args=None):
         self.logits = logits - logits.logsumexp(-1, keepdim=True)  # normalised, (..., M, K)
@@ -109,16 +110,24 @@ def _kl_codes(q: OneHotCodes, p: OneHotCodes) -> torch.Tensor:
     return (q.probs * (q.logits - p.logits)).sum((-2, -1))
 
 
+def log_prob_of_codes(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """sum_m log pi_m[c_m] for normalised ``logits`` ``(..., M, K)`` and codes ``(..., M)`` (broadcast), ``(...)``."""
+    logits = logits.expand(*codes.shape, logits.shape[-1])
+    return logits.gather(-1, codes.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
 class Codebook(nn.Module):
     """The K code vectors E ``(K, D)`` of a VQ-VAE, learned by a loss (a parameter) or by exponential moving
     averages of the encoder outputs assigned to each code (``ema_decay`` gamma; buffers):
 
     ``N_k <- gamma N_k + (1 - gamma) n_k``, ``S_k <- gamma S_k + (1 - gamma) sum_{i: c_i = k} z_e,i``,
-    ``e_k = S_k / N~_k`` with Laplace-smoothed counts ``N~_k = (N_k + eps) / (sum N + K eps) sum N``
-    (van den Oord et al. 2017, appendix A.1). Each code starts as one observation of its initial vector
-    (N_k = 1, S_k = e_k), so a code no output picks keeps that vector rather than growing as S_k / eps.
+    ``e_k = S_k / N_k`` (van den Oord et al. 2017, appendix A.1). Each code starts as one observation of its
+    initial vector (N_k = 1, S_k = e_k), so no count is zero and the paper's Laplace smoothing of the counts is
+    not needed (near zero it would shrink an unused code towards the origin); a code whose count has decayed
+    below eps (no output picked it for about log(eps) / log(gamma) steps) keeps its vector.
 
-    Initialised uniform on [-sqrt(3 / D), sqrt(3 / D)] (unit variance per dimension).
+    Initialised uniform on [-sqrt(3 / D), sqrt(3 / D)]: variance 1/D per dimension, a code of unit expected
+    squared norm.
     """
 
     def __init__(self, codes: int, code_dim: int, ema_decay: float | None = None, eps: float = 1e-5):
@@ -127,7 +136,7 @@ class Codebook(nn.Module):
             raise ValueError(f"a codebook needs codes >= 2 and code_dim >= 1, got {codes} and {code_dim}")
         if ema_decay is not None and not 0 < ema_decay < 1:
             raise ValueError(f"a codebook's ema_decay must be in (0, 1), got {ema_decay}")
-        bound = math.sqrt(3 / code_dim)  # unit variance per dimension, the scale of a fresh encoder output
+        bound = math.sqrt(3 / code_dim)  # E||e||^2 = 1
         weight = torch.empty(codes, code_dim).uniform_(-bound, bound)
         self.ema_decay, self.eps = ema_decay, eps
         if ema_decay is None:
@@ -161,9 +170,8 @@ class Codebook(nn.Module):
         gamma = self.ema_decay
         self.ema_count.mul_(gamma).add_(assigned.sum(0), alpha=1 - gamma)
         self.ema_sum.mul_(gamma).add_(assigned.T @ z_e.reshape(-1, self.code_dim), alpha=1 - gamma)
-        total = self.ema_count.sum()
-        smoothed = (self.ema_count + self.eps) / (total + self.codes * self.eps) * total
-        self.weight.copy_(self.ema_sum / smoothed.unsqueeze(1))
+        live = self.ema_count > self.eps  # (K,)
+        self.weight[live] = self.ema_sum[live] / self.ema_count[live].unsqueeze(1)
 
 
 class CodebookCategorical(dist.TorchDistribution):
@@ -197,9 +205,7 @@ class CodebookCategorical(dist.TorchDistribution):
         return self.codebook.nearest(value.unflatten(-1, (self.positions, self.codebook.code_dim)))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        codes = self.indices(value)  # (..., M)
-        logits = self.logits.expand(*codes.shape, self.logits.shape[-1])
-        return logits.gather(-1, codes.unsqueeze(-1)).squeeze(-1).sum(-1)
+        return log_prob_of_codes(self.logits, self.indices(value))
 
 
 class NearestCode(dist.TorchDistribution):
@@ -214,6 +220,7 @@ class NearestCode(dist.TorchDistribution):
     support = constraints.real_vector
     has_rsample = True
     discrete = True
+    shared_codes = True  # every position chooses from the same K code vectors
 
     def __init__(self, z_e: torch.Tensor, codebook: Codebook, validate_args=None):
         self.z_e, self.codebook = z_e, codebook
@@ -262,8 +269,7 @@ class NearestCode(dist.TorchDistribution):
 @register_kl(NearestCode, CodebookCategorical)
 def _kl_nearest_code(q: NearestCode, p: CodebookCategorical) -> torch.Tensor:
     """KL(delta_c || p) = -log p(c) = -sum_m log pi_m[c_m]."""
-    logits = p.logits.expand(*q.codes.shape, p.logits.shape[-1])
-    return -logits.gather(-1, q.codes.unsqueeze(-1)).squeeze(-1).sum(-1)
+    return -log_prob_of_codes(p.logits, q.codes)
 
 
 class CategoricalPrior(nn.Module):

@@ -27,9 +27,10 @@ def plot_sweep(result: dict, title: str = "") -> Figure:
     """Two panels for a sweep over one config value (``sweep.json``'s ``rows``).
 
     Left: test -ELBO and, where the pixels have a proper density, -log p(x)
-    (importance sampled, +- 2 standard errors) against the value. Right: the
-    reconstruction term -E_q log p(x|z) against KL(q || p), one point per value: the
-    rate-distortion trade-off a beta-VAE moves along.
+    (importance sampled, +- 2 standard errors; for a run whose q is a point mass, ``point_mass``, the one-sample
+    bound, marked apart) against the value. Right: the reconstruction term -E_q log p(x|z) against KL(q || p),
+    one point per value: the rate-distortion trade-off a beta-VAE moves along. Values that are names (variants)
+    are points, not joined by lines.
     """
     rows, key = result["rows"], result["key"]
     labels = [str(r["value"]) for r in rows]
@@ -37,10 +38,16 @@ def plot_sweep(result: dict, title: str = "") -> Figure:
     xs = [r["value"] for r in rows] if numeric else list(range(len(rows)))
     fig = Figure(figsize=(12, 4.5))
     left, right = fig.subplots(1, 2)
-    left.plot(xs, [r["test_loss"] for r in rows], "o-", label="-ELBO (test)")
+    line = "-" if numeric else ""
+    left.plot(xs, [r["test_loss"] for r in rows], "o" + line, label="-ELBO (test)")
     if all(r["log_likelihood"] is not None for r in rows):
-        left.errorbar(xs, [-r["log_likelihood"] for r in rows], yerr=[2 * r["log_likelihood_stderr"] for r in rows],
-                      fmt="s-", capsize=3, label=f"-log p(x), K = {result['num_samples']} (test)")
+        for bound, fmt, label in ((False, "s" + line, f"-log p(x), K = {result['num_samples']} (test)"),
+                                  (True, "D", "-log p(x) bound, a point-mass q (K = 1; = -ELBO)")):
+            picked = [(x, r) for x, r in zip(xs, rows) if r.get("point_mass", False) == bound]
+            if picked:
+                left.errorbar([x for x, _ in picked], [-r["log_likelihood"] for _, r in picked],
+                              yerr=[2 * r["log_likelihood_stderr"] for _, r in picked], fmt=fmt, capsize=3,
+                              label=label)
     if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
         left.set_xscale("log")
         left.minorticks_off()
@@ -52,7 +59,7 @@ def plot_sweep(result: dict, title: str = "") -> Figure:
     left.grid(alpha=0.3)
     recon = [-r["test_recon"] for r in rows]
     kl = [r["test_kl"] for r in rows]
-    right.plot(kl, recon, "o-", color="C2")
+    right.plot(kl, recon, "o" + line, color="C2")
     for label, x, y in zip(labels, kl, recon):
         right.annotate(f"{key.rpartition('.')[2]} = {label}", (x, y), textcoords="offset points", xytext=(5, 5),
                        fontsize=9)

@@ -294,6 +294,9 @@ def _check_gap(run: Run, cross: bool = False) -> None:
         raise ConfigError("the amortization gap needs an amortized guide; this run's guide is mean_field")
     if run.vae.likelihood.convention != "log_likelihood":
         raise ConfigError(f"the amortization gap needs a proper likelihood: {NOT_A_DENSITY}")
+    if is_discrete(run.vae):
+        raise ConfigError("the inference gaps fit a Gaussian or flow q* of a continuous z; this run's latents are "
+                          f"discrete codes (guide.type = {run.config.guide.type!r}): evaluate it without --gap")
     if cross:  # q* of a family the caller names: no amortization gap is formed
         return
     try:
@@ -329,9 +332,7 @@ def format_report(report: dict) -> str:
         ("-ELBO per image", f"{-e['elbo']:.2f}  (recon {-e['recon']:.2f} + KL {e['kl']:.2f}, KL {e['kl_estimator']})"),
     ]
     if "code_usage" in report:
-        u = report["code_usage"]
-        rows.append(("codes in use", f"perplexity {u['perplexity']:.1f} of {u['codes']} codes ({u['dead_codes']} "
-                                     f"dead), per position {u['position_perplexity']:.1f}"))
+        rows.append(("codes in use", usage_line(report["code_usage"])))
     else:
         rows.append(("active units", str(report["active_units"])))
     if "local_fit" in report:
@@ -377,6 +378,16 @@ def format_report(report: dict) -> str:
                          + ("converged" if is_converged(c) else "NOT converged")))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def usage_line(usage: dict) -> str:
+    """:func:`~pyro_vae.infer.evaluate.code_usage` in words: a shared codebook's pooled perplexity and dead codes,
+    or per position those of M categoricals whose classes mean something else at each position."""
+    if usage.get("shared", True):
+        return (f"perplexity {usage['perplexity']:.1f} of {usage['codes']} codes ({usage['dead_codes']} dead), "
+                f"per position {usage['position_perplexity']:.1f}")
+    return (f"perplexity per position {usage['position_perplexity']:.1f} of {usage['codes']} classes "
+            f"({usage['dead_codes']} of {usage['positions'] * usage['codes']} (position, class) pairs unused)")
 
 
 def _fit_line(fit: dict) -> str:

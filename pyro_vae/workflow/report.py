@@ -18,6 +18,7 @@ from .build import proper_density
 from .checkpoint import read_json, write_json
 from .compare import comparison_table
 from .config import load_config, resolved_dict
+from .evaluation import usage_line
 from .experiments import Experiment, load_experiment
 from .runs import RunDir
 
@@ -129,16 +130,14 @@ def completion_table(sweep: dict) -> str:
 def codes_table(sweep: dict) -> str:
     """Markdown: discrete codes beside a Gaussian z: the test reconstruction term, KL and -ELBO per image, the
     importance-sampled log p(x) (one sample for a point-mass q: the ELBO), and the codes in use."""
-    lines = ["| run | epochs | -log p(x \\| z) | KL | -ELBO | log p(x) (K) | codes in use: perplexity of K (dead) "
-             "| per position |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | epochs | -log p(x \\| z) | KL | -ELBO | log p(x) (K) | codes in use |",
+             "|---|---|---|---|---|---|---|"]
     for s in sweep["rows"]:
         u = s.get("code_usage")
         ll = (f"{_num(s['log_likelihood'])} +- {_num(s['log_likelihood_stderr'])} "
               f"({1 if u and s.get('point_mass') else sweep['num_samples']:,})" if s.get("log_likelihood") else "-")
-        usage = (f"{u['perplexity']:.1f} of {u['codes']} ({u['dead_codes']})", f"{u['position_perplexity']:.1f}"
-                 ) if u else ("-", "-")
         lines.append(f"| {s['value']} | {s['epochs']} | {_num(-s['test_recon'])} | {_num(s['test_kl'])} "
-                     f"| {_num(s['test_loss'])} | {ll} | {usage[0]} | {usage[1]} |")
+                     f"| {_num(s['test_loss'])} | {ll} | {usage_line(u) if u else '-'} |")
     return "\n".join(lines) + "\n"
 
 

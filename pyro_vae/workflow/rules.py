@@ -282,12 +282,12 @@ RULES: tuple[Rule, ...] = (
         ("prior.codebook='ema'",),
     ),
     Rule(
-        ("guide.min_temperature", "guide.temperature"),
-        lambda c: c.guide.min_temperature > c.guide.temperature,
+        ("guide.min_temperature", "guide.temperature", "guide.type"),
+        lambda c: c.guide.type == "relaxed_categorical" and c.guide.min_temperature > c.guide.temperature,
         lambda c: f"guide.min_temperature = {c.guide.min_temperature} is above guide.temperature = "
-                  f"{c.guide.temperature}; the temperature falls from temperature to min_temperature: make "
-                  "min_temperature <= temperature",
-        ("guide.min_temperature=2.0",),
+                  f"{c.guide.temperature} (guide.type = 'relaxed_categorical'); the temperature falls from "
+                  "temperature to min_temperature: make min_temperature <= temperature",
+        ("prior.type='categorical'", "guide.type='relaxed_categorical'", "guide.min_temperature=2.0"),
     ),
     Rule(
         ("guide.local_min_lr", "guide.local_lr"),

@@ -82,17 +82,22 @@ def read_user_images(path: str | os.PathLike) -> torch.Tensor:
 @flushed_subnormals()
 def score_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
               dataset: str | None = None, split: str = "test", num_samples: int = 100, limit: int = 0,
-              data_dir=None, progress: bool = True, background: str | os.PathLike | None = None) -> Path:
+              data_dir=None, progress: bool = True, background: str | os.PathLike | None = None,
+              log=lambda line: None) -> Path:
     """Score images with a run and write the CSV (default ``<run>/scores_<source>.csv``); returns its path.
 
     :param images: the user's images (:func:`read_user_images`); else the ``split`` of ``dataset``
         (default: the run's), its first ``limit`` images when ``limit`` > 0.
     :param background: a run trained with ``data.noise`` on the same data: adds the likelihood ratio.
+    :param log: where a note on the scores goes (a point-mass q's neg_log_likelihood is a bound).
     """
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
     run = load_run(run_dir)
     check_scorable(run.config)
+    if run.guide.deterministic:
+        log("note: q(z | x) is a point mass (the nearest codes c*): neg_log_likelihood is the bound "
+            "-log p(x | c*) - log p(c*), one sample")
     background_run = load_background(run, background) if background is not None else None
     if images is not None:
         grey = read_user_images(images)

@@ -209,19 +209,33 @@ def test_perplexity_counts_equally_used_codes():
     assert perplexity(torch.tensor([[1.0, 1.0, 1.0], [3.0, 0.0, 0.0]])).tolist() == pytest.approx([3.0, 1.0])
 
 
-def test_code_usage_counts_each_position_s_most_probable_code():
-    """Four images, two positions of four classes: position 0 takes codes 0, 0, 1, 1, position 1 always 1, so
-    codes 0, 1 and 1 are used 2, 6 times (pooled), 2 and 3 never; per position exp(H) is 2 and 1."""
+def test_code_usage_pools_a_shared_codebook_and_counts_categoricals_per_position():
+    """Four images, two positions of four codes: position 0 takes codes 0, 0, 1, 1, position 1 always 1.
+    A shared codebook (VQ) pools them: codes 0 and 1 used 2 and 6 times, 2 and 3 dead. Categoricals whose classes
+    differ by position (relaxed) are counted per position: exp(H) 2 and 1, and 5 of the 8 (position, class)
+    pairs unused."""
     from pyro_vae.infer.evaluate import code_usage
-    from pyro_vae.models.discrete import OneHotCodes
+    from pyro_vae.models.discrete import Codebook, NearestCode, OneHotCodes
 
     chosen = torch.tensor([[0, 1], [0, 1], [1, 1], [1, 1]])
+    codebook = Codebook(4, 1)
+    with torch.no_grad():
+        codebook.weight.copy_(torch.tensor([[0.0], [10.0], [20.0], [30.0]]))
 
     class Fixed(Guide):
+        def __init__(self, shared):
+            super().__init__(4)
+            self.shared = shared
+
         def posterior(self, x, idx=None):
+            if self.shared:
+                return NearestCode(10 * chosen[idx].unsqueeze(-1).float(), codebook)
             return OneHotCodes(10 * torch.nn.functional.one_hot(chosen[idx], 4).float())
 
-    usage = code_usage(Fixed(4), torch.zeros(4, 3), batch_size=3)
+    shared = code_usage(Fixed(True), torch.zeros(4, 3), batch_size=3)
     pooled = torch.tensor([2.0, 6.0]) / 8
-    assert usage["perplexity"] == pytest.approx(math.exp(-(pooled * pooled.log()).sum().item()))
-    assert usage["dead_codes"] == 2 and usage["codes"] == 4 and usage["position_perplexity"] == pytest.approx(1.5)
+    assert shared["perplexity"] == pytest.approx(math.exp(-(pooled * pooled.log()).sum().item()))
+    assert shared["dead_codes"] == 2 and shared["codes"] == 4 and shared["position_perplexity"] == pytest.approx(1.5)
+    per_position = code_usage(Fixed(False), torch.zeros(4, 3), batch_size=3)
+    assert per_position["perplexity"] == pytest.approx(1.5) and per_position["dead_codes"] == 5
+    assert not per_position["shared"] and per_position["positions"] == 2

@@ -64,11 +64,13 @@ def test_moving_average_codebook_follows_the_formula_and_spares_unused_codes():
     codebook.ema_update(z_e, indices)
     counts = 0.9 * torch.ones(3) + 0.1 * torch.tensor([2.0, 1.0, 0.0])
     sums = 0.9 * start + 0.1 * torch.stack([z_e[0] + z_e[1], z_e[2], torch.zeros(2)])
-    total = counts.sum()
-    smoothed = (counts + codebook.eps) / (total + 3 * codebook.eps) * total
-    assert torch.allclose(codebook.weight, sums / smoothed.unsqueeze(1))
+    assert torch.allclose(codebook.weight, sums / counts.unsqueeze(1))
     assert torch.allclose(codebook.weight[2], start[2], atol=1e-4)  # no output chose it: it stays near its start
     assert not any(p.requires_grad for p in codebook.parameters())
+    for _ in range(3000):  # gamma^3000 ~ 1e-137: the unused code's count and sum have long decayed below eps
+        codebook.ema_update(z_e, indices)
+    assert torch.allclose(codebook.weight[2], start[2], atol=1e-4) and codebook.ema_count[2] < codebook.eps
+    assert torch.allclose(codebook.weight[:2], torch.stack([(z_e[0] + z_e[1]) / 2, z_e[2]]), atol=1e-3)
 
 
 def test_one_hot_codes_sample_score_and_kl_as_m_independent_categoricals():
@@ -93,8 +95,23 @@ def test_straight_through_samples_are_exact_one_hots_drawn_with_q_s_probabilitie
     assert set(draws.unique().tolist()) == {0.0, 1.0} and torch.equal(draws.sum(-1), torch.ones(20000, 1))
     frequencies = draws.mean(0).squeeze(0)
     assert torch.allclose(frequencies, logits.detach().softmax(-1).flatten(), atol=0.01)
-    (draws * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
-    assert logits.grad.abs().sum() > 0  # the relaxed sample's gradient
+
+
+def test_the_straight_through_gradient_is_the_gumbel_softmax_sample_s():
+    """The same Gumbel noise (seed) relaxed at tau by torch's RelaxedOneHotCategorical: the hard sample is its
+    argmax, and any loss of the hard sample has the gradient the loss would have at the relaxed one."""
+    logits = torch.randn(4, 2, 5, requires_grad=True)
+    weights = torch.randn(4, 10)
+    torch.manual_seed(3)
+    hard = RelaxedOneHotCodes(logits, temperature=0.7).rsample()
+    (hard * weights).sum().backward()
+    straight_through = logits.grad.clone()
+    logits.grad = None
+    torch.manual_seed(3)
+    soft = dist.RelaxedOneHotCategorical(torch.tensor(0.7), logits=logits).rsample()
+    assert torch.equal(hard.detach().unflatten(-1, (2, 5)).argmax(-1), soft.detach().argmax(-1))
+    (soft.flatten(-2) * weights).sum().backward()
+    assert torch.allclose(straight_through, logits.grad, atol=1e-6)
 
 
 def test_the_temperature_falls_with_the_step_to_its_floor():

@@ -20,3 +20,12 @@ def test_sweep_figure_with_and_without_log_likelihoods(tmp_path):
 def test_gap_figure(tmp_path):
     gap = {"approximation_gap": 4.0, "amortization_gap": 2.5}
     assert save_figure(study.plot_amortization_gap(gap), tmp_path / "gap.png").stat().st_size > 5000
+
+
+def test_a_point_mass_run_s_bound_is_marked_apart_from_the_sampled_estimates():
+    rows = [{**row, "value": name, "point_mass": name == "vq"} for row, name in zip(_rows(), ("gaussian", "vq", "r"))]
+    fig = study.plot_sweep({"key": "experiment.variant", "num_samples": 1000, "rows": rows})
+    left = fig.axes[0]
+    labels = [text.get_text() for text in left.get_legend().get_texts()]
+    assert labels == ["-ELBO (test)", "-log p(x), K = 1000 (test)", "-log p(x) bound, a point-mass q (K = 1; = -ELBO)"]
+    assert all(line.get_linestyle() == "None" for line in left.get_lines())  # variants are points, not a curve

@@ -204,5 +204,6 @@ def test_discrete_codes_report_their_usage_and_a_point_mass_takes_one_sample(tmp
     report = evaluate_run(relaxed, num_samples=50, data_dir=data_dir)
     assert report["num_samples"] == 50 and report["log_likelihood"]["value"] >= report["iwae"]["1"] - 1e-3
     assert report["code_usage"]["codes"] == 8
-    with pytest.raises(ConfigError, match="has no family for a local fit"):
-        evaluate_run(relaxed, num_samples=10, data_dir=data_dir, gap=True)
+    for cross in ({}, {"q_family": "diagonal"}):  # q* of the guide's family, or of another one named
+        with pytest.raises(ConfigError, match="latents are discrete codes .guide.type = 'relaxed_categorical'."):
+            evaluate_run(relaxed, num_samples=10, data_dir=data_dir, gap=True, **cross)

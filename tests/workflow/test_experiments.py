@@ -176,10 +176,10 @@ def test_notebooks_go_through_the_experiments_lifecycle(tmp_path, monkeypatch):
 
 @pytest.mark.mnist
 @pytest.mark.parametrize("name", ["vae_conv_2d", "latent_sweep", "beta_sweep", "nll_binarized",
-                                  "anomaly_fashion_mnist"])
+                                  "anomaly_fashion_mnist", "discrete_codes"])
 @pytest.mark.slow
 def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
-    """The experiments no notebook runs (the notebooks run the others under CI)."""
+    """The experiments no notebook runs (the notebooks run the others under CI), and what discrete codes report."""
     out = run_experiment(name, tmp_path / name, data_dir, quick=True, **QUIET)
     experiment = load_experiment(name)
     if experiment.kind == "sweep":
@@ -187,6 +187,12 @@ def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
         assert [r["value"] for r in rows] == [value for value, _, _ in experiment.sweep_runs()]
         assert all(math.isfinite(r["test_loss"]) for r in rows)
         assert (out / "sweep.png").exists()
+        if name == "discrete_codes":  # a point mass's log p(x) is its ELBO; codes in use where there are codes
+            by = {r["value"]: r for r in rows}
+            assert "code_usage" not in by["gaussian"] and not by["relaxed"]["point_mass"]
+            assert by["vq"]["point_mass"] and by["vq"]["log_likelihood"] == pytest.approx(-by["vq"]["test_loss"],
+                                                                                          abs=1e-2)
+            assert by["vq"]["code_usage"]["shared"] and not by["relaxed"]["code_usage"]["shared"]
     elif experiment.kind == "anomaly":
         scores = json.loads((out / "anomaly.json").read_text())["scores"]  # trained on Fashion-MNIST, MNIST scored
         assert scores["neg_log_likelihood"]["auroc"] < 0.5  # the likelihood prefers the simpler digits

@@ -103,15 +103,23 @@ def test_full_runs_results_are_saved_so_the_report_is_made_again_without_runs(fi
 def test_the_codes_table_puts_code_usage_beside_each_bound():
     from pyro_vae.workflow.report import codes_table
 
-    usage = {"perplexity": 41.25, "position_perplexity": 12.0, "dead_codes": 3, "codes": 64}
+    usage = {"perplexity": 41.25, "position_perplexity": 12.0, "dead_codes": 3, "codes": 64, "positions": 16,
+             "shared": True}
+    per_position = {"perplexity": 8.5, "position_perplexity": 8.5, "dead_codes": 4, "codes": 10, "positions": 20,
+                    "shared": False}
     sweep = {"key": "experiment.variant", "num_samples": 1000, "rows": [
         {"value": "gaussian", "epochs": 30, "test_recon": -72.5, "test_kl": 24.0, "test_loss": 96.5,
          "log_likelihood": -91.0, "log_likelihood_stderr": 0.25},
         {"value": "vq", "epochs": 30, "test_recon": -60.0, "test_kl": 66.54, "test_loss": 126.54,
-         "log_likelihood": -126.54, "log_likelihood_stderr": 0.3, "code_usage": usage, "point_mass": True}]}
+         "log_likelihood": -126.54, "log_likelihood_stderr": 0.3, "code_usage": usage, "point_mass": True},
+        {"value": "relaxed", "epochs": 30, "test_recon": -88.0, "test_kl": 19.0, "test_loss": 107.0,
+         "log_likelihood": -96.0, "log_likelihood_stderr": 0.26, "code_usage": per_position, "point_mass": False}]}
     table = codes_table(sweep)
-    assert "| gaussian | 30 | 72.50 | 24.00 | 96.50 | -91.00 +- 0.25 (1,000) | - | - |" in table
-    assert "| vq | 30 | 60.00 | 66.54 | 126.54 | -126.54 +- 0.30 (1) | 41.2 of 64 (3) | 12.0 |" in table
+    assert "| gaussian | 30 | 72.50 | 24.00 | 96.50 | -91.00 +- 0.25 (1,000) | - |" in table
+    assert ("| vq | 30 | 60.00 | 66.54 | 126.54 | -126.54 +- 0.30 (1) | perplexity 41.2 of 64 codes (3 dead), per "
+            "position 12.0 |") in table
+    assert ("| relaxed | 30 | 88.00 | 19.00 | 107.00 | -96.00 +- 0.26 (1,000) | perplexity per position 8.5 of 10 "
+            "classes (4 of 200 (position, class) pairs unused) |") in table
 
 
 def test_key_figures_of_the_same_name_from_two_member_runs_are_published_apart():

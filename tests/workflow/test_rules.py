@@ -45,3 +45,19 @@ def test_free_bits_refuse_every_guide_without_a_per_dimension_kl(guide):
     with pytest.raises(ConfigError, match="train.free_bits needs a per-dimension KL"):
         check_rules(load_config(None, ["train.free_bits=0.5", "train.objective='trace_mean_field'",
                                        f"guide.type={guide}"]))
+
+
+@pytest.mark.parametrize("overrides", [["train.beta=2.0"], ["train.kl_anneal_steps=100"], ["train.num_particles=3"],
+                                       ["train.objective='jit_trace'"]])
+def test_the_vq_objective_refuses_every_weighting_of_its_kl(overrides):
+    """Its KL is -log p(c*), exact: a weight, an annealing or more particles would change nothing or the objective."""
+    config = load_config(None, ["prior.type='categorical'", "guide.type='vq'", *overrides])
+    with pytest.raises(ConfigError, match=r"guide.type = 'vq' \(a one-hot posterior\) trains with its own objective"):
+        check_config(config)
+
+
+def test_the_temperature_rule_is_the_relaxed_guide_s_alone():
+    check_config(load_config(None, ["guide.temperature=0.3"]))  # an amortized run: the key does nothing there
+    with pytest.raises(ConfigError, match="min_temperature <= temperature"):
+        check_config(load_config(None, ["prior.type='categorical'", "guide.type='relaxed_categorical'",
+                                        "guide.temperature=0.3"]))
