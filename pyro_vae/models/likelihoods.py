@@ -44,13 +44,26 @@ def log_density(likelihood: nn.Module, logits: torch.Tensor, x: torch.Tensor) ->
     Binary pixels under a Bernoulli take one fused pass,
     ``sum_d log sigmoid((2 x_d - 1) logits_d)`` (= x log sigmoid(l) + (1 - x) log sigmoid(-l) for x in {0, 1}),
     (pixels other than 0 and 1 raise ``ValueError``); anything else is ``likelihood(logits).log_prob(x)``.
+    Without gradients (the evaluators) log sigmoid is :func:`log_sigmoid_no_grad`, about twice as fast on a CPU.
     """
     if isinstance(likelihood, BernoulliLikelihood) and not likelihood.grey_values:
         if not ((x == 0) | (x == 1)).all():
             raise ValueError("a Bernoulli likelihood over binary pixels got values other than 0 and 1; binarize "
                              "the images (data.pixels = 'dynamic' or 'threshold') or use grey values' -BCE")
-        return F.logsigmoid((2 * x - 1) * logits).sum(-1)
+        signed = (2 * x - 1) * logits
+        if torch.is_grad_enabled() and signed.requires_grad:
+            return F.logsigmoid(signed).sum(-1)
+        return log_sigmoid_no_grad(signed).sum(-1)
     return likelihood(logits).log_prob(x)
+
+
+def log_sigmoid_no_grad(s: torch.Tensor) -> torch.Tensor:
+    """log sigmoid(s) = min(s, 0) - log(1 + exp(-|s|)), elementwise, for values only.
+
+    ``torch.log`` of 1 + exp(-|s|) in [1, 2] loses nothing ``log1p`` would keep beyond float32's rounding
+    (``F.logsigmoid`` also fills a buffer for its backward pass); at s = 0 this form's autograd derivative
+    would be wrong, so :func:`log_density` calls it only where no gradient is asked for."""
+    return s.clamp(max=0).sub_(s.abs().neg_().exp_().add_(1).log_())  # in place on two new tensors: s is kept
 
 
 class ContinuousBernoulliLikelihood(nn.Module):

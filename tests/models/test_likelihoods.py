@@ -49,3 +49,29 @@ def test_fused_bernoulli_log_density_equals_the_distribution():
     grey = BernoulliLikelihood(grey_values=True)  # -BCE on grey values: no fused path
     values = torch.rand(3, 784)
     assert torch.allclose(log_density(grey, logits, values), grey(logits).log_prob(values))
+
+
+def test_the_no_grad_log_sigmoid_matches_torch_s_to_float32_rounding_and_leaves_its_input():
+    import torch.nn.functional as F
+
+    from pyro_vae.models.likelihoods import log_sigmoid_no_grad
+
+    s = torch.cat([torch.linspace(-100, 100, 2001), torch.tensor([0.0, -1e-8, 1e-8, 88.0, -88.0])])
+    kept = s.clone()
+    exact = F.logsigmoid(s.double())
+    assert torch.allclose(log_sigmoid_no_grad(s).double(), exact, rtol=1e-6, atol=2e-7)
+    assert torch.equal(s, kept)
+
+
+def test_log_density_is_the_same_with_and_without_gradients():
+    """The evaluators' fast path (no gradient) and the differentiable one give one number."""
+    from pyro_vae.models.likelihoods import BernoulliLikelihood, log_density
+
+    logits = torch.randn(7, 784) * 4
+    x = (torch.rand(784) < 0.3).float()
+    with torch.no_grad():
+        fast = log_density(BernoulliLikelihood(), logits, x)
+    slow = log_density(BernoulliLikelihood(), logits.requires_grad_(), x)
+    assert slow.requires_grad and torch.allclose(fast, slow.detach(), atol=1e-4)
+    exact = torch.distributions.Bernoulli(logits=logits.detach().double()).log_prob(x.double()).sum(-1)
+    assert torch.allclose(fast.double(), exact, atol=1e-3)
