@@ -145,12 +145,14 @@ def _plot(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from .workflow.evaluation import evaluate_run, evaluation_path, format_report
+    from pathlib import Path
+
+    from .workflow.evaluation import evaluate_run, format_report
 
     report = evaluate_run(args.run, args.num_samples, args.split, args.data_dir, gap=args.gap, limit=args.limit,
                           q_family=args.q_family, flows_from=args.flows_from)
     print(format_report(report))
-    print(f"written to {evaluation_path(args.run, args.q_family, args.flows_from)}")
+    print(f"written to {Path(args.run) / report['file']}")
 
 
 def _compare(args) -> None:

@@ -60,9 +60,11 @@ def log_density(likelihood: nn.Module, logits: torch.Tensor, x: torch.Tensor) ->
 def log_sigmoid_no_grad(s: torch.Tensor) -> torch.Tensor:
     """log sigmoid(s) = min(s, 0) - log(1 + exp(-|s|)), elementwise, for values only.
 
-    ``torch.log`` of 1 + exp(-|s|) in [1, 2] loses nothing ``log1p`` would keep beyond float32's rounding
-    (``F.logsigmoid`` also fills a buffer for its backward pass); at s = 0 this form's autograd derivative
-    would be wrong, so :func:`log_density` calls it only where no gradient is asked for."""
+    ``torch.log`` of 1 + exp(-|s|) in [1, 2] is within float32's rounding of ``log1p``'s value, at about half
+    the cost; where exp(-|s|) < 6e-8 (|s| > 16.6) it rounds to 0 where the value is -exp(-|s|), an error below
+    6e-8 per pixel, always upwards (under 5e-5 nats for a 784-pixel image). ``F.logsigmoid`` also fills a
+    buffer for its backward pass; at s = 0 this form's autograd derivative would be wrong, so
+    :func:`log_density` calls it only where no gradient is asked for."""
     return s.clamp(max=0).sub_(s.abs().neg_().exp_().add_(1).log_())  # in place on two new tensors: s is kept
 
 

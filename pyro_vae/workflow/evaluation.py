@@ -242,17 +242,25 @@ def evaluate_run(
                 str(k): log_likelihood(k)["log_likelihood"]
                 for k in iwae_samples if k < num_samples
             }
+    report["file"] = evaluation_path(run_dir, _cross_family(run, q_family, flows_from)).name
     if save:
-        write_json(evaluation_path(run_dir, q_family, flows_from), report)
+        write_json(run.dir.path / report["file"], report)
     return report
 
 
-def evaluation_path(run_dir: str | Path, q_family: str | None = None, flows_from=None) -> Path:
+def _cross_family(run: Run, q_family: str | None, flows_from) -> str | None:
+    """The name of q*'s family where it is not the guide's own (a cross cell of the gap table), else None."""
+    if flows_from:
+        return f"flow_{Path(flows_from).resolve().name}"
+    if q_family and q_family != getattr(run.guide, "family", None):
+        return q_family
+    return None
+
+
+def evaluation_path(run_dir: str | Path, cross_family: str | None = None) -> Path:
     """The file an evaluation of ``run_dir`` is written to: ``evaluation.json``, or for q* of another family
     (a cross cell of the gap table) ``evaluation_q_<family>.json``, so it leaves the run's own evaluation alone."""
-    if q_family or flows_from:
-        return RunDir(run_dir).cross_evaluation(q_family or "flow")
-    return RunDir(run_dir).evaluation
+    return RunDir(run_dir).cross_evaluation(cross_family) if cross_family else RunDir(run_dir).evaluation
 
 
 def _timed_estimate(log_likelihood, num_samples: int) -> dict:

@@ -57,8 +57,13 @@ class RunDir:
     evaluation = property(lambda self: self.path / "evaluation.json")
 
     def cross_evaluation(self, family: str) -> Path:
-        """Where ``pyro-vae evaluate --gap`` with q* of another family (``--q-family``, ``--flows-from``) writes."""
+        """Where ``pyro-vae evaluate --gap`` with q* of another family writes: ``family`` is the ``--q-family``, or
+        ``flow_<run>`` for the flows of ``--flows-from <run>``."""
         return self.path / f"evaluation_q_{family}.json"
+
+    def cross_evaluations(self) -> list[Path]:
+        """The cross-family evaluations written so far (:meth:`cross_evaluation`)."""
+        return sorted(self.path.glob(self.cross_evaluation("*").name))
     experiment = property(lambda self: self.path / "experiment.json")
     comparison = property(lambda self: self.path / "comparison.json")
     comparison_table = property(lambda self: self.path / "comparison.md")
@@ -81,7 +86,7 @@ class RunDir:
     def run_files(self) -> tuple[Path, ...]:
         """The files a training run (and its evaluation) writes, ``figures/`` aside."""
         return (self.config, self.history, self.metrics, self.checkpoint, self.previous_checkpoint, self.local_fit,
-                self.evaluation, *sorted(self.path.glob(self.cross_evaluation("*").name)))
+                self.evaluation, *self.cross_evaluations())
 
     def holds_run(self) -> bool:
         return any(path.exists() for path in self.run_files())

@@ -619,8 +619,8 @@ def resume(
         trainer.restore(state, latest)  # checks every entry (and the config) before using any
     if config.differences(saved):  # a longer run
         config.save(run_dir.config)
-        for stale in (run_dir.metrics, run_dir.evaluation):  # the shorter run's: the run is unfinished again
-            stale.unlink(missing_ok=True)
+        for stale in (run_dir.metrics, run_dir.evaluation, *run_dir.cross_evaluations()):  # the shorter run's:
+            stale.unlink(missing_ok=True)  # the run is unfinished again
     done = f"epoch {trainer.epoch}" + (f", step {trainer.position['step']}" if trainer.position else "")
     log(f"resuming {out} after {done} of {config.train.epochs}")
     return trainer.run()

@@ -181,7 +181,10 @@ def test_the_gap_of_a_flow_guide_fits_q_star_in_the_flow_family(tmp_path, data_d
     diagonal = train(tiny_config(guide={"local_steps": 30}, data={"train_size": 64, "test_size": 32},
                                  train={"epochs": 1}), tmp_path / "d", data_dir, progress=False, log=lambda line: None)
     borrowed = evaluate_run(diagonal, 10, "test", data_dir, gap=True, flows_from=out)["gap"]
-    assert borrowed["family"] == "flow" and borrowed["cross_family"] and (diagonal / "evaluation_q_flow.json").exists()
+    assert borrowed["family"] == "flow" and borrowed["cross_family"]
+    assert (diagonal / "evaluation_q_flow_r.json").exists()  # named after the run whose flows it borrowed
+    own_family = evaluate_run(diagonal, 10, "test", data_dir, gap=True, q_family="diagonal")  # not a cross cell
+    assert own_family["file"] == "evaluation.json" and own_family["gap"]["amortization_gap"] is not None
     for kwargs, message in [({"q_family": "diagonal"}, "add --gap"),
                             ({"gap": True, "q_family": "flow"}, "add --flows-from RUN"),
                             ({"gap": True, "flows_from": diagonal}, "not a flow guide")]:

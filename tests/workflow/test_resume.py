@@ -226,6 +226,7 @@ def test_resuming_to_more_epochs_removes_the_shorter_runs_metrics(tmp_path, data
     config = tiny_config(data={"train_size": 200, "test_size": 100}, train={"epochs": 1})
     train(config, out, data_dir, **QUIET)
     (out / "evaluation.json").write_text("{}")
+    (out / "evaluation_q_flow_other.json").write_text("{}")  # a cross-family evaluation of the shorter run
 
     def stop_at_once(self):  # training stopped before it finished the new epoch
         raise Interrupted("stopped")
@@ -234,6 +235,7 @@ def test_resuming_to_more_epochs_removes_the_shorter_runs_metrics(tmp_path, data
     with pytest.raises(Interrupted):
         resume(out, ["train.epochs=2"], data_dir, **QUIET)
     assert not (out / "metrics.json").exists() and not (out / "evaluation.json").exists()
+    assert not (out / "evaluation_q_flow_other.json").exists()
     assert "epochs = 2" in (out / "config.toml").read_text()
 
 
