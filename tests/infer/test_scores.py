@@ -1,25 +1,44 @@
 """Anomaly scores against a linear-Gaussian model on 784 pixels, whose log p(x) and posterior are exact."""
 
+import io
 import math
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from pyro_vae.infer.evaluate import importance_log_likelihood
-from pyro_vae.infer.scores import image_scores, likelihood_ratio, png_bits
+from pyro_vae.infer.scores import COMPRESSORS, compressed_bits, image_scores, likelihood_ratio
 from pyro_vae.models.guides import AmortizedNormal
 
 from ..helpers import linear_gaussian
 
 
-def test_a_black_image_is_simpler_to_a_compressor_than_a_digit_and_a_digit_than_noise():
+@pytest.mark.parametrize("compressor", list(COMPRESSORS))
+def test_a_black_image_is_simpler_to_a_compressor_than_a_digit_and_a_digit_than_noise(compressor):
     torch.manual_seed(0)
     black = torch.zeros(784)
     digit = torch.zeros(28, 28)
     digit[6:22, 12:16] = 1.0  # a stroke
     noise = torch.bernoulli(torch.full((784,), 0.5))
-    bits = png_bits(torch.stack([black, digit.flatten(), noise]))
+    bits = compressed_bits(torch.stack([black, digit.flatten(), noise]), compressor)
     assert bits[0] < bits[1] < bits[2]
+
+
+def test_each_compressor_is_lossless_and_its_length_is_the_file_s():
+    """The bits are 8 x the bytes of a file that decodes to the very pixels."""
+    from PIL import Image
+
+    torch.manual_seed(1)
+    image = torch.rand(1, 784)
+    pixels = (image * 255).round().to(torch.uint8).reshape(28, 28).numpy()
+    for suffix, (fmt, options) in COMPRESSORS.items():
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, mode="L").save(buffer, fmt, **options)
+        assert compressed_bits(image, suffix).item() == 8 * len(buffer.getvalue())
+        decoded = torch.from_numpy(np.array(Image.open(io.BytesIO(buffer.getvalue())).convert("L")))
+        assert torch.equal(decoded, torch.from_numpy(pixels))
 
 
 def _exact_guide(vae, W, b, s):
@@ -45,7 +64,9 @@ def test_the_scores_are_what_they_say_on_an_exact_model():
     mean = (x - b) @ a.T  # E_q[z | x]
     by_hand = -torch.distributions.Normal(mean @ W.T + b, s).log_prob(x).sum(-1)
     assert torch.allclose(scores["reconstruction_error"], by_hand, rtol=1e-4)
-    assert torch.allclose(scores["complexity_corrected"], -exact.double() / math.log(2) - png_bits(x), atol=0.02)
+    for suffix in COMPRESSORS:
+        assert torch.allclose(scores[f"complexity_corrected{suffix}"],
+                              -exact.double() / math.log(2) - compressed_bits(x, suffix), atol=0.02)
     # -ELBO = -log p(x) + KL(q || posterior) = -log p(x) here, up to the one-sample noise of its recon term
     gap = scores["neg_elbo"] - scores["neg_log_likelihood"]
     assert gap.std() > 0.1 and abs(gap.mean()) < 4 * gap.std() / math.sqrt(len(gap))

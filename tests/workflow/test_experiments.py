@@ -197,6 +197,7 @@ def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
         scores = json.loads((out / "anomaly.json").read_text())["scores"]  # trained on Fashion-MNIST, MNIST scored
         assert scores["neg_log_likelihood"]["auroc"] < 0.5  # the likelihood prefers the simpler digits
         assert scores["complexity_corrected"]["auroc"] > scores["neg_log_likelihood"]["auroc"] + 0.3
+        assert scores["complexity_corrected_webp"]["auroc"] > scores["neg_log_likelihood"]["auroc"] + 0.3
         assert (out / "roc.png").exists() and (out / "score_histograms.png").exists()
         lines = []
         run_experiment(name, out, data_dir, quick=True, progress=False, log=lines.append)
