@@ -211,6 +211,7 @@ def run_experiment(
         raise ConfigError(f"--num-samples must be >= {int(experiment.kind == 'compare')}, got {k}")
     out = Path(out) if out else Path("runs") / experiment.name
     config = experiment.config(overrides)  # bad overrides fail here, before anything is written
+    finished_before = len(list(out.glob("**/metrics.json"))) if out.is_dir() else 0  # runs it may reuse
     start = time.perf_counter()
     if experiment.kind == "train":
         reused = train_or_resume(config, out, data_dir, overwrite, progress, log, redraw)
@@ -239,6 +240,8 @@ def run_experiment(
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if not reused:
+        if finished_before:  # some runs were found finished: the time is not what one command from scratch takes
+            record["reused_runs"] = finished_before
         record["threads"] = torch.get_num_threads()
         record["load_average_15min"] = round(os.getloadavg()[2], 1)  # other work sharing the machine, at the end
     write_json(RunDir(out).experiment, record)

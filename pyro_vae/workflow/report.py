@@ -160,6 +160,8 @@ def _wall_time(record: dict) -> str:
     text = _duration(record["wall_seconds"])
     if "threads" in record:
         text += f" ({record['threads']} thread{'s' * (record['threads'] > 1)}, load {record['load_average_15min']})"
+    if record.get("reused_runs"):
+        text += f", reusing {record['reused_runs']} finished run{'s' * (record['reused_runs'] > 1)} (not counted in it)"
     return text
 
 

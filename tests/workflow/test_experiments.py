@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 
 import pytest
 
@@ -138,6 +139,14 @@ def test_sweep_writes_one_run_per_variant_and_the_figure(tmp_path, data_dir):
         assert row["test_loss"] == metrics["test_loss"] and row["log_likelihood"] < 0 and row["epochs"] == 1
         assert load_config(out / row["run"] / "config.toml").model.z_dim == z_dim
     assert (out / "sweep.png").stat().st_size > 10000
+    assert "reused_runs" not in json.loads((out / "experiment.json").read_text())
+    shutil.rmtree(out / result["rows"][1]["run"])  # one run to train again, the other found finished
+    run_experiment(path, out, data_dir, **QUIET)
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["reused_runs"] == 1  # its wall time is not what the command takes from scratch
+    from pyro_vae.workflow.report import _wall_time
+
+    assert "reusing 1 finished run (not counted in it)" in _wall_time(record)
 
 
 @pytest.mark.mnist
