@@ -139,14 +139,17 @@ def importance_log_likelihood(
     at least one sample per image) and folded into a running logsumexp. Distribution argument
     checks are off inside (the samples come from q itself; binary pixels under a Bernoulli are
     checked by :func:`~pyro_vae.models.likelihoods.log_density`); an estimate that is not finite (a
-    diverged model) raises ``ValueError``.
+    diverged model) raises ``ValueError``. A point-mass q (``guide.deterministic``: a VQ-VAE's nearest codes
+    c*) draws one sample, as every draw is c*: the estimate is then the bound log p(x | c*) + log p(c*).
 
     :returns: ``log_likelihood`` (mean over the data), ``stderr`` (its standard error
-        over datapoints), ``per_datapoint`` ``(N,)`` and ``num_samples``.
+        over datapoints), ``per_datapoint`` ``(N,)`` and ``num_samples`` (the samples drawn).
     """
     if num_samples < 1 or (chunk_size is not None and chunk_size < 1) or batch_size < 1:
         raise ValueError(f"importance_log_likelihood needs num_samples, chunk_size and batch_size >= 1, got "
                          f"{num_samples}, {chunk_size}, {batch_size}")
+    if getattr(guide, "deterministic", False):
+        num_samples = 1
     per_point = []
     with pyro.validation_enabled(False):
         for idx, xb in batches(x, batch_size):

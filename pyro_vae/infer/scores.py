@@ -66,9 +66,7 @@ def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100
     """Every score of :data:`SCORES` for images ``x`` ``(N, D)`` (observed pixels), each a tensor ``(N,)``
     (:func:`likelihood_ratio` takes a background model's log p_0(x) beside them). With a point-mass q (a
     VQ-VAE's nearest codes c*) every importance sample is c*: ``neg_log_likelihood`` is then the bound
-    -log p(x | c*) - log p(c*), drawn once."""
-    if guide.deterministic:
-        num_samples = 1
+    -log p(x | c*) - log p(c*), drawn once (:func:`~pyro_vae.infer.evaluate.importance_log_likelihood`)."""
     prior = vae.prior()
     neg_elbo, reconstruction = [], []
     for idx, xb in batches(x, batch_size):

@@ -159,10 +159,8 @@ def score_images(run: Run, grey: torch.Tensor, num_samples: int, progress: bool 
     scores = {name: torch.cat([part[name] for part in parts]) for name in SCORES}
     if background is not None:  # on a stream of its own: the other scores stay what they are without it
         with seeded(seed + 7):
-            log_p0 = torch.cat([importance_log_likelihood(background.vae, background.guide,
-                                                          x[start:start + SCORE_BATCH], num_samples,
-                                                          batch_size=SCORE_BATCH)["per_datapoint"]
-                                for start in range(0, len(x), SCORE_BATCH)])
+            log_p0 = importance_log_likelihood(background.vae, background.guide, x, num_samples,
+                                               batch_size=SCORE_BATCH)["per_datapoint"]
         scores["likelihood_ratio"] = likelihood_ratio(scores["neg_log_likelihood"], log_p0)
     return scores
 

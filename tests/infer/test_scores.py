@@ -90,14 +90,14 @@ def test_the_likelihood_ratio_is_minus_log_p_plus_log_p_background_on_exact_mode
 def test_a_point_mass_guide_s_likelihood_score_is_its_bound_drawn_once(tiny_data, monkeypatch):
     """A VQ-VAE's q is its nearest codes: every importance sample is the same, so -log p(x) is -ELBO, and one
     sample is drawn where K are asked for."""
-    from pyro_vae.infer import scores as module
+    from pyro_vae.infer import evaluate as module
     from pyro_vae.workflow.build import build_model
 
     from ..helpers import tiny_config
 
-    drawn = []
-    monkeypatch.setattr(module, "importance_log_likelihood",
-                        lambda *args, **kwargs: drawn.append(args[3]) or importance_log_likelihood(*args, **kwargs))
+    drawn, weights = [], module.log_weights
+    monkeypatch.setattr(module, "log_weights",
+                        lambda *args, **kwargs: drawn.append(args[3]) or weights(*args, **kwargs))
     vae, guide = build_model(tiny_config(prior={"type": "categorical", "codes": 8}, guide={"type": "vq"}), 64)
     scores = image_scores(vae, guide, tiny_data.images[:10], num_samples=50)
     assert drawn == [1] and torch.allclose(scores["neg_log_likelihood"], scores["neg_elbo"].float(), atol=1e-3)
