@@ -78,10 +78,6 @@ class OneHotCodes(dist.TorchDistribution):
         """The most probable code of each position, as one-hots ``(..., M K)``."""
         return F.one_hot(self.logits.argmax(-1), self.classes).to(self.logits.dtype).flatten(-2)
 
-    def indices(self, value: torch.Tensor) -> torch.Tensor:
-        """The class of each position in one-hot codes ``value`` ``(..., M K)``, shape ``(..., M)``."""
-        return value.unflatten(-1, (self.positions, self.classes)).argmax(-1)
-
 
 class RelaxedOneHotCodes(OneHotCodes):
     """:class:`OneHotCodes` with a straight-through Gumbel-softmax ``rsample`` at ``temperature``
