@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .infer.local_fit import FAMILIES, PLANAR_FLOWS
 from .workflow.checkpoint import CheckpointError
 from .workflow.config import ConfigError, load_config
 from .workflow.data import DATA_ENV, DataError
@@ -60,8 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="test (default) or train")
     evaluate.add_argument("--gap", action="store_true", help="also measure the amortization gap (Cremer et al.)")
     evaluate.add_argument("--limit", type=int, default=0, help="only the first N images (default: all)")
-    evaluate.add_argument("--q-family", choices=("diagonal", "full", "flow"),
-                          help="with --gap: fit q* in this family, not the guide's (no amortization gap then)")
+    evaluate.add_argument("--q-family", choices=FAMILIES,
+                          help="with --gap: fit q* in this family, not the guide's (no amortization gap then); planar: "
+                               f"{PLANAR_FLOWS} planar flows on a diagonal Gaussian, all parameters per image")
     evaluate.add_argument("--flows-from", metavar="DIR",
                           help="with --gap: the flow family is the flows of the guide of the run in DIR, each image "
                                "with features of its own (default: this run's guide)")

@@ -4,7 +4,8 @@
                     =  approximation gap  +  amortization gap
 
 q is the amortized guide, q* per-image posteriors of the guide's own family (diagonal or
-full-covariance Gaussians; for a flow guide, its flows with each image's own features) fitted
+full-covariance Gaussians; for a flow guide, its flows with each image's own features; or, as a cross
+cell, planar flows whose every parameter is the image's own, a family that holds every diagonal Gaussian) fitted
 with the decoder frozen, from the encoder's output, until the stopping rule of
 :func:`~pyro_vae.infer.local_fit.fit_local` holds, and checked by
 :func:`~pyro_vae.infer.local_fit.refinement_gain`. log p(x) is importance-sampled with the
@@ -24,14 +25,15 @@ import torch
 from ..models.guides import Guide
 from ..models.vae import VAE
 from .evaluate import DefensiveMixture, importance_log_likelihood, stderr
-from .local_fit import fit_local, guide_family, mean_elbo, refinement_gain
+from .local_fit import PLANAR_FLOWS, fit_local, guide_family, mean_elbo, refinement_gain
 
 CONVERGED_GAIN = 0.1  # nats/image a further optimisation of q* may still gain for q* to count as converged
 CHECK_STEPS = 1000  # further Adam steps of the convergence check
 
 
 FAMILY_LABELS = {"diagonal": "diagonal Gaussians", "full": "full-covariance Gaussians",
-                 "flow": "the guide's flows with features of their own"}  # what q* is, per image
+                 "flow": "the guide's flows with features of their own",
+                 "planar": f"{PLANAR_FLOWS} planar flows on a diagonal Gaussian, every parameter the image's own"}
 
 
 def is_converged(check: dict) -> bool:

@@ -2,13 +2,15 @@
 
 For each image x_n,  q*_n = argmax_{q in family} ELBO(x_n; q),
 ELBO(x_n; q) = E_q[log p(x_n | z)] - KL(q || p(z)),
-over a diagonal Gaussian N(loc_n, diag scale_n^2), a full one N(loc_n, L_n L_n^T), or (family
+over a diagonal Gaussian N(loc_n, diag scale_n^2), a full one N(loc_n, L_n L_n^T), (family
 ``flow``) a flow guide's q(z | h_n) with its own features h_n in place of the encoder's h(x_n) (the
 heads and flows frozen: the image of every h in R^F, which holds every posterior the encoder can
-output, and a little more where its features are constrained, e.g. ReLU's h >= 0), by Adam
-on (loc_n, log scale_n), (loc_n, L_n) or h_n with Pyro's ``TraceMeanField_ELBO`` (analytic KL where
-one is registered, else Monte Carlo) and ``num_particles`` samples a step; the model's parameters
-are held fixed.
+output, and a little more where its features are constrained, e.g. ReLU's h >= 0), or (family
+``planar``) :data:`PLANAR_FLOWS` planar flows on a diagonal Gaussian, every parameter of them the image's
+own (Cremer et al.'s per-datapoint flow q*; it holds every diagonal Gaussian), by Adam on (loc_n, log
+scale_n), (loc_n, L_n), h_n or (loc_n, log scale_n, b_nk, u_nk, w_nk) with Pyro's ``TraceMeanField_ELBO``
+(analytic KL where one is registered, else Monte Carlo) and ``num_particles`` samples a step; the
+model's parameters are held fixed.
 
 Stopping rule (on the mean ELBO per image of a chunk, averaged over windows of ``window`` steps):
 when a window gains less than ``tolerance`` nats/image over the previous one, the learning rate is
@@ -30,6 +32,7 @@ import torch
 from pyro.infer import TraceMeanField_ELBO
 from torch import nn
 from pyro.distributions import constraints
+from pyro.distributions.transforms.planar import ConditionedPlanar
 from torch.distributions import transform_to
 
 from pyro.distributions.kl import kl_divergence
@@ -38,7 +41,10 @@ from .evaluate import stderr
 from ..models.guides import Guide, MeanField
 from ..models.vae import VAE
 
-FAMILIES = ("diagonal", "full", "flow")
+FAMILIES = ("diagonal", "full", "flow", "planar")
+FLOW_FAMILIES = ("flow", "planar")  # a Monte-Carlo KL, and no density at another distribution's samples
+PLANAR_FLOWS = 10  # planar flows per image in the per-image flow family (as many as the planar guide of nll_budget)
+PLANAR_IDENTITY = math.log(math.e - 1)  # u = this w / |w|^2 makes a planar flow the identity (u_hat = 0)
 MOMENT_SAMPLES = 256  # samples of a flow guide's q(z | x) whose moments start a Gaussian fit
 FLOW_PARTICLES = 8  # the least samples a step of a flow family's fit: its KL is Monte Carlo too, and the
 # stopping rule needs a quiet objective (with 1 sample, fits on a linear-Gaussian model stopped 0.1 nat short)
@@ -91,8 +97,47 @@ class LocalFeatures(Guide):
         return self.template.from_features(self.features[idx])
 
 
+class LocalPlanar(Guide):
+    """q(z_n) = T_nK o ... o T_n1 N(loc_n, diag scale_n^2), with T_nk(z) = z + u_hat_nk tanh(w_nk . z + b_nk) a
+    planar flow (Rezende & Mohamed 2015; Pyro's ``ConditionedPlanar``, whose u_hat keeps it invertible) with
+    parameters of its own for each of N points and each of K flows.
+
+    A flow with ``u = PLANAR_IDENTITY w / |w|^2`` is the identity, so the family holds every diagonal Gaussian,
+    and :meth:`at_identity` starts a fit exactly at one (w drawn with norm about 0.1, from the global stream).
+
+    :param state: ``(loc (N, D), scale (N, D), bias (N, K, 1), u (N, K, D), w (N, K, D))``.
+    """
+
+    amortized, family = False, "planar"
+
+    def __init__(self, loc, scale, bias, u, w):
+        super().__init__(loc.shape[0])
+        self.loc = nn.Parameter(loc.detach().clone())
+        self.log_scale = nn.Parameter(scale.detach().log().clone())
+        self.bias, self.u, self.w = (nn.Parameter(t.detach().clone()) for t in (bias, u, w))
+
+    @classmethod
+    def at_identity(cls, loc: torch.Tensor, scale: torch.Tensor, flows: int = PLANAR_FLOWS) -> LocalPlanar:
+        """N(loc, diag scale^2) itself: K identity flows on it."""
+        n, d = loc.shape
+        w = torch.randn(n, flows, d, dtype=loc.dtype, device=loc.device) * 0.1 / math.sqrt(d)
+        u = PLANAR_IDENTITY * w / w.pow(2).sum(-1, keepdim=True)
+        return cls(loc, scale, loc.new_zeros(n, flows, 1), u, w)
+
+    def state(self) -> tuple:
+        return tuple(t.detach() for t in (self.loc, self.log_scale.exp(), self.bias, self.u, self.w))
+
+    def posterior(self, x, idx=None):
+        if idx is None:
+            idx = torch.arange(self.num_data, device=x.device)
+        base = dist.Normal(self.loc[idx], self.log_scale[idx].exp()).to_event(1)
+        bias, u, w = self.bias[idx], self.u[idx], self.w[idx]
+        return dist.TransformedDistribution(base, [ConditionedPlanar((bias[:, k], u[:, k], w[:, k]))
+                                                   for k in range(self.w.shape[1])])
+
+
 def guide_family(guide: Guide) -> str:
-    """The family of a guide's q(z | x) a local fit works in: ``"diagonal"``, ``"full"`` or ``"flow"``.
+    """The family of a guide's q(z | x) a local fit works in: ``"diagonal"``, ``"full"``, ``"flow"`` or ``"planar"``.
 
     Raises ``ValueError`` for a guide whose q is none of them (no local fit in its family exists).
     """
@@ -168,6 +213,12 @@ def _start(init: Guide | None, x: torch.Tensor, z_dim: int, family: str, init_sc
                 return (init.encoder(x),)
         raise ValueError("a local fit in the flow family starts from a flow guide's features: pass init, the "
                          "amortized flow guide")
+    if family == "planar":
+        inner = init.inner if isinstance(init, _RowSlice) else init
+        if isinstance(inner, LocalPlanar):  # a fitted per-image flow: its own rows, as they are
+            offset = init.start if isinstance(init, _RowSlice) else 0
+            return tuple(t[offset : offset + x.shape[0]] for t in inner.state())
+        return LocalPlanar.at_identity(*_start(init, x, z_dim, "diagonal", init_scale)).state()
     if init is None:
         loc = x.new_zeros(x.shape[0], z_dim)
         scale = torch.full_like(loc, init_scale)
@@ -196,6 +247,8 @@ def _local_guide(family: str, state: tuple, template: Guide | None = None) -> Gu
         return MeanField(loc.shape[0], loc.shape[1], loc, scale, sparse=False)
     if family == "flow":
         return LocalFeatures(template, state[0])
+    if family == "planar":
+        return LocalPlanar(*state)
     return LocalFullNormal(*state)
 
 
@@ -203,6 +256,8 @@ def _local_state(local: Guide, family: str, x: torch.Tensor) -> tuple:
     """The fitted parameters of a local guide of the images ``x``, in :func:`_local_guide`'s order."""
     if family == "flow":
         return (local.features.detach(),)
+    if family == "planar":
+        return local.state()
     q = local.posterior(x)
     return q.mean.detach(), (q.variance.sqrt().detach() if family == "diagonal" else q.scale_tril.detach())
 
@@ -272,8 +327,9 @@ def fit_local(
     Chunks of ``batch_size`` images are fitted one after another (their objectives are
     independent). With ``init`` a guide, each q_n starts at its q(z | x_n) (for an amortized
     encoder: the q* of Cremer et al. 2018); otherwise at N(0, init_scale^2 I). The ``flow`` family
-    needs ``init``: the amortized flow guide, whose features h(x_n) each fit starts from, and takes
-    at least :data:`FLOW_PARTICLES` samples a step.
+    needs ``init``: the amortized flow guide, whose features h(x_n) each fit starts from; the ``planar``
+    family starts with identity flows on the diagonal Gaussian the other families would start from.
+    Both take at least :data:`FLOW_PARTICLES` samples a step.
 
     :param tolerance: nats per image a window of ``window`` steps must gain to count as progress.
     :returns: a :class:`LocalFit`; ``fit.guide`` is a guide over the rows of ``x`` (``idx`` = row numbers).
@@ -287,7 +343,7 @@ def fit_local(
             f"num_particles={num_particles}"
         )
     start_time = time.perf_counter()
-    if family == "flow":
+    if family in FLOW_FAMILIES:
         num_particles = max(num_particles, FLOW_PARTICLES)
     fit = LocalFit(guide=None, num_particles=num_particles)
     template = _template(init, family)
@@ -358,13 +414,15 @@ def mean_elbo(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, b
 
 
 def refinement_gain(vae: VAE, x: torch.Tensor, fit: LocalFit, steps: int, lr: float = 0.01,
-                    min_lr: float = 1e-4, num_particles: int = 16, num_samples: int = 200) -> dict:
+                    min_lr: float = 1e-4, num_particles: int = 16, num_samples: int = 1000) -> dict:
     """How much optimising a local fit further still gains, nats per image (the convergence check).
 
     Starts from ``fit.guide``'s first ``len(x)`` rows (``x`` = the first images it was fitted to) and
     runs ``steps`` Adam steps with ``num_particles`` samples each, the learning rate decaying
     exponentially from ``lr`` to ``min_lr``; the ELBOs before and after are estimated with
-    ``num_samples`` samples per image, and ``gain`` is their mean difference.
+    ``num_samples`` samples per image on common random numbers (the same base draws eps, z = T(eps)
+    under each fit), and ``gain`` is the mean of the paired differences: its standard error then
+    measures how far the fits differ, not the two estimates' own sampling noise.
     """
     family = guide_family(fit.guide)
     before_guide = _RowSlice(fit.guide, 0, x.shape[0])
@@ -379,7 +437,9 @@ def refinement_gain(vae: VAE, x: torch.Tensor, fit: LocalFit, steps: int, lr: fl
         for _ in range(steps):
             _step(objective, vae, refined, x, optimizer)
             schedule.step()
-    before = mean_elbo(vae, before_guide, x, num_samples)
+    cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the draws of `before`, then the same ones again for `after`
+        before = mean_elbo(vae, before_guide, x, num_samples)
     after = mean_elbo(vae, refined, x, num_samples)
     diff = after["per_datapoint"] - before["per_datapoint"]
     return {"images": x.shape[0], "steps": steps, "num_particles": num_particles, "lr": [lr, min_lr],

@@ -304,3 +304,67 @@ def check_rules(config: Config) -> None:
     for rule in RULES:
         if rule.broken(config):
             raise ConfigError(rule.message(config))
+
+
+@dataclass(frozen=True)
+class Unused:
+    """``key`` is read only when ``used(config)``, which ``when`` says in words; ``example`` sets it where it is not."""
+
+    key: str
+    used: Callable[[Config], bool]
+    when: str
+    example: tuple[str, ...]
+
+
+def _one_of(section: str, name: str, values: tuple[str, ...]) -> Callable[[Config], bool]:
+    return lambda c: getattr(getattr(c, section), name) in values
+
+
+_FLOW_GUIDES = ("iaf", "planar")
+UNUSED: tuple[Unused, ...] = (  # keys a config may set that its parts never read (a note, not a refusal)
+    Unused("model.normal_scale", _one_of("model", "likelihood", ("normal",)), "model.likelihood = 'normal'",
+           ("model.normal_scale=0.2",)),
+    Unused("model.learn_scale", _one_of("model", "likelihood", ("normal",)), "model.likelihood = 'normal'",
+           ("model.learn_scale=true",)),
+    Unused("prior.loc", _one_of("prior", "type", ("correlated",)), "prior.type = 'correlated'",
+           ("prior.loc=[1.0, 0.0]",)),
+    Unused("prior.covariance", _one_of("prior", "type", ("correlated",)), "prior.type = 'correlated'",
+           ("prior.covariance=[[1.0, 0.5], [0.5, 1.0]]",)),
+    Unused("prior.components", _one_of("prior", "type", ("mixture", "vamp")), "prior.type = 'mixture' or 'vamp'",
+           ("prior.components=50",)),
+    Unused("prior.flows", _one_of("prior", "type", ("flow",)), "prior.type = 'flow'", ("prior.flows=4",)),
+    Unused("prior.flow_hidden", _one_of("prior", "type", ("flow",)), "prior.type = 'flow'",
+           ("prior.flow_hidden=[64]",)),
+    Unused("prior.codes", _one_of("prior", "type", DISCRETE_PRIORS), "a categorical prior", ("prior.codes=16",)),
+    Unused("prior.code_dim", _one_of("guide", "type", ("vq",)), "guide.type = 'vq'",
+           ("prior.type='categorical'", "guide.type='relaxed_categorical'", "prior.code_dim=4")),
+    Unused("prior.ema_decay", _one_of("prior", "codebook", ("ema",)), "prior.codebook = 'ema'",
+           ("prior.ema_decay=0.9",)),
+    Unused("guide.init_scale", _one_of("guide", "type", ("mean_field",)), "guide.type = 'mean_field'",
+           ("guide.init_scale=0.5",)),
+    Unused("guide.flows", _one_of("guide", "type", _FLOW_GUIDES), "guide.type = 'iaf' or 'planar'", ("guide.flows=4",)),
+    Unused("guide.flow_hidden", _one_of("guide", "type", _FLOW_GUIDES), "guide.type = 'iaf' or 'planar'",
+           ("guide.flow_hidden=[64]",)),
+    *(Unused(f"guide.{name}", _one_of("guide", "type", ("relaxed_categorical",)), "guide.type = 'relaxed_categorical'",
+             (f"guide.{name}={value}",))
+      for name, value in (("temperature", 2.0), ("min_temperature", 0.1), ("temperature_decay", 0.01))),
+    Unused("train.lr_decay", _one_of("train", "lr_schedule", ("exponential",)), "train.lr_schedule = 'exponential'",
+           ("train.lr_decay=0.9",)),
+    Unused("train.classifier_weight", _one_of("model", "labels", ("latent",)), "model.labels = 'latent'",
+           ("train.classifier_weight=1.0",)),
+    Unused("train.commitment", _one_of("guide", "type", ("vq",)), "guide.type = 'vq'", ("train.commitment=0.5",)),
+    Unused("train.baseline_epochs", lambda c: c.model.completion > 0, "model.completion", ("train.baseline_epochs=5",)),
+)
+
+
+def unused_keys(config: Config) -> list[str]:
+    """``'KEY (read only with WHEN)'`` for each key of :data:`UNUSED` set away from its default where the
+    config's parts never read it: what a run says in one note line, so that a value that does nothing is seen."""
+    default = Config()
+
+    def value(c: Config, key: str):
+        section, name = key.split(".")
+        return getattr(getattr(c, section), name)
+
+    return [f"{u.key} (read only with {u.when})" for u in UNUSED
+            if value(config, u.key) != value(default, u.key) and not u.used(config)]

@@ -29,6 +29,7 @@ from .evaluation import EvaluatedSet, evaluate_test_set, evaluation_codes, snaps
 from .labels import labels_for, training_inputs
 from .loop import CtrlC, EpochState, FiniteLoss, Hook, ProgressBar, StopRequested, TrainingError, run_epoch
 from .runs import RunDir, best_epoch
+from .rules import unused_keys
 from .streams import flushed_subnormals
 
 CHECKPOINT_FORMAT = 2  # 2: the optimizer state of pyro_vae.infer.optim's per-row Adam; 1 cannot be resumed
@@ -241,6 +242,10 @@ class Trainer:
     def _run(self) -> Path:
         self.start()
         cfg = self.config.train
+        unused = unused_keys(self.config)
+        if unused:
+            self.log(f"note: {'; '.join(unused)}: set, but nothing in this config reads "
+                     f"{'it' if len(unused) == 1 else 'them'}")
         if cfg.snapshot_epochs and not is_amortized(self.guide):
             self.log(f"guide.type = {self.config.guide.type}: the figures over training follow the first "
                      f"{len(self.test_data)} training images (the rows its Gaussians belong to), not the test set")

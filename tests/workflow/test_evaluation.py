@@ -183,6 +183,10 @@ def test_the_gap_of_a_flow_guide_fits_q_star_in_the_flow_family(tmp_path, data_d
     borrowed = evaluate_run(diagonal, 10, "test", data_dir, gap=True, flows_from=out)["gap"]
     assert borrowed["family"] == "flow" and borrowed["cross_family"]
     assert (diagonal / "evaluation_q_flow_r.json").exists()  # named after the run whose flows it borrowed
+    planar = evaluate_run(diagonal, 10, "test", data_dir, gap=True, q_family="planar")["gap"]  # per-image flows
+    assert planar["family"] == "planar" and planar["cross_family"] and planar["amortization_gap"] is None
+    assert planar["log_likelihood"]["proposal"].startswith("q* alone") and planar["local_fit"]["num_particles"] == 8
+    assert (diagonal / "evaluation_q_planar.json").exists()
     own_family = evaluate_run(diagonal, 10, "test", data_dir, gap=True, q_family="diagonal")  # not a cross cell
     assert own_family["file"] == "evaluation.json" and own_family["gap"]["amortization_gap"] is not None
     for kwargs, message in [({"q_family": "diagonal"}, "add --gap"),

@@ -4,7 +4,7 @@ import pytest
 
 from pyro_vae.workflow.build import check_config
 from pyro_vae.workflow.config import ConfigError, load_config
-from pyro_vae.workflow.rules import RULES, check_rules
+from pyro_vae.workflow.rules import RULES, UNUSED, check_rules, unused_keys
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda rule: "+".join(rule.keys))
@@ -61,3 +61,27 @@ def test_the_temperature_rule_is_the_relaxed_guide_s_alone():
     with pytest.raises(ConfigError, match="min_temperature <= temperature"):
         check_config(load_config(None, ["prior.type='categorical'", "guide.type='relaxed_categorical'",
                                         "guide.temperature=0.3"]))
+
+
+@pytest.mark.parametrize("entry", UNUSED, ids=lambda entry: entry.key)
+def test_a_key_set_where_nothing_reads_it_is_named(entry):
+    config = load_config(None, entry.example)
+    check_config(config)  # a note, not a refusal
+    assert not entry.used(config)
+    assert unused_keys(config) == [f"{entry.key} (read only with {entry.when})"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["guide.type='iaf'", "guide.flows=4", "guide.flow_hidden=[64]"],
+        ["prior.type='mixture'", "prior.components=50"],
+        ["prior.type='categorical'", "guide.type='vq'", "prior.codes=16", "prior.code_dim=4", "train.commitment=0.5",
+         "prior.codebook='ema'", "prior.ema_decay=0.9"],
+        ["model.likelihood='normal'", "model.normal_scale=0.2", "model.learn_scale=true"],
+        ["train.lr_schedule='exponential'", "train.lr_decay=0.9"],
+    ],
+)
+def test_keys_their_parts_read_are_not_named(overrides):
+    assert unused_keys(load_config(None, overrides)) == []

@@ -57,6 +57,15 @@ def test_history_and_metrics_agree(tmp_path, data_dir):
     assert metrics["test_convention"] == "bce" and metrics["test_kl_estimator"] == "analytic"
 
 
+def test_a_run_notes_the_keys_nothing_reads(tmp_path, data_dir):
+    config = _small(guide={"flows": 4}, train={"commitment": 0.5, "epochs": 1})
+    lines = []
+    train(config, tmp_path / "r", data_dir, progress=False, log=lines.append)
+    notes = [line for line in lines if line.startswith("note:")]
+    assert notes == ["note: guide.flows (read only with guide.type = 'iaf' or 'planar'); train.commitment (read only "
+                     "with guide.type = 'vq'): set, but nothing in this config reads them"]
+
+
 @pytest.mark.slow
 def test_mean_field_run_fits_the_test_set_locally(tmp_path, data_dir):
     from pyro_vae.infer.evaluate import elbo_terms
