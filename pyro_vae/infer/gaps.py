@@ -25,7 +25,7 @@ import torch
 from ..models.guides import Guide
 from ..models.vae import VAE
 from .evaluate import DefensiveMixture, importance_log_likelihood, stderr
-from .local_fit import PLANAR_FLOWS, fit_local, guide_family, mean_elbo, refinement_gain
+from .local_fit import FLOW_FAMILIES, PLANAR_FLOWS, fit_local, guide_family, mean_elbo, refinement_gain
 
 CONVERGED_GAIN = 0.1  # nats/image a further optimisation of q* may still gain for q* to count as converged
 CHECK_STEPS = 1000  # further Adam steps of the convergence check
@@ -78,7 +78,7 @@ def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict,
     start = time.perf_counter()
     if cross:
         proposal, proposal_name = fit.guide, f"q* alone ({family}: not the family of q)"
-    elif family == "flow":
+    elif family in FLOW_FAMILIES:
         proposal, proposal_name = fit.guide, "q* (a flow family: no mixture)"
     else:
         proposal, proposal_name = DefensiveMixture([guide, fit.guide]), "defensive mixture (q + q*) / 2"

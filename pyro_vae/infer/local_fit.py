@@ -7,10 +7,10 @@ over a diagonal Gaussian N(loc_n, diag scale_n^2), a full one N(loc_n, L_n L_n^T
 heads and flows frozen: the image of every h in R^F, which holds every posterior the encoder can
 output, and a little more where its features are constrained, e.g. ReLU's h >= 0), or (family
 ``planar``) :data:`PLANAR_FLOWS` planar flows on a diagonal Gaussian, every parameter of them the image's
-own (Cremer et al.'s per-datapoint flow q*; it holds every diagonal Gaussian), by Adam on (loc_n, log
-scale_n), (loc_n, L_n), h_n or (loc_n, log scale_n, b_nk, u_nk, w_nk) with Pyro's ``TraceMeanField_ELBO``
-(analytic KL where one is registered, else Monte Carlo) and ``num_particles`` samples a step; the
-model's parameters are held fixed.
+own (a per-datapoint flow q*, as in Cremer et al.'s flow cells; it holds every diagonal Gaussian), by
+Adam on (loc_n, log scale_n), (loc_n, L_n), h_n or (loc_n, log scale_n, b_nk, u_nk, w_nk) with Pyro's
+``TraceMeanField_ELBO`` (analytic KL where one is registered, else Monte Carlo) and ``num_particles``
+samples a step; the model's parameters are held fixed.
 
 Stopping rule (on the mean ELBO per image of a chunk, averaged over windows of ``window`` steps):
 when a window gains less than ``tolerance`` nats/image over the previous one, the learning rate is
@@ -44,6 +44,7 @@ from ..models.vae import VAE
 FAMILIES = ("diagonal", "full", "flow", "planar")
 FLOW_FAMILIES = ("flow", "planar")  # a Monte-Carlo KL, and no density at another distribution's samples
 PLANAR_FLOWS = 10  # planar flows per image in the per-image flow family (as many as the planar guide of nll_budget)
+CHECK_ROWS = 2500  # samples x images the convergence check decodes at once (a conv decoder's activations)
 PLANAR_IDENTITY = math.log(math.e - 1)  # u = this w / |w|^2 makes a planar flow the identity (u_hat = 0)
 MOMENT_SAMPLES = 256  # samples of a flow guide's q(z | x) whose moments start a Gaussian fit
 FLOW_PARTICLES = 8  # the least samples a step of a flow family's fit: its KL is Monte Carlo too, and the
@@ -103,7 +104,8 @@ class LocalPlanar(Guide):
     parameters of its own for each of N points and each of K flows.
 
     A flow with ``u = PLANAR_IDENTITY w / |w|^2`` is the identity, so the family holds every diagonal Gaussian,
-    and :meth:`at_identity` starts a fit exactly at one (w drawn with norm about 0.1, from the global stream).
+    and :meth:`at_identity` starts a fit exactly at one (w a random unit vector, from the global stream, so that
+    |u| = 0.54 and Adam's first steps, about ``lr`` a coordinate, move the flow a little, not by a large shear).
 
     :param state: ``(loc (N, D), scale (N, D), bias (N, K, 1), u (N, K, D), w (N, K, D))``.
     """
@@ -120,8 +122,9 @@ class LocalPlanar(Guide):
     def at_identity(cls, loc: torch.Tensor, scale: torch.Tensor, flows: int = PLANAR_FLOWS) -> LocalPlanar:
         """N(loc, diag scale^2) itself: K identity flows on it."""
         n, d = loc.shape
-        w = torch.randn(n, flows, d, dtype=loc.dtype, device=loc.device) * 0.1 / math.sqrt(d)
-        u = PLANAR_IDENTITY * w / w.pow(2).sum(-1, keepdim=True)
+        w = torch.randn(n, flows, d, dtype=loc.dtype, device=loc.device)
+        w = w / w.norm(dim=-1, keepdim=True)
+        u = PLANAR_IDENTITY * w
         return cls(loc, scale, loc.new_zeros(n, flows, 1), u, w)
 
     def state(self) -> tuple:
@@ -321,7 +324,7 @@ def fit_local(
     init_scale: float = 0.1,
     batch_size: int = 1000,
 ) -> LocalFit:
-    """Fit per-datapoint Gaussians q(z_n) to the images ``x`` ``(N, D)`` with the decoder frozen.
+    """Fit per-datapoint posteriors q(z_n) of ``family`` to the images ``x`` ``(N, D)`` with the decoder frozen.
 
     max over q_n in ``family`` of ELBO(x_n; q_n); see the module docstring for the stopping rule.
     Chunks of ``batch_size`` images are fitted one after another (their objectives are
@@ -438,9 +441,10 @@ def refinement_gain(vae: VAE, x: torch.Tensor, fit: LocalFit, steps: int, lr: fl
             _step(objective, vae, refined, x, optimizer)
             schedule.step()
     cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+    batch = max(1, CHECK_ROWS // num_samples)  # images a decoder pass takes; the same chunks, so the same draws
     with torch.random.fork_rng(devices=cuda):  # the draws of `before`, then the same ones again for `after`
-        before = mean_elbo(vae, before_guide, x, num_samples)
-    after = mean_elbo(vae, refined, x, num_samples)
+        before = mean_elbo(vae, before_guide, x, num_samples, batch)
+    after = mean_elbo(vae, refined, x, num_samples, batch)
     diff = after["per_datapoint"] - before["per_datapoint"]
     return {"images": x.shape[0], "steps": steps, "num_particles": num_particles, "lr": [lr, min_lr],
             "elbo_before": before["elbo"], "elbo_after": after["elbo"], "gain": diff.mean().item(),

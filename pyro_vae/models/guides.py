@@ -24,8 +24,9 @@ class Guide(nn.Module):
 
     ``amortized``: q(z | x) is a function of x (an encoder), so new images need no fitting;
     guides with free parameters per data point (mean-field) set it to False.
-    ``family``: the family of q (``"diagonal"`` or ``"full"`` Gaussians, ``"flow"``), the family a
-    local fit q* uses when the amortization gap is measured; None for other guides.
+    ``family``: the family of q (``"diagonal"`` or ``"full"`` Gaussians, ``"flow"``; ``"planar"``, per-image
+    planar flows, exists only as a local fit), the family a local fit q* uses when the amortization gap is
+    measured; None for other guides.
     """
 
     name = "guide"

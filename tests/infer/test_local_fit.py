@@ -160,13 +160,15 @@ def test_a_local_fit_under_a_vamp_prior_leaves_the_guides_encoder_alone():
     assert all(torch.equal(before[k], v) for k, v in guide.state_dict().items()) and guide.training
 
 
-def test_refinement_gain_scores_both_fits_on_the_same_draws():
+@pytest.mark.parametrize("family", ["diagonal", "full", "planar"])
+def test_refinement_gain_scores_both_fits_on_the_same_draws(family):
     """No further step: the same q before and after, so common random numbers give a gain of exactly 0
-    (independent draws would give Monte-Carlo noise of about 0.01 nat here)."""
+    (independent draws would give Monte-Carlo noise of about 0.01 nat here), and a step that helps gains."""
     vae, W, b, s, x, exact = linear_gaussian(n=20)
-    fit = fit_local(vae, x, max_steps=50)
+    fit = fit_local(vae, x, family=family, max_steps=50)
     still = refinement_gain(vae, x, fit, steps=0, num_samples=50)
     assert abs(still["gain"]) < 1e-5 and still["gain_stderr"] < 1e-5
+    assert refinement_gain(vae, x, fit, steps=100, num_samples=50)["gain"] > 0.05  # 50 steps are short of q*
 
 
 def test_the_per_image_planar_family_starts_at_the_diagonal_start():
@@ -196,3 +198,24 @@ def test_the_per_image_planar_family_reaches_the_exact_posterior_and_beats_the_d
         diagonal_elbo = mean_elbo(vae, diagonal.guide, x, num_samples=4000)["elbo"]
     planar_elbo = mean_elbo(vae, planar.guide, x, num_samples=4000)["elbo"]
     assert diagonal_elbo + 0.02 < planar_elbo < exact.mean().item() + 0.01
+
+
+def test_a_per_image_planar_flow_is_the_formula():
+    """z = z0 + u_hat tanh(w . z0 + b) with u_hat = u + (softplus(w . u) - 1 - w . u) w / |w|^2, and
+    log q(z) = log N(z0) - log|1 + u_hat . (1 - tanh^2) w|, for parameters set by hand (one flow)."""
+    g = torch.Generator().manual_seed(1)
+    loc, scale = torch.randn(3, 2, generator=g), torch.rand(3, 2, generator=g) + 0.5
+    bias, u, w = torch.randn(3, 1, 1, generator=g), torch.randn(3, 1, 2, generator=g), torch.randn(3, 1, 2, generator=g)
+    q = LocalPlanar(loc, scale, bias, u, w).posterior(loc)
+    z = q.sample((4,))  # (4, 3, 2)
+    base = torch.distributions.Normal(loc, scale)
+    b_, u_, w_ = bias[:, 0], u[:, 0], w[:, 0]
+    wu = (w_ * u_).sum(-1, keepdim=True)
+    u_hat = u_ + (torch.nn.functional.softplus(wu) - 1 - wu) * w_ / w_.pow(2).sum(-1, keepdim=True)
+    z0 = z.clone()  # invert numerically: z0 = z - u_hat tanh(w . z0 + b), a contraction here
+    for _ in range(200):
+        z0 = z - u_hat * torch.tanh((w_ * z0).sum(-1, keepdim=True) + b_)
+    act = torch.tanh((w_ * z0).sum(-1, keepdim=True) + b_)
+    assert torch.allclose(z0 + u_hat * act, z, atol=1e-5)
+    log_det = torch.log(torch.abs(1 + ((1 - act ** 2) * w_ * u_hat).sum(-1)))
+    assert torch.allclose(q.log_prob(z), base.log_prob(z0).sum(-1) - log_det, atol=1e-4)
