@@ -1,5 +1,5 @@
-"""Figures of an anomaly experiment: ROC curves of every score, and each score's histograms on the
-in-distribution test images and on the anomalies."""
+"""Figures of an anomaly experiment: ROC curves of every score, each score's histograms on the
+in-distribution test images and on the anomalies, and (a sweep) each score's AUROC for every member."""
 
 from __future__ import annotations
 
@@ -43,5 +43,25 @@ def plot_score_histograms(inliers: dict[str, torch.Tensor], outliers: dict[str, 
         ax.axis("off")
     axes[0].legend(fontsize=8)
     fig.suptitle("Anomaly scores (higher: more anomalous)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_auroc_by_member(result: dict, scores: list[str]) -> Figure:
+    """A sweep's ``anomaly.json``: each score's AUROC (y) for every member (x, e.g. the held-out digit);
+    chance at 0.5."""
+    rows = result["rows"]
+    fig = Figure(figsize=(max(6.0, 0.6 * len(rows) + 3), 4.5))
+    ax = fig.subplots()
+    x = list(range(len(rows)))
+    for name in scores:
+        ax.plot(x, [row["scores"][name]["auroc"] for row in rows], marker="o", label=name)
+    ax.axhline(0.5, color="0.6", linestyle=":", label="chance")
+    ax.set_xticks(x, [f"{row['value']}" for row in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_xlabel(result["key"])
+    ax.set_ylabel("AUROC (the anomalies as positives)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -89,7 +89,13 @@ def run_anomaly(experiment, out: Path, data_dir, overrides, num_samples: int, ov
         reused &= found
         rows.append({"value": value, "run": sub, **result})
     if experiment.sweep:
-        write_json(RunDir(out).anomaly, {"key": experiment.sweep_key, "rows": rows})
+        from ..plots.anomaly import plot_auroc_by_member
+        from ..plots.base import save_figure
+
+        result = {"key": experiment.sweep_key, "rows": rows}
+        write_json(RunDir(out).anomaly, result)
+        names = [s for s in (*SCORES, *BACKGROUND_SCORES) if all(s in row["scores"] for row in rows)]
+        save_figure(plot_auroc_by_member(result, names), RunDir(out).auroc_figure)
     return reused
 
 

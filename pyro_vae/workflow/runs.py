@@ -71,6 +71,7 @@ class RunDir:
     sweep = property(lambda self: self.path / "sweep.json")
     anomaly = property(lambda self: self.path / "anomaly.json")  # an anomaly experiment's AUROC per score
     roc_figure = property(lambda self: self.path / "roc.png")
+    auroc_figure = property(lambda self: self.path / "auroc.png")  # an anomaly sweep's AUROC per member and score
     score_histograms = property(lambda self: self.path / "score_histograms.png")
     sweep_figure = property(lambda self: self.path / "sweep.png")
 
