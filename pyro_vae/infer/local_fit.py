@@ -447,5 +447,6 @@ def refinement_gain(vae: VAE, x: torch.Tensor, fit: LocalFit, steps: int, lr: fl
     after = mean_elbo(vae, refined, x, num_samples, batch)
     diff = after["per_datapoint"] - before["per_datapoint"]
     return {"images": x.shape[0], "steps": steps, "num_particles": num_particles, "lr": [lr, min_lr],
+            "num_samples": num_samples, "draws": "common",
             "elbo_before": before["elbo"], "elbo_after": after["elbo"], "gain": diff.mean().item(),
             "gain_stderr": stderr(diff)}
