@@ -107,7 +107,9 @@ class LocalPlanar(Guide):
     and :meth:`at_identity` starts a fit exactly at one (w a random unit vector, from the global stream, so that
     |u| = 0.54 and Adam's first steps, about ``lr`` a coordinate, move the flow a little, not by a large shear).
 
-    :param state: ``(loc (N, D), scale (N, D), bias (N, K, 1), u (N, K, D), w (N, K, D))``.
+    :param loc, scale: the base Gaussians' ``(N, D)`` means and standard deviations.
+    :param bias, u, w: the flows' ``(N, K, 1)``, ``(N, K, D)`` and ``(N, K, D)`` parameters (the order
+        :meth:`state` returns them in, after loc and scale).
     """
 
     amortized, family = False, "planar"

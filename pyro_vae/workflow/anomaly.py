@@ -6,7 +6,8 @@ score means more anomalous), ROC curves and histograms.
 ``experiment.anomalies`` names the anomalies: another dataset's test images (``"fashion_mnist"``,
 ``"mnist"``), or ``"held_out"``, the test images of the digits that ``data.held_out_labels`` took out
 of the run's every split. With a sweep (``{variants = {digit_0 = ["data.held_out_labels=[0]"], ...}}``)
-each member is a run of its own in ``out/<variant>``, and ``out/anomaly.json`` gathers their AUROCs.
+each member is a run of its own in ``out/<variant>``, ``out/anomaly.json`` gathers their AUROCs and
+``out/auroc.png`` draws each score's AUROC over the members.
 
 Each run directory gets ``anomaly.json`` (per score: AUROC, AUPRC, the mean score of each set, with
 the images, K and config it used), ``roc.png`` and ``score_histograms.png``.

@@ -109,7 +109,7 @@ def accuracy_table(sweep: dict) -> str:
     lines = [f"| {key} | epochs | accuracy of q(y \\| x) | classifier on the labelled images alone "
              "| Pyro tutorial: M2, baseline |", "|---|---|---|---|---|"]
     for s in sweep["rows"]:
-        anchor = TUTORIAL_M2.get(s["value"])
+        anchor = TUTORIAL_M2.get(s["value"]) if sweep["key"] == "data.labelled" else None
         lines.append(f"| {s['value']} | {s['epochs']} | {_num(s.get('accuracy'), '{:.4f}')} "
                      f"| {_num(s.get('baseline_accuracy'), '{:.4f}')} "
                      f"| {f'{anchor[0]}, {anchor[1]}' if anchor else '-'} |")
