@@ -34,7 +34,9 @@ def test_evaluation_report(amortized_run, data_dir):
     assert report["images"] == 200 and report["convention"] == "log_likelihood"
     ll, iwae, elbo = report["log_likelihood"]["value"], report["iwae"], report["elbo"]["elbo"]
     assert ll > iwae["10"] > iwae["1"] and report["log_likelihood"]["stderr"] > 0
-    assert abs(iwae["1"] - elbo) < 1.0  # L_1 is the ELBO (other draws)
+    # L_1 is the ELBO: two one-sample estimates on other draws, whose difference has a standard error of
+    # about 1 nat on 200 images of this barely trained model (a missing term would be off by tens of nats)
+    assert abs(iwae["1"] - elbo) < 3.0
     gap = report["gap"]
     assert gap["amortization_gap"] > 3 * gap["amortization_gap_stderr"]  # q* beats the encoder it starts from
     assert gap["approximation_gap"] > -3 * gap["approximation_gap_stderr"]  # log p(x) >= L[q*] within noise
