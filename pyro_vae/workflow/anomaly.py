@@ -95,8 +95,7 @@ def run_anomaly(experiment, out: Path, data_dir, overrides, num_samples: int, ov
 
         result = {"key": experiment.sweep_key, "rows": rows}
         write_json(RunDir(out).anomaly, result)
-        names = [s for s in (*SCORES, *BACKGROUND_SCORES) if all(s in row["scores"] for row in rows)]
-        save_figure(plot_auroc_by_member(result, names), RunDir(out).auroc_figure)
+        save_figure(plot_auroc_by_member(result, _scores_of_every(rows)), RunDir(out).auroc_figure)
     return reused
 
 
@@ -133,11 +132,16 @@ def score_run_sets(experiment, out: Path, config: Config, data_dir, num_samples:
     return result, False
 
 
+def _scores_of_every(rows: list[dict]) -> list[str]:
+    """The scores every member of a sweep has, in :data:`SCORES` order (the background's last)."""
+    return [s for s in (*SCORES, *BACKGROUND_SCORES) if all(s in row["scores"] for row in rows)]
+
+
 def anomaly_table(result: dict) -> str:
     """Markdown: each score's AUROC, AUPRC and means on both sets (one run), or each member's AUROC per
     score (a sweep's ``anomaly.json``)."""
     if "rows" in result:
-        names = [s for s in (*SCORES, *BACKGROUND_SCORES) if all(s in row["scores"] for row in result["rows"])]
+        names = _scores_of_every(result["rows"])
         lines = [f"| {result['key']} (anomalies) | " + " | ".join(f"AUROC {s}" for s in names) + " |",
                  "|---|" + "---|" * len(names)]
         lines += [f"| {row['value']} ({row['outliers']}) | "

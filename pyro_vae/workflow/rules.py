@@ -360,11 +360,5 @@ UNUSED: tuple[Unused, ...] = (  # keys a config may set that its parts never rea
 def unused_keys(config: Config) -> list[str]:
     """``'KEY (read only with WHEN)'`` for each key of :data:`UNUSED` set away from its default where the
     config's parts never read it: what a run says in one note line, so that a value that does nothing is seen."""
-    default = Config()
-
-    def value(c: Config, key: str):
-        section, name = key.split(".")
-        return getattr(getattr(c, section), name)
-
-    return [f"{u.key} (read only with {u.when})" for u in UNUSED
-            if value(config, u.key) != value(default, u.key) and not u.used(config)]
+    changed = set(config.differences(Config()))
+    return [f"{u.key} (read only with {u.when})" for u in UNUSED if u.key in changed and not u.used(config)]
