@@ -26,6 +26,7 @@ import sys
 
 import torch
 
+from pyro_vae.infer.evaluate import CHUNK_ROWS
 from pyro_vae.workflow.data import resolve_data_dir
 from pyro_vae.workflow.streams import flushed_subnormals
 
@@ -35,6 +36,7 @@ from .timing import compare, ratio_table, rounds, seconds_table, table, verdict
 PARTS = ("epoch", "cli", "mean_field", "likelihood")
 LOOP_TARGET = 1.05  # pyro_vae / handwritten, in process
 DATALOADER_TARGET = 1.6  # dataloader / pyro_vae, at least
+SCAN_ROWS = [250, 500, 1000, 2500, 5000]  # rows (samples x images) a chunk of the sampler decodes, scanned
 
 
 def _parts(text: str) -> list[str]:
@@ -149,7 +151,13 @@ def run_likelihood(args) -> dict:
                      verdict(stats, 0.75, at_most=False)])
     print("\nimportance-sampled log p(x), MLP z = 50 (median of interleaved rounds, its interval in brackets):")
     print(table(rows, ["K", "images/s", "decoder GFLOP/s", "matmul GFLOP/s", "of matmul", ">= 75%"]))
-    return {"log_likelihood": found}
+    scan = likelihood.chunk_scan(50 if args.quick else 1000, [100, 400] if args.quick else SCAN_ROWS,
+                                 images=4 if args.quick else 40, rounds=1 if args.quick else 7,
+                                 matmul_rows=2000 if args.quick else 25000)
+    print(f"\nthe same (K = {50 if args.quick else 1000}) by rows decoded at once (CHUNK_ROWS = {CHUNK_ROWS}):")
+    print(table([[rows, f"{r['median']:.0%} ({r['interval'][0]:.0%}-{r['interval'][1]:.0%})"]
+                 for rows, r in scan.items()], ["rows", "of matmul"]))
+    return {"log_likelihood": found, "log_likelihood_chunk_rows": scan}
 
 
 def main(argv=None) -> int:

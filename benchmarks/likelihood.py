@@ -11,7 +11,7 @@ from torch import nn
 
 from pyro_vae import build_model, load_config
 from pyro_vae.workflow.data import ImageData
-from pyro_vae.infer.evaluate import importance_log_likelihood
+from pyro_vae.infer.evaluate import CHUNK_ROWS, importance_log_likelihood
 
 from . import timing
 
@@ -45,15 +45,32 @@ def ratio_to_matmul(num_samples: int, images: int = 40, rounds: int = 7, matmul_
             **kept["sampler"][middle], "seconds": timed["times"]}
 
 
-def throughput(num_samples: int, images: int = 50, z_dim: int = 50) -> dict:
+def chunk_scan(num_samples: int, rows: list[int], images: int = 40, rounds: int = 7,
+               matmul_rows: int = 25000) -> dict:
+    """The sampler's ratio to the matmul at each number of decoded rows (samples x images) a chunk holds,
+    every row count and the matmul in each of ``rounds`` interleaved rounds: what ``CHUNK_ROWS`` is tuned on."""
+    found: dict[str, list[dict]] = {"matmul": [], **{f"rows_{r}": [] for r in rows}}
+    sides = {"matmul": lambda: found["matmul"].append(matmul_gflops(m=matmul_rows))}
+    for r in rows:
+        sides[f"rows_{r}"] = lambda r=r: found[f"rows_{r}"].append(throughput(num_samples, images, chunk_rows=r))
+    timing.rounds(sides, rounds)
+    matmul = found["matmul"][-rounds:]
+    return {str(r): timing.ratio_summary([s["decoder_gflops"] / m
+                                          for s, m in zip(found[f"rows_{r}"][-rounds:], matmul)]) for r in rows}
+
+
+def throughput(num_samples: int, images: int = 50, z_dim: int = 50, chunk_rows: int = CHUNK_ROWS) -> dict:
+    """Images per second and the decoder's GFLOP/s of the importance sampler, drawing ``chunk_rows // images``
+    samples per chunk, on a fresh untrained model (the arithmetic is the same)."""
     config = load_config(None, [f"model.z_dim={z_dim}", "data.pixels=threshold"])
     pyro.enable_validation(True)  # as `pyro-vae evaluate` runs (Pyro's default)
     vae, guide = build_model(config, 1)
     x = (torch.rand(images, 784) < 0.2).float()
     data = ImageData(x, torch.zeros(images, dtype=torch.long), "threshold")
+    chunk = max(1, chunk_rows // images)
     importance_log_likelihood(vae, guide, data.subset(2).images, num_samples=min(num_samples, 500))  # warm-up
     start = time.perf_counter()
-    importance_log_likelihood(vae, guide, data.images, num_samples=num_samples)
+    importance_log_likelihood(vae, guide, data.images, num_samples=num_samples, chunk_size=chunk)
     seconds = time.perf_counter() - start
     gflops = decoder_flops(vae.decoder) * images * num_samples / seconds / 1e9
     return {"images_per_second": images / seconds, "decoder_gflops": gflops}

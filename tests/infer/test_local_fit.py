@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pyro_vae.models.guides import AmortizedNormal
-from pyro_vae.infer.local_fit import (LocalFullNormal, LocalPlanar, fit_local, guide_family, mean_elbo,
-                                      refinement_gain)
+from pyro_vae.infer.local_fit import (COMMON_DRAWS, FLOW_WINDOW, LocalFullNormal, LocalPlanar, _elbo_on_common_draws,
+                                      fit_local, guide_family, mean_elbo, refinement_gain)
 
 from ..helpers import linear_gaussian
 
@@ -185,11 +185,26 @@ def test_the_per_image_planar_family_starts_at_the_diagonal_start():
     assert torch.allclose(q.log_prob(z), diagonal.log_prob(z_diagonal), atol=1e-4)
 
 
+def test_a_flow_familys_stopping_rule_scores_every_window_on_the_same_draws():
+    """Window means of a Monte-Carlo objective are noisier than the tolerance; the flow families score each
+    window's end on common draws, the same at every call, and leave the global stream where it was."""
+    vae, W, b, s, x, exact = linear_gaussian(n=6)
+    planar = fit_local(vae, x, family="planar", max_steps=100)
+    assert planar.summary()["common_draws"] == COMMON_DRAWS and fit_local(vae, x).summary()["common_draws"] == 0
+    stopped = fit_local(vae, x, family="planar", window=50, lr=1e-3, min_lr=1e-3, tolerance=100.0)
+    assert stopped.steps == [2 * FLOW_WINDOW] and stopped.summary()["window"] == FLOW_WINDOW  # its first comparison
+    state = torch.get_rng_state()
+    first = _elbo_on_common_draws(vae, planar.guide, x, 16, seed=3)
+    assert _elbo_on_common_draws(vae, planar.guide, x, 16, seed=3) == first
+    assert torch.equal(torch.get_rng_state(), state)
+    assert _elbo_on_common_draws(vae, planar.guide, x, 16, seed=4) != first
+
+
 @pytest.mark.slow
 def test_the_per_image_planar_family_reaches_the_exact_posterior_and_beats_the_diagonal_one():
     vae, W, b, s, x, exact = linear_gaussian(n=20)  # a diagonal posterior: the family holds it
     fit = fit_local(vae, x, family="planar")
-    assert fit.num_particles == 8 and fit.stopped_on == ["tolerance"]
+    assert fit.num_particles == 8 and fit.stopped_on == ["tolerance"] and fit.common_draws == COMMON_DRAWS
     assert abs(mean_elbo(vae, fit.guide, x, num_samples=4000)["elbo"] - exact.mean().item()) < 0.05
     assert refinement_gain(vae, x, fit, steps=0, num_samples=50)["gain"] == pytest.approx(0.0, abs=1e-5)
     vae, W, b, s, x, exact = linear_gaussian(n=20, orthogonal=False)  # a correlated posterior
