@@ -59,6 +59,8 @@ FLOW_PARTICLES = 8  # the least samples a step of a flow family's fit: its KL is
 COMMON_DRAWS = 32  # base draws per image on which a flow family's stopping rule scores every window's end
 FLOW_WINDOW = 250  # the least steps of a flow family's window (a per-step tolerance five times finer)
 FLOW_LR = 0.01  # the highest rate a flow family's fit starts at (at 0.05 planar flows jitter below their optimum)
+FLOW_FIT = {"particles": FLOW_PARTICLES, "window": FLOW_WINDOW, "lr": FLOW_LR, "common_draws": COMMON_DRAWS}
+# what a flow family's fit takes beyond the config's [guide] settings (an evaluation records it)
 
 
 class LocalFullNormal(Guide):

@@ -19,7 +19,7 @@ import torch
 from ..infer.evaluate import (active_units, code_usage, elbo_terms, importance_log_likelihood,
                               importance_log_likelihood_over_labels, posterior_means, semi_supervised_terms)
 from ..infer.gaps import CONVERGED_GAIN, FAMILY_LABELS, amortization_gap, default_check_images, is_converged
-from ..infer.local_fit import fit_local, guide_family
+from ..infer.local_fit import FLOW_FAMILIES, FLOW_FIT, fit_local, guide_family
 from ..models.guides import Guide, MeanField, is_amortized, point
 from ..models.vae import VAE
 from .checkpoint import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
@@ -142,14 +142,20 @@ def _split(run: Run, split: str, data_dir, limit: int = 0) -> ImageData:
     return load_run_split(run.config, split == "train", data_dir, limit)
 
 
-def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap: bool) -> dict:
+def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap: bool,
+                        q_family: str | None = None, flows_from: str | Path | None = None) -> dict:
     """What an evaluation's numbers depend on: the run's whole config, its epochs, the split, K,
-    the number of images and whether the gap was measured. A saved evaluation is reused only
-    when these are equal."""
+    the number of images, whether the gap was measured and, for the gap, q*'s family and (a flow family's)
+    fitting rule. A saved evaluation is reused only when these are equal."""
     settings = {"split": split, "num_samples": num_samples, "images": images, "gap": gap,
                 "epochs": len(run.history), "config": run.config.to_dict()}
-    if gap:  # the convergence check's images (an evaluation saved under another rule is not reused)
-        settings["check_images"] = default_check_images(images)
+    if not gap:
+        return settings
+    settings["check_images"] = default_check_images(images)  # (one saved under another rule is not reused)
+    if q_family or flows_from:
+        settings["q_family"] = {"family": q_family or "flow", "flows_from": str(flows_from) if flows_from else None}
+    if (q_family or ("flow" if flows_from else getattr(run.guide, "family", None))) in FLOW_FAMILIES:
+        settings["flow_fit"] = FLOW_FIT
     return settings
 
 
@@ -186,10 +192,7 @@ def evaluate_run(
     x = data.observed(eval_generator(seed)).images
     report: dict = {"split": split, "images": len(data), "num_samples": num_samples,
                     "convention": run.vae.likelihood.convention, "epochs": len(run.history),
-                    "settings": evaluation_settings(run, split, num_samples, len(data), gap)}
-    if q_family or flows_from:
-        report["settings"]["q_family"] = {"family": q_family or "flow",
-                                          "flows_from": str(flows_from) if flows_from else None}
+                    "settings": evaluation_settings(run, split, num_samples, len(data), gap, q_family, flows_from)}
     proper = run.vae.likelihood.convention == "log_likelihood"
     if gap:
         _check_gap(run, cross=bool(q_family or flows_from))

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from pyro_vae.cli import main
+from pyro_vae.infer.local_fit import FLOW_FIT
 from pyro_vae.workflow.config import ConfigError
 from pyro_vae.workflow.evaluation import evaluate_run, format_report
 from pyro_vae.workflow.training import train
@@ -165,8 +166,10 @@ def test_the_gap_of_a_flow_guide_fits_q_star_in_the_flow_family(tmp_path, data_d
     config = tiny_config(guide={"type": "iaf", "local_steps": 30})
     config.data.train_size, config.data.test_size, config.train.epochs = 64, 32, 1
     out = train(config, tmp_path / "r", data_dir, progress=False, log=lambda line: None)
-    gap = evaluate_run(out, 10, "test", data_dir, gap=True)["gap"]
+    flow = evaluate_run(out, 10, "test", data_dir, gap=True)
+    gap = flow["gap"]
     assert gap["family"] == "flow" and gap["local_fit"]["num_particles"] == 8  # FLOW_PARTICLES
+    assert flow["settings"]["flow_fit"] == FLOW_FIT  # a saved evaluation made under another flow rule is not reused
     assert gap["log_likelihood"]["proposal"].startswith("q*")
     report = evaluate_run(out, 10, "test", data_dir)  # without the gap: log p(x) with the flow as proposal
     assert report["elbo"]["kl_estimator"] == "monte_carlo"
@@ -179,6 +182,7 @@ def test_the_gap_of_a_flow_guide_fits_q_star_in_the_flow_family(tmp_path, data_d
     assert json.loads((out / "evaluation_q_diagonal.json").read_text())["gap"]["family"] == "diagonal"
     assert cross["gap"]["family"] == "diagonal" and cross["gap"]["amortization_gap"] is None
     assert cross["settings"]["q_family"] == {"family": "diagonal", "flows_from": None}
+    assert "flow_fit" not in cross["settings"]  # a Gaussian q*'s rule is the config's
     assert "none: q* is of another family" in format_report(cross)
     diagonal = train(tiny_config(guide={"local_steps": 30}, data={"train_size": 64, "test_size": 32},
                                  train={"epochs": 1}), tmp_path / "d", data_dir, progress=False, log=lambda line: None)
@@ -189,6 +193,7 @@ def test_the_gap_of_a_flow_guide_fits_q_star_in_the_flow_family(tmp_path, data_d
     assert planar["family"] == "planar" and planar["cross_family"] and planar["amortization_gap"] is None
     assert planar["log_likelihood"]["proposal"].startswith("q* alone") and planar["local_fit"]["num_particles"] == 8
     assert (diagonal / "evaluation_q_planar.json").exists()
+    assert json.loads((diagonal / "evaluation_q_planar.json").read_text())["settings"]["flow_fit"] == FLOW_FIT
     own_family = evaluate_run(diagonal, 10, "test", data_dir, gap=True, q_family="diagonal")  # not a cross cell
     assert own_family["file"] == "evaluation.json" and own_family["gap"]["amortization_gap"] is not None
     for kwargs, message in [({"q_family": "diagonal"}, "add --gap"),
