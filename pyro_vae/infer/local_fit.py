@@ -178,6 +178,7 @@ class LocalFit:
     num_particles: int = 1  # samples a step
     common_draws: int = 0  # draws per image the stopping rule scores windows on (0: the steps' own objectives)
     window: int = 50  # steps between the stopping rule's comparisons
+    lr: tuple = ()  # the rates it started at and could fall to (a flow family's start is at most FLOW_LR)
 
     def summary(self) -> dict:
         """Steps (min, median, max) and how many chunks stopped on the rule or on the cap."""
@@ -193,6 +194,7 @@ class LocalFit:
             "num_particles": self.num_particles,
             "common_draws": self.common_draws,
             "window": self.window,
+            **({"lr": self.lr[0], "min_lr": self.lr[1]} if self.lr else {}),
         }
 
 
@@ -388,7 +390,8 @@ def fit_local(
         num_particles, window = max(num_particles, FLOW_PARTICLES), max(window, FLOW_WINDOW)
         lr = min(lr, FLOW_LR)
         min_lr = min(min_lr, lr)
-    fit = LocalFit(guide=None, num_particles=num_particles, common_draws=common_draws, window=window)
+    fit = LocalFit(guide=None, num_particles=num_particles, common_draws=common_draws, window=window,
+                   lr=(lr, min_lr))
     template = _template(init, family)
     states = []
     for start in range(0, x.shape[0], batch_size):

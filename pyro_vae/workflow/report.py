@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..infer.gaps import is_converged
 from .anomaly import BACKGROUND
 from .build import proper_density
 from .checkpoint import read_json, write_json
@@ -147,6 +148,53 @@ def codes_table(sweep: dict) -> str:
               f"({1 if u and s.get('point_mass') else sweep['num_samples']:,})" if s.get("log_likelihood") else "-")
         lines.append(f"| {s['value']} | {s['epochs']} | {_num(-s['test_recon'])} | {_num(s['test_kl'])} "
                      f"| {_num(s['test_loss'])} | {ll} | {usage_line(u) if u else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+GAP_FAMILIES = {"diagonal": "diagonal Gaussians", "full": "full-covariance Gaussians",
+                "flow": "the guide's flows, features per image", "planar": "per-image planar flows"}
+
+
+def _gap_family(report: dict) -> str:
+    """A gap evaluation's q* family in a few words (a borrowed flow family names the run it borrowed from)."""
+    flows_from = report.get("settings", {}).get("q_family", {}).get("flows_from")
+    return f"the flows of {Path(flows_from).name}, features per image" if flows_from else \
+        GAP_FAMILIES[report["gap"]["family"]]
+
+
+def _check_cell(gap: dict) -> str:
+    fit, check = gap["local_fit"], gap.get("convergence")
+    steps = f"{fit['steps_median']}" + (f" ({fit['stopped_on_cap']} at the cap)" if fit.get("stopped_on_cap") else "")
+    if not check:
+        return f"{steps}; no check"
+    verdict = "converged" if is_converged(check) else "**not converged**"
+    return f"{steps}; {check['gain']:.3f} +- {check['gain_stderr']:.3f} ({verdict})"
+
+
+def gap_table(run_dirs: dict[str, Path]) -> str:
+    """Markdown: every gap decomposition saved in the run directories (``evaluation.json`` with ``--gap``, then
+    each cross cell ``evaluation_q_*.json``), one row each. Every file estimates log p(x) with its own proposal
+    and each estimate is a lower bound in expectation, so a decoder's log p(x) is the highest of its files'
+    (named in its column), and each row's approximation gap is that minus the row's L[q*]; the amortization gap
+    (own family only) needs no log p(x). The last column: q*'s steps and its convergence check (what a further
+    optimisation gains, nats per image)."""
+    lines = ["| decoder trained with | log p(x): the highest estimate (from q* of) | q* family | L[q*] | L[q] "
+             "| approximation gap | amortization gap | q* steps; further gain |", "|---|---|---|---|---|---|---|---|"]
+    for label, run_dir in run_dirs.items():
+        run = RunDir(run_dir)
+        reports = [r for r in map(read_json, [run.evaluation, *run.cross_evaluations()])
+                   if isinstance(r, dict) and r.get("gap")]
+        if not reports:
+            continue
+        best = max(reports, key=lambda r: r["gap"]["log_likelihood"]["value"])
+        ll = best["gap"]["log_likelihood"]
+        for report in reports:
+            gap = report["gap"]
+            amortization = ("-" if gap["amortization_gap"] is None
+                            else f"{gap['amortization_gap']:.2f} +- {gap['amortization_gap_stderr']:.2f}")
+            lines.append(f"| {label} | {ll['value']:.2f} +- {ll['stderr']:.2f} ({_gap_family(best)}) "
+                         f"| {_gap_family(report)} | {gap['elbo_optimal']:.2f} | {gap['elbo_amortized']:.2f} "
+                         f"| {ll['value'] - gap['elbo_optimal']:.2f} | {amortization} | {_check_cell(gap)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -139,3 +139,34 @@ def test_key_figures_of_the_same_name_from_two_member_runs_are_published_apart()
     names = ["sweep.png", "vq/figures/prior_samples.png", "relaxed/figures/prior_samples.png", "cvae/figures/s.png"]
     assert [published_name(n, names) for n in names] == ["sweep.png", "vq_prior_samples.png",
                                                          "relaxed_prior_samples.png", "s.png"]
+
+
+def _gap_file(path, family, ll, optimal, amortization=None, gain=0.02, flows_from=None):
+    gap = {"family": family, "log_likelihood": {"value": ll, "stderr": 1.5}, "elbo_optimal": optimal,
+           "elbo_amortized": -91.0, "amortization_gap": amortization,
+           "amortization_gap_stderr": None if amortization is None else 0.2,
+           "local_fit": {"steps_median": 1250, "stopped_on_cap": 0},
+           "convergence": {"steps": 1000, "gain": gain, "gain_stderr": 0.01}}
+    settings = {"q_family": {"family": family, "flows_from": flows_from}} if flows_from or amortization is None else {}
+    path.write_text(json.dumps({"images": 200, "settings": settings, "gap": gap}))
+
+
+def test_the_gap_table_takes_each_decoders_highest_log_likelihood_for_every_row(tmp_path):
+    from pyro_vae.workflow.report import gap_table
+
+    run = tmp_path / "diagonal"
+    run.mkdir()
+    _gap_file(run / "evaluation.json", "diagonal", -85.0, -86.0, amortization=4.5)
+    _gap_file(run / "evaluation_q_planar.json", "planar", -84.5, -84.9, gain=0.3)
+    _gap_file(run / "evaluation_q_flow_iaf.json", "flow", -86.0, -87.5, flows_from="runs/nll_gaps/iaf")
+    (tmp_path / "no_gap").mkdir()
+    (tmp_path / "no_gap" / "evaluation.json").write_text(json.dumps({"images": 10, "gap": None}))
+    rows = gap_table({"diag": run, "none": tmp_path / "no_gap"}).splitlines()[2:]
+    assert len(rows) == 3  # the run without a gap adds none
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows]
+    assert all(c[1] == "-84.50 +- 1.50 (per-image planar flows)" for c in cells)  # the highest of the three
+    assert [c[2] for c in cells] == ["diagonal Gaussians", "the flows of iaf, features per image",
+                                     "per-image planar flows"]  # the own file first, then the cross cells by name
+    assert [c[5] for c in cells] == ["1.50", "3.00", "0.40"]  # -84.5 - L[q*]
+    assert [c[6] for c in cells] == ["4.50 +- 0.20", "-", "-"]
+    assert cells[0][7] == "1250; 0.020 +- 0.010 (converged)" and "**not converged**" in cells[2][7]
