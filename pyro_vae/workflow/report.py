@@ -164,25 +164,28 @@ def _gap_family(report: dict) -> str:
 
 def _check_cell(gap: dict) -> str:
     fit, check = gap["local_fit"], gap.get("convergence")
-    steps = f"{fit['steps_median']}" + (f" ({fit['stopped_on_cap']} at the cap)" if fit.get("stopped_on_cap") else "")
+    steps = (f"{fit['steps_median']} x {fit.get('num_particles', 1)}"
+             + (f" ({fit['stopped_on_cap']} at the cap)" if fit.get("stopped_on_cap") else ""))
     if not check:
         return f"{steps}; no check"
     verdict = "converged" if is_converged(check) else "**not converged**"
     return f"{steps}; {check['gain']:.3f} +- {check['gain_stderr']:.3f} ({verdict})"
 
 
-def gap_table(run_dirs: dict[str, Path]) -> str:
-    """Markdown: every gap decomposition saved in the run directories (``evaluation.json`` with ``--gap``, then
-    each cross cell ``evaluation_q_*.json``), one row each. Every file estimates log p(x) with its own proposal
-    and each estimate is a lower bound in expectation, so a decoder's log p(x) is the highest of its files'
-    (named in its column), and each row's approximation gap is that minus the row's L[q*]; the amortization gap
-    (own family only) needs no log p(x). The last column: q*'s steps and its convergence check (what a further
-    optimisation gains, nats per image)."""
+def gap_table(decoders: dict[str, Path | list[Path]]) -> str:
+    """Markdown: every gap decomposition saved in each decoder's run directories (one, or copies of one run
+    whose configs differ in a ``[guide]`` fitting key: ``evaluation.json`` with ``--gap``, then each cross cell
+    ``evaluation_q_*.json``), one row each. Every file estimates log p(x) with its own proposal and each
+    estimate is a lower bound in expectation, so a decoder's log p(x) is the highest of its files' (named in
+    its column), and each row's approximation gap is that minus the row's L[q*]; the amortization gap (own
+    family only) needs no log p(x). The last column: q*'s steps (the median over chunks) and samples a step, and
+    its convergence check (what a further optimisation gains, nats per image)."""
     lines = ["| decoder trained with | log p(x): the highest estimate (from q* of) | q* family | L[q*] | L[q] "
-             "| approximation gap | amortization gap | q* steps; further gain |", "|---|---|---|---|---|---|---|---|"]
-    for label, run_dir in run_dirs.items():
-        run = RunDir(run_dir)
-        reports = [r for r in map(read_json, [run.evaluation, *run.cross_evaluations()])
+             "| approximation gap | amortization gap | q* steps x samples a step; further gain |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, run_dirs in decoders.items():
+        runs = [RunDir(d) for d in (run_dirs if isinstance(run_dirs, list) else [run_dirs])]
+        reports = [r for run in runs for r in map(read_json, [run.evaluation, *run.cross_evaluations()])
                    if isinstance(r, dict) and r.get("gap")]
         if not reports:
             continue

@@ -145,7 +145,7 @@ def _gap_file(path, family, ll, optimal, amortization=None, gain=0.02, flows_fro
     gap = {"family": family, "log_likelihood": {"value": ll, "stderr": 1.5}, "elbo_optimal": optimal,
            "elbo_amortized": -91.0, "amortization_gap": amortization,
            "amortization_gap_stderr": None if amortization is None else 0.2,
-           "local_fit": {"steps_median": 1250, "stopped_on_cap": 0},
+           "local_fit": {"steps_median": 1250, "stopped_on_cap": 0, "num_particles": 8},
            "convergence": {"steps": 1000, "gain": gain, "gain_stderr": 0.01}}
     settings = {"q_family": {"family": family, "flows_from": flows_from}} if flows_from or amortization is None else {}
     path.write_text(json.dumps({"images": 200, "settings": settings, "gap": gap}))
@@ -163,10 +163,15 @@ def test_the_gap_table_takes_each_decoders_highest_log_likelihood_for_every_row(
     (tmp_path / "no_gap" / "evaluation.json").write_text(json.dumps({"images": 10, "gap": None}))
     rows = gap_table({"diag": run, "none": tmp_path / "no_gap"}).splitlines()[2:]
     assert len(rows) == 3  # the run without a gap adds none
+    copy = tmp_path / "copy"  # a copy of the decoder fitting with other [guide] keys: one decoder, one log p(x)
+    copy.mkdir()
+    _gap_file(copy / "evaluation_q_diagonal.json", "diagonal", -84.0, -90.0, flows_from=None, amortization=None)
+    both = gap_table({"diag": [run, copy]}).splitlines()[2:]
+    assert len(both) == 4 and all("| -84.00 +- 1.50 (diagonal Gaussians) |" in row for row in both)
     cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows]
     assert all(c[1] == "-84.50 +- 1.50 (per-image planar flows)" for c in cells)  # the highest of the three
     assert [c[2] for c in cells] == ["diagonal Gaussians", "the flows of iaf, features per image",
                                      "per-image planar flows"]  # the own file first, then the cross cells by name
     assert [c[5] for c in cells] == ["1.50", "3.00", "0.40"]  # -84.5 - L[q*]
     assert [c[6] for c in cells] == ["4.50 +- 0.20", "-", "-"]
-    assert cells[0][7] == "1250; 0.020 +- 0.010 (converged)" and "**not converged**" in cells[2][7]
+    assert cells[0][7] == "1250 x 8; 0.020 +- 0.010 (converged)" and "**not converged**" in cells[2][7]
