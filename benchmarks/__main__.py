@@ -28,6 +28,7 @@ import torch
 
 from pyro_vae.infer.evaluate import CHUNK_ROWS
 from pyro_vae.workflow.data import resolve_data_dir
+from pyro_vae.workflow.memory import retain_freed_memory
 from pyro_vae.workflow.streams import flushed_subnormals
 
 from . import cli_epoch, epoch, likelihood, mean_field
@@ -162,6 +163,7 @@ def run_likelihood(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    retain_freed_memory()  # as pyro-vae does: every side reuses freed memory
     with flushed_subnormals():  # as pyro-vae does, before the worker threads start, so every side flushes
         return _run_parts(args)
 

@@ -191,9 +191,11 @@ def _report(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .workflow.loop import TrainingError
+    from .workflow.memory import retain_freed_memory
     from .workflow.streams import flushed_subnormals
     from .workflow.training import Interrupted
 
+    retain_freed_memory()  # chunks of a few MB reuse freed memory instead of faulting in fresh pages
     try:
         commands = {"train": _train, "evaluate": _evaluate, "compare": _compare, "plot": _plot, "run": _run,
                     "report": _report, "score": _score}

@@ -70,7 +70,7 @@ class VAE(nn.Module):
         lead = z.shape[:-1]
         rows = None if y is None else y.expand(*lead, y.shape[-1]).reshape(-1, y.shape[-1])
         logits = self.logits(z.reshape(-1, z.shape[-1]), rows).reshape(*lead, -1)
-        return log_density(self.likelihood, logits, x)
+        return log_density(self.likelihood, logits, x, overwrite=True)  # the logits are ours alone
 
     def logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder's output for codes ``z`` ``(..., z_dim)``: the parameters of p(x | z).

@@ -51,16 +51,35 @@ def test_fused_bernoulli_log_density_equals_the_distribution():
     assert torch.allclose(log_density(grey, logits, values), grey(logits).log_prob(values))
 
 
-def test_the_no_grad_log_sigmoid_matches_torch_s_to_float32_rounding_and_leaves_its_input():
+def test_the_no_grad_log_sigmoid_matches_torch_s_to_float32_rounding_in_place():
     import torch.nn.functional as F
 
-    from pyro_vae.models.likelihoods import log_sigmoid_no_grad
+    from pyro_vae.models.likelihoods import log_sigmoid_
 
     s = torch.cat([torch.linspace(-100, 100, 2001), torch.tensor([0.0, -1e-8, 1e-8, 88.0, -88.0])])
-    kept = s.clone()
     exact = F.logsigmoid(s.double())
-    assert torch.allclose(log_sigmoid_no_grad(s).double(), exact, rtol=1e-6, atol=2e-7)
-    assert torch.equal(s, kept)
+    values = log_sigmoid_(s)
+    assert torch.allclose(values.double(), exact, rtol=1e-6, atol=2e-7)
+    assert values.data_ptr() == s.data_ptr()  # written over its input
+
+
+def test_log_density_overwrites_the_logits_only_when_told_and_without_gradients():
+    from pyro_vae.models.likelihoods import BernoulliLikelihood, log_density
+
+    logits, x = torch.randn(5, 3, 784) * 4, (torch.rand(3, 784) < 0.3).float()
+    kept = logits.clone()
+    with torch.no_grad():
+        expected = BernoulliLikelihood()(logits).log_prob(x)
+        assert torch.allclose(log_density(BernoulliLikelihood(), logits, x), expected, atol=1e-3)
+        assert torch.equal(logits, kept)  # not told: left alone
+        wide = log_density(BernoulliLikelihood(), logits[0, 0], x, overwrite=True)  # x wider than the logits
+        wide_expected = BernoulliLikelihood()(kept[0, 0].expand(3, 784)).log_prob(x)
+        assert torch.equal(logits, kept) and torch.allclose(wide, wide_expected, atol=1e-3)
+        assert torch.allclose(log_density(BernoulliLikelihood(), logits, x, overwrite=True), expected, atol=1e-3)
+        assert not torch.equal(logits, kept)  # told: the signed logits were written over them
+    with_grad = kept.clone().requires_grad_()
+    log_density(BernoulliLikelihood(), with_grad, x, overwrite=True).sum().backward()  # a graph keeps its input
+    assert torch.equal(with_grad.detach(), kept) and with_grad.grad is not None
 
 
 def test_log_density_is_the_same_with_and_without_gradients():
