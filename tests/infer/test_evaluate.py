@@ -115,7 +115,10 @@ def test_iwae_bounds_rise_towards_log_likelihood_with_k():
     guide = _GaussianProposal(W, b, s, widen=1.6)
     bounds = [importance_log_likelihood(vae, guide, x, num_samples=k)["log_likelihood"] for k in (1, 10, 100, 2000)]
     gaps = [exact.mean().item() - bound for bound in bounds]
-    assert gaps[0] > gaps[1] > gaps[2] > gaps[3] > -0.05
+    # K = 100 is within about 0.015 nat of log p(x) here, of the order of the estimates' own noise (about 0.01
+    # over these 300 points; a draw gave -0.009 at K = 100 against 0.003 at K = 2,000): K = 2,000 is held to
+    # the exact value, not ordered against K = 100
+    assert gaps[0] > gaps[1] > gaps[2] > -0.05 and gaps[1] > gaps[3]
     assert gaps[0] > 0.2 and abs(gaps[3]) < 0.05
 
 
