@@ -329,4 +329,5 @@ def notebook_run(name: str, quick: bool | None = None, data_dir=None, runs_dir: 
         return run_experiment(name, Path(tempfile.mkdtemp(prefix=f"{name}_")) / name, data_dir, quick=True,
                               progress=False, log=lambda line: None)
     out = Path(runs_dir or default_experiments_dir().parent / "runs") / name
+    out = Path(os.path.relpath(out))  # the log lines a stored notebook keeps name no machine's folders
     return run_experiment(name, out, data_dir, redraw=False, progress=False)  # log lines, no progress bars

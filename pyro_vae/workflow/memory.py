@@ -3,10 +3,10 @@
 glibc's malloc serves a block above its mmap threshold with fresh pages and returns a freed heap top above
 its trim threshold to the system. Torch's CPU tensors of a few MB (a chunk of the importance sampler's
 decoded rows) then come back as fresh pages on every chunk: each 4 KB page faults and is zeroed by the
-kernel. Raising both thresholds keeps the freed memory for the next chunk. In one run of
-``python -m benchmarks --only likelihood`` (2 threads), without and with the settings: 18.7 s and 0.8 s of
-system time, 77 and 107 images/s at K = 1,000, 13.4 and 18.3 at K = 5,000; the plain matmul it is compared
-with speeds up too (118 and 176 GFLOP/s), as it allocates its output afresh every time.
+kernel. Raising both thresholds keeps the freed memory for the next chunk. Two runs of
+``python -m benchmarks --only likelihood`` (2 threads), the first with glibc's defaults, the second with
+both thresholds raised through glibc's environment variables: 18.7 s and 0.8 s of system time in 84 s and
+71 s of wall time (the runs' images/s, 77 and 107 at K = 1,000, also moved with the machine's speed).
 """
 
 from __future__ import annotations

@@ -171,8 +171,11 @@ def test_notebooks_go_through_the_experiments_lifecycle(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "run_experiment", lambda *args, **kw: calls.append((args, kw)) or args[1])
     (tmp_path / "vae_2d").mkdir()
     (tmp_path / "vae_2d" / "experiment.json").write_text(json.dumps({"quick": False}))
-    assert experiments.notebook_run("vae_2d", quick=False, runs_dir=tmp_path) == tmp_path / "vae_2d"
-    assert len(calls) == 1 and calls[0][0][:2] == ("vae_2d", tmp_path / "vae_2d") and not calls[0][1].get("quick")
+    assert experiments.notebook_run("vae_2d", quick=False, runs_dir=tmp_path).resolve() == tmp_path / "vae_2d"
+    name, out = calls[0][0][:2]
+    assert len(calls) == 1 and name == "vae_2d" and out.resolve() == tmp_path / "vae_2d"
+    assert not calls[0][1].get("quick")
+    assert not out.is_absolute()  # relative to the working folder: its log lines, stored, name no machine's folders
     assert calls[0][1]["redraw"] is False  # a notebook reads the figures; it does not draw them again
     monkeypatch.setenv("CI", "1")
     monkeypatch.delenv("PYRO_VAE_QUICK", raising=False)
