@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .infer.gaps import CHECK_STEPS
 from .infer.local_fit import FAMILIES, PLANAR_FLOWS
 from .workflow.checkpoint import CheckpointError
 from .workflow.config import ConfigError, load_config
@@ -67,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--flows-from", metavar="DIR",
                           help="with --gap: the flow family is the flows of the guide of the run in DIR, each image "
                                "with features of its own (default: this run's guide)")
+    evaluate.add_argument("--check-steps", type=int, default=CHECK_STEPS,
+                          help=f"with --gap: the convergence check's further steps (default and least {CHECK_STEPS})")
     evaluate.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
 
     compare = commands.add_parser(
@@ -152,7 +155,7 @@ def _evaluate(args) -> None:
     from .workflow.evaluation import evaluate_run, format_report
 
     report = evaluate_run(args.run, args.num_samples, args.split, args.data_dir, gap=args.gap, limit=args.limit,
-                          q_family=args.q_family, flows_from=args.flows_from)
+                          q_family=args.q_family, flows_from=args.flows_from, check_steps=args.check_steps)
     print(format_report(report))
     print(f"written to {Path(args.run) / report['file']}")
 

@@ -50,14 +50,15 @@ def default_check_images(num_images: int) -> int:
 
 def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict, num_samples: int = 5000,
                      elbo_samples: int = 100, check_images: int | None = None, batch_size: int = 1000,
-                     family: str | None = None, family_guide: Guide | None = None) -> dict:
+                     family: str | None = None, family_guide: Guide | None = None,
+                     check_steps: int = CHECK_STEPS) -> dict:
     """The decomposition on images ``x`` ``(N, D)``, nats per image.
 
     L[q] and L[q*] are estimated with ``elbo_samples`` samples per image (analytic KL where
     registered); log p(x) with K = ``num_samples`` from the defensive mixture (q + q*) / 2;
     ``convergence`` is :func:`refinement_gain` on the first ``check_images`` images (default:
-    :func:`default_check_images`; 0 skips it) with :data:`CHECK_STEPS` further steps (at most the fit's own
-    cap ``max_steps``), with ``converged`` true when that gain plus two standard errors is at most
+    :func:`default_check_images`; 0 skips it) with ``check_steps`` further steps (default :data:`CHECK_STEPS`;
+    at most the fit's own cap ``max_steps``), with ``converged`` true when that gain plus two standard errors is at most
     :data:`CONVERGED_GAIN`.
 
     :param fit_options: keyword arguments of :func:`fit_local` (learning rates, tolerance, cap, particles).
@@ -86,7 +87,7 @@ def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict,
     ll_seconds = time.perf_counter() - start
     if check_images is None:
         check_images = default_check_images(len(x))
-    check_steps = min(CHECK_STEPS, fit_options.get("max_steps", CHECK_STEPS))  # never more than the fit may take
+    check_steps = min(check_steps, fit_options.get("max_steps", check_steps))  # never more than the fit may take
     convergence = refinement_gain(vae, x[:check_images], fit, check_steps) if check_images else None
     if convergence:
         convergence["converged"] = is_converged(convergence)

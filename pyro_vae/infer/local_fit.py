@@ -20,9 +20,7 @@ The flow families, whose KL is a Monte-Carlo estimate too and whose fits creep, 
 the window's end on :data:`COMMON_DRAWS` base draws per image, the same at every window (common random
 numbers: the gain between two windows is the fits' difference, not the estimates' noise), with windows of
 at least :data:`FLOW_WINDOW` steps (the same tolerance over more steps) from a rate of at most
-:data:`FLOW_LR`. On the first 200 MNIST test images, per-image planar fits stopped by the 50-step
-window means at rate 0.05 were 0.15-0.4 nat short of converged; common draws alone, 0.19-0.46; 250-step
-means from rate 0.05, 0.08 and, at the cap, 3 nats; the three together passed the check.
+:data:`FLOW_LR` (the README's gap section tells what the Gaussians' rule left undone on per-image planar fits).
 :func:`refinement_gain` checks the result: how much a longer, lower-noise optimisation still gains.
 """
 
@@ -317,7 +315,10 @@ def _elbo_on_common_draws(vae: VAE, local: Guide, x: torch.Tensor, num_samples: 
     """The mean ELBO per image of ``local`` on ``num_samples`` draws per image from the stream ``seed``: the
     same base draws at every call (the global stream is left where it was)."""
     with torch.random.fork_rng(devices=_cuda_devices(x)):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # only the streams fork_rng restores: the CPU's and x's device's
+        if x.device.type == "cuda":
+            with torch.cuda.device(x.device):
+                torch.cuda.manual_seed(seed)
         return mean_elbo(vae, local, x, num_samples, max(1, CHECK_ROWS // num_samples))["elbo"]
 
 

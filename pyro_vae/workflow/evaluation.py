@@ -18,7 +18,8 @@ import torch
 
 from ..infer.evaluate import (active_units, code_usage, elbo_terms, importance_log_likelihood,
                               importance_log_likelihood_over_labels, posterior_means, semi_supervised_terms)
-from ..infer.gaps import CONVERGED_GAIN, FAMILY_LABELS, amortization_gap, default_check_images, is_converged
+from ..infer.gaps import (CHECK_STEPS, CONVERGED_GAIN, FAMILY_LABELS, amortization_gap, default_check_images,
+                          is_converged)
 from ..infer.local_fit import FLOW_FAMILIES, FLOW_FIT, fit_local, guide_family
 from ..models.guides import Guide, MeanField, is_amortized, point
 from ..models.vae import VAE
@@ -143,7 +144,8 @@ def _split(run: Run, split: str, data_dir, limit: int = 0) -> ImageData:
 
 
 def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap: bool,
-                        q_family: str | None = None, flows_from: str | Path | None = None) -> dict:
+                        q_family: str | None = None, flows_from: str | Path | None = None,
+                        check_steps: int = CHECK_STEPS) -> dict:
     """What an evaluation's numbers depend on: the run's whole config, its epochs, the split, K,
     the number of images, whether the gap was measured and, for the gap, q*'s family and (a flow family's)
     fitting rule. A saved evaluation is reused only when these are equal."""
@@ -152,6 +154,8 @@ def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap
     if not gap:
         return settings
     settings["check_images"] = default_check_images(images)  # (one saved under another rule is not reused)
+    if check_steps != CHECK_STEPS:
+        settings["check_steps"] = check_steps
     if q_family or flows_from:
         settings["q_family"] = {"family": q_family or "flow", "flows_from": str(flows_from) if flows_from else None}
     if (q_family or ("flow" if flows_from else getattr(run.guide, "family", None))) in FLOW_FAMILIES:
@@ -171,6 +175,7 @@ def evaluate_run(
     save: bool = True,
     q_family: str | None = None,
     flows_from: str | Path | None = None,
+    check_steps: int = CHECK_STEPS,
 ) -> dict:
     """Evaluate a run on ``split`` and write ``evaluation.json`` (unless ``save`` is false; with q* of another
     family, ``evaluation_q_<family>.json``, :func:`evaluation_path`); see the module docstring.
@@ -181,6 +186,9 @@ def evaluate_run(
     """
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
+    if check_steps < CHECK_STEPS:
+        raise ConfigError(f"--check-steps must be at least {CHECK_STEPS} (a shorter check shows nothing), got "
+                          f"{check_steps}")
     if (q_family or flows_from) and not gap:
         raise ConfigError("--q-family and --flows-from choose the family of q* for --gap: add --gap")
     run = load_run(run_dir)
@@ -192,7 +200,8 @@ def evaluate_run(
     x = data.observed(eval_generator(seed)).images
     report: dict = {"split": split, "images": len(data), "num_samples": num_samples,
                     "convention": run.vae.likelihood.convention, "epochs": len(run.history),
-                    "settings": evaluation_settings(run, split, num_samples, len(data), gap, q_family, flows_from)}
+                    "settings": evaluation_settings(run, split, num_samples, len(data), gap, q_family, flows_from,
+                                                    check_steps)}
     proper = run.vae.likelihood.convention == "log_likelihood"
     if gap:
         _check_gap(run, cross=bool(q_family or flows_from))
@@ -236,7 +245,7 @@ def evaluate_run(
                 report["note"] += COMPLETION_BCE
         elif gap:  # one K-sample estimate, with the better proposal, serves both
             report["gap"] = measure_gap(run, x, num_samples, family=q_family or ("flow" if flows_from else None),
-                                        family_guide=family_guide)
+                                        family_guide=family_guide, check_steps=check_steps)
             report["log_likelihood"] = dict(report["gap"]["log_likelihood"])
         else:
             report["log_likelihood"] = _timed_estimate(log_likelihood, num_samples)
@@ -317,7 +326,7 @@ def _check_gap(run: Run, cross: bool = False) -> None:
 
 
 def measure_gap(run: Run, x: torch.Tensor, num_samples: int = 5000, log=print, family: str | None = None,
-                family_guide=None) -> dict:
+                family_guide=None, check_steps: int = CHECK_STEPS) -> dict:
     """:func:`pyro_vae.infer.gaps.amortization_gap` of a run on images ``x`` with its [guide] fit settings
     (q* in ``family``, of ``family_guide``'s flows, where given); a one-line warning is logged when q* is not
     converged."""
@@ -326,7 +335,8 @@ def measure_gap(run: Run, x: torch.Tensor, num_samples: int = 5000, log=print, f
         raise ConfigError(f"a flow q* takes the flows of a flow guide, and this run's guide is "
                           f"{run.config.guide.type}: add --flows-from RUN, a run with guide.type 'iaf' or 'planar'")
     gap = amortization_gap(run.vae, run.guide, x, run.config.guide.local_fit_options(), num_samples,
-                           batch_size=run.config.train.eval_batch_size, family=family, family_guide=family_guide)
+                           batch_size=run.config.train.eval_batch_size, family=family, family_guide=family_guide,
+                           check_steps=check_steps)
     check = gap["convergence"]
     if check and not check["converged"]:
         log(f"warning: q* is not converged: a further optimisation gains {check['gain']:.3f} +- "

@@ -175,11 +175,13 @@ def _check_cell(gap: dict) -> str:
 def gap_table(decoders: dict[str, Path | list[Path]]) -> str:
     """Markdown: every gap decomposition saved in each decoder's run directories (one, or copies of one run
     whose configs differ in a ``[guide]`` fitting key: ``evaluation.json`` with ``--gap``, then each cross cell
-    ``evaluation_q_*.json``), one row each. Every file estimates log p(x) with its own proposal and each
-    estimate is a lower bound in expectation, so a decoder's log p(x) is the highest of its files' (named in
-    its column), and each row's approximation gap is that minus the row's L[q*]; the amortization gap (own
-    family only) needs no log p(x). The last column: q*'s steps (the median over chunks) and samples a step, and
-    its convergence check (what a further optimisation gains, nats per image)."""
+    ``evaluation_q_*.json``, all of one split, image count, K and epochs), one row each. Every file estimates
+    log p(x) with its own proposal and each estimate is a lower bound in expectation, so a decoder's log p(x)
+    is the highest of its files' (named in its column; the highest of a few noisy estimates leans upwards by
+    their own noise, not by the +- shown, which is the spread over images), and each row's approximation gap
+    is that minus the row's L[q*]; the amortization gap (own family only) needs no log p(x). The last column:
+    q*'s steps (the median over chunks) and samples a step, and its convergence check (what a further
+    optimisation gains, nats per image)."""
     lines = ["| decoder trained with | log p(x): the highest estimate (from q* of) | q* family | L[q*] | L[q] "
              "| approximation gap | amortization gap | q* steps x samples a step; further gain |",
              "|---|---|---|---|---|---|---|---|"]
@@ -189,6 +191,10 @@ def gap_table(decoders: dict[str, Path | list[Path]]) -> str:
                    if isinstance(r, dict) and r.get("gap")]
         if not reports:
             continue
+        kinds = {(r.get("split"), r.get("images"), r.get("num_samples"), r.get("epochs")) for r in reports}
+        if len(kinds) > 1:
+            raise ValueError(f"the gap evaluations of {label} differ in split, images, K or epochs ({sorted(kinds)}): "
+                             "one log p(x) cannot serve them all; evaluate them alike or list them apart")
         best = max(reports, key=lambda r: r["gap"]["log_likelihood"]["value"])
         ll = best["gap"]["log_likelihood"]
         for report in reports:

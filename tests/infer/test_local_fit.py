@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pyro_vae.models.guides import AmortizedNormal
-from pyro_vae.infer.local_fit import (COMMON_DRAWS, FLOW_WINDOW, LocalFullNormal, LocalPlanar, _elbo_on_common_draws,
-                                      fit_local, guide_family, mean_elbo, refinement_gain)
+from pyro_vae.infer.local_fit import (COMMON_DRAWS, FLOW_LR, FLOW_WINDOW, LocalFullNormal, LocalPlanar,
+                                      _elbo_on_common_draws, fit_local, guide_family, mean_elbo, refinement_gain)
 
 from ..helpers import linear_gaussian
 
@@ -193,11 +193,25 @@ def test_a_flow_familys_stopping_rule_scores_every_window_on_the_same_draws():
     assert planar.summary()["common_draws"] == COMMON_DRAWS and fit_local(vae, x).summary()["common_draws"] == 0
     stopped = fit_local(vae, x, family="planar", window=50, lr=1e-3, min_lr=1e-3, tolerance=100.0)
     assert stopped.steps == [2 * FLOW_WINDOW] and stopped.summary()["window"] == FLOW_WINDOW  # its first comparison
+    capped = fit_local(vae, x, family="planar", lr=0.05, min_lr=0.02, max_steps=0).summary()
+    assert (capped["lr"], capped["min_lr"]) == (FLOW_LR, FLOW_LR)  # the start capped, the floor not above it
     state = torch.get_rng_state()
     first = _elbo_on_common_draws(vae, planar.guide, x, 16, seed=3)
     assert _elbo_on_common_draws(vae, planar.guide, x, 16, seed=3) == first
     assert torch.equal(torch.get_rng_state(), state)
     assert _elbo_on_common_draws(vae, planar.guide, x, 16, seed=4) != first
+
+
+def test_every_window_of_a_flow_fit_is_scored_on_one_stream(monkeypatch):
+    from pyro_vae.infer import local_fit
+
+    seeds, score = [], local_fit._elbo_on_common_draws
+    monkeypatch.setattr(local_fit, "_elbo_on_common_draws",
+                        lambda vae, local, x, n, seed: seeds.append((n, seed)) or score(vae, local, x, n, seed))
+    vae, W, b, s, x, exact = linear_gaussian(n=6)
+    fit = fit_local(vae, x, family="planar", max_steps=3 * FLOW_WINDOW)
+    assert len(seeds) == fit.steps[0] // FLOW_WINDOW >= 2  # one score per window's end
+    assert len(set(seeds)) == 1 and seeds[0][0] == COMMON_DRAWS  # the same draws every time
 
 
 @pytest.mark.slow

@@ -141,14 +141,15 @@ def test_key_figures_of_the_same_name_from_two_member_runs_are_published_apart()
                                                          "relaxed_prior_samples.png", "s.png"]
 
 
-def _gap_file(path, family, ll, optimal, amortization=None, gain=0.02, flows_from=None):
+def _gap_file(path, family, ll, optimal, amortization=None, gain=0.02, flows_from=None, images=200):
     gap = {"family": family, "log_likelihood": {"value": ll, "stderr": 1.5}, "elbo_optimal": optimal,
            "elbo_amortized": -91.0, "amortization_gap": amortization,
            "amortization_gap_stderr": None if amortization is None else 0.2,
            "local_fit": {"steps_median": 1250, "stopped_on_cap": 0, "num_particles": 8},
            "convergence": {"steps": 1000, "gain": gain, "gain_stderr": 0.01}}
     settings = {"q_family": {"family": family, "flows_from": flows_from}} if flows_from or amortization is None else {}
-    path.write_text(json.dumps({"images": 200, "settings": settings, "gap": gap}))
+    path.write_text(json.dumps({"split": "test", "images": images, "num_samples": 5000, "epochs": 40,
+                                "settings": settings, "gap": gap}))
 
 
 def test_the_gap_table_takes_each_decoders_highest_log_likelihood_for_every_row(tmp_path):
@@ -168,6 +169,9 @@ def test_the_gap_table_takes_each_decoders_highest_log_likelihood_for_every_row(
     _gap_file(copy / "evaluation_q_diagonal.json", "diagonal", -84.0, -90.0, flows_from=None, amortization=None)
     both = gap_table({"diag": [run, copy]}).splitlines()[2:]
     assert len(both) == 4 and all("| -84.00 +- 1.50 (diagonal Gaussians) |" in row for row in both)
+    _gap_file(copy / "evaluation_q_planar.json", "planar", -80.0, -81.0, images=20)  # another image count
+    with pytest.raises(ValueError, match="differ in split, images, K or epochs"):
+        gap_table({"diag": [run, copy]})
     cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows]
     assert all(c[1] == "-84.50 +- 1.50 (per-image planar flows)" for c in cells)  # the highest of the three
     assert [c[2] for c in cells] == ["diagonal Gaussians", "the flows of iaf, features per image",
