@@ -196,7 +196,8 @@ def test_the_gap_of_a_flow_guide_fits_q_star_in_the_flow_family(tmp_path, data_d
     assert json.loads((diagonal / "evaluation_q_planar.json").read_text())["settings"]["flow_fit"] == FLOW_FIT
     own_family = evaluate_run(diagonal, 10, "test", data_dir, gap=True, q_family="diagonal")  # not a cross cell
     assert own_family["file"] == "evaluation.json" and own_family["gap"]["amortization_gap"] is not None
-    for kwargs, message in [({"q_family": "diagonal"}, "add --gap"), ({"gap": True, "check_steps": 10}, "at least 1000"),
+    for kwargs, message in [({"q_family": "diagonal"}, "add --gap"),
+                            ({"gap": True, "check_steps": 10}, "at least 1000"),
                             ({"gap": True, "q_family": "flow"}, "add --flows-from RUN"),
                             ({"gap": True, "flows_from": diagonal}, "not a flow guide")]:
         with pytest.raises(ConfigError, match=message):
