@@ -169,7 +169,7 @@ def _check_cell(gap: dict) -> str:
     if not check:
         return f"{steps}; no check"
     verdict = "converged" if is_converged(check) else "**not converged**"
-    return f"{steps}; {check['gain']:.3f} +- {check['gain_stderr']:.3f} ({verdict})"
+    return f"{steps}; {check['gain']:.3f} +- {check['gain_stderr']:.3f} in {check['steps']:,} ({verdict})"
 
 
 def gap_table(decoders: dict[str, Path | list[Path]]) -> str:
@@ -183,7 +183,7 @@ def gap_table(decoders: dict[str, Path | list[Path]]) -> str:
     q*'s steps (the median over chunks) and samples a step, and its convergence check (what a further
     optimisation gains, nats per image)."""
     lines = ["| decoder trained with | log p(x): the highest estimate (from q* of) | q* family | L[q*] | L[q] "
-             "| approximation gap | amortization gap | q* steps x samples a step; further gain |",
+             "| approximation gap | amortization gap | q* steps x samples a step; further gain in steps |",
              "|---|---|---|---|---|---|---|---|"]
     for label, run_dirs in decoders.items():
         runs = [RunDir(d) for d in (run_dirs if isinstance(run_dirs, list) else [run_dirs])]

@@ -178,4 +178,4 @@ def test_the_gap_table_takes_each_decoders_highest_log_likelihood_for_every_row(
                                      "per-image planar flows"]  # the own file first, then the cross cells by name
     assert [c[5] for c in cells] == ["1.50", "3.00", "0.40"]  # -84.5 - L[q*]
     assert [c[6] for c in cells] == ["4.50 +- 0.20", "-", "-"]
-    assert cells[0][7] == "1250 x 8; 0.020 +- 0.010 (converged)" and "**not converged**" in cells[2][7]
+    assert cells[0][7] == "1250 x 8; 0.020 +- 0.010 in 1,000 (converged)" and "**not converged**" in cells[2][7]
