@@ -7,6 +7,7 @@ pixels under a Bernoulli, ``loss = BCE + KL``, the reference experiments' number
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pyro
@@ -19,6 +20,28 @@ from ..models.conditional import one_hot
 from ..models.discrete import code_indices
 from ..models.guides import Guide, point
 from ..models.vae import VAE
+
+
+def stream_devices(device: torch.device | str) -> list[int]:
+    """The CUDA device whose generator ``torch.random.fork_rng`` keeps for draws on ``device`` (none on a CPU)."""
+    device = torch.device(device)
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str = "cpu"):
+    """Run a block on torch's global streams seeded with ``seed``, the CPU's and ``device``'s, then restore them.
+
+    Evaluation runs inside it, so its Monte-Carlo draws are a fixed function of the parameters and never
+    move the training run's random stream; only the streams restored afterwards are seeded (``torch.manual_seed``
+    would reseed every GPU's)."""
+    cuda = stream_devices(device)
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 def batches(x: torch.Tensor, batch_size: int):

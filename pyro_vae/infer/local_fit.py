@@ -42,7 +42,7 @@ from torch.distributions import transform_to
 
 from pyro.distributions.kl import kl_divergence
 
-from .evaluate import stderr
+from .evaluate import seeded, stderr, stream_devices
 from ..models.guides import Guide, MeanField
 from ..models.vae import VAE
 
@@ -306,19 +306,10 @@ def _step(objective, vae: VAE, local: Guide, x: torch.Tensor, optimizer) -> floa
     return -loss.item()
 
 
-def _cuda_devices(x: torch.Tensor) -> list[int]:
-    """The CUDA device whose generator ``torch.random.fork_rng`` must keep for draws on ``x``'s device."""
-    return [x.device.index or 0] if x.device.type == "cuda" else []
-
-
 def _elbo_on_common_draws(vae: VAE, local: Guide, x: torch.Tensor, num_samples: int, seed: int) -> float:
     """The mean ELBO per image of ``local`` on ``num_samples`` draws per image from the stream ``seed``: the
     same base draws at every call (the global stream is left where it was)."""
-    with torch.random.fork_rng(devices=_cuda_devices(x)):
-        torch.default_generator.manual_seed(seed)  # only the streams fork_rng restores: the CPU's and x's device's
-        if x.device.type == "cuda":
-            with torch.cuda.device(x.device):
-                torch.cuda.manual_seed(seed)
+    with seeded(seed, x.device):
         return mean_elbo(vae, local, x, num_samples, max(1, CHECK_ROWS // num_samples))["elbo"]
 
 
@@ -485,7 +476,7 @@ def refinement_gain(vae: VAE, x: torch.Tensor, fit: LocalFit, steps: int, lr: fl
             _step(objective, vae, refined, x, optimizer)
             schedule.step()
     batch = max(1, CHECK_ROWS // num_samples)  # images a decoder pass takes; the same chunks, so the same draws
-    with torch.random.fork_rng(devices=_cuda_devices(x)):  # the draws of `before`, then the same ones again for `after`
+    with torch.random.fork_rng(devices=stream_devices(x.device)):  # the draws of `before`, then again for `after`
         before = mean_elbo(vae, before_guide, x, num_samples, batch)
     after = mean_elbo(vae, refined, x, num_samples, batch)
     diff = after["per_datapoint"] - before["per_datapoint"]

@@ -143,6 +143,11 @@ def _split(run: Run, split: str, data_dir, limit: int = 0) -> ImageData:
     return load_run_split(run.config, split == "train", data_dir, limit)
 
 
+def _named_family(q_family: str | None, flows_from: str | Path | None) -> str | None:
+    """The q* family asked for: ``--q-family``, or ``flow`` for ``--flows-from``; None for the guide's own."""
+    return q_family or ("flow" if flows_from else None)
+
+
 def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap: bool,
                         q_family: str | None = None, flows_from: str | Path | None = None,
                         check_steps: int = CHECK_STEPS) -> dict:
@@ -156,9 +161,10 @@ def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap
     settings["check_images"] = default_check_images(images)  # (one saved under another rule is not reused)
     if check_steps != CHECK_STEPS:
         settings["check_steps"] = check_steps
-    if q_family or flows_from:
-        settings["q_family"] = {"family": q_family or "flow", "flows_from": str(flows_from) if flows_from else None}
-    if (q_family or ("flow" if flows_from else getattr(run.guide, "family", None))) in FLOW_FAMILIES:
+    named = _named_family(q_family, flows_from)
+    if named:
+        settings["q_family"] = {"family": named, "flows_from": str(flows_from) if flows_from else None}
+    if (named or getattr(run.guide, "family", None)) in FLOW_FAMILIES:
         settings["flow_fit"] = FLOW_FIT
     return settings
 
@@ -244,7 +250,7 @@ def evaluate_run(
                 report["importance_sampled"] = _timed_estimate(log_likelihood, num_samples)
                 report["note"] += COMPLETION_BCE
         elif gap:  # one K-sample estimate, with the better proposal, serves both
-            report["gap"] = measure_gap(run, x, num_samples, family=q_family or ("flow" if flows_from else None),
+            report["gap"] = measure_gap(run, x, num_samples, family=_named_family(q_family, flows_from),
                                         family_guide=family_guide, check_steps=check_steps)
             report["log_likelihood"] = dict(report["gap"]["log_likelihood"])
         else:

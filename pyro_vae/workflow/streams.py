@@ -11,6 +11,8 @@ import contextlib
 
 import torch
 
+from ..infer.evaluate import seeded  # noqa: F401  (a block on seeded global streams: the evaluators' own)
+
 
 def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
     """The generator that draws epoch ``epoch``'s batch order and dynamic binarizations."""
@@ -50,15 +52,3 @@ def flushed_subnormals():
         torch.set_flush_denormal(before)
 
 
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device | str = "cpu"):
-    """Run a block on torch's global RNG seeded with ``seed``, then restore the previous state.
-
-    Evaluation runs inside it, so its Monte-Carlo draws are a fixed function of the
-    parameters and never move the training run's random stream.
-    """
-    device = torch.device(device)
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        yield
