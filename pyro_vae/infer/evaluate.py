@@ -300,7 +300,9 @@ def importance_log_likelihood_over_labels(vae, guide, x: torch.Tensor, num_sampl
     """log p(x) of a model with a label latent y (M2), y summed out exactly and z importance-sampled for each:
 
     ``log p(x) ~= logsumexp_y [log p(y) + log p^(x | y)]``, p^(x | y) the K-sample estimate with q(z | x, y)
-    (:func:`importance_log_likelihood` given y); C times its cost. Same keys as it returns."""
+    (:func:`importance_log_likelihood` given y); C times its cost. Same keys as it returns, and ``log_joint``
+    ``(N, C)``: log p(y) + log p^(x | y), whose softmax over y is the model's own posterior p(y | x)
+    (:func:`label_inference`)."""
     n, classes = x.shape[0], vae.num_classes
     log_p_y = vae.prior_y(x).logits  # (C,), normalised
     per_class = []
@@ -308,6 +310,32 @@ def importance_log_likelihood_over_labels(vae, guide, x: torch.Tensor, num_sampl
         y = one_hot(torch.full((n,), c, device=x.device), classes, x.dtype)
         per_class.append(importance_log_likelihood(vae, guide, x, num_samples, y=y, **kwargs)["per_datapoint"]
                          + log_p_y[c])
-    values = torch.logsumexp(torch.stack(per_class), 0)
+    log_joint = torch.stack(per_class, -1)
+    values = torch.logsumexp(log_joint, -1)
     return {"log_likelihood": values.mean().item(), "stderr": stderr(values), "per_datapoint": values,
-            "num_samples": num_samples}
+            "num_samples": num_samples, "log_joint": log_joint}
+
+
+@torch.no_grad()
+def label_inference(guide, x: torch.Tensor, labels: torch.Tensor, log_joint: torch.Tensor,
+                    batch_size: int = 1000) -> dict:
+    """M2's classifier q(y | x) beside the model's own posterior over the label,
+    ``log p(y | x) = log p(x, y) - logsumexp_y' log p(x, y')`` from the per-class estimates ``log_joint``
+    ``(N, C)`` (:func:`importance_log_likelihood_over_labels`):
+
+    - ``model_accuracy``: of argmax_y p(y | x), the model's Bayes classifier;
+    - ``agreement``: how often argmax q(y | x) = argmax p(y | x);
+    - ``kl``: mean KL(q(y | x) || p(y | x)) = sum_y q (log q - log p), the label's part of the gap
+      log p(x) - U(x) (the rest is sum_y q(y | x) [log p(x | y) - L(x, y)], z's), with ``kl_stderr``.
+
+    p(y | x) is a ratio of K-sample estimates, consistent as K grows but not unbiased: each log p^(x | y) leans
+    low by about half the relative variance of p^(x | y), Var(w / p) / 2K, so a class whose q(z | x, y) fits
+    worse is under-weighted; q(z | x, y) is trained with weight q(y | x), so the classes q(y | x) rules out fit
+    worst, which leans ``agreement`` up. ``kl_stderr`` is the spread over images alone."""
+    log_q = torch.cat([guide.q_y(xb).logits for _, xb in batches(x, batch_size)])  # normalised
+    log_p = log_joint - torch.logsumexp(log_joint, -1, keepdim=True)
+    kl = (log_q.exp() * (log_q - log_p)).sum(-1)
+    model_guess = log_p.argmax(-1)
+    return {"model_accuracy": (model_guess == labels).float().mean().item(),
+            "agreement": (model_guess == log_q.argmax(-1)).float().mean().item(),
+            "kl": kl.mean().item(), "kl_stderr": stderr(kl)}

@@ -5,6 +5,8 @@ for an amortized guide, the inference gaps; ``evaluation.json`` in the run direc
 IWAE bounds for smaller K and the active units; with ``gap=True`` the decomposition of
 :func:`pyro_vae.infer.gaps.amortization_gap` on the same images. A mean-field guide has no
 encoder: its test images get Gaussians of their own (:func:`fit_test_images`, cached in the run).
+M2 adds its classifier's accuracy, a supervised baseline's, and (with log p(x)) the model's own posterior
+over the label beside q(y | x) (:func:`pyro_vae.infer.evaluate.label_inference`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import NamedTuple
 import torch
 
 from ..infer.evaluate import (active_units, code_usage, elbo_terms, importance_log_likelihood,
-                              importance_log_likelihood_over_labels, posterior_means, semi_supervised_terms)
+                              importance_log_likelihood_over_labels, label_inference, posterior_means,
+                              semi_supervised_terms)
 from ..infer.gaps import (CHECK_STEPS, CONVERGED_GAIN, FAMILY_LABELS, amortization_gap, default_check_images,
                           is_converged)
 from ..infer.local_fit import FLOW_FAMILIES, FLOW_FIT, fit_local, guide_family
@@ -153,9 +156,11 @@ def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap
                         check_steps: int = CHECK_STEPS) -> dict:
     """What an evaluation's numbers depend on: the run's whole config, its epochs, the split, K,
     the number of images, whether the gap was measured and, for the gap, q*'s family and (a flow family's)
-    fitting rule. A saved evaluation is reused only when these are equal."""
+    fitting rule; for M2, that it holds the model's p(y | x). A saved evaluation is reused only when these are equal."""
     settings = {"split": split, "num_samples": num_samples, "images": images, "gap": gap,
                 "epochs": len(run.history), "config": run.config.to_dict()}
+    if run.vae.labels == "latent":  # (an M2 evaluation saved before it held the model's p(y | x) is not reused)
+        settings["label_posterior"] = True
     if not gap:
         return settings
     settings["check_images"] = default_check_images(images)  # (one saved under another rule is not reused)
@@ -247,14 +252,16 @@ def evaluate_run(
             report["log_likelihood"] = None
             report["note"] = "; ".join(note for note in (NOT_A_DENSITY, report.get("note")) if note)
             if run.vae.task == "completion":  # the tutorial's convention: the same estimator on -BCE
-                report["importance_sampled"] = _timed_estimate(log_likelihood, num_samples)
+                report["importance_sampled"] = _timed_estimate(log_likelihood, num_samples)[0]
                 report["note"] += COMPLETION_BCE
         elif gap:  # one K-sample estimate, with the better proposal, serves both
             report["gap"] = measure_gap(run, x, num_samples, family=_named_family(q_family, flows_from),
                                         family_guide=family_guide, check_steps=check_steps)
             report["log_likelihood"] = dict(report["gap"]["log_likelihood"])
         else:
-            report["log_likelihood"] = _timed_estimate(log_likelihood, num_samples)
+            report["log_likelihood"], estimate = _timed_estimate(log_likelihood, num_samples)
+            if latent:  # q(y | x) beside the model's own p(y | x), from the same per-class estimates
+                report["labels"] = label_inference(guide, x, data.labels, estimate["log_joint"], batch)
         if proper:
             report["iwae"] = {
                 str(k): log_likelihood(k)["log_likelihood"]
@@ -281,11 +288,12 @@ def evaluation_path(run_dir: str | Path, cross_family: str | None = None) -> Pat
     return RunDir(run_dir).cross_evaluation(cross_family) if cross_family else RunDir(run_dir).evaluation
 
 
-def _timed_estimate(log_likelihood, num_samples: int) -> dict:
+def _timed_estimate(log_likelihood, num_samples: int) -> tuple[dict, dict]:
+    """``(the report's entry, the estimator's whole result)`` of one K-sample estimate, timed."""
     start = time.perf_counter()
     ll = log_likelihood(num_samples)
     return {"value": ll["log_likelihood"], "stderr": ll["stderr"], "proposal": "q",
-            "seconds": time.perf_counter() - start}
+            "seconds": time.perf_counter() - start}, ll
 
 
 def finished_evaluation(run_dir: str | Path, settings: dict) -> dict | None:
@@ -366,6 +374,13 @@ def format_report(report: dict) -> str:
         rows.append(("local fit (test images)", _fit_line(report["local_fit"])))
     if "accuracy" in report:
         rows.append(("accuracy of q(y|x)", f"{report['accuracy']:.4f}"))
+    if "labels" in report:
+        labels = report["labels"]
+        rows.append(("accuracy of p(y|x)", f"{labels['model_accuracy']:.4f}  (the model's own posterior, y's "
+                                            f"log p(x, y) importance-sampled, K={report['num_samples']} each; "
+                                            f"argmax agrees with q's on {labels['agreement']:.4f})"))
+        rows.append(("KL(q(y|x) || p(y|x))", f"{labels['kl']:.3f} +- {labels['kl_stderr']:.3f}  (the label's part "
+                                              "of log p(x) - bound, exact as K grows)"))
     if "baseline" in report:
         b = report["baseline"]
         rows.append(("baseline classifier", f"{b['accuracy']:.4f}  (the {b['labelled']} labelled images alone, "

@@ -293,8 +293,9 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
             "log_likelihood": ll["value"] if ll else None,
             "log_likelihood_stderr": ll["stderr"] if ll else None,
             "active_units": (report or {}).get("active_units"),
-            **({"accuracy": report["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"]}
-               if report and "accuracy" in report else {}),  # M2: its classifier, and the supervised baseline
+            **({"accuracy": report["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"],
+                "model_accuracy": report.get("labels", {}).get("model_accuracy")}
+               if report and "accuracy" in report else {}),  # M2: its classifier, the supervised baseline, p(y | x)
             **(completion_row(report, metrics) if config.model.completion else {}),
             **({"code_usage": report["code_usage"], "point_mass": report["num_samples"] == 1 < num_samples}
                if report and "code_usage" in report else {}),  # discrete codes

@@ -185,6 +185,30 @@ def test_m2_log_likelihood_sums_the_label_out_exactly():
     assert torch.allclose(got["per_datapoint"], log_px, atol=1e-4)  # exact z posterior per class: no variance
 
 
+def test_label_inference_recovers_the_exact_label_posterior_and_its_kl():
+    """On the exact M2, log_joint's softmax is p(y | x); q(y | x) = p(y | x) gives KL 0, a uniform q gives
+    KL(uniform || p(y | x)) = sum_y (log 1/C - log p(y | x)) / C by hand."""
+    from pyro_vae.infer.evaluate import importance_log_likelihood_over_labels, label_inference, stderr
+
+    vae, guide, x, _, _, marginal = _exact_m2()
+    exact = torch.log_softmax(marginal.T, -1)  # (N, C): the priors are uniform
+    got = importance_log_likelihood_over_labels(vae, guide, x, num_samples=5)
+    assert torch.allclose(got["log_joint"].logsumexp(-1), got["per_datapoint"])
+    assert torch.allclose(got["log_joint"] - got["log_joint"].logsumexp(-1, keepdim=True), exact, atol=1e-4)
+    labels = exact.argmax(-1)
+    matched = label_inference(guide, x, labels, got["log_joint"], batch_size=3)
+    assert matched["model_accuracy"] == 1.0 and matched["agreement"] == 1.0
+    assert matched["kl"] == pytest.approx(0.0, abs=1e-4)
+    guide.classifier.weight.data.zero_()
+    guide.classifier.bias.data.zero_()
+    uniform = label_inference(guide, x, (labels + 1) % 3, got["log_joint"])
+    by_hand = (-math.log(3) - exact).mean(-1)
+    assert uniform["kl"] == pytest.approx(by_hand.mean().item(), abs=1e-4) and uniform["kl"] > 0.1
+    assert uniform["kl_stderr"] == pytest.approx(stderr(by_hand), abs=1e-4)
+    assert uniform["model_accuracy"] == 0.0  # the model's guesses, scored against labels all shifted by one
+    assert uniform["agreement"] == pytest.approx((exact.argmax(-1) == 0).float().mean().item())  # q's ties: class 0
+
+
 def test_m2_bound_with_the_exact_posteriors_is_log_p_x_and_the_accuracy_is_counted():
     """With q(y | x) = p(y | x) and q(z | x, y) exact, U(x) = log p(x); one z per image and class, so the
     mean over 500 copies of each image is within a few hundredths of it."""

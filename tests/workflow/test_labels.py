@@ -1,6 +1,7 @@
 """The label's role in a run: M2's balanced labelled set, its labelled batches, and a whole M2 run."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -59,8 +60,12 @@ def test_an_m2_run_trains_on_both_sets_and_reports_its_accuracy_beside_the_basel
     assert report["accuracy"] == pytest.approx(history[-1]["test_accuracy"])  # the same classifier on the same x
     assert report["baseline"]["labelled"] == 50 and report["baseline"]["accuracy"] > 0.3
     assert report["log_likelihood"]["value"] >= report["elbo"]["elbo"] - 1  # y summed out, K = 5 per class
+    labels = report["labels"]  # the model's own p(y | x), from the same K = 5 per-class estimates (its values are
+    assert set(labels) == {"model_accuracy", "agreement", "kl", "kl_stderr"}  # checked on an exact model)
+    assert math.isfinite(labels["kl"]) and labels["kl"] >= -1e-6  # a KL of normalised distributions
+    assert report["settings"]["label_posterior"]  # an M2 evaluation saved without it is not reused
     text = format_report(report)
-    assert "accuracy of q(y|x)" in text and "y summed out" in text
+    assert "accuracy of q(y|x)" in text and "y summed out" in text and "accuracy of p(y|x)" in text
     assert {"samples_by_label.png", "style_transfer.png"} <= {p.name for p in (run_dir / "figures").iterdir()}
 
 
