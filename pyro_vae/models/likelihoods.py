@@ -57,7 +57,8 @@ def log_density(likelihood: nn.Module, logits: torch.Tensor, x: torch.Tensor, ov
         sign = 2 * x - 1
         if torch.is_grad_enabled() and (logits.requires_grad or x.requires_grad):
             return F.logsigmoid(sign * logits).sum(-1)
-        in_place = overwrite and torch.broadcast_shapes(logits.shape, x.shape) == logits.shape
+        in_place = (overwrite and torch.broadcast_shapes(logits.shape, x.shape) == logits.shape
+                    and torch.result_type(logits, sign) == logits.dtype)  # (float64 pixels keep float64)
         return log_sigmoid_(logits.mul_(sign) if in_place else sign * logits).sum(-1)
     return likelihood(logits).log_prob(x)
 

@@ -77,6 +77,9 @@ def test_log_density_overwrites_the_logits_only_when_told_and_without_gradients(
         assert torch.equal(logits, kept) and torch.allclose(wide, wide_expected, atol=1e-3)
         assert torch.allclose(log_density(BernoulliLikelihood(), logits, x, overwrite=True), expected, atol=1e-3)
         assert not torch.equal(logits, kept)  # told: the signed logits were written over them
+        narrow = kept.clone()  # float32 logits of float64 pixels: the result is float64, the logits kept
+        wider = log_density(BernoulliLikelihood(), narrow, x.double(), overwrite=True)
+        assert wider.dtype == torch.float64 and torch.equal(narrow, kept)
     with_grad = kept.clone().requires_grad_()
     log_density(BernoulliLikelihood(), with_grad, x, overwrite=True).sum().backward()  # a graph keeps its input
     assert torch.equal(with_grad.detach(), kept) and with_grad.grad is not None
