@@ -31,15 +31,11 @@ CONVERGED_GAIN = 0.1  # nats/image a further optimisation of q* may still gain f
 CHECK_STEPS = 1000  # further Adam steps of the convergence check
 
 
-FAMILIES = {  # q*'s family: (its description, its name in a table's row)
-    "diagonal": ("diagonal Gaussians", "diagonal Gaussians"),
-    "full": ("full-covariance Gaussians", "full-covariance Gaussians"),
-    "flow": ("the guide's flows with features of their own", "the guide's flows, features per image"),
-    "planar": (f"{PLANAR_FLOWS} planar flows on a diagonal Gaussian, every parameter the image's own",
-               "per-image planar flows"),
-}
-FAMILY_LABELS = {family: description for family, (description, _) in FAMILIES.items()}
-FAMILY_NAMES = {family: name for family, (_, name) in FAMILIES.items()}
+FAMILY_LABELS = {"diagonal": "diagonal Gaussians", "full": "full-covariance Gaussians",  # q*'s family described
+                 "flow": "the guide's flows with features of their own",
+                 "planar": f"{PLANAR_FLOWS} planar flows on a diagonal Gaussian, every parameter the image's own"}
+FAMILY_NAMES = {"diagonal": "diagonal Gaussians", "full": "full-covariance Gaussians",  # ... and in a table's row
+                "flow": "the guide's flows, features per image", "planar": "per-image planar flows"}
 
 
 def is_converged(check: dict) -> bool:

@@ -221,3 +221,10 @@ def test_a_cross_family_q_star_gives_its_familys_approximation_gap_and_no_amorti
         amortization_gap(vae, Encoder(30), x, FIT, family="diagonal", family_guide=flow_guide)
     own = amortization_gap(vae, Encoder(30), x, FIT, num_samples=500, elbo_samples=200, check_images=0)
     assert not own["cross_family"] and own["amortization_gap"] > 0.5  # its own family: the gap is formed
+
+
+def test_every_local_fit_family_has_a_description_and_a_table_name():
+    from pyro_vae.infer.gaps import FAMILY_LABELS, FAMILY_NAMES
+    from pyro_vae.infer.local_fit import FAMILIES
+
+    assert set(FAMILY_LABELS) == set(FAMILY_NAMES) == set(FAMILIES)
