@@ -68,6 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=_positive, default=200, help="SVI steps per MLP segment (default 200)")
     parser.add_argument("--conv-pairs", type=_positive, default=16, help="conv segment rounds kept (default 16)")
     parser.add_argument("--conv-steps", type=_positive, default=100, help="SVI steps per conv segment (default 100)")
+    parser.add_argument("--likelihood-rounds", type=_positive, default=21,
+                        help="interleaved rounds of the log p(x) part kept (default 21)")
     parser.add_argument("--cli-repeats", type=_positive, default=10, help="pairs of command runs kept (default 10)")
     parser.add_argument("--no-profile", action="store_true", help="skip the cli part's breakdown runs")
     return parser.parse_args(argv)
@@ -142,7 +144,8 @@ def run_mean_field(args) -> dict:
 def run_likelihood(args) -> dict:
     rows, found = [], {}
     for k in ([50] if args.quick else [1000, 5000]):
-        r = likelihood.ratio_to_matmul(k, images=4 if args.quick else 40, rounds=1 if args.quick else 7,
+        r = likelihood.ratio_to_matmul(k, images=4 if args.quick else 40,
+                                       rounds=1 if args.quick else args.likelihood_rounds,
                                        matmul_rows=2000 if args.quick else 25000)
         found[str(k)] = r
         stats = r["ratio"]
@@ -153,7 +156,8 @@ def run_likelihood(args) -> dict:
     print("\nimportance-sampled log p(x), MLP z = 50 (median of interleaved rounds, its interval in brackets):")
     print(table(rows, ["K", "images/s", "decoder GFLOP/s", "matmul GFLOP/s", "of matmul", ">= 75%"]))
     scan = likelihood.chunk_scan(50 if args.quick else 1000, [100, 400] if args.quick else SCAN_ROWS,
-                                 images=4 if args.quick else 40, rounds=1 if args.quick else 7,
+                                 images=4 if args.quick else 40,
+                                 rounds=1 if args.quick else args.likelihood_rounds,
                                  matmul_rows=2000 if args.quick else 25000)
     print(f"\nthe same (K = {50 if args.quick else 1000}) by rows decoded at once (CHUNK_ROWS = {CHUNK_ROWS}):")
     print(table([[rows, f"{r['median']:.0%} ({r['interval'][0]:.0%}-{r['interval'][1]:.0%})"]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .guides import AmortizedNormal
-from .nets import joined
+from .nets import on_joined
 from .vae import VAE, data_plate
 
 
@@ -54,7 +54,7 @@ class ConditionalVAE(VAE):
         """decoder([z, y]) for codes ``(..., z_dim)`` and one-hot labels broadcast against them."""
         if y is None:
             raise ValueError("a conditional VAE decodes z with a label: pass y, one-hot (B, num_classes)")
-        return self.decoder(joined(z, y))
+        return on_joined(self.decoder, z, y)
 
 
 class ConditionalNormal(AmortizedNormal):
@@ -64,7 +64,7 @@ class ConditionalNormal(AmortizedNormal):
     def posterior(self, x, idx=None, y=None):
         if y is None:
             raise ValueError("a conditional guide encodes x with its label: pass y, one-hot (B, num_classes)")
-        return self.base(self.encoder(joined(x, y)))
+        return self.base(on_joined(self.encoder, x, y))
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
         pyro.module(self.name, self)

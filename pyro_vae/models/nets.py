@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 IMAGE_SIZE = 28
@@ -36,6 +37,30 @@ def joined(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cat([a.expand(*shape, a.shape[-1]), b.expand(*shape, b.shape[-1])], dim=-1)
 
 
+def on_joined(net: nn.Module, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``net([a, c])``: the MLP nets take the condition ``c`` apart (:func:`linear_of_joined`), any other
+    module the joined tensor."""
+    if isinstance(net, (MLPEncoder, MLPDecoder)):
+        return net(a, c)
+    return net(joined(a, c))
+
+
+def linear_of_joined(layer: nn.Linear, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``layer([a, c])`` without building ``[a, c]``:  W [a; c] + b = W_a a + (W_c c + b),  each product at its
+    own batch shape and the two broadcast in the sum. An image ``(B, D)`` with an enumerated label ``(C, 1, C)``
+    costs B rows of the D-wide product, not C x B; codes ``(K, B, z_dim)`` with a label ``(B, C)`` K x B."""
+    split = a.shape[-1]
+    return F.linear(a, layer.weight[:, :split]) + F.linear(c, layer.weight[:, split:], layer.bias)
+
+
+def _layers_on_joined(layers: Sequence[nn.Module], a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``layers`` (a Linear first) applied to ``[a, c]``, the first through :func:`linear_of_joined`."""
+    h = linear_of_joined(layers[0], a, c)
+    for layer in layers[1:]:
+        h = layer(h)
+    return h
+
+
 class MLPEncoder(nn.Module):
     """``784 -> hidden[0] -> ... -> hidden[-1]``, each layer followed by ``activation`` (one of
     :data:`ACTIVATIONS`); the reference is 784-512-256 with ReLU."""
@@ -45,8 +70,12 @@ class MLPEncoder(nn.Module):
         self.net = _mlp([in_features, *hidden], activation)
         self.out_features = hidden[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # (B, hidden[-1])
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Features ``(B, hidden[-1])`` of ``x``, or of ``[x, condition]`` (a conditional encoder's input, the
+        two broadcast against each other) when a condition is given."""
+        if condition is None:
+            return self.net(x)
+        return _layers_on_joined(self.net, x, condition)
 
 
 class MLPDecoder(nn.Module):
@@ -58,8 +87,11 @@ class MLPDecoder(nn.Module):
         super().__init__()
         self.net = nn.Sequential(_mlp([z_dim, *reversed(hidden)], activation), nn.Linear(hidden[0], out_features))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)  # (B, 784) logits
+    def forward(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(..., 784)`` of ``z``, or of ``[z, condition]`` (a conditional decoder's input)."""
+        if condition is None:
+            return self.net(z)
+        return _layers_on_joined([*self.net[0], self.net[1]], z, condition)
 
 
 class ConvEncoder(nn.Module):

@@ -372,7 +372,9 @@ class Trainer:
         best = self.best_epoch
         if best is None:
             return {}
-        return {"best_epoch": best, "valid_loss": self.history[best - 1]["valid_loss"],
+        record = self.history[best - 1]
+        return {"best_epoch": best, "valid_loss": record["valid_loss"],
+                **({"valid_accuracy": record["valid_accuracy"]} if "valid_accuracy" in record else {}),
                 "validation_images": len(self.validation_data)}
 
 
@@ -456,7 +458,8 @@ class _TestEvaluation(Hook):
 
 class _Validation(Hook):
     """The validation loss (the one-sample -ELBO of :func:`evaluate_test_set`, whatever the training
-    objective) into the epoch's record; the weights kept when it is the lowest yet."""
+    objective) and M2's classifier accuracy into the epoch's record; the weights kept when the loss is the
+    lowest yet."""
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
@@ -467,6 +470,8 @@ class _Validation(Hook):
             return
         terms = evaluate_test_set(t.vae, t.guide, t.validation_data, t.config, t.device).terms
         t.history[-1]["valid_loss"] = terms["loss"]
+        if "accuracy" in terms:  # M2's classifier q(y | x) on the held-out images
+            t.history[-1]["valid_accuracy"] = terms["accuracy"]
         if t.best_epoch == epoch.number:
             t.keep_best()
 

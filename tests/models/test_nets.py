@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pyro_vae.models.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, build_networks
+from pyro_vae.models.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, build_networks, joined, on_joined
 
 
 def test_mlp_default_is_784_512_256():
@@ -74,3 +74,32 @@ def test_the_mlp_nets_use_the_activation_named(activation):
     h = encoder(x)
     assert h.shape == (3, 8) and (h.min() < 0) == (activation in ("tanh", "elu"))  # relu and softplus are >= 0
     assert decoder(torch.randn(3, 2)).shape == (3, 784)
+
+
+@pytest.mark.parametrize("net, inputs, condition", [
+    ("encoder", (7, 12), (4, 1, 4)),  # an image batch with an enumerated label: (C, B, .) out
+    ("encoder", (7, 12), (7, 4)),  # labelled images
+    ("decoder", (3, 7, 5), (7, 4)),  # K codes per image with the images' labels
+    ("decoder", (4, 7, 5), (4, 1, 4)),  # codes drawn per enumerated label
+])
+def test_the_mlp_nets_take_a_condition_apart_as_if_joined(net, inputs, condition):
+    """W [a; c] + b computed as W_a a + W_c c + b: the same values and parameter gradients as the net on the
+    joined tensor, at the broadcast shape; a non-MLP module gets the joined tensor."""
+    torch.manual_seed(0)
+    module = (MLPEncoder([16, 8], in_features=12 + 4, activation="softplus") if net == "encoder"
+              else MLPDecoder(5 + 4, [16, 8], out_features=12, activation="softplus"))
+    a = torch.randn(inputs, dtype=torch.float64)
+    c = torch.nn.functional.one_hot(torch.randint(4, condition[:-1]), 4).to(torch.float64)
+    module = module.double()
+    apart = module(a, c)
+    apart.square().sum().backward()
+    grads_apart = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    whole = module.net(joined(a, c))
+    whole.square().sum().backward()
+    assert apart.shape == whole.shape == (*torch.broadcast_shapes(a.shape[:-1], c.shape[:-1]), whole.shape[-1])
+    assert torch.allclose(apart, whole, atol=1e-12)
+    for got, expected in zip(grads_apart, (p.grad for p in module.parameters())):
+        assert torch.allclose(got, expected, atol=1e-10)
+    assert torch.equal(on_joined(module, a, c), apart)
+    assert torch.equal(on_joined(module.net, a, c), whole)  # any other module: the joined tensor

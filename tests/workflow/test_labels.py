@@ -70,6 +70,22 @@ def test_an_m2_run_trains_on_both_sets_and_reports_its_accuracy_beside_the_basel
 
 
 @pytest.mark.mnist
+def test_an_m2_run_with_a_validation_split_records_the_classifiers_validation_accuracy(tmp_path, data_dir):
+    """Each epoch's record holds q(y | x)'s accuracy on the held-out images beside the validation loss, and
+    metrics.json the best epoch's (the epoch the validation loss picks)."""
+    config = _m2_config(3)
+    config.data.validation_size = 200
+    run_dir = train(config, tmp_path / "m2", data_dir, **QUIET)
+    history = json.loads((run_dir / "history.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert all(0.3 < record["valid_accuracy"] <= 1 for record in history)  # above chance: it is q(y | x)'s
+    assert len({record["valid_accuracy"] for record in history}) > 1  # measured each epoch, not copied
+    best = history[metrics["best_epoch"] - 1]
+    assert metrics["valid_accuracy"] == best["valid_accuracy"] and metrics["valid_loss"] == best["valid_loss"]
+    assert metrics["validation_images"] == 200
+
+
+@pytest.mark.mnist
 @pytest.mark.slow
 def test_an_m2_run_resumed_equals_one_long_run(tmp_path, data_dir):
     """The labelled batches come from (seed, epoch, step): training 1 epoch then 1 more gives the same
