@@ -158,11 +158,20 @@ def run_likelihood(args) -> dict:
     scan = likelihood.chunk_scan(50 if args.quick else 1000, [100, 400] if args.quick else SCAN_ROWS,
                                  images=4 if args.quick else 40,
                                  rounds=1 if args.quick else args.likelihood_rounds,
-                                 matmul_rows=2000 if args.quick else 25000)
+                                 matmul_rows=2000 if args.quick else 25000, reference=400 if args.quick else CHUNK_ROWS)
     print(f"\nthe same (K = {50 if args.quick else 1000}) by rows decoded at once (CHUNK_ROWS = {CHUNK_ROWS}):")
-    print(table([[rows, f"{r['median']:.0%} ({r['interval'][0]:.0%}-{r['interval'][1]:.0%})"]
-                 for rows, r in scan.items()], ["rows", "of matmul"]))
+    paired = scan.get("vs_reference", {})
+    print(table([[rows, f"{r['median']:.0%} ({r['interval'][0]:.0%}-{r['interval'][1]:.0%})",
+                  _paired(paired.get(rows))] for rows, r in scan.items() if rows != "vs_reference"],
+                ["rows", "of matmul", f"speed vs {paired.get('rows')} rows, paired by round"]))
     return {"log_likelihood": found, "log_likelihood_chunk_rows": scan}
+
+
+def _paired(stats: dict | None) -> str:
+    """A paired speed ratio as ``median (interval)``; ``-`` for the reference itself."""
+    if stats is None:
+        return "-"
+    return f"{stats['median']:.3f} ({stats['interval'][0]:.3f}-{stats['interval'][1]:.3f})"
 
 
 def main(argv=None) -> int:

@@ -47,17 +47,27 @@ def ratio_to_matmul(num_samples: int, images: int = 40, rounds: int = 7, matmul_
 
 
 def chunk_scan(num_samples: int, rows: list[int], images: int = 40, rounds: int = 7,
-               matmul_rows: int = 25000) -> dict:
+               matmul_rows: int = 25000, reference: int = CHUNK_ROWS) -> dict:
     """The sampler's ratio to the matmul at each number of decoded rows (samples x images) a chunk holds,
-    every row count and the matmul in each of ``rounds`` interleaved rounds: what ``CHUNK_ROWS`` is tuned on."""
+    every row count and the matmul in each of ``rounds`` interleaved rounds: what ``CHUNK_ROWS`` is tuned on.
+    With ``reference`` among ``rows``, each row count's speed is also paired, round by round, with the
+    reference's (``{"vs_reference": {rows: summary}}``: above 1, faster), which the machine's drift between
+    rounds does not move."""
     found: dict[str, list[dict]] = {"matmul": [], **{f"rows_{r}": [] for r in rows}}
     sides = {"matmul": lambda: found["matmul"].append(matmul_gflops(m=matmul_rows))}
     for r in rows:
         sides[f"rows_{r}"] = lambda r=r: found[f"rows_{r}"].append(throughput(num_samples, images, chunk_rows=r))
     timing.rounds(sides, rounds)
     matmul = found["matmul"][-rounds:]
-    return {str(r): timing.ratio_summary([s["decoder_gflops"] / m
+    scan = {str(r): timing.ratio_summary([s["decoder_gflops"] / m
                                           for s, m in zip(found[f"rows_{r}"][-rounds:], matmul)]) for r in rows}
+    if reference in rows:
+        base = found[f"rows_{reference}"][-rounds:]
+        scan["vs_reference"] = {"rows": reference, **{
+            str(r): timing.ratio_summary([s["decoder_gflops"] / b["decoder_gflops"]
+                                          for s, b in zip(found[f"rows_{r}"][-rounds:], base)])
+            for r in rows if r != reference}}
+    return scan
 
 
 def throughput(num_samples: int, images: int = 50, z_dim: int = 50, chunk_rows: int = CHUNK_ROWS) -> dict:

@@ -181,4 +181,7 @@ def test_quick_benchmark_run(tmp_path, data_dir, capsys):
     again.write_text(json.dumps({"cli": "kept"}))
     assert main(["--quick", "--only", "likelihood", "--threads", "1", "--data-dir", str(data_dir),
                  "--out", str(again)]) == 0
-    assert json.loads(again.read_text()).keys() >= {"cli", "log_likelihood"}
+    kept = json.loads(again.read_text())
+    assert kept.keys() >= {"cli", "log_likelihood"}
+    paired = kept["log_likelihood_chunk_rows"]["vs_reference"]  # each row count against the reference's
+    assert paired["rows"] == 400 and set(paired) == {"rows", "100"} and paired["100"]["median"] > 0

@@ -138,7 +138,7 @@ def log_weights(vae: VAE, q, x: torch.Tensor, num_samples: int, prior=None, y: t
     return vae.log_likelihood(z, x, y) + prior.log_prob(z) - q.log_prob(z)
 
 
-CHUNK_ROWS = 1000  # samples x images decoded at once by the sampler (make bench scans 250-5,000: none resolved)
+CHUNK_ROWS = 2500  # samples x images decoded at once by the sampler (make bench scans 250-5,000 against it)
 
 
 @torch.no_grad()

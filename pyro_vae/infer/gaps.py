@@ -25,7 +25,8 @@ import torch
 from ..models.guides import Guide
 from ..models.vae import VAE
 from .evaluate import DefensiveMixture, importance_log_likelihood, stderr
-from .local_fit import FLOW_FAMILIES, PLANAR_FLOWS, fit_local, guide_family, mean_elbo, refinement_gain
+from .local_fit import (FLOW_FAMILIES, PLANAR_FLOWS, fit_local, guide_family, mean_elbo, own_family,
+                        refinement_gain)
 
 CONVERGED_GAIN = 0.1  # nats/image a further optimisation of q* may still gain for q* to count as converged
 CHECK_STEPS = 1000  # further Adam steps of the convergence check
@@ -74,7 +75,7 @@ def amortization_gap(vae: VAE, guide: Guide, x: torch.Tensor, fit_options: dict,
         raise ValueError(f"family_guide gives q* a flow family, not {family!r}: drop one of them")
     source = guide if family_guide is None else family_guide
     family = family or guide_family(source)
-    cross = family_guide is not None or family != getattr(guide, "family", None)
+    cross = family_guide is not None or family != own_family(guide)
     fit = fit_local(vae, x, init=source, family=family, batch_size=batch_size, **fit_options)
     amortized = mean_elbo(vae, guide, x, elbo_samples)
     optimal = mean_elbo(vae, fit.guide, x, elbo_samples)

@@ -151,13 +151,20 @@ class LocalPlanar(Guide):
                                                    for k in range(self.w.shape[1])])
 
 
+def own_family(guide: Guide) -> str | None:
+    """The family of a guide's q(z | x) among :data:`FAMILIES` (``guide.family``), None for a guide of none of
+    them (a mixture, discrete codes)."""
+    family = getattr(guide, "family", None)
+    return family if family in FAMILIES else None
+
+
 def guide_family(guide: Guide) -> str:
     """The family of a guide's q(z | x) a local fit works in: ``"diagonal"``, ``"full"``, ``"flow"`` or ``"planar"``.
 
     Raises ``ValueError`` for a guide whose q is none of them (no local fit in its family exists).
     """
-    family = getattr(guide, "family", None)
-    if family not in FAMILIES:
+    family = own_family(guide)
+    if family is None:
         raise ValueError(
             f"{type(guide).__name__} has no family for a local fit (family {family!r}); "
             f"local fits exist for the families {', '.join(FAMILIES)}"

@@ -23,7 +23,7 @@ from ..infer.evaluate import (active_units, code_usage, elbo_terms, importance_l
                               semi_supervised_terms)
 from ..infer.gaps import (CHECK_STEPS, CONVERGED_GAIN, FAMILY_LABELS, amortization_gap, default_check_images,
                           is_converged)
-from ..infer.local_fit import FLOW_FAMILIES, FLOW_FIT, fit_local, guide_family
+from ..infer.local_fit import FLOW_FAMILIES, FLOW_FIT, fit_local, guide_family, own_family
 from ..models.guides import Guide, MeanField, is_amortized, point
 from ..models.vae import VAE
 from .checkpoint import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
@@ -169,7 +169,7 @@ def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap
     named = _named_family(q_family, flows_from)
     if named:
         settings["q_family"] = {"family": named, "flows_from": str(flows_from) if flows_from else None}
-    if (named or getattr(run.guide, "family", None)) in FLOW_FAMILIES:
+    if (named or own_family(run.guide)) in FLOW_FAMILIES:
         settings["flow_fit"] = FLOW_FIT
     return settings
 
@@ -277,7 +277,7 @@ def _cross_family(run: Run, q_family: str | None, flows_from) -> str | None:
     """The name of q*'s family where it is not the guide's own (a cross cell of the gap table), else None."""
     if flows_from:
         return f"flow_{Path(flows_from).resolve().name}"
-    if q_family and q_family != getattr(run.guide, "family", None):
+    if q_family and q_family != own_family(run.guide):
         return q_family
     return None
 
@@ -308,7 +308,7 @@ def finished_evaluation(run_dir: str | Path, settings: dict) -> dict | None:
 def _flow_family_guide(run: Run, flows_from: str | Path):
     """The flow guide of the run in ``flows_from``, checked against ``run``: its flows make a q* family."""
     source = load_run(flows_from)
-    if getattr(source.guide, "family", None) != "flow":
+    if own_family(source.guide) != "flow":
         raise ConfigError(f"--flows-from {flows_from}: its guide.type is {source.config.guide.type!r}, not a flow "
                           "guide ('iaf' or 'planar')")
     if source.config.model.z_dim != run.config.model.z_dim:
@@ -345,7 +345,7 @@ def measure_gap(run: Run, x: torch.Tensor, num_samples: int = 5000, log=print, f
     (q* in ``family``, of ``family_guide``'s flows, where given); a one-line warning is logged when q* is not
     converged."""
     _check_gap(run, cross=family is not None or family_guide is not None)
-    if family == "flow" and family_guide is None and getattr(run.guide, "family", None) != "flow":
+    if family == "flow" and family_guide is None and own_family(run.guide) != "flow":
         raise ConfigError(f"a flow q* takes the flows of a flow guide, and this run's guide is "
                           f"{run.config.guide.type}: add --flows-from RUN, a run with guide.type 'iaf' or 'planar'")
     gap = amortization_gap(run.vae, run.guide, x, run.config.guide.local_fit_options(), num_samples,

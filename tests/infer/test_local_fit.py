@@ -7,9 +7,11 @@ import pyro.distributions as dist
 import pytest
 import torch
 
+from pyro_vae.infer.evaluate import DefensiveMixture
 from pyro_vae.models.guides import AmortizedNormal
 from pyro_vae.infer.local_fit import (COMMON_DRAWS, FLOW_LR, FLOW_WINDOW, LocalFullNormal, LocalPlanar,
-                                      _elbo_on_common_draws, fit_local, guide_family, mean_elbo, refinement_gain)
+                                      _elbo_on_common_draws, fit_local, guide_family, mean_elbo, own_family,
+                                      refinement_gain)
 
 from ..helpers import linear_gaussian
 
@@ -97,6 +99,10 @@ def test_start_from_an_encoder_and_from_a_local_guide():
     again = fit_local(vae, x, init=start.guide, max_steps=0, batch_size=4)  # rows follow their chunk
     assert torch.allclose(again.guide.posterior(x).mean, q.mean)
     assert guide_family(guide) == "diagonal" and guide_family(start.guide) == "diagonal"
+    mixture = DefensiveMixture([guide, start.guide])  # a q of no local-fit family
+    assert own_family(mixture) is None and own_family(guide) == "diagonal"
+    with pytest.raises(ValueError, match="no family for a local fit"):
+        guide_family(mixture)
 
 
 def test_the_model_and_the_param_store_are_left_alone():
