@@ -294,7 +294,8 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
             "log_likelihood_stderr": ll["stderr"] if ll else None,
             "active_units": (report or {}).get("active_units"),
             **({"accuracy": report["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"],
-                "model_accuracy": report.get("labels", {}).get("model_accuracy")}
+                "model_accuracy": report.get("labels", {}).get("model_accuracy"),
+                "valid_accuracy": metrics.get("valid_accuracy")}
                if report and "accuracy" in report else {}),  # M2: its classifier, the supervised baseline, p(y | x)
             **(completion_row(report, metrics) if config.model.completion else {}),
             **({"code_usage": report["code_usage"], "point_mass": report["num_samples"] == 1 < num_samples}

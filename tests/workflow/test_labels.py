@@ -12,6 +12,7 @@ from pyro_vae.workflow.evaluation import evaluate_run, format_report
 from pyro_vae.workflow.labels import LabelledBatches, balanced_labelled
 from pyro_vae.workflow.training import resume, train
 
+from ..conftest import REPO
 from ..helpers import tiny_config
 
 QUIET = {"progress": False, "log": lambda line: None}
@@ -98,3 +99,27 @@ def test_an_m2_run_resumed_equals_one_long_run(tmp_path, data_dir):
     a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(parts / "checkpoint.pt")
     for entry in ("vae", "guide"):
         assert all(torch.equal(a[entry][k], b[entry][k]) for k in a[entry])
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_an_m2_sweeps_rows_carry_the_validation_accuracy_and_the_epoch_kept(tmp_path, data_dir):
+    """`pyro-vae run` of an M2 sweep with a validation split: each row holds q(y | x)'s accuracy on the
+    validation images and the epoch whose weights were evaluated, as the report's accuracy table shows them."""
+    from pyro_vae.workflow.experiments import run_experiment
+    from pyro_vae.workflow.report import accuracy_table
+
+    text = (REPO / "experiments" / "m2.toml").read_text()
+    experiment = tmp_path / "m2_tiny.toml"
+    experiment.write_text(text.replace("values = [100, 600, 1000, 3000]", "values = [50, 100]")
+                          .replace("num_samples = 100", "num_samples = 3"))
+    overrides = ["data.train_size=500", "data.test_size=100", "data.validation_size=200", "model.hidden=[16]",
+                 "model.z_dim=2", "train.epochs=2"]
+    out = run_experiment(experiment, tmp_path / "out", data_dir, overrides=overrides, **QUIET)
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    for row in rows:
+        metrics = json.loads((out / row["run"] / "metrics.json").read_text())
+        assert row["valid_accuracy"] == metrics["valid_accuracy"] and 0.1 < row["valid_accuracy"] <= 1
+        assert row["best_epoch"] == metrics["best_epoch"] in (1, 2)
+    assert f"| 50 | 2 ({rows[0]['best_epoch']}) | {rows[0]['accuracy']:.4f} | {rows[0]['valid_accuracy']:.4f} |" \
+        in accuracy_table({"key": "data.labelled", "rows": rows})

@@ -104,11 +104,12 @@ def test_the_accuracy_table_puts_the_tutorial_beside_each_labelled_set_size():
     from pyro_vae.workflow.report import accuracy_table
 
     sweep = {"key": "data.labelled", "rows": [
-        {"value": 100, "epochs": 50, "accuracy": 0.812, "baseline_accuracy": 0.7291, "model_accuracy": 0.7654},
-        {"value": 250, "epochs": 50, "accuracy": 0.9}]}  # an evaluation without the model's p(y | x)
+        {"value": 100, "epochs": 50, "accuracy": 0.812, "baseline_accuracy": 0.7291, "model_accuracy": 0.7654,
+         "best_epoch": 48, "valid_accuracy": 0.8213},  # a validation split picked epoch 48's weights
+        {"value": 250, "epochs": 50, "accuracy": 0.9}]}  # no validation split, no model's p(y | x)
     table = accuracy_table(sweep)
-    assert "| 100 | 50 | 0.8120 | 0.7654 | 0.7291 | 0.9319, 0.7712 |" in table
-    assert "| 250 | 50 | 0.9000 | - | - | - |" in table
+    assert "| 100 | 50 (48) | 0.8120 | 0.8213 | 0.7654 | 0.7291 | 0.9319, 0.7712 |" in table
+    assert "| 250 | 50 | 0.9000 | - | - | - | - |" in table
 
 
 def test_the_codes_table_puts_code_usage_beside_each_bound():
