@@ -185,3 +185,14 @@ def test_quick_benchmark_run(tmp_path, data_dir, capsys):
     assert kept.keys() >= {"cli", "log_likelihood"}
     paired = kept["log_likelihood_chunk_rows"]["vs_reference"]  # each row count against the reference's
     assert paired["rows"] == 400 and set(paired) == {"rows", "100"} and paired["100"]["median"] > 0
+
+
+def test_the_m2_step_benchmark_times_both_paths_of_the_conditional_nets():
+    """Each side goes through the patched call (a benchmark timing one path twice would report about 1)."""
+    from benchmarks import m2_step
+    from pyro_vae.models import conditional
+
+    before = conditional.on_joined
+    result = m2_step.main(["--rounds", "1", "--steps", "1"])
+    assert all(n >= 2 for n in result["calls"].values())  # the encoder and the decoder, in every step of each
+    assert result["ratio"]["median"] > 0 and conditional.on_joined is before  # the models' own path restored

@@ -166,7 +166,7 @@ def guide_family(guide: Guide) -> str:
     family = own_family(guide)
     if family is None:
         raise ValueError(
-            f"{type(guide).__name__} has no family for a local fit (family {family!r}); "
+            f"{type(guide).__name__} has no family for a local fit (family {getattr(guide, 'family', None)!r}); "
             f"local fits exist for the families {', '.join(FAMILIES)}"
         )
     return family

@@ -48,9 +48,13 @@ def on_joined(net: nn.Module, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 def linear_of_joined(layer: nn.Linear, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """``layer([a, c])`` without building ``[a, c]``:  W [a; c] + b = W_a a + (W_c c + b),  each product at its
     own batch shape and the two broadcast in the sum. An image ``(B, D)`` with an enumerated label ``(C, 1, C)``
-    costs B rows of the D-wide product, not C x B; codes ``(K, B, z_dim)`` with a label ``(B, C)`` K x B."""
+    costs B rows of the D-wide product, not C x B; codes ``(K, B, z_dim)`` with a label ``(B, C)`` K x B. ``c`` takes
+    ``a``'s dtype, as concatenating would promote it."""
     split = a.shape[-1]
-    return F.linear(a, layer.weight[:, :split]) + F.linear(c, layer.weight[:, split:], layer.bias)
+    if split + c.shape[-1] != layer.in_features:
+        raise ValueError(f"a layer of {layer.in_features} inputs got {split} + {c.shape[-1]} joined features; "
+                         f"the net was built for another condition width")
+    return F.linear(a, layer.weight[:, :split]) + F.linear(c.to(a.dtype), layer.weight[:, split:], layer.bias)
 
 
 def _layers_on_joined(layers: Sequence[nn.Module], a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -71,8 +75,9 @@ class MLPEncoder(nn.Module):
         self.out_features = hidden[-1]
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """Features ``(B, hidden[-1])`` of ``x``, or of ``[x, condition]`` (a conditional encoder's input, the
-        two broadcast against each other) when a condition is given."""
+        """Features ``(..., hidden[-1])`` of ``x`` ``(..., D)``, or of ``[x, condition]`` (a conditional encoder's
+        input) when a condition is given: the two broadcast, e.g. ``(C, B, hidden[-1])`` for images ``(B, D)`` and
+        an enumerated label ``(C, 1, C)``."""
         if condition is None:
             return self.net(x)
         return _layers_on_joined(self.net, x, condition)

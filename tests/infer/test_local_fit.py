@@ -99,9 +99,10 @@ def test_start_from_an_encoder_and_from_a_local_guide():
     again = fit_local(vae, x, init=start.guide, max_steps=0, batch_size=4)  # rows follow their chunk
     assert torch.allclose(again.guide.posterior(x).mean, q.mean)
     assert guide_family(guide) == "diagonal" and guide_family(start.guide) == "diagonal"
-    mixture = DefensiveMixture([guide, start.guide])  # a q of no local-fit family
+    mixture = DefensiveMixture([guide, start.guide])
+    mixture.family = "mixture"  # a family name no local fit has
     assert own_family(mixture) is None and own_family(guide) == "diagonal"
-    with pytest.raises(ValueError, match="no family for a local fit"):
+    with pytest.raises(ValueError, match="no family for a local fit \\(family 'mixture'\\)"):
         guide_family(mixture)
 
 

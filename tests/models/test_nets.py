@@ -103,3 +103,12 @@ def test_the_mlp_nets_take_a_condition_apart_as_if_joined(net, inputs, condition
         assert torch.allclose(got, expected, atol=1e-10)
     assert torch.equal(on_joined(module, a, c), apart)
     assert torch.equal(on_joined(module.net, a, c), whole)  # any other module: the joined tensor
+
+
+def test_a_condition_of_the_wrong_width_is_refused_and_a_float32_label_takes_the_images_dtype():
+    encoder = MLPEncoder([8], in_features=12 + 4).double()
+    x = torch.rand(3, 12, dtype=torch.float64)
+    with pytest.raises(ValueError, match="16 inputs got 12 \\+ 5 joined features"):
+        encoder(x, torch.zeros(3, 5))
+    label = torch.nn.functional.one_hot(torch.tensor([0, 1, 3]), 4).float()  # float32, as the plots build them
+    assert torch.allclose(encoder(x, label), encoder.net(joined(x, label)), atol=1e-12)  # (joining promotes too)
