@@ -155,7 +155,8 @@ def run_likelihood(args) -> dict:
                      verdict(stats, 0.75, at_most=False)])
     print("\nimportance-sampled log p(x), MLP z = 50 (median of interleaved rounds, its interval in brackets):")
     print(table(rows, ["K", "images/s", "decoder GFLOP/s", "matmul GFLOP/s", "of matmul", ">= 75%"]))
-    scan = likelihood.chunk_scan(50 if args.quick else 1000, [100, 400] if args.quick else sorted({*SCAN_ROWS, CHUNK_ROWS}),
+    scanned = [100, 400] if args.quick else sorted({*SCAN_ROWS, CHUNK_ROWS})
+    scan = likelihood.chunk_scan(50 if args.quick else 1000, scanned,
                                  images=4 if args.quick else 40,
                                  rounds=1 if args.quick else args.likelihood_rounds,
                                  matmul_rows=2000 if args.quick else 25000, reference=400 if args.quick else CHUNK_ROWS)
