@@ -43,7 +43,7 @@ from .checkpoint import read_json, write_json
 from .compare import compare
 from .config import Config, ConfigError, load_config
 from .evaluation import evaluate_run, evaluation_settings, finished_evaluation, format_report
-from .runs import RunDir, load_run
+from .runs import RunDir, best_accuracy_epoch, load_run
 from .training import train_or_resume
 
 KINDS = ("train", "compare", "sweep", "anomaly")
@@ -295,7 +295,8 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
             "active_units": (report or {}).get("active_units"),
             **({"accuracy": report["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"],
                 "model_accuracy": report.get("labels", {}).get("model_accuracy"),
-                "valid_accuracy": metrics.get("valid_accuracy")}
+                "valid_accuracy": metrics.get("valid_accuracy"),  # (of the epoch the validation loss picked)
+                "best_valid_accuracy": best_accuracy_epoch(read_json(RunDir(run_dir).history) or [])}
                if report and "accuracy" in report else {}),  # M2: its classifier, the supervised baseline, p(y | x)
             **(completion_row(report, metrics) if config.model.completion else {}),
             **({"code_usage": report["code_usage"], "point_mass": report["num_samples"] == 1 < num_samples}

@@ -106,16 +106,20 @@ TUTORIAL_M2 = {100: (0.9319, 0.7712), 600: (0.9437, 0.8716), 1000: (0.9487, 0.88
 def accuracy_table(sweep: dict) -> str:
     """Markdown: the test accuracy of an M2 sweep's classifier q(y | x) beside the model's own posterior p(y | x)
     (from the evaluation's per-class log p(x, y)), its supervised baseline and the tutorial's two numbers; with a
-    validation split, the epoch whose weights these are and q(y | x)'s accuracy on the validation images."""
+    validation split, the epoch whose weights these are, q(y | x)'s accuracy on the validation images, and the
+    tutorial's pick: the test accuracy of the epoch with the best validation accuracy (the epoch in brackets)."""
     key = sweep["key"].rpartition(".")[2]
     lines = [f"| {key} | epochs (weights of) | accuracy of q(y \\| x) | q(y \\| x) on the validation images "
+             "| at the best validation accuracy (epoch) "
              "| of the model's p(y \\| x) | classifier on the labelled images alone | Pyro tutorial: M2, baseline |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for s in sweep["rows"]:
         anchor = TUTORIAL_M2.get(s["value"]) if sweep["key"] == "data.labelled" else None
         epochs = f"{s['epochs']} ({s['best_epoch']})" if s.get("best_epoch") else f"{s['epochs']}"
+        picked = s.get("best_valid_accuracy")
+        picked = f"{_num(picked['test_accuracy'], '{:.4f}')} ({picked['epoch']})" if picked else "-"
         lines.append(f"| {s['value']} | {epochs} | {_num(s.get('accuracy'), '{:.4f}')} "
-                     f"| {_num(s.get('valid_accuracy'), '{:.4f}')} "
+                     f"| {_num(s.get('valid_accuracy'), '{:.4f}')} | {picked} "
                      f"| {_num(s.get('model_accuracy'), '{:.4f}')} | {_num(s.get('baseline_accuracy'), '{:.4f}')} "
                      f"| {f'{anchor[0]}, {anchor[1]}' if anchor else '-'} |")
     return "\n".join(lines) + "\n"

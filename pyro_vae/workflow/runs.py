@@ -164,6 +164,18 @@ def best_epoch(history: list[dict]) -> int | None:
     return min(scored)[1] if scored else None
 
 
+def best_accuracy_epoch(history: list[dict]) -> dict | None:
+    """Pyro's semi-supervised tutorial's pick for M2: the first epoch of the highest ``valid_accuracy`` (q(y | x) on
+    the validation images, whose labels it uses) in ``history``, as ``{"epoch", "valid_accuracy",
+    "test_accuracy"}`` (that epoch's test accuracy, also recorded each epoch); None without a validation accuracy."""
+    scored = [record for record in history if record.get("valid_accuracy") is not None]
+    if not scored:
+        return None
+    best = max(scored, key=lambda record: (record["valid_accuracy"], -record["epoch"]))
+    return {"epoch": best["epoch"], "valid_accuracy": best["valid_accuracy"],
+            "test_accuracy": best.get("test_accuracy")}
+
+
 @dataclass
 class Run:
     """A finished (or interrupted) run loaded back: parts ready for evaluation and plots."""

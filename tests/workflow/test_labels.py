@@ -127,5 +127,9 @@ def test_an_m2_sweeps_rows_carry_the_validation_accuracy_and_the_epoch_kept(tmp_
         metrics = json.loads((out / row["run"] / "metrics.json").read_text())
         assert row["valid_accuracy"] == metrics["valid_accuracy"] and 0.1 < row["valid_accuracy"] <= 1
         assert row["best_epoch"] == metrics["best_epoch"] in (1, 2)
+        history = json.loads((out / row["run"] / "history.json").read_text())
+        picked = history[row["best_valid_accuracy"]["epoch"] - 1]  # the tutorial's pick, from the run's own record
+        assert picked["valid_accuracy"] == max(r["valid_accuracy"] for r in history)
+        assert row["best_valid_accuracy"]["test_accuracy"] == picked["test_accuracy"]
     assert f"| 50 | 2 ({rows[0]['best_epoch']}) | {rows[0]['accuracy']:.4f} | {rows[0]['valid_accuracy']:.4f} |" \
         in accuracy_table({"key": "data.labelled", "rows": rows})

@@ -105,11 +105,23 @@ def test_the_accuracy_table_puts_the_tutorial_beside_each_labelled_set_size():
 
     sweep = {"key": "data.labelled", "rows": [
         {"value": 100, "epochs": 50, "accuracy": 0.812, "baseline_accuracy": 0.7291, "model_accuracy": 0.7654,
-         "best_epoch": 48, "valid_accuracy": 0.8213},  # a validation split picked epoch 48's weights
+         "best_epoch": 48, "valid_accuracy": 0.8213,  # a validation split picked epoch 48's weights
+         "best_valid_accuracy": {"epoch": 44, "valid_accuracy": 0.8301, "test_accuracy": 0.8177}},
         {"value": 250, "epochs": 50, "accuracy": 0.9}]}  # no validation split, no model's p(y | x)
     table = accuracy_table(sweep)
-    assert "| 100 | 50 (48) | 0.8120 | 0.8213 | 0.7654 | 0.7291 | 0.9319, 0.7712 |" in table
-    assert "| 250 | 50 | 0.9000 | - | - | - | - |" in table
+    assert "| 100 | 50 (48) | 0.8120 | 0.8213 | 0.8177 (44) | 0.7654 | 0.7291 | 0.9319, 0.7712 |" in table
+    assert "| 250 | 50 | 0.9000 | - | - | - | - | - |" in table
+
+
+def test_the_tutorials_pick_is_the_first_epoch_of_the_best_validation_accuracy():
+    from pyro_vae.workflow.runs import best_accuracy_epoch
+
+    history = [{"epoch": 1, "valid_accuracy": 0.80, "test_accuracy": 0.79},
+               {"epoch": 2, "valid_accuracy": 0.85, "test_accuracy": 0.83},
+               {"epoch": 3, "valid_accuracy": 0.84, "test_accuracy": 0.86},
+               {"epoch": 4, "valid_accuracy": 0.85, "test_accuracy": 0.88}]  # a tie: the first is kept
+    assert best_accuracy_epoch(history) == {"epoch": 2, "valid_accuracy": 0.85, "test_accuracy": 0.83}
+    assert best_accuracy_epoch([{"epoch": 1, "valid_loss": 90.0}]) is None  # no validation accuracy recorded
 
 
 def test_the_codes_table_puts_code_usage_beside_each_bound():
