@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                                "with features of its own (default: this run's guide)")
     evaluate.add_argument("--check-steps", type=int, default=CHECK_STEPS,
                           help=f"with --gap: the convergence check's further steps (default and least {CHECK_STEPS})")
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="guide.local_KEY=VALUE",
+                          help="a setting of the local fits (q* of --gap, a mean-field run's test posteriors) in "
+                               "place of the run's, e.g. --set guide.local_steps=20000; repeatable")
     evaluate.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
 
     compare = commands.add_parser(
@@ -155,7 +158,8 @@ def _evaluate(args) -> None:
     from .workflow.evaluation import evaluate_run, format_report
 
     report = evaluate_run(args.run, args.num_samples, args.split, args.data_dir, gap=args.gap, limit=args.limit,
-                          q_family=args.q_family, flows_from=args.flows_from, check_steps=args.check_steps)
+                          q_family=args.q_family, flows_from=args.flows_from, check_steps=args.check_steps,
+                          fit_overrides=args.overrides)
     print(format_report(report))
     print(f"written to {Path(args.run) / report['file']}")
 

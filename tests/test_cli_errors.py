@@ -131,6 +131,12 @@ RAW_CASES = {
     "resume a checkpoint whose config does not parse": (
         ["train", "--resume", "{bad_config}", "--data-dir", "{data}"],
         "bad_config/checkpoint.pt holds a config that does not parse (train.epochs must be a int"),
+    "evaluation that changes the model": (
+        ["evaluate", "--run", "{no_optimizer}", "--set", "model.z_dim=3", "--data-dir", "{data}"],
+        "--set model.z_dim=3: an evaluation may change only the local fits' settings (guide.local_steps"),
+    "evaluation with a local fit of no steps": (
+        ["evaluate", "--run", "{no_optimizer}", "--set", "guide.local_steps=0", "--data-dir", "{data}"],
+        "guide.local_steps must be >= 1, got 0"),
     "resume a checkpoint of the older format": (
         ["train", "--resume", "{old_format}", "--data-dir", "{data}"],
         "old_format/checkpoint.pt was written by an older pyro_vae (checkpoint format 1)"),

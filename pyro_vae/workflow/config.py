@@ -100,6 +100,10 @@ class GuideConfig:
                 "init_scale": self.init_scale}
 
 
+LOCAL_FIT_KEYS = ("guide.local_steps", "guide.local_lr", "guide.local_min_lr", "guide.local_tolerance",
+                  "guide.local_particles")  # what a local fit reads; an evaluation may change these alone
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 20
@@ -358,10 +362,20 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"config file '{path}' is not valid TOML: {err}") from None
         tree.pop("experiment", None)  # an experiment file's own table, read by pyro_vae.experiments
+    return from_dict(_overridden(tree, overrides))
+
+
+def with_overrides(config: Config, overrides: Iterable[str]) -> Config:
+    """A copy of ``config`` with ``section.key=value`` overrides applied and checked."""
+    return from_dict(_overridden(config.to_dict(), overrides))
+
+
+def _overridden(tree: dict, overrides: Iterable[str]) -> dict:
+    """The nested dict ``tree`` with each ``section.key=value`` override set in it (in place)."""
     for text in overrides:
         section, key, value = parse_override(text)
         entries = tree.setdefault(section, {})
         if not isinstance(entries, dict):
             raise ConfigError(f"[{section}] must be a table of key = value lines")
         entries[key] = value
-    return from_dict(tree)
+    return tree

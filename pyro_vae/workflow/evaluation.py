@@ -11,6 +11,7 @@ over the label beside q(y | x) (:func:`pyro_vae.infer.evaluate.label_inference`)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..infer.local_fit import FLOW_FAMILIES, FLOW_FIT, fit_local, guide_family, 
 from ..models.guides import Guide, MeanField, is_amortized, point
 from ..models.vae import VAE
 from .checkpoint import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
-from .config import Config, ConfigError, resolved_dict
+from .config import LOCAL_FIT_KEYS, Config, ConfigError, parse_override, resolved_dict, with_overrides
 from .data import ImageData, load_run_split
 from .completion import baseline_loss
 from .labels import baseline_accuracy, labels_for
@@ -187,6 +188,7 @@ def evaluate_run(
     q_family: str | None = None,
     flows_from: str | Path | None = None,
     check_steps: int = CHECK_STEPS,
+    fit_overrides: list[str] | tuple = (),
 ) -> dict:
     """Evaluate a run on ``split`` and write ``evaluation.json`` (unless ``save`` is false; with q* of another
     family, ``evaluation_q_<family>.json``, :func:`evaluation_path`); see the module docstring.
@@ -194,6 +196,8 @@ def evaluate_run(
     :param limit: evaluate the first ``limit`` images only (0 = all).
     :param q_family: with ``gap``, fit q* in this family instead of the guide's; ``flows_from``: a run whose
         flow guide's flows make the flow family (:func:`pyro_vae.infer.gaps.amortization_gap`'s cross cells).
+    :param fit_overrides: ``guide.local_*=value`` settings of the local fits (:data:`LOCAL_FIT_KEYS`) in place
+        of the run's, e.g. a longer cap for q*; the evaluation's settings record the config they make.
     """
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
@@ -202,7 +206,7 @@ def evaluate_run(
                           f"{check_steps}")
     if (q_family or flows_from) and not gap:
         raise ConfigError("--q-family and --flows-from choose the family of q* for --gap: add --gap")
-    run = load_run(run_dir)
+    run = with_fit_settings(load_run(run_dir), fit_overrides)
     family_guide = _flow_family_guide(run, flows_from) if flows_from else None
     if flows_from and q_family not in (None, "flow"):
         raise ConfigError(f"--flows-from gives q* a flow family; drop --q-family {q_family} or --flows-from")
@@ -271,6 +275,17 @@ def evaluate_run(
     if save:
         write_json(run.dir.path / report["file"], report)
     return report
+
+
+def with_fit_settings(run: Run, overrides: list[str] | tuple) -> Run:
+    """``run`` with its local fits' settings changed by ``section.key=value`` overrides of
+    :data:`LOCAL_FIT_KEYS` (any other key would change the model the weights belong to: a ConfigError)."""
+    for text in overrides:
+        section, key, _ = parse_override(text)
+        if f"{section}.{key}" not in LOCAL_FIT_KEYS:
+            raise ConfigError(f"--set {text}: an evaluation may change only the local fits' settings "
+                              f"({', '.join(LOCAL_FIT_KEYS)}); train a new run to change anything else")
+    return dataclasses.replace(run, config=with_overrides(run.config, overrides)) if overrides else run
 
 
 def _cross_family(run: Run, q_family: str | None, flows_from) -> str | None:

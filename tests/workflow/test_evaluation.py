@@ -204,6 +204,22 @@ def test_the_gap_of_a_flow_guide_fits_q_star_in_the_flow_family(tmp_path, data_d
             evaluate_run(diagonal, 10, "test", data_dir, **kwargs)
 
 
+def test_an_evaluation_may_set_the_local_fit_alone(tmp_path, data_dir):
+    run = train(tiny_config(data={"train_size": 64, "test_size": 32}, train={"epochs": 1}), tmp_path / "r",
+                data_dir, progress=False, log=lambda line: None)
+    saved = (run / "config.toml").read_bytes()
+    default = evaluate_run(run, 10, "test", data_dir, gap=True, save=False)["gap"]["local_fit"]
+    assert default["max_steps"] == 5000 and default["num_particles"] == 1
+    report = evaluate_run(run, 10, "test", data_dir, gap=True,
+                          fit_overrides=["guide.local_steps=7", "guide.local_particles=3"])
+    fit = report["gap"]["local_fit"]
+    assert fit["max_steps"] == 7 and fit["steps_max"] <= 7 and fit["num_particles"] == 3
+    assert report["settings"]["config"]["guide"]["local_steps"] == 7  # a saved evaluation is keyed by them
+    assert (run / "config.toml").read_bytes() == saved  # the run itself is left as it was
+    with pytest.raises(ConfigError, match="may change only the local fits' settings"):
+        evaluate_run(run, 10, "test", data_dir, fit_overrides=["train.seed=1"])
+
+
 def test_discrete_codes_report_their_usage_and_a_point_mass_takes_one_sample(tmp_path, data_dir):
     vq = _run(tmp_path, data_dir, "vq", model={"z_dim": 4}, prior={"type": "learned_categorical", "codes": 16},
               guide={"type": "vq"})
