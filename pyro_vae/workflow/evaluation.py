@@ -271,7 +271,7 @@ def evaluate_run(
                 str(k): log_likelihood(k)["log_likelihood"]
                 for k in iwae_samples if k < num_samples
             }
-    report["file"] = evaluation_path(run_dir, _cross_family(run, q_family, flows_from)).name
+    report["file"] = evaluation_path(run_dir, cross_family(run, q_family, flows_from)).name
     if save:
         write_json(run.dir.path / report["file"], report)
     return report
@@ -288,7 +288,7 @@ def with_fit_settings(run: Run, overrides: list[str] | tuple) -> Run:
     return dataclasses.replace(run, config=with_overrides(run.config, overrides)) if overrides else run
 
 
-def _cross_family(run: Run, q_family: str | None, flows_from) -> str | None:
+def cross_family(run: Run, q_family: str | None, flows_from) -> str | None:
     """The name of q*'s family where it is not the guide's own (a cross cell of the gap table), else None."""
     if flows_from:
         return f"flow_{Path(flows_from).resolve().name}"
@@ -297,10 +297,10 @@ def _cross_family(run: Run, q_family: str | None, flows_from) -> str | None:
     return None
 
 
-def evaluation_path(run_dir: str | Path, cross_family: str | None = None) -> Path:
+def evaluation_path(run_dir: str | Path, family: str | None = None) -> Path:
     """The file an evaluation of ``run_dir`` is written to: ``evaluation.json``, or for q* of another family
     (a cross cell of the gap table) ``evaluation_q_<family>.json``, so it leaves the run's own evaluation alone."""
-    return RunDir(run_dir).cross_evaluation(cross_family) if cross_family else RunDir(run_dir).evaluation
+    return RunDir(run_dir).cross_evaluation(family) if family else RunDir(run_dir).evaluation
 
 
 def _timed_estimate(log_likelihood, num_samples: int) -> tuple[dict, dict]:
@@ -311,9 +311,10 @@ def _timed_estimate(log_likelihood, num_samples: int) -> tuple[dict, dict]:
             "seconds": time.perf_counter() - start}, ll
 
 
-def finished_evaluation(run_dir: str | Path, settings: dict) -> dict | None:
-    """The run's saved evaluation if it was made with exactly these :func:`evaluation_settings`, else None."""
-    report = read_json(RunDir(run_dir).evaluation)
+def finished_evaluation(run_dir: str | Path, settings: dict, path: Path | None = None) -> dict | None:
+    """The run's saved evaluation (``path``, default ``evaluation.json``; :func:`evaluation_path`) if it was made
+    with exactly these :func:`evaluation_settings`, else None."""
+    report = read_json(path or RunDir(run_dir).evaluation)
     saved = report.get("settings") if isinstance(report, dict) else None
     if not isinstance(saved, dict) or {**saved, "config": resolved_dict(saved.get("config"))} != settings:
         return None  # (a config saved before keys were added is compared with those keys at their defaults)

@@ -7,7 +7,7 @@ that says what the run is for and what to do after training::
     order = 1                       # place in experiments/README.md
     title = "MLP VAE, 2-D latent"
     reproduces = "the reference's 2-D MLP VAE: reconstructions, scatter, samples"
-    kind = "train"                  # train | compare | sweep | anomaly
+    kind = "train"                  # train | compare | sweep | anomaly | gaps
     num_samples = 1000              # K of the importance-sampled test log p(x); 0 = none
     reference = {loss = 165.0, kl = 3.9, recon = 161.0}        # the reference's numbers, if any
     sweep = {key = "model.z_dim", values = [2, 3, 5, 10, 20, 50]}   # kind = "sweep" only
@@ -21,7 +21,8 @@ that says what the run is for and what to do after training::
 of its dataset and of ``anomalies`` (:mod:`pyro_vae.workflow.anomaly`); ``compare`` runs
 :func:`pyro_vae.workflow.compare.compare` (amortized vs mean-field, amortization gap); ``sweep``
 trains one run per value in ``runs/NAME/<key>_<value>`` (per variant in ``runs/NAME/<variant>``)
-and draws the sweep figure.
+and draws the sweep figure; ``gaps`` trains its decoders as a sweep's variants and measures the cells of
+the inference-gap table named in ``[experiment.gaps]`` (:mod:`pyro_vae.workflow.gaps`).
 Every run directory gets ``experiment.json`` (command, wall time); a finished run is
 not trained again, so a second ``pyro-vae run NAME`` only redoes what is missing.
 """
@@ -43,10 +44,11 @@ from .checkpoint import read_json, write_json
 from .compare import compare
 from .config import Config, ConfigError, load_config
 from .evaluation import evaluate_run, evaluation_settings, finished_evaluation, format_report
+from .gaps import gap_cells, is_fit_override, run_gaps
 from .runs import RunDir, best_accuracy_epoch, load_run
 from .training import train_or_resume
 
-KINDS = ("train", "compare", "sweep", "anomaly")
+KINDS = ("train", "compare", "sweep", "anomaly", "gaps")
 # A small setting for smoke tests and notebooks under CI: a few images, 2 epochs, small K.
 QUICK_OVERRIDES = ("data.train_size=1000", "data.test_size=300", "train.epochs=2", "guide.local_steps=20")
 QUICK_NUM_SAMPLES = 20
@@ -71,6 +73,7 @@ class Experiment:
     images: int = 2000  # kind = "anomaly": test images scored of each set
     background: list = dataclasses.field(default_factory=list)  # kind = "anomaly": overrides of Ren et al.'s
     # background model (e.g. ["data.noise=0.2"]), trained beside each run for the likelihood-ratio score
+    gaps: dict = dataclasses.field(default_factory=dict)  # kind = "gaps": images, check_steps and cells
 
     @property
     def command(self) -> str:
@@ -142,10 +145,17 @@ def load_experiment(name: str | Path, experiments_dir: str | Path | None = None)
                           f"anomaly experiment's background model, got {experiment.background!r}")
     if experiment.background:
         experiment.config(experiment.background)  # checked before anything trains
-    if experiment.kind == "sweep" or (experiment.kind == "anomaly" and experiment.sweep):
+    if experiment.gaps and experiment.kind != "gaps":
+        raise ConfigError(f"experiment.gaps in {path} belongs to kind = \"gaps\", not {experiment.kind!r}")
+    if experiment.kind == "gaps" and "variants" not in experiment.sweep:
+        raise ConfigError(f"a gap experiment names its decoders as experiment.sweep = {{variants = {{name = "
+                          f"[overrides]}}}} in {path}, got {experiment.sweep!r}")
+    if experiment.kind in ("sweep", "gaps") or (experiment.kind == "anomaly" and experiment.sweep):
         _check_sweep(experiment.sweep, path)
         for _, _, overrides in experiment.sweep_runs():  # every member's config must be valid before anything trains
             experiment.config(overrides)
+        if experiment.kind == "gaps":
+            gap_cells(experiment.gaps, list(experiment.sweep["variants"]), path)
     else:
         experiment.config()
     return experiment
@@ -224,6 +234,9 @@ def run_experiment(
         from .anomaly import run_anomaly
 
         reused = run_anomaly(experiment, out, data_dir, overrides, k, overwrite, progress, log, redraw)
+    elif experiment.kind == "gaps":
+        members = sweep_members(experiment, [o for o in overrides if not is_fit_override(o)])
+        reused = run_gaps(experiment, members, out, data_dir, overrides, k, overwrite, progress, log, redraw)
     else:
         reused = run_sweep(experiment, out, data_dir, overrides, k, overwrite, progress, log, redraw)
     seconds = time.perf_counter() - start
@@ -267,14 +280,7 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
     from ..plots.study import plot_sweep
 
     key = experiment.sweep_key
-    swept = [o for o in overrides if o.partition("=")[0].strip() == key]
-    if swept:
-        raise ConfigError(f"--set {swept[0]} sets the key this experiment sweeps over; drop it (the sweep's values "
-                          f"are in {experiment.path})")
-    members = [(value, sub, experiment.config([*member, *overrides]))  # the command line's --set wins
-               for value, sub, member in experiment.sweep_runs()]
-    for _, _, config in members:  # every member checked before the first one trains
-        check_config(config)
+    members = sweep_members(experiment, overrides)
     rows, reused = [], True
     for value, sub, config in members:
         log(f"--- {key} = {value}")
@@ -309,6 +315,21 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
     write_json(RunDir(out).sweep, result)
     save_figure(plot_sweep(result, title=experiment.title), RunDir(out).sweep_figure)
     return reused
+
+
+def sweep_members(experiment: Experiment, overrides) -> list[tuple[object, str, Config]]:
+    """``(value, subdirectory, config)`` of each run of a sweep (or a gap experiment's decoders), the command
+    line's overrides after each member's own, every config checked before the first one trains."""
+    key = experiment.sweep_key
+    swept = [o for o in overrides if o.partition("=")[0].strip() == key]
+    if swept:
+        raise ConfigError(f"--set {swept[0]} sets the key this experiment sweeps over; drop it (the sweep's values "
+                          f"are in {experiment.path})")
+    members = [(value, sub, experiment.config([*member, *overrides]))  # the command line's --set wins
+               for value, sub, member in experiment.sweep_runs()]
+    for _, _, config in members:
+        check_config(config)
+    return members
 
 
 def quick_requested() -> bool:

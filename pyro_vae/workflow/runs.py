@@ -69,6 +69,7 @@ class RunDir:
     comparison_table = property(lambda self: self.path / "comparison.md")
     gap_figure = property(lambda self: self.path / "amortization_gap.png")
     sweep = property(lambda self: self.path / "sweep.json")
+    gaps = property(lambda self: self.path / "gaps.json")  # a gap experiment's cells, each with its report
     anomaly = property(lambda self: self.path / "anomaly.json")  # an anomaly experiment's AUROC per score
     roc_figure = property(lambda self: self.path / "roc.png")
     auroc_figure = property(lambda self: self.path / "auroc.png")  # an anomaly sweep's AUROC per member and score

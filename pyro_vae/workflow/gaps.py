@@ -1,0 +1,208 @@
+"""The gap experiment (``kind = "gaps"``): decoders trained by named variants, then the cells of Cremer, Li &
+Duvenaud's table on each, one ``pyro-vae evaluate --gap`` apiece, and the table.
+
+An experiment file names its decoders as a sweep's variants and its cells under ``[experiment.gaps]``::
+
+    [experiment]
+    kind = "gaps"
+    num_samples = 5000                  # K of every cell's log p(x)
+    sweep = {variants = {diagonal = ["train.epochs=164"], iaf = ["guide.type='iaf'", "train.epochs=88"]}}
+
+    [experiment.gaps]
+    images = 200                        # the first N test images
+    check_steps = 5000                  # the convergence check's further steps (at least 1,000)
+    labels = {iaf = "IAF, 2 flows"}     # a decoder's name in the table (default: the variant's)
+    cells = [
+        {decoder = "diagonal"},                                     # q* in the guide's own family
+        {decoder = "iaf", family = "diagonal"},                     # a cross cell: diagonal Gaussians
+        {decoder = "diagonal", flows_from = "iaf", fit = ["guide.local_steps=20000"]},  # borrowed flows
+    ]
+
+A cell's ``fit`` sets the local fit (``guide.local_*``, :data:`~pyro_vae.workflow.config.LOCAL_FIT_KEYS`) for it
+alone; a ``--set`` of such a key on the command line wins over every cell's. A cell's evaluation file
+(``evaluation.json`` or ``evaluation_q_<family>.json`` in its decoder's run) is reused when its settings are
+the cell's, so a second ``pyro-vae run NAME`` redoes only what is missing. ``gaps.json`` in the experiment's
+folder holds every cell's report, from which :func:`gap_table` makes the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..infer.gaps import CHECK_STEPS, FAMILY_NAMES, is_converged
+from ..infer.local_fit import FAMILIES
+from .checkpoint import read_json, write_json
+from .config import LOCAL_FIT_KEYS, ConfigError, parse_override
+from .evaluation import (cross_family, evaluate_run, evaluation_path, evaluation_settings, finished_evaluation,
+                         format_report, with_fit_settings)
+from .runs import RunDir, load_run
+from .training import train_or_resume
+
+CELL_KEYS = ("decoder", "family", "flows_from", "fit")
+
+
+@dataclasses.dataclass(frozen=True)
+class GapCell:
+    """One row of the table: q* of ``family`` (None: the decoder's guide's own; ``flows_from``: the flows of
+    that decoder's guide, each image with features of its own) on the decoder ``decoder``."""
+
+    decoder: str
+    family: str | None = None
+    flows_from: str | None = None
+    fit: tuple = ()  # guide.local_* overrides of this cell's fit
+
+
+def gap_cells(gaps: dict, decoders: list[str], path: Path) -> list[GapCell]:
+    """The checked cells of an ``[experiment.gaps]`` table (see the module docstring)."""
+    usage = (f"experiment.gaps in {path} needs images (an integer >= 1), check_steps (>= {CHECK_STEPS}), labels "
+             f"(optional) and cells, a list of {{decoder = NAME, family = ..., flows_from = NAME, fit = [...]}} tables")
+    if not isinstance(gaps, dict) or set(gaps) - {"images", "check_steps", "labels", "cells"} or not isinstance(
+            gaps.get("cells"), list) or not gaps["cells"]:
+        raise ConfigError(usage)
+    labels = gaps.get("labels", {})
+    if not isinstance(labels, dict) or not set(labels) <= set(decoders) or not all(
+            isinstance(v, str) for v in labels.values()):
+        raise ConfigError(f"experiment.gaps.labels in {path} must name decoders ({', '.join(decoders)}) with "
+                          f"strings, got {labels!r}")
+    for key, least in (("images", 1), ("check_steps", CHECK_STEPS)):
+        value = gaps.get(key, least)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"experiment.gaps.{key} in {path} must be an integer >= {least}, got {value!r}")
+    cells = []
+    for table in gaps["cells"]:
+        if not isinstance(table, dict) or "decoder" not in table or set(table) - set(CELL_KEYS):
+            raise ConfigError(f"{usage}; got {table!r}")
+        for key in ("decoder", "flows_from"):
+            if table.get(key) is not None and table[key] not in decoders:
+                raise ConfigError(f"experiment.gaps cell {table!r} in {path}: {key} {table[key]!r} is not one of the "
+                                  f"decoders (experiment.sweep.variants: {', '.join(decoders)})")
+        if table.get("family") is not None and table["family"] not in FAMILIES:
+            raise ConfigError(f"experiment.gaps cell {table!r} in {path}: family must be one of "
+                              f"{', '.join(FAMILIES)}")
+        fit = table.get("fit", [])
+        if not isinstance(fit, list) or not all(isinstance(o, str) for o in fit):
+            raise ConfigError(f"experiment.gaps cell {table!r} in {path}: fit must be a list of "
+                              "'guide.local_KEY=value'")
+        for text in fit:
+            section, key, _ = parse_override(text)
+            if f"{section}.{key}" not in LOCAL_FIT_KEYS:
+                raise ConfigError(f"experiment.gaps cell {table!r} in {path}: fit may set only "
+                                  f"{', '.join(LOCAL_FIT_KEYS)}")
+        cells.append(GapCell(table["decoder"], table.get("family"), table.get("flows_from"), tuple(fit)))
+    return cells
+
+
+def is_fit_override(text: str) -> bool:
+    """Whether a ``section.key=value`` override sets a local fit's key (:data:`LOCAL_FIT_KEYS`)."""
+    return text.partition("=")[0].strip() in LOCAL_FIT_KEYS
+
+
+def run_gaps(experiment, members: list, out: Path, data_dir, overrides, num_samples: int, overwrite: bool,
+             progress: bool, log, redraw: bool = True) -> bool:
+    """Train (or find) the decoders ``members`` (``(value, subdirectory, config)``, the experiment's variants
+    without the command's local fit overrides) in ``out/<variant>``, evaluate every cell not found finished
+    (the command's ``guide.local_*`` overrides after each cell's own ``fit``), write ``gaps.json``. Returns
+    whether every run and every cell was found finished."""
+    reused = True
+    for value, sub, config in members:
+        log(f"--- decoder {value}")
+        reused &= train_or_resume(config, out / sub, data_dir, overwrite, progress, log, redraw)
+    fit_from_command = [o for o in overrides if is_fit_override(o)]
+    cells = []
+    for cell in gap_cells(experiment.gaps, [sub for _, sub, _ in members], experiment.path):
+        report, found = _cell_evaluation(cell, out, data_dir, num_samples, experiment.gaps, fit_from_command, log)
+        reused &= found
+        cells.append({"decoder": cell.decoder, "family": cell.family, "flows_from": cell.flows_from,
+                      "fit": [*cell.fit, *fit_from_command], "report": report})
+    write_json(RunDir(out).gaps, {"num_samples": num_samples, "images": cells[0]["report"]["images"],
+                                  "check_steps": experiment.gaps.get("check_steps", CHECK_STEPS),
+                                  "labels": experiment.gaps.get("labels", {}), "cells": cells})
+    return reused
+
+
+def _cell_evaluation(cell: GapCell, out: Path, data_dir, num_samples: int, gaps: dict, fit_from_command: list,
+                     log) -> tuple[dict, bool]:
+    """``(report, found)``: a cell's saved evaluation where its settings are the cell's, else a new one."""
+    run_dir = out / cell.decoder
+    flows_from = out / cell.flows_from if cell.flows_from else None
+    fit = [*cell.fit, *fit_from_command]
+    run = with_fit_settings(load_run(run_dir), fit)
+    images = min(gaps.get("images", 1), read_json(RunDir(run_dir).metrics)["test_images"])
+    check_steps = gaps.get("check_steps", CHECK_STEPS)
+    settings = evaluation_settings(run, "test", num_samples, images, True, cell.family, flows_from, check_steps)
+    path = evaluation_path(run_dir, cross_family(run, cell.family, flows_from))
+    report = finished_evaluation(run_dir, settings, path)
+    if report is not None:
+        return report, True
+    family = f"the flows of {cell.flows_from}" if cell.flows_from else cell.family or "its guide's family"
+    log(f"--- gap of {cell.decoder}: q* of {family}")
+    report = evaluate_run(run_dir, num_samples, "test", data_dir, gap=True, limit=images, q_family=cell.family,
+                          flows_from=flows_from, check_steps=check_steps, fit_overrides=fit)
+    log(format_report(report))
+    return report, False
+
+
+def cell_family(report: dict) -> str:
+    """A gap evaluation's q* family in a few words (a borrowed flow family names the run it borrowed from)."""
+    flows_from = report.get("settings", {}).get("q_family", {}).get("flows_from")
+    return f"the flows of {Path(flows_from).name}, features per image" if flows_from else \
+        FAMILY_NAMES[report["gap"]["family"]]
+
+
+def _check_cell(gap: dict) -> str:
+    fit, check = gap["local_fit"], gap.get("convergence")
+    steps = (f"{fit['steps_median']} x {fit.get('num_particles', 1)}"
+             + (f" ({fit['stopped_on_cap']} at the cap)" if fit.get("stopped_on_cap") else ""))
+    if not check:
+        return f"{steps}; no check"
+    verdict = "converged" if is_converged(check) else "**not converged**"
+    return f"{steps}; {check['gain']:.3f} +- {check['gain_stderr']:.3f} in {check['steps']:,} ({verdict})"
+
+
+def gap_table(decoders: dict[str, list[dict]]) -> str:
+    """Markdown: one row per gap evaluation (``pyro-vae evaluate --gap`` reports), grouped by decoder (all of one
+    decoder's of one split, image count, K and epochs). Every report estimates log p(x) with its own proposal
+    and each estimate is a lower bound in expectation, so a decoder's log p(x) is the highest of its reports'
+    (named in its column; the highest of a few noisy estimates leans upwards by their own noise, not by the
+    +- shown, which is the spread over images), and each row's approximation gap is that minus the row's
+    L[q*]; the amortization gap (own family only) needs no log p(x). The last column: q*'s steps (the
+    median over chunks) and samples a step, and its convergence check (what a further optimisation gains,
+    nats per image)."""
+    lines = ["| decoder trained with | log p(x): the highest estimate (from q* of) | q* family | L[q*] | L[q] "
+             "| approximation gap | amortization gap | q* steps x samples a step; further gain in steps |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, reports in decoders.items():
+        if not reports:
+            continue
+        kinds = {(r.get("split"), r.get("images"), r.get("num_samples"), r.get("epochs")) for r in reports}
+        if len(kinds) > 1:
+            raise ValueError(f"the gap evaluations of {label} differ in split, images, K or epochs ({sorted(kinds)}): "
+                             "one log p(x) cannot serve them all; evaluate them alike or list them apart")
+        best = max(reports, key=lambda r: r["gap"]["log_likelihood"]["value"])
+        ll = best["gap"]["log_likelihood"]
+        for report in reports:
+            gap = report["gap"]
+            amortization = ("-" if gap["amortization_gap"] is None
+                            else f"{gap['amortization_gap']:.2f} +- {gap['amortization_gap_stderr']:.2f}")
+            lines.append(f"| {label} | {ll['value']:.2f} +- {ll['stderr']:.2f} ({cell_family(best)}) "
+                         f"| {cell_family(report)} | {gap['elbo_optimal']:.2f} | {gap['elbo_amortized']:.2f} "
+                         f"| {ll['value'] - gap['elbo_optimal']:.2f} | {amortization} | {_check_cell(gap)} |")
+    return "\n".join(lines) + "\n"
+
+
+def saved_gap_reports(run_dirs: Path | list[Path]) -> list[dict]:
+    """Every gap evaluation saved in a decoder's run directories (one, or copies of one run whose configs differ in
+    a local fit's key): ``evaluation.json`` with ``--gap``, then each cross cell's ``evaluation_q_*.json``."""
+    runs = [RunDir(d) for d in (run_dirs if isinstance(run_dirs, list) else [run_dirs])]
+    return [r for run in runs for r in map(read_json, [run.evaluation, *run.cross_evaluations()])
+            if isinstance(r, dict) and r.get("gap")]
+
+
+def experiment_gap_table(result: dict) -> str:
+    """The table of a gap experiment's ``gaps.json``: its cells in the experiment file's order, each decoder's
+    rows together under its label (default: the variant's name)."""
+    decoders: dict[str, list[dict]] = {}
+    for cell in result["cells"]:
+        decoders.setdefault(result.get("labels", {}).get(cell["decoder"], cell["decoder"]), []).append(cell["report"])
+    return gap_table(decoders)
