@@ -57,8 +57,8 @@ def gap_cells(gaps: dict, decoders: list[str], path: Path) -> list[GapCell]:
     """The checked cells of an ``[experiment.gaps]`` table (see the module docstring)."""
     usage = (f"experiment.gaps in {path} needs images (an integer >= 1), check_steps (>= {CHECK_STEPS}), labels "
              f"(optional) and cells, a list of {{decoder = NAME, family = ..., flows_from = NAME, fit = [...]}} tables")
-    if not isinstance(gaps, dict) or set(gaps) - {"images", "check_steps", "labels", "cells"} or not isinstance(
-            gaps.get("cells"), list) or not gaps["cells"]:
+    if not isinstance(gaps, dict) or set(gaps) - {"images", "check_steps", "labels", "cells"} or "images" not in gaps \
+            or not isinstance(gaps.get("cells"), list) or not gaps["cells"]:
         raise ConfigError(usage)
     labels = gaps.get("labels", {})
     if not isinstance(labels, dict) or not set(labels) <= set(decoders) or not all(
@@ -128,7 +128,7 @@ def _cell_evaluation(cell: GapCell, out: Path, data_dir, num_samples: int, gaps:
     flows_from = out / cell.flows_from if cell.flows_from else None
     fit = [*cell.fit, *fit_from_command]
     run = with_fit_settings(load_run(run_dir), fit)
-    images = min(gaps.get("images", 1), read_json(RunDir(run_dir).metrics)["test_images"])
+    images = min(gaps["images"], read_json(RunDir(run_dir).metrics)["test_images"])
     check_steps = gaps.get("check_steps", CHECK_STEPS)
     settings = evaluation_settings(run, "test", num_samples, images, True, cell.family, flows_from, check_steps)
     path = evaluation_path(run_dir, cross_family(run, cell.family, flows_from))

@@ -127,15 +127,16 @@ def test_a_gap_experiment_measures_each_cell_once_and_the_command_lines_fit_wins
 
 @pytest.mark.parametrize("gaps, message", [
     ("images = 8", "needs images"),
-    ("cells = []", "needs images"),
-    ('cells = [{decoder = "wide"}]', "decoder 'wide' is not one of the decoders .experiment.sweep.variants: diag, "),
-    ('cells = [{decoder = "diag", flows_from = "diag2"}]', "flows_from 'diag2' is not one of the decoders"),
-    ('cells = [{decoder = "diag", family = "gauss"}]', "family must be one of diagonal, full, flow, planar"),
-    ('cells = [{decoder = "diag", fit = ["train.epochs=3"]}]', "fit may set only guide.local_steps"),
-    ('cells = [{decoder = "diag", q_family = "planar"}]', "needs images"),
+    ("images = 8\ncells = []", "needs images"),
+    ('cells = [{decoder = "diag"}]', "needs images"),
+    ('images = 8\ncells = [{decoder = "wide"}]', "decoder 'wide' is not one of the decoders .experiment.sweep"),
+    ('images = 8\ncells = [{decoder = "diag", flows_from = "diag2"}]', "flows_from 'diag2' is not one of the decoders"),
+    ('images = 8\ncells = [{decoder = "diag", family = "gauss"}]', "family must be one of diagonal, full, "),
+    ('images = 8\ncells = [{decoder = "diag", fit = ["train.epochs=3"]}]', "fit may set only guide.local_steps"),
+    ('images = 8\ncells = [{decoder = "diag", q_family = "planar"}]', "needs images"),
     ('images = 0\ncells = [{decoder = "diag"}]', "experiment.gaps.images in .* must be an integer >= 1, got 0"),
-    ('check_steps = 500\ncells = [{decoder = "diag"}]', "experiment.gaps.check_steps in .* must be an integer >= 1000"),
-    ('labels = {wide = "x"}\ncells = [{decoder = "diag"}]', "experiment.gaps.labels in .* must name decoders"),
+    ('images = 8\ncheck_steps = 500\ncells = [{decoder = "diag"}]', "gaps.check_steps in .* must be an integer >= 1000"),
+    ('images = 8\nlabels = {wide = "x"}\ncells = [{decoder = "diag"}]', "gaps.labels in .* must name decoders"),
 ])
 def test_a_gap_table_that_is_not_well_formed_is_refused_when_loaded(tmp_path, gaps, message):
     with pytest.raises(ConfigError, match=message):
