@@ -135,7 +135,7 @@ def test_a_gap_experiment_measures_each_cell_once_and_the_command_lines_fit_wins
     ('images = 8\ncells = [{decoder = "diag", fit = ["train.epochs=3"]}]', "fit may set only guide.local_steps"),
     ('images = 8\ncells = [{decoder = "diag", q_family = "planar"}]', "needs images"),
     ('images = 0\ncells = [{decoder = "diag"}]', "experiment.gaps.images in .* must be an integer >= 1, got 0"),
-    ('images = 8\ncheck_steps = 500\ncells = [{decoder = "diag"}]', "gaps.check_steps in .* must be an integer >= 1000"),
+    ('images = 8\ncheck_steps = 500\ncells = [{decoder = "diag"}]', "gaps.check_steps in .* must be an integer >= 1"),
     ('images = 8\nlabels = {wide = "x"}\ncells = [{decoder = "diag"}]', "gaps.labels in .* must name decoders"),
 ])
 def test_a_gap_table_that_is_not_well_formed_is_refused_when_loaded(tmp_path, gaps, message):
