@@ -109,21 +109,42 @@ def run_gaps(experiment, members: list, out: Path, data_dir, overrides, num_samp
         log(f"--- decoder {value}")
         reused &= train_or_resume(config, out / sub, data_dir, overwrite, progress, log, redraw)
     fit_from_command = [o for o in overrides if is_fit_override(o)]
+    plans = [_plan(cell, out, num_samples, experiment.gaps, fit_from_command)
+             for cell in gap_cells(experiment.gaps, [sub for _, sub, _ in members], experiment.path)]
+    files = [plan.path for plan in plans]
+    for plan in plans:
+        if files.count(plan.path) > 1:
+            raise ConfigError(f"two cells of {experiment.path} would write {plan.path} (q* of the decoder's own family "
+                              "named twice?): keep one of them")
     cells = []
-    for cell in gap_cells(experiment.gaps, [sub for _, sub, _ in members], experiment.path):
-        report, found = _cell_evaluation(cell, out, data_dir, num_samples, experiment.gaps, fit_from_command, log)
-        reused &= found
-        cells.append({"decoder": cell.decoder, "family": cell.family, "flows_from": cell.flows_from,
-                      "fit": [*cell.fit, *fit_from_command], "report": report})
+    for plan in plans:
+        report = finished_evaluation(plan.run.path, plan.settings, plan.path)
+        reused &= report is not None
+        if report is None:
+            report = _evaluate_cell(plan, data_dir, num_samples, log)
+        cells.append({"decoder": plan.cell.decoder, "family": plan.cell.family, "flows_from": plan.cell.flows_from,
+                      "fit": plan.fit, "report": report})
     write_json(RunDir(out).gaps, {"num_samples": num_samples, "images": cells[0]["report"]["images"],
                                   "check_steps": experiment.gaps.get("check_steps", CHECK_STEPS),
                                   "labels": experiment.gaps.get("labels", {}), "cells": cells})
     return reused
 
 
-def _cell_evaluation(cell: GapCell, out: Path, data_dir, num_samples: int, gaps: dict, fit_from_command: list,
-                     log) -> tuple[dict, bool]:
-    """``(report, found)``: a cell's saved evaluation where its settings are the cell's, else a new one."""
+@dataclasses.dataclass
+class _Plan:
+    """What a cell's evaluation is: the decoder's run with the cell's fit settings, the arguments, its file."""
+
+    cell: GapCell
+    run: object
+    fit: list
+    images: int
+    check_steps: int
+    flows_from: Path | None
+    settings: dict
+    path: Path
+
+
+def _plan(cell: GapCell, out: Path, num_samples: int, gaps: dict, fit_from_command: list) -> _Plan:
     run_dir = out / cell.decoder
     flows_from = out / cell.flows_from if cell.flows_from else None
     fit = [*cell.fit, *fit_from_command]
@@ -131,16 +152,19 @@ def _cell_evaluation(cell: GapCell, out: Path, data_dir, num_samples: int, gaps:
     images = min(gaps["images"], read_json(RunDir(run_dir).metrics)["test_images"])
     check_steps = gaps.get("check_steps", CHECK_STEPS)
     settings = evaluation_settings(run, "test", num_samples, images, True, cell.family, flows_from, check_steps)
-    path = evaluation_path(run_dir, cross_family(run, cell.family, flows_from))
-    report = finished_evaluation(run_dir, settings, path)
-    if report is not None:
-        return report, True
+    return _Plan(cell, run, fit, images, check_steps, flows_from, settings,
+                 evaluation_path(run_dir, cross_family(run, cell.family, flows_from)))
+
+
+def _evaluate_cell(plan: _Plan, data_dir, num_samples: int, log) -> dict:
+    cell = plan.cell
     family = f"the flows of {cell.flows_from}" if cell.flows_from else cell.family or "its guide's family"
     log(f"--- gap of {cell.decoder}: q* of {family}")
-    report = evaluate_run(run_dir, num_samples, "test", data_dir, gap=True, limit=images, q_family=cell.family,
-                          flows_from=flows_from, check_steps=check_steps, fit_overrides=fit)
+    report = evaluate_run(plan.run.path, num_samples, "test", data_dir, gap=True, limit=plan.images,
+                          q_family=cell.family, flows_from=plan.flows_from, check_steps=plan.check_steps,
+                          fit_overrides=plan.fit)
     log(format_report(report))
-    return report, False
+    return report
 
 
 def cell_family(report: dict) -> str:

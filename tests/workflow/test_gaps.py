@@ -123,6 +123,12 @@ def test_a_gap_experiment_measures_each_cell_once_and_the_command_lines_fit_wins
     shown = collect(load_experiment(path), out.parent)
     assert len(shown["rows"]) == 2 and all(r["log_likelihood"] is None for r in shown["rows"])  # 8 of 16 images
     assert shown["extra"].count("| diagonal Gaussian |") == 2 and shown["extra"].count("| flow |") == 1
+    twice = _write_gaps(tmp_path / "twice", CELLS.replace('{decoder = "flow", family = "diagonal"}',
+                                                          '{decoder = "diag", family = "diagonal"}'))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    with pytest.raises(ConfigError, match="two cells of .* would write .*diag/evaluation.json"):
+        run_experiment(twice, out, data_dir, **QUIET)  # q* of the diagonal decoder's own family, named twice
+    assert [f.stat().st_mtime_ns for f in files] == stamps
 
 
 @pytest.mark.parametrize("gaps, message", [
