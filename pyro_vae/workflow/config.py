@@ -100,8 +100,6 @@ class GuideConfig:
                 "init_scale": self.init_scale}
 
 
-LOCAL_FIT_KEYS = ("guide.local_steps", "guide.local_lr", "guide.local_min_lr", "guide.local_tolerance",
-                  "guide.local_particles")  # what a local fit reads; an evaluation may change these alone
 
 
 @dataclass
@@ -363,6 +361,16 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             raise ConfigError(f"config file '{path}' is not valid TOML: {err}") from None
         tree.pop("experiment", None)  # an experiment file's own table, read by pyro_vae.experiments
     return from_dict(_overridden(tree, overrides))
+
+
+LOCAL_FIT_KEYS = ("guide.local_steps", "guide.local_lr", "guide.local_min_lr", "guide.local_tolerance",
+                  "guide.local_particles")  # what a local fit reads; an evaluation may change these alone
+
+
+def is_fit_override(text: str) -> bool:
+    """Whether a ``section.key=value`` override sets a local fit's key (:data:`LOCAL_FIT_KEYS`)."""
+    section, key, _ = parse_override(text)
+    return f"{section}.{key}" in LOCAL_FIT_KEYS
 
 
 def with_overrides(config: Config, overrides: Iterable[str]) -> Config:

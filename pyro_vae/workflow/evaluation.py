@@ -28,7 +28,7 @@ from ..infer.local_fit import FLOW_FAMILIES, FLOW_FIT, fit_local, guide_family, 
 from ..models.guides import Guide, MeanField, is_amortized, point
 from ..models.vae import VAE
 from .checkpoint import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
-from .config import LOCAL_FIT_KEYS, Config, ConfigError, parse_override, resolved_dict, with_overrides
+from .config import LOCAL_FIT_KEYS, Config, ConfigError, is_fit_override, resolved_dict, with_overrides
 from .data import ImageData, load_run_split
 from .completion import baseline_loss
 from .labels import baseline_accuracy, labels_for
@@ -152,6 +152,14 @@ def _named_family(q_family: str | None, flows_from: str | Path | None) -> str | 
     return q_family or ("flow" if flows_from else None)
 
 
+def flows_source(flows_from: str | Path) -> dict:
+    """What a borrowed flow family depends on: the run it comes from (its folder's name), its config and its
+    epochs; not the path it was named by, so one run named two ways is one family."""
+    source = RunDir(flows_from)
+    return {"run": Path(flows_from).resolve().name, "epochs": len(read_json(source.history) or []),
+            "config": source.saved_config().to_dict()}
+
+
 def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap: bool,
                         q_family: str | None = None, flows_from: str | Path | None = None,
                         check_steps: int = CHECK_STEPS) -> dict:
@@ -169,7 +177,7 @@ def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap
         settings["check_steps"] = check_steps
     named = _named_family(q_family, flows_from)
     if named:
-        settings["q_family"] = {"family": named, "flows_from": str(flows_from) if flows_from else None}
+        settings["q_family"] = {"family": named, "flows_from": flows_source(flows_from) if flows_from else None}
     if (named or own_family(run.guide)) in FLOW_FAMILIES:
         settings["flow_fit"] = FLOW_FIT
     return settings
@@ -207,6 +215,9 @@ def evaluate_run(
     if (q_family or flows_from) and not gap:
         raise ConfigError("--q-family and --flows-from choose the family of q* for --gap: add --gap")
     run = with_fit_settings(load_run(run_dir), fit_overrides)
+    if fit_overrides and not gap and (is_amortized(run.guide) or split != "test"):
+        raise ConfigError(f"--set {fit_overrides[0]} changes only --gap's q* or a mean-field run's test posteriors, "
+                          "and this evaluation fits neither: add --gap or drop --set")
     family_guide = _flow_family_guide(run, flows_from) if flows_from else None
     if flows_from and q_family not in (None, "flow"):
         raise ConfigError(f"--flows-from gives q* a flow family; drop --q-family {q_family} or --flows-from")
@@ -219,7 +230,7 @@ def evaluate_run(
                                                     check_steps)}
     proper = run.vae.likelihood.convention == "log_likelihood"
     if gap:
-        _check_gap(run, cross=bool(q_family or flows_from))
+        check_gap(run.config, run.vae, run.guide, cross=bool(q_family or flows_from))
     with seeded(seed + 3):
         guide = run.guide
         if not is_amortized(guide) and split == "test":  # on "train" it has its own rows
@@ -281,8 +292,7 @@ def with_fit_settings(run: Run, overrides: list[str] | tuple) -> Run:
     """``run`` with its local fits' settings changed by ``section.key=value`` overrides of
     :data:`LOCAL_FIT_KEYS` (any other key would change the model the weights belong to: a ConfigError)."""
     for text in overrides:
-        section, key, _ = parse_override(text)
-        if f"{section}.{key}" not in LOCAL_FIT_KEYS:
+        if not is_fit_override(text):
             raise ConfigError(f"--set {text}: an evaluation may change only the local fits' settings "
                               f"({', '.join(LOCAL_FIT_KEYS)}); train a new run to change anything else")
     return dataclasses.replace(run, config=with_overrides(run.config, overrides)) if overrides else run
@@ -333,24 +343,26 @@ def _flow_family_guide(run: Run, flows_from: str | Path):
     return source.guide
 
 
-def _check_gap(run: Run, cross: bool = False) -> None:
-    if run.vae.task == "completion":
+def check_gap(config: Config, vae: VAE, guide: Guide, cross: bool = False) -> None:
+    """That the gap can be measured on a model of ``config`` (its ``vae`` and ``guide``), with q* of the guide's own
+    family unless ``cross``; else a ConfigError naming what stands in the way."""
+    if vae.task == "completion":
         raise ConfigError("the amortization gap is measured for models of the whole image; this run completes "
-                          f"images (model.completion = {run.config.model.completion}): evaluate it without --gap")
-    if run.vae.conditional:
+                          f"images (model.completion = {config.model.completion}): evaluate it without --gap")
+    if vae.conditional:
         raise ConfigError("the amortization gap is measured for models of x alone; this run's model takes labels "
-                          f"(model.labels = {run.config.model.labels!r}): evaluate it without --gap")
-    if not is_amortized(run.guide):
+                          f"(model.labels = {config.model.labels!r}): evaluate it without --gap")
+    if not is_amortized(guide):
         raise ConfigError("the amortization gap needs an amortized guide; this run's guide is mean_field")
-    if run.vae.likelihood.convention != "log_likelihood":
+    if vae.likelihood.convention != "log_likelihood":
         raise ConfigError(f"the amortization gap needs a proper likelihood: {NOT_A_DENSITY}")
-    if is_discrete(run.vae):
+    if is_discrete(vae):
         raise ConfigError("the inference gaps fit a Gaussian or flow q* of a continuous z; this run's latents are "
-                          f"discrete codes (guide.type = {run.config.guide.type!r}): evaluate it without --gap")
+                          f"discrete codes (guide.type = {config.guide.type!r}): evaluate it without --gap")
     if cross:  # q* of a family the caller names: no amortization gap is formed
         return
     try:
-        guide_family(run.guide)
+        guide_family(guide)
     except ValueError as err:
         raise ConfigError(f"the amortization gap needs q* in the guide's family: {err}") from None
 
@@ -360,7 +372,7 @@ def measure_gap(run: Run, x: torch.Tensor, num_samples: int = 5000, log=print, f
     """:func:`pyro_vae.infer.gaps.amortization_gap` of a run on images ``x`` with its [guide] fit settings
     (q* in ``family``, of ``family_guide``'s flows, where given); a one-line warning is logged when q* is not
     converged."""
-    _check_gap(run, cross=family is not None or family_guide is not None)
+    check_gap(run.config, run.vae, run.guide, cross=family is not None or family_guide is not None)
     if family == "flow" and family_guide is None and own_family(run.guide) != "flow":
         raise ConfigError(f"a flow q* takes the flows of a flow guide, and this run's guide is "
                           f"{run.config.guide.type}: add --flows-from RUN, a run with guide.type 'iaf' or 'planar'")

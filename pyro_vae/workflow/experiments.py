@@ -155,7 +155,7 @@ def load_experiment(name: str | Path, experiments_dir: str | Path | None = None)
         for _, _, overrides in experiment.sweep_runs():  # every member's config must be valid before anything trains
             experiment.config(overrides)
         if experiment.kind == "gaps":
-            gap_cells(experiment.gaps, list(experiment.sweep["variants"]), path)
+            gap_cells(experiment.gaps, {sub: experiment.config(o) for _, sub, o in experiment.sweep_runs()}, path)
     else:
         experiment.config()
     return experiment

@@ -22,7 +22,7 @@ A cell's ``fit`` sets the local fit (``guide.local_*``, :data:`~pyro_vae.workflo
 alone; a ``--set`` of such a key on the command line wins over every cell's. A cell's evaluation file
 (``evaluation.json`` or ``evaluation_q_<family>.json`` in its decoder's run) is reused when its settings are
 the cell's, so a second ``pyro-vae run NAME`` redoes only what is missing. ``gaps.json`` in the experiment's
-folder holds every cell's report, from which :func:`gap_table` makes the table.
+folder holds every cell's report, from which :func:`experiment_gap_table` makes the table.
 """
 
 from __future__ import annotations
@@ -31,15 +31,17 @@ import dataclasses
 from pathlib import Path
 
 from ..infer.gaps import CHECK_STEPS, FAMILY_NAMES, is_converged
-from ..infer.local_fit import FAMILIES
+from ..infer.local_fit import FAMILIES, own_family
+from .build import build_model
 from .checkpoint import read_json, write_json
-from .config import LOCAL_FIT_KEYS, ConfigError, parse_override
-from .evaluation import (cross_family, evaluate_run, evaluation_path, evaluation_settings, finished_evaluation,
-                         format_report, with_fit_settings)
-from .runs import RunDir, load_run
+from .config import LOCAL_FIT_KEYS, Config, ConfigError, is_fit_override, with_overrides
+from .evaluation import (check_gap, cross_family, evaluate_run, evaluation_path, evaluation_settings,
+                         finished_evaluation, format_report, with_fit_settings)
+from .runs import Run, RunDir, load_run
 from .training import train_or_resume
 
-CELL_KEYS = ("decoder", "family", "flows_from", "fit")
+GAPS_KEYS = ("images", "check_steps", "labels", "cells")  # of [experiment.gaps]
+CELL_KEYS = ("decoder", "family", "flows_from", "fit")  # of each cell
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,54 +55,109 @@ class GapCell:
     fit: tuple = ()  # guide.local_* overrides of this cell's fit
 
 
-def gap_cells(gaps: dict, decoders: list[str], path: Path) -> list[GapCell]:
-    """The checked cells of an ``[experiment.gaps]`` table (see the module docstring)."""
-    usage = (f"experiment.gaps in {path} needs images (an integer >= 1), check_steps (>= {CHECK_STEPS}), labels "
-             f"(optional) and cells, a list of {{decoder = NAME, family = ..., flows_from = NAME, fit = [...]}} tables")
-    if not isinstance(gaps, dict) or set(gaps) - {"images", "check_steps", "labels", "cells"} or "images" not in gaps \
-            or not isinstance(gaps.get("cells"), list) or not gaps["cells"]:
-        raise ConfigError(usage)
-    labels = gaps.get("labels", {})
-    if not isinstance(labels, dict) or not set(labels) <= set(decoders) or not all(
-            isinstance(v, str) for v in labels.values()):
-        raise ConfigError(f"experiment.gaps.labels in {path} must name decoders ({', '.join(decoders)}) with "
-                          f"strings, got {labels!r}")
+def gap_cells(gaps: dict, decoders: dict[str, Config], path: Path) -> list[GapCell]:
+    """The cells of an ``[experiment.gaps]`` table (see the module docstring), checked against the decoders'
+    configs ``decoders`` (variant -> config) before anything trains: names, families, fit settings and their
+    values, that each decoder's gap can be measured, one file per cell and one label per decoder."""
+    if not isinstance(gaps, dict):
+        raise ConfigError(f"experiment.gaps in {path} must be a table, got {gaps!r}")
+    unknown = sorted(set(gaps) - set(GAPS_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key experiment.gaps.{unknown[0]} in {path}; valid keys: {', '.join(GAPS_KEYS)}")
+    if "images" not in gaps or not isinstance(gaps.get("cells"), list) or not gaps["cells"]:
+        raise ConfigError(f"experiment.gaps in {path} needs images (the first N test images) and cells, a list of "
+                          "{decoder = NAME, family = ..., flows_from = NAME, fit = [...]} tables")
     for key, least in (("images", 1), ("check_steps", CHECK_STEPS)):
         value = gaps.get(key, least)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"experiment.gaps.{key} in {path} must be an integer >= {least}, got {value!r}")
-    cells = []
+    labels = gaps.get("labels", {})
+    names = list(decoders)
+    if not isinstance(labels, dict) or not set(labels) <= set(names) or not all(
+            isinstance(v, str) for v in labels.values()):
+        raise ConfigError(f"experiment.gaps.labels in {path} must name decoders ({', '.join(names)}) with "
+                          f"strings, got {labels!r}")
+    shown = [labels.get(name, name) for name in names]
+    if len(set(shown)) < len(shown):
+        raise ConfigError(f"experiment.gaps.labels in {path} give two decoders one label ({shown!r}): a table row's "
+                          "log p(x) is its decoder's, so each needs its own")
+    guides = {name: _checked_decoder(name, config, path) for name, config in decoders.items()}
+    cells, files = [], {}
     for table in gaps["cells"]:
-        if not isinstance(table, dict) or "decoder" not in table or set(table) - set(CELL_KEYS):
-            raise ConfigError(f"{usage}; got {table!r}")
-        for key in ("decoder", "flows_from"):
-            if table.get(key) is not None and table[key] not in decoders:
-                raise ConfigError(f"experiment.gaps cell {table!r} in {path}: {key} {table[key]!r} is not one of the "
-                                  f"decoders (experiment.sweep.variants: {', '.join(decoders)})")
-        if table.get("family") is not None and table["family"] not in FAMILIES:
-            raise ConfigError(f"experiment.gaps cell {table!r} in {path}: family must be one of "
-                              f"{', '.join(FAMILIES)}")
-        fit = table.get("fit", [])
-        if not isinstance(fit, list) or not all(isinstance(o, str) for o in fit):
-            raise ConfigError(f"experiment.gaps cell {table!r} in {path}: fit must be a list of "
-                              "'guide.local_KEY=value'")
-        for text in fit:
-            section, key, _ = parse_override(text)
-            if f"{section}.{key}" not in LOCAL_FIT_KEYS:
-                raise ConfigError(f"experiment.gaps cell {table!r} in {path}: fit may set only "
-                                  f"{', '.join(LOCAL_FIT_KEYS)}")
-        cells.append(GapCell(table["decoder"], table.get("family"), table.get("flows_from"), tuple(fit)))
+        cell = _cell(table, decoders, guides, path)
+        file = (cell.decoder, _file_family(cell, guides))
+        if file in files:
+            raise ConfigError(f"experiment.gaps cells {files[file]!r} and {table!r} in {path} are one evaluation "
+                              f"(q* of the same family on decoder {cell.decoder!r}): keep one of them")
+        files[file] = table
+        cells.append(cell)
     return cells
 
 
-def is_fit_override(text: str) -> bool:
-    """Whether a ``section.key=value`` override sets a local fit's key (:data:`LOCAL_FIT_KEYS`)."""
-    return text.partition("=")[0].strip() in LOCAL_FIT_KEYS
+def _checked_decoder(name: str, config: Config, path: Path) -> str | None:
+    """The own q* family of decoder ``name``'s guide (None: none), after checking that its gap can be measured."""
+    vae, guide = build_model(config, 1)
+    try:
+        check_gap(config, vae, guide, cross=True)
+    except ConfigError as err:
+        raise ConfigError(f"experiment.gaps in {path}: decoder {name!r}: {err}") from None
+    return own_family(guide)
 
 
-def run_gaps(experiment, members: list, out: Path, data_dir, overrides, num_samples: int, overwrite: bool,
-             progress: bool, log, redraw: bool = True) -> bool:
-    """Train (or find) the decoders ``members`` (``(value, subdirectory, config)``, the experiment's variants
+def _cell(table, decoders: dict[str, Config], guides: dict[str, str | None], path: Path) -> GapCell:
+    """One checked cell (see :func:`gap_cells`)."""
+    where = f"experiment.gaps cell {table!r} in {path}"
+    if not isinstance(table, dict) or "decoder" not in table:
+        raise ConfigError(f"{where} must be a table with a decoder, e.g. {{decoder = \"{next(iter(decoders))}\"}}")
+    unknown = sorted(set(table) - set(CELL_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]} in {where}; valid keys: {', '.join(CELL_KEYS)}")
+    for key in ("decoder", "flows_from"):
+        if table.get(key) is not None and table[key] not in decoders:
+            raise ConfigError(f"{where}: {key} {table[key]!r} is not one of the decoders (experiment.sweep.variants: "
+                              f"{', '.join(decoders)})")
+    decoder, family, flows_from = table["decoder"], table.get("family"), table.get("flows_from")
+    if family is not None and family not in FAMILIES:
+        raise ConfigError(f"{where}: family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    if flows_from is not None:
+        if family not in (None, "flow"):
+            raise ConfigError(f"{where}: flows_from gives q* the flows of {flows_from!r}; drop family = {family!r}")
+        if guides[flows_from] != "flow":
+            raise ConfigError(f"{where}: flows_from {flows_from!r} is not a flow guide's decoder (guide.type = "
+                              f"{decoders[flows_from].guide.type!r}); name one whose guide is 'iaf' or 'planar'")
+        if decoders[flows_from].model.z_dim != decoders[decoder].model.z_dim:
+            raise ConfigError(f"{where}: flows_from {flows_from!r} has model.z_dim = "
+                              f"{decoders[flows_from].model.z_dim}, decoder {decoder!r} "
+                              f"{decoders[decoder].model.z_dim}: a q* family must live in the decoder's latent space")
+    elif family == "flow" and guides[decoder] != "flow":
+        raise ConfigError(f"{where}: family 'flow' is a flow guide's flows; decoder {decoder!r} has none, so name "
+                          "a flow guide's decoder with flows_from")
+    elif family is None and guides[decoder] is None:
+        raise ConfigError(f"{where}: decoder {decoder!r}'s guide has no q* family of its own; name one with family")
+    fit = table.get("fit", [])
+    if not isinstance(fit, list) or not all(isinstance(o, str) for o in fit):
+        raise ConfigError(f"{where}: fit must be a list of 'guide.local_KEY=value', got {fit!r}")
+    try:
+        for text in fit:
+            if not is_fit_override(text):
+                raise ConfigError(f"fit may set only {', '.join(LOCAL_FIT_KEYS)}, not {text!r}")
+        with_overrides(decoders[decoder], fit)  # each value checked as the config checks it
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return GapCell(decoder, family, flows_from, tuple(fit))
+
+
+def _file_family(cell: GapCell, guides: dict[str, str | None]) -> str | None:
+    """What names a cell's evaluation file (:func:`~pyro_vae.workflow.evaluation.cross_family`'s rule, from the
+    configs): the borrowed flows' decoder, q*'s family where it is not the guide's, else None."""
+    if cell.flows_from:
+        return f"flow_{cell.flows_from}"
+    return cell.family if cell.family not in (None, guides[cell.decoder]) else None
+
+
+def run_gaps(experiment, members: list[tuple[object, str, Config]], out: Path, data_dir, overrides,
+             num_samples: int, overwrite: bool, progress: bool, log, redraw: bool = True) -> bool:
+    """Train (or find) the decoders ``members`` (``(value, subdirectory, config)``, the ``Experiment``'s variants
     without the command's local fit overrides) in ``out/<variant>``, evaluate every cell not found finished
     (the command's ``guide.local_*`` overrides after each cell's own ``fit``), write ``gaps.json``. Returns
     whether every run and every cell was found finished."""
@@ -109,13 +166,9 @@ def run_gaps(experiment, members: list, out: Path, data_dir, overrides, num_samp
         log(f"--- decoder {value}")
         reused &= train_or_resume(config, out / sub, data_dir, overwrite, progress, log, redraw)
     fit_from_command = [o for o in overrides if is_fit_override(o)]
+    decoders = {sub: config for _, sub, config in members}
     plans = [_plan(cell, out, num_samples, experiment.gaps, fit_from_command)
-             for cell in gap_cells(experiment.gaps, [sub for _, sub, _ in members], experiment.path)]
-    files = [plan.path for plan in plans]
-    for plan in plans:
-        if files.count(plan.path) > 1:
-            raise ConfigError(f"two cells of {experiment.path} would write {plan.path} (q* of the decoder's own family "
-                              "named twice?): keep one of them")
+             for cell in gap_cells(experiment.gaps, decoders, experiment.path)]
     cells = []
     for plan in plans:
         report = finished_evaluation(plan.run.path, plan.settings, plan.path)
@@ -135,7 +188,7 @@ class _Plan:
     """What a cell's evaluation is: the decoder's run with the cell's fit settings, the arguments, its file."""
 
     cell: GapCell
-    run: object
+    run: Run
     fit: list
     images: int
     check_steps: int
@@ -164,14 +217,18 @@ def _evaluate_cell(plan: _Plan, data_dir, num_samples: int, log) -> dict:
                           q_family=cell.family, flows_from=plan.flows_from, check_steps=plan.check_steps,
                           fit_overrides=plan.fit)
     log(format_report(report))
+    if report["settings"] != plan.settings or report["file"] != plan.path.name:  # else never found again
+        raise RuntimeError(f"the evaluation of {cell} recorded other settings than its cell's: a bug in pyro_vae")
     return report
 
 
-def cell_family(report: dict) -> str:
+def _cell_family(report: dict) -> str:
     """A gap evaluation's q* family in a few words (a borrowed flow family names the run it borrowed from)."""
-    flows_from = report.get("settings", {}).get("q_family", {}).get("flows_from")
-    return f"the flows of {Path(flows_from).name}, features per image" if flows_from else \
-        FAMILY_NAMES[report["gap"]["family"]]
+    flows_from = (report.get("settings", {}).get("q_family") or {}).get("flows_from")
+    if flows_from:  # (:func:`~pyro_vae.workflow.evaluation.flows_source`; a path in evaluations before it)
+        return f"the flows of {flows_from['run'] if isinstance(flows_from, dict) else Path(flows_from).name}, " \
+               "features per image"
+    return FAMILY_NAMES[report["gap"]["family"]]
 
 
 def _check_cell(gap: dict) -> str:
@@ -209,15 +266,16 @@ def gap_table(decoders: dict[str, list[dict]]) -> str:
             gap = report["gap"]
             amortization = ("-" if gap["amortization_gap"] is None
                             else f"{gap['amortization_gap']:.2f} +- {gap['amortization_gap_stderr']:.2f}")
-            lines.append(f"| {label} | {ll['value']:.2f} +- {ll['stderr']:.2f} ({cell_family(best)}) "
-                         f"| {cell_family(report)} | {gap['elbo_optimal']:.2f} | {gap['elbo_amortized']:.2f} "
+            lines.append(f"| {label} | {ll['value']:.2f} +- {ll['stderr']:.2f} ({_cell_family(best)}) "
+                         f"| {_cell_family(report)} | {gap['elbo_optimal']:.2f} | {gap['elbo_amortized']:.2f} "
                          f"| {ll['value'] - gap['elbo_optimal']:.2f} | {amortization} | {_check_cell(gap)} |")
     return "\n".join(lines) + "\n"
 
 
 def saved_gap_reports(run_dirs: Path | list[Path]) -> list[dict]:
     """Every gap evaluation saved in a decoder's run directories (one, or copies of one run whose configs differ in
-    a local fit's key): ``evaluation.json`` with ``--gap``, then each cross cell's ``evaluation_q_*.json``."""
+    a local fit's key): ``evaluation.json`` with ``--gap``, then each cross cell's ``evaluation_q_*.json``; for
+    :func:`gap_table` of evaluations made by ``pyro-vae evaluate --gap`` outside an experiment."""
     runs = [RunDir(d) for d in (run_dirs if isinstance(run_dirs, list) else [run_dirs])]
     return [r for run in runs for r in map(read_json, [run.evaluation, *run.cross_evaluations()])
             if isinstance(r, dict) and r.get("gap")]
@@ -225,8 +283,13 @@ def saved_gap_reports(run_dirs: Path | list[Path]) -> list[dict]:
 
 def experiment_gap_table(result: dict) -> str:
     """The table of a gap experiment's ``gaps.json``: its cells in the experiment file's order, each decoder's
-    rows together under its label (default: the variant's name)."""
+    rows together under its label (default: the variant's name), below a line saying its images, K and check."""
     decoders: dict[str, list[dict]] = {}
     for cell in result["cells"]:
         decoders.setdefault(result.get("labels", {}).get(cell["decoder"], cell["decoder"]), []).append(cell["report"])
-    return gap_table(decoders)
+    checks = [c["report"]["gap"].get("convergence") for c in result["cells"]]
+    checked = {check["images"] for check in checks if check}
+    caption = (f"The first {result['images']:,} test images, log p(x) with K = {result['num_samples']:,}; each q* "
+               f"checked by up to {result['check_steps']:,} further steps (at most its fit's cap) on "
+               f"{', '.join(map(str, sorted(checked))) or 'none'} of them.")
+    return caption + "\n\n" + gap_table(decoders)

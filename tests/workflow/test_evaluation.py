@@ -5,7 +5,7 @@ import pytest
 from pyro_vae.cli import main
 from pyro_vae.infer.local_fit import FLOW_FIT
 from pyro_vae.workflow.config import ConfigError
-from pyro_vae.workflow.evaluation import evaluate_run, format_report
+from pyro_vae.workflow.evaluation import evaluate_run, flows_source, format_report
 from pyro_vae.workflow.training import train
 
 from ..helpers import tiny_config
@@ -218,6 +218,17 @@ def test_an_evaluation_may_set_the_local_fit_alone(tmp_path, data_dir):
     assert (run / "config.toml").read_bytes() == saved  # the run itself is left as it was
     with pytest.raises(ConfigError, match="may change only the local fits' settings"):
         evaluate_run(run, 10, "test", data_dir, fit_overrides=["train.seed=1"])
+    with pytest.raises(ConfigError, match="this evaluation fits neither: add --gap or drop --set"):
+        evaluate_run(run, 10, "test", data_dir, fit_overrides=["guide.local_steps=7"])  # an encoder's run, no gap
+
+
+def test_a_borrowed_flow_family_is_known_by_its_run_not_by_the_path_that_names_it(tmp_path, data_dir, monkeypatch):
+    run = train(tiny_config(data={"train_size": 64, "test_size": 32}, train={"epochs": 1}), tmp_path / "r",
+                data_dir, progress=False, log=lambda line: None)
+    monkeypatch.chdir(tmp_path)
+    source = flows_source(run)
+    assert source == flows_source("r") == flows_source("./r/") == flows_source(str(run.resolve()))
+    assert source["run"] == "r" and source["epochs"] == 1 and source["config"]["train"]["epochs"] == 1
 
 
 def test_discrete_codes_report_their_usage_and_a_point_mass_takes_one_sample(tmp_path, data_dir):
