@@ -100,8 +100,6 @@ class GuideConfig:
                 "init_scale": self.init_scale}
 
 
-
-
 @dataclass
 class TrainConfig:
     epochs: int = 20
