@@ -282,7 +282,8 @@ def evaluate_run(
                 str(k): log_likelihood(k)["log_likelihood"]
                 for k in iwae_samples if k < num_samples
             }
-    report["file"] = evaluation_path(run_dir, cross_family(run, q_family, flows_from)).name
+    report["file"] = evaluation_path(run_dir, cross_family(own_family(run.guide), q_family,
+                                                         Path(flows_from).resolve().name if flows_from else None)).name
     if save:
         write_json(run.dir.path / report["file"], report)
     return report
@@ -298,11 +299,12 @@ def with_fit_settings(run: Run, overrides: list[str] | tuple) -> Run:
     return dataclasses.replace(run, config=with_overrides(run.config, overrides)) if overrides else run
 
 
-def cross_family(run: Run, q_family: str | None, flows_from) -> str | None:
-    """The name of q*'s family where it is not the guide's own (a cross cell of the gap table), else None."""
+def cross_family(own: str | None, q_family: str | None, flows_from: str | None) -> str | None:
+    """The name of q*'s family where it is not the guide's own family ``own`` (a cross cell of the gap table: the
+    ``--q-family``, or ``flow_<run>`` for the flows of the run named ``flows_from``), else None."""
     if flows_from:
-        return f"flow_{Path(flows_from).resolve().name}"
-    if q_family and q_family != own_family(run.guide):
+        return f"flow_{flows_from}"
+    if q_family and q_family != own:
         return q_family
     return None
 

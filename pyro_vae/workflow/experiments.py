@@ -152,10 +152,10 @@ def load_experiment(name: str | Path, experiments_dir: str | Path | None = None)
                           f"[overrides]}}}} in {path}, got {experiment.sweep!r}")
     if experiment.kind in ("sweep", "gaps") or (experiment.kind == "anomaly" and experiment.sweep):
         _check_sweep(experiment.sweep, path)
-        for _, _, overrides in experiment.sweep_runs():  # every member's config must be valid before anything trains
-            experiment.config(overrides)
+        # every member's config must be valid before anything trains
+        configs = {sub: experiment.config(overrides) for _, sub, overrides in experiment.sweep_runs()}
         if experiment.kind == "gaps":
-            gap_cells(experiment.gaps, {sub: experiment.config(o) for _, sub, o in experiment.sweep_runs()}, path)
+            gap_cells(experiment.gaps, configs, path)
     else:
         experiment.config()
     return experiment

@@ -85,7 +85,7 @@ def gap_cells(gaps: dict, decoders: dict[str, Config], path: Path) -> list[GapCe
     cells, files = [], {}
     for table in gaps["cells"]:
         cell = _cell(table, decoders, guides, path)
-        file = (cell.decoder, _file_family(cell, guides))
+        file = (cell.decoder, cross_family(guides[cell.decoder], cell.family, cell.flows_from))
         if file in files:
             raise ConfigError(f"experiment.gaps cells {files[file]!r} and {table!r} in {path} are one evaluation "
                               f"(q* of the same family on decoder {cell.decoder!r}): keep one of them")
@@ -147,14 +147,6 @@ def _cell(table, decoders: dict[str, Config], guides: dict[str, str | None], pat
     return GapCell(decoder, family, flows_from, tuple(fit))
 
 
-def _file_family(cell: GapCell, guides: dict[str, str | None]) -> str | None:
-    """What names a cell's evaluation file (:func:`~pyro_vae.workflow.evaluation.cross_family`'s rule, from the
-    configs): the borrowed flows' decoder, q*'s family where it is not the guide's, else None."""
-    if cell.flows_from:
-        return f"flow_{cell.flows_from}"
-    return cell.family if cell.family not in (None, guides[cell.decoder]) else None
-
-
 def run_gaps(experiment, members: list[tuple[object, str, Config]], out: Path, data_dir, overrides,
              num_samples: int, overwrite: bool, progress: bool, log, redraw: bool = True) -> bool:
     """Train (or find) the decoders ``members`` (``(value, subdirectory, config)``, the ``Experiment``'s variants
@@ -206,7 +198,7 @@ def _plan(cell: GapCell, out: Path, num_samples: int, gaps: dict, fit_from_comma
     check_steps = gaps.get("check_steps", CHECK_STEPS)
     settings = evaluation_settings(run, "test", num_samples, images, True, cell.family, flows_from, check_steps)
     return _Plan(cell, run, fit, images, check_steps, flows_from, settings,
-                 evaluation_path(run_dir, cross_family(run, cell.family, flows_from)))
+                 evaluation_path(run_dir, cross_family(own_family(run.guide), cell.family, cell.flows_from)))
 
 
 def _evaluate_cell(plan: _Plan, data_dir, num_samples: int, log) -> dict:
