@@ -35,15 +35,24 @@ def matmul_gflops(m: int = 25000, k: int = 512, n: int = 784, repeats: int = 5) 
 def ratio_to_matmul(num_samples: int, images: int = 40, rounds: int = 7, matmul_rows: int = 25000) -> dict:
     """The decoder's GFLOP/s inside the importance sampler over a plain matmul's, in interleaved rounds
     (:func:`benchmarks.timing.rounds`: a warm-up round, the order alternated): the median of the
-    per-round ratios with its spread and interval (:func:`benchmarks.timing.ratio_summary`)."""
-    found: dict[str, list[dict]] = {"matmul": [], "sampler": []}
-    timed = timing.rounds({"matmul": lambda: found["matmul"].append(matmul_gflops(m=matmul_rows)),
-                           "sampler": lambda: found["sampler"].append(throughput(num_samples, images))}, rounds)
+    per-round ratios with its spread and interval (:func:`benchmarks.timing.ratio_summary`), for the
+    compiled sampler (what a long estimate runs) and the eager one; ``compiled_vs_eager`` pairs the two
+    round by round (above 1: the compiled one is faster)."""
+    found: dict[str, list[dict]] = {"matmul": [], "sampler": [], "sampler_eager": []}
+    timed = timing.rounds({
+        "matmul": lambda: found["matmul"].append(matmul_gflops(m=matmul_rows)),
+        "sampler": lambda: found["sampler"].append(throughput(num_samples, images, compile=True)),
+        "sampler_eager": lambda: found["sampler_eager"].append(throughput(num_samples, images, compile=False)),
+    }, rounds)
     kept = {side: values[-rounds:] for side, values in found.items()}  # the warm-up round's first
-    ratios = [s["decoder_gflops"] / m for s, m in zip(kept["sampler"], kept["matmul"])]
-    middle = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
-    return {"ratio": timing.ratio_summary(ratios), "matmul_gflops": kept["matmul"][middle],
-            **kept["sampler"][middle], "seconds": timed["times"]}
+    ratios = {side: [s["decoder_gflops"] / m for s, m in zip(kept[side], kept["matmul"])]
+              for side in ("sampler", "sampler_eager")}
+    middle = sorted(range(rounds), key=ratios["sampler"].__getitem__)[rounds // 2]
+    return {"ratio": timing.ratio_summary(ratios["sampler"]),
+            "eager_ratio": timing.ratio_summary(ratios["sampler_eager"]),
+            "compiled_vs_eager": timing.ratio_summary([c / e for c, e in zip(*ratios.values())]),
+            "matmul_gflops": kept["matmul"][middle], **kept["sampler"][middle],
+            "eager_images_per_second": kept["sampler_eager"][middle]["images_per_second"], "seconds": timed["times"]}
 
 
 def chunk_scan(num_samples: int, rows: list[int], images: int = 40, rounds: int = 7,
@@ -70,18 +79,22 @@ def chunk_scan(num_samples: int, rows: list[int], images: int = 40, rounds: int 
     return scan
 
 
-def throughput(num_samples: int, images: int = 50, z_dim: int = 50, chunk_rows: int = CHUNK_ROWS) -> dict:
+def throughput(num_samples: int, images: int = 50, z_dim: int = 50, chunk_rows: int = CHUNK_ROWS,
+               compile: bool = True) -> dict:
     """Images per second and the decoder's GFLOP/s of the importance sampler, drawing ``chunk_rows // images``
-    samples per chunk, on a fresh untrained model (the arithmetic is the same)."""
+    samples per chunk, on a fresh untrained model (the arithmetic is the same); ``compile``: log p(x | z)
+    compiled, as an estimate of at least :data:`~pyro_vae.models.fused.COMPILE_MIN_ROWS` codes runs it (the
+    warm-up call compiles it)."""
     config = load_config(None, [f"model.z_dim={z_dim}", "data.pixels=threshold"])
     pyro.enable_validation(True)  # as `pyro-vae evaluate` runs (Pyro's default)
     vae, guide = build_model(config, 1)
     x = (torch.rand(images, 784) < 0.2).float()
     data = ImageData(x, torch.zeros(images, dtype=torch.long), "threshold")
     chunk = max(1, chunk_rows // images)
-    importance_log_likelihood(vae, guide, data.subset(2).images, num_samples=min(num_samples, 500))  # warm-up
+    importance_log_likelihood(vae, guide, data.subset(2).images, num_samples=min(num_samples, 500),
+                              compile=compile)  # warm-up
     start = time.perf_counter()
-    importance_log_likelihood(vae, guide, data.images, num_samples=num_samples, chunk_size=chunk)
+    importance_log_likelihood(vae, guide, data.images, num_samples=num_samples, chunk_size=chunk, compile=compile)
     seconds = time.perf_counter() - start
     gflops = decoder_flops(vae.decoder) * images * num_samples / seconds / 1e9
     return {"images_per_second": images / seconds, "decoder_gflops": gflops}

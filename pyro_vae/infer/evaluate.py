@@ -18,6 +18,7 @@ from pyro.distributions.kl import kl_divergence
 
 from ..models.conditional import one_hot
 from ..models.discrete import code_indices
+from ..models.fused import log_likelihood_for, worth_compiling
 from ..models.guides import Guide, point
 from ..models.vae import VAE
 
@@ -127,15 +128,17 @@ def posterior_means(guide: Guide, x: torch.Tensor, batch_size: int = 1000, y: to
 
 
 @torch.no_grad()
-def log_weights(vae: VAE, q, x: torch.Tensor, num_samples: int, prior=None, y: torch.Tensor | None = None
-                ) -> torch.Tensor:
+def log_weights(vae: VAE, q, x: torch.Tensor, num_samples: int, prior=None, y: torch.Tensor | None = None,
+                log_likelihood=None) -> torch.Tensor:
     """Importance log-weights log p(x, z_k) - log q(z_k | x), z_k ~ q, shape ``(K, B)`` (with one-hot labels
     ``y`` ``(B, C)``: log p(x, z_k | y) - log q(z_k | x, y)).
 
-    :param prior: ``vae.prior_for(x, y)`` if already built (a VampPrior encodes its pseudo-inputs to build it)."""
+    :param prior: ``vae.prior_for(x, y)`` if already built (a VampPrior encodes its pseudo-inputs to build it).
+    :param log_likelihood: ``vae.log_likelihood`` (the default) or its compiled form
+        (:func:`~pyro_vae.models.fused.log_likelihood_for`)."""
     z = q.sample((num_samples,))  # (K, B, z_dim)
     prior = vae.prior_for(x, y) if prior is None else prior
-    return vae.log_likelihood(z, x, y) + prior.log_prob(z) - q.log_prob(z)
+    return (log_likelihood or vae.log_likelihood)(z, x, y) + prior.log_prob(z) - q.log_prob(z)
 
 
 CHUNK_ROWS = 2500  # samples x images decoded at once by the sampler (make bench scans 250-5,000 against it)
@@ -150,6 +153,7 @@ def importance_log_likelihood(
     chunk_size: int | None = None,
     batch_size: int = 100,
     y: torch.Tensor | None = None,
+    compile: bool | None = None,
 ) -> dict:
     """Per-datapoint importance-sampled log p(x) of images ``x`` ``(N, D)`` with q(z|x) as proposal (given
     one-hot labels ``y`` ``(N, C)`` of a conditional VAE: log p(x | y), with q(z | x, y)).
@@ -164,6 +168,8 @@ def importance_log_likelihood(
     checked by :func:`~pyro_vae.models.likelihoods.log_density`); an estimate that is not finite (a
     diverged model) raises ``ValueError``. A point-mass q (``guide.deterministic``: a VQ-VAE's nearest codes
     c*) draws one sample, as every draw is c*: the estimate is then the bound log p(x | c*) + log p(c*).
+    log p(x | z) runs compiled (:mod:`pyro_vae.models.fused`) where ``compile`` says so; by default where the
+    estimate decodes enough codes (:func:`~pyro_vae.models.fused.worth_compiling` of K x N).
 
     :returns: ``log_likelihood`` (mean over the data), ``stderr`` (its standard error
         over datapoints), ``per_datapoint`` ``(N,)`` and ``num_samples`` (the samples drawn).
@@ -174,6 +180,7 @@ def importance_log_likelihood(
     if getattr(guide, "deterministic", False):
         num_samples = 1
     per_point = []
+    decode = log_likelihood_for(vae, worth_compiling(num_samples * x.shape[0]) if compile is None else compile)
     with pyro.validation_enabled(False):
         for idx, xb in batches(x, batch_size):
             labels = given(y, idx)
@@ -183,7 +190,8 @@ def importance_log_likelihood(
             running = torch.full((xb.shape[0],), -math.inf, device=xb.device)
             for start in range(0, num_samples, chunk):
                 k = min(chunk, num_samples - start)
-                running = torch.logaddexp(running, torch.logsumexp(log_weights(vae, q, xb, k, prior, **labels), 0))
+                log_w = log_weights(vae, q, xb, k, prior, log_likelihood=decode, **labels)
+                running = torch.logaddexp(running, torch.logsumexp(log_w, 0))
             per_point.append(running - math.log(num_samples))
     values = torch.cat(per_point)
     if not torch.isfinite(values).all():

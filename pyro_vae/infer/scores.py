@@ -62,11 +62,13 @@ def likelihood_ratio(neg_log_likelihood: torch.Tensor, background_log_likelihood
 
 
 @torch.no_grad()
-def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, batch_size: int = 100) -> dict:
+def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100, batch_size: int = 100,
+                 compile: bool | None = None) -> dict:
     """Every score of :data:`SCORES` for images ``x`` ``(N, D)`` (observed pixels), each a tensor ``(N,)``
     (:func:`likelihood_ratio` takes a background model's log p_0(x) beside them). With a point-mass q (a
     VQ-VAE's nearest codes c*) every importance sample is c*: ``neg_log_likelihood`` is then the bound
-    -log p(x | c*) - log p(c*), drawn once (:func:`~pyro_vae.infer.evaluate.importance_log_likelihood`)."""
+    -log p(x | c*) - log p(c*), drawn once (:func:`~pyro_vae.infer.evaluate.importance_log_likelihood`, which
+    ``compile`` goes to: a caller scoring many such batches decides for all of them)."""
     prior = vae.prior()
     neg_elbo, reconstruction = [], []
     for idx, xb in batches(x, batch_size):
@@ -75,7 +77,8 @@ def image_scores(vae: VAE, guide: Guide, x: torch.Tensor, num_samples: int = 100
         kl, _ = kl_term(q, prior, z)
         neg_elbo.append(kl - vae.log_likelihood(z, xb))
         reconstruction.append(-vae.log_likelihood(point(q), xb))
-    nll = -importance_log_likelihood(vae, guide, x, num_samples, batch_size=batch_size)["per_datapoint"]
+    nll = -importance_log_likelihood(vae, guide, x, num_samples, batch_size=batch_size,
+                                     compile=compile)["per_datapoint"]
     scores = {"neg_log_likelihood": nll, "neg_elbo": torch.cat(neg_elbo),
               "reconstruction_error": torch.cat(reconstruction)}
     for suffix in COMPRESSORS:

@@ -110,6 +110,35 @@ def test_importance_sampling_matches_the_exact_log_likelihood():
     assert elbo < exact.mean().item() - 0.05  # the ELBO is a strict lower bound here
 
 
+def test_the_compiled_estimator_gives_the_eager_estimate(tiny_data):
+    from pyro_vae.models import fused
+
+    vae, guide = build_model(tiny_config(), len(tiny_data))
+    estimates = {}
+    for compile in (False, True):
+        torch.manual_seed(3)  # the same draws: only log p(x | z) differs between the two
+        estimates[compile] = importance_log_likelihood(vae, guide, tiny_data.images, num_samples=40,
+                                                       compile=compile)["per_datapoint"]
+    if fused.KERNELS[type(vae)].failure:
+        pytest.skip(f"torch.compile does not work on this machine: {fused.KERNELS[type(vae)].failure}")
+    assert torch.allclose(estimates[True], estimates[False], rtol=0, atol=2e-4)
+    assert not torch.allclose(estimates[False][1:], estimates[False][:-1], atol=1e-2)  # per image, not one value
+
+
+def test_an_estimate_compiles_only_when_it_decodes_enough_codes(tiny_data, monkeypatch):
+    import pyro_vae.infer.evaluate as evaluate
+    from pyro_vae.models import fused
+
+    vae, guide = build_model(tiny_config(), len(tiny_data))
+    n, asked = len(tiny_data), []
+    monkeypatch.setattr(evaluate, "log_likelihood_for",
+                        lambda model, compiled: asked.append(compiled) or model.log_likelihood)
+    monkeypatch.setattr(fused, "COMPILE_MIN_ROWS", 20 * n)
+    for k, compile in ((19, None), (20, None), (20, False), (1, True)):
+        importance_log_likelihood(vae, guide, tiny_data.images, num_samples=k, compile=compile)
+    assert asked == [False, True, False, True]
+
+
 def test_iwae_bounds_rise_towards_log_likelihood_with_k():
     vae, W, b, s, x, exact = _linear_gaussian(seed=1)
     guide = _GaussianProposal(W, b, s, widen=1.6)

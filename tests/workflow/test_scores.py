@@ -101,3 +101,26 @@ def test_runs_whose_scores_would_not_mean_what_they_say_are_refused(overrides, m
     with pytest.raises(ConfigError, match=message):
         check_scorable(load_config(None, overrides))
     check_scorable(load_config(None, ["data.pixels='dynamic'"]))
+
+
+def test_scoring_compiles_for_all_its_batches_or_none_by_their_total(monkeypatch):
+    """Each batch of SCORE_BATCH images alone is below the estimator's compile threshold; the whole set decides."""
+    from types import SimpleNamespace
+
+    import pyro_vae.workflow.scores as scores
+    from pyro_vae.models import fused
+
+    asked = []
+
+    def fake_image_scores(vae, guide, x, num_samples, batch_size, compile=None):
+        asked.append(compile)
+        return {name: torch.zeros(len(x)) for name in SCORES}
+
+    monkeypatch.setattr(scores, "image_scores", fake_image_scores)
+    monkeypatch.delenv(fused.ENVIRONMENT, raising=False)
+    run = SimpleNamespace(config=tiny_config(), vae=None, guide=None)
+    grey = torch.rand(3 * scores.SCORE_BATCH, 784)
+    monkeypatch.setattr(fused, "COMPILE_MIN_ROWS", 10 * len(grey))
+    scores.score_images(run, grey, num_samples=10, progress=False)
+    scores.score_images(run, grey, num_samples=9, progress=False)
+    assert asked == [True] * 3 + [False] * 3
