@@ -17,6 +17,8 @@ one warning; ``PYRO_VAE_COMPILE=0`` in the environment keeps every estimate eage
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
 from typing import Callable
@@ -28,6 +30,7 @@ from .likelihoods import BernoulliLikelihood, check_binary
 
 COMPILE_MIN_ROWS = 4_000_000  # decoded codes (samples x images) an estimate needs before compiling pays
 ENVIRONMENT = "PYRO_VAE_COMPILE"  # "0": never compile
+TOOLCHAIN_LOGGER = "torch.utils.cpp_extension"  # warns, on a CPU machine with CUDA tools, that it found no GPU
 
 
 def compiling_allowed() -> bool:
@@ -57,6 +60,18 @@ def _inductor_with_bias_in_the_epilogue(graph, example_inputs):
     return compile_fx(graph, example_inputs, decompositions=table, config_patches={"pattern_matcher": False})
 
 
+@contextlib.contextmanager
+def _quiet(name: str):
+    """Logger ``name`` shows errors only inside the block."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class CompiledKernel:
     """``function`` compiled (dynamic shapes: one graph for every chunk size) at its first call; where compiling
     fails, one warning and ``function`` itself from then on. The function's own errors pass through."""
@@ -72,6 +87,8 @@ class CompiledKernel:
                 if self.compiled is None:
                     self.compiled = torch.compile(self.function, dynamic=True,
                                                   backend=_inductor_with_bias_in_the_epilogue)
+                    with _quiet(TOOLCHAIN_LOGGER):  # the first call compiles
+                        return self.compiled(*args, **kwargs)
                 return self.compiled(*args, **kwargs)
             except TorchDynamoException as error:  # the compiler's own failures (inductor's derive from it)
                 self.failure = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
