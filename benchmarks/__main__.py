@@ -157,6 +157,9 @@ def run_likelihood(args) -> dict:
           "its interval in brackets):")
     print(table(rows, ["K", "images/s", "decoder GFLOP/s", "matmul GFLOP/s", "of matmul", ">= 75%",
                        "eager images/s", "eager, of matmul", "compiled / eager speed"]))
+    status = likelihood.compile_status()
+    if not status["allowed"] or status["failures"]:
+        print(f"the compiled side ran EAGER: compiling allowed {status['allowed']}, failures {status['failures']}")
     scanned = [100, 400] if args.quick else sorted({*SCAN_ROWS, CHUNK_ROWS})
     scan = likelihood.chunk_scan(50 if args.quick else 1000, scanned,
                                  images=4 if args.quick else 40,

@@ -11,6 +11,7 @@ from torch import nn
 
 from pyro_vae import build_model, load_config
 from pyro_vae.workflow.data import ImageData
+from pyro_vae.infer.compiled import KERNELS, compiling_allowed
 from pyro_vae.infer.evaluate import CHUNK_ROWS, importance_log_likelihood
 
 from . import timing
@@ -47,12 +48,19 @@ def ratio_to_matmul(num_samples: int, images: int = 40, rounds: int = 7, matmul_
     kept = {side: values[-rounds:] for side, values in found.items()}  # the warm-up round's first
     ratios = {side: [s["decoder_gflops"] / m for s, m in zip(kept[side], kept["matmul"])]
               for side in ("sampler", "sampler_eager")}
-    middle = sorted(range(rounds), key=ratios["sampler"].__getitem__)[rounds // 2]
+    middle = {side: sorted(range(rounds), key=values.__getitem__)[rounds // 2] for side, values in ratios.items()}
     return {"ratio": timing.ratio_summary(ratios["sampler"]),
             "eager_ratio": timing.ratio_summary(ratios["sampler_eager"]),
             "compiled_vs_eager": timing.ratio_summary([c / e for c, e in zip(*ratios.values())]),
-            "matmul_gflops": kept["matmul"][middle], **kept["sampler"][middle],
-            "eager_images_per_second": kept["sampler_eager"][middle]["images_per_second"], "seconds": timed["times"]}
+            "matmul_gflops": kept["matmul"][middle["sampler"]], **kept["sampler"][middle["sampler"]],
+            "eager_images_per_second": kept["sampler_eager"][middle["sampler_eager"]]["images_per_second"],
+            "compiled": compile_status(), "seconds": timed["times"]}
+
+
+def compile_status() -> dict:
+    """Whether the "compiled" side really ran compiled: compiling allowed, and no failure recorded."""
+    failures = {kernel.function.__qualname__: kernel.failure for kernel in KERNELS.values() if kernel.failure}
+    return {"allowed": compiling_allowed(), "failures": failures}
 
 
 def chunk_scan(num_samples: int, rows: list[int], images: int = 40, rounds: int = 7,
@@ -83,7 +91,7 @@ def throughput(num_samples: int, images: int = 50, z_dim: int = 50, chunk_rows: 
                compile: bool = True) -> dict:
     """Images per second and the decoder's GFLOP/s of the importance sampler, drawing ``chunk_rows // images``
     samples per chunk, on a fresh untrained model (the arithmetic is the same); ``compile``: log p(x | z)
-    compiled, as an estimate of at least :data:`~pyro_vae.models.fused.COMPILE_MIN_ROWS` codes runs it (the
+    compiled, as an estimate of at least :data:`~pyro_vae.infer.compiled.COMPILE_MIN_ROWS` codes runs it (the
     warm-up call compiles it)."""
     config = load_config(None, [f"model.z_dim={z_dim}", "data.pixels=threshold"])
     pyro.enable_validation(True)  # as `pyro-vae evaluate` runs (Pyro's default)

@@ -45,9 +45,9 @@ def likelihood_profile(rows: int = 8) -> str:
     vae, guide = build_model(load_config(None, ["model.z_dim=50", "data.pixels=threshold"]), 1)
     x = (torch.rand(10, 784) < 0.2).float()
     data = ImageData(x, torch.zeros(10, dtype=torch.long), "threshold")
-    importance_log_likelihood(vae, guide, data.subset(2).images, num_samples=500)  # warm-up
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        importance_log_likelihood(vae, guide, data.images, num_samples=5000)
+    importance_log_likelihood(vae, guide, data.subset(2).images, num_samples=500, compile=True)  # warm-up, compiles
+    with profile(activities=[ProfilerActivity.CPU]) as prof:  # compiled, as a long estimate runs
+        importance_log_likelihood(vae, guide, data.images, num_samples=5000, compile=True)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=36)
 
 

@@ -18,9 +18,9 @@ from pyro.distributions.kl import kl_divergence
 
 from ..models.conditional import one_hot
 from ..models.discrete import code_indices
-from ..models.fused import log_likelihood_for, worth_compiling
 from ..models.guides import Guide, point
 from ..models.vae import VAE
+from .compiled import log_likelihood_for, worth_compiling
 
 
 def stream_devices(device: torch.device | str) -> list[int]:
@@ -135,7 +135,7 @@ def log_weights(vae: VAE, q, x: torch.Tensor, num_samples: int, prior=None, y: t
 
     :param prior: ``vae.prior_for(x, y)`` if already built (a VampPrior encodes its pseudo-inputs to build it).
     :param log_likelihood: ``vae.log_likelihood`` (the default) or its compiled form
-        (:func:`~pyro_vae.models.fused.log_likelihood_for`)."""
+        (:func:`~pyro_vae.infer.compiled.log_likelihood_for`)."""
     z = q.sample((num_samples,))  # (K, B, z_dim)
     prior = vae.prior_for(x, y) if prior is None else prior
     return (log_likelihood or vae.log_likelihood)(z, x, y) + prior.log_prob(z) - q.log_prob(z)
@@ -168,8 +168,8 @@ def importance_log_likelihood(
     checked by :func:`~pyro_vae.models.likelihoods.log_density`); an estimate that is not finite (a
     diverged model) raises ``ValueError``. A point-mass q (``guide.deterministic``: a VQ-VAE's nearest codes
     c*) draws one sample, as every draw is c*: the estimate is then the bound log p(x | c*) + log p(c*).
-    log p(x | z) runs compiled (:mod:`pyro_vae.models.fused`) where ``compile`` says so; by default where the
-    estimate decodes enough codes (:func:`~pyro_vae.models.fused.worth_compiling` of K x N).
+    log p(x | z) runs compiled (:mod:`pyro_vae.infer.compiled`) where ``compile`` says so; by default where the
+    estimate decodes enough codes (:func:`~pyro_vae.infer.compiled.worth_compiling` of K x N).
 
     :returns: ``log_likelihood`` (mean over the data), ``stderr`` (its standard error
         over datapoints), ``per_datapoint`` ``(N,)`` and ``num_samples`` (the samples drawn).
@@ -310,9 +310,11 @@ def importance_log_likelihood_over_labels(vae, guide, x: torch.Tensor, num_sampl
     ``log p(x) ~= logsumexp_y [log p(y) + log p^(x | y)]``, p^(x | y) the K-sample estimate with q(z | x, y)
     (:func:`importance_log_likelihood` given y); C times its cost. Same keys as it returns, and ``log_joint``
     ``(N, C)``: log p(y) + log p^(x | y), whose softmax over y is the model's own posterior p(y | x)
-    (:func:`label_inference`)."""
+    (:func:`label_inference`); compiled where the C x K x N decoded codes are enough
+    (:func:`~pyro_vae.infer.compiled.worth_compiling`), unless ``compile`` is given."""
     n, classes = x.shape[0], vae.num_classes
     log_p_y = vae.prior_y(x).logits  # (C,), normalised
+    kwargs.setdefault("compile", worth_compiling(classes * num_samples * n))
     per_class = []
     for c in range(classes):
         y = one_hot(torch.full((n,), c, device=x.device), classes, x.dtype)

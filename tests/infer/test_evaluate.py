@@ -73,7 +73,7 @@ def test_posterior_means(tiny_data):
 # --- ground truth: a linear-Gaussian VAE has an exact log p(x) ---------------------------
 import pyro.distributions as dist  # noqa: E402
 
-from pyro_vae.infer.evaluate import active_units, importance_log_likelihood  # noqa: E402
+from pyro_vae.infer.evaluate import active_units, importance_log_likelihood, importance_log_likelihood_over_labels  # noqa: E402
 from pyro_vae.models.guides import Guide  # noqa: E402
 
 from ..helpers import linear_gaussian  # noqa: E402
@@ -111,7 +111,7 @@ def test_importance_sampling_matches_the_exact_log_likelihood():
 
 
 def test_the_compiled_estimator_gives_the_eager_estimate(tiny_data):
-    from pyro_vae.models import fused
+    from pyro_vae.infer import compiled
 
     vae, guide = build_model(tiny_config(), len(tiny_data))
     estimates = {}
@@ -119,24 +119,31 @@ def test_the_compiled_estimator_gives_the_eager_estimate(tiny_data):
         torch.manual_seed(3)  # the same draws: only log p(x | z) differs between the two
         estimates[compile] = importance_log_likelihood(vae, guide, tiny_data.images, num_samples=40,
                                                        compile=compile)["per_datapoint"]
-    if fused.KERNELS[type(vae)].failure:
-        pytest.skip(f"torch.compile does not work on this machine: {fused.KERNELS[type(vae)].failure}")
+    failure = compiled.KERNELS[type(vae).log_likelihood].failure
+    if failure:
+        pytest.skip(f"torch.compile does not work on this machine: {failure}")
     assert torch.allclose(estimates[True], estimates[False], rtol=0, atol=2e-4)
     assert not torch.allclose(estimates[False][1:], estimates[False][:-1], atol=1e-2)  # per image, not one value
 
 
 def test_an_estimate_compiles_only_when_it_decodes_enough_codes(tiny_data, monkeypatch):
     import pyro_vae.infer.evaluate as evaluate
-    from pyro_vae.models import fused
+    from pyro_vae.infer import compiled
 
     vae, guide = build_model(tiny_config(), len(tiny_data))
     n, asked = len(tiny_data), []
     monkeypatch.setattr(evaluate, "log_likelihood_for",
-                        lambda model, compiled: asked.append(compiled) or model.log_likelihood)
-    monkeypatch.setattr(fused, "COMPILE_MIN_ROWS", 20 * n)
+                        lambda model, compile: asked.append(compile) or model.log_likelihood)
+    monkeypatch.delenv(compiled.ENVIRONMENT, raising=False)
+    monkeypatch.setattr(compiled, "COMPILE_MIN_ROWS", 20 * n)
     for k, compile in ((19, None), (20, None), (20, False), (1, True)):
         importance_log_likelihood(vae, guide, tiny_data.images, num_samples=k, compile=compile)
     assert asked == [False, True, False, True]
+    m2, m2_guide = build_model(tiny_config(model={"labels": "latent"}, data={"labelled": 10}), n)  # C x K x N decide
+    asked.clear()
+    importance_log_likelihood_over_labels(m2, m2_guide, tiny_data.images, num_samples=2)
+    importance_log_likelihood_over_labels(m2, m2_guide, tiny_data.images, num_samples=1)
+    assert asked == [True] * 10 + [False] * 10
 
 
 def test_iwae_bounds_rise_towards_log_likelihood_with_k():
