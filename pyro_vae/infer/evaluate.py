@@ -141,6 +141,12 @@ def log_weights(vae: VAE, q, x: torch.Tensor, num_samples: int, prior=None, y: t
     return (log_likelihood or vae.log_likelihood)(z, x, y) + prior.log_prob(z) - q.log_prob(z)
 
 
+def importance_samples(guide: Guide, num_samples: int) -> int:
+    """The samples an importance estimate draws: ``num_samples``, or 1 for a point-mass q (``guide.deterministic``:
+    a VQ-VAE's nearest codes c*, which every draw repeats)."""
+    return 1 if getattr(guide, "deterministic", False) else num_samples
+
+
 CHUNK_ROWS = 2500  # samples x images decoded at once by the sampler (make bench scans 250-5,000 against it)
 
 
@@ -177,8 +183,7 @@ def importance_log_likelihood(
     if num_samples < 1 or (chunk_size is not None and chunk_size < 1) or batch_size < 1:
         raise ValueError(f"importance_log_likelihood needs num_samples, chunk_size and batch_size >= 1, got "
                          f"{num_samples}, {chunk_size}, {batch_size}")
-    if getattr(guide, "deterministic", False):
-        num_samples = 1
+    num_samples = importance_samples(guide, num_samples)
     per_point = []
     decode = log_likelihood_for(vae, worth_compiling(num_samples * x.shape[0]) if compile is None else compile)
     with pyro.validation_enabled(False):

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..infer.compiled import worth_compiling
-from ..infer.evaluate import importance_log_likelihood
+from ..infer.evaluate import importance_log_likelihood, importance_samples
 from ..infer.scores import BACKGROUND_SCORES, SCORES, image_scores, likelihood_ratio
 from ..models.nets import IMAGE_SHAPE, NUM_PIXELS, UNLABELLED
 from .checkpoint import atomic_write_bytes
@@ -153,8 +153,8 @@ def score_images(run: Run, grey: torch.Tensor, num_samples: int, progress: bool 
     seed = run.config.train.seed
     x = ImageData(grey, torch.full((len(grey),), UNLABELLED), run.config.data.pixels).observed(
         eval_generator(seed)).images
-    draws = 1 if getattr(run.guide, "deterministic", False) else num_samples  # a point-mass q draws once
-    parts, compile = [], worth_compiling(draws * len(x))  # for all the batches: each alone is too small
+    # for all the batches, each alone too small to compile
+    parts, compile = [], worth_compiling(importance_samples(run.guide, num_samples) * len(x))
     with seeded(seed + 6):
         for start in tqdm(range(0, len(x), SCORE_BATCH), desc=desc, unit="batch", disable=not progress, leave=False):
             parts.append(image_scores(run.vae, run.guide, x[start:start + SCORE_BATCH], num_samples, SCORE_BATCH,
