@@ -120,13 +120,17 @@ def test_a_failed_compile_warns_once_and_runs_the_eager_function(fresh_kernels, 
 def test_the_function_s_own_errors_pass_through_uncaught(fresh_kernels, monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda function, **kwargs: function)  # the "compiled" call is the function
 
+    calls = []
+
     def bad(t):
+        calls.append(t)
         raise ValueError("the function's own")
 
     kernel = compiled.CompiledKernel(bad)
     with pytest.raises(ValueError, match="the function's own"):
         kernel(torch.ones(1))
     assert kernel.failure is None
+    assert len(calls) == 1  # not taken for a compiler's failure and run again eagerly
 
 
 def test_chunks_with_a_dimension_of_1_run_eagerly(fresh_kernels, monkeypatch):
