@@ -183,7 +183,8 @@ class LocalFit:
     num_particles: int = 1  # samples a step
     common_draws: int = 0  # draws per image the stopping rule scores windows on (0: the steps' own objectives)
     window: int = 50  # steps between the stopping rule's comparisons
-    lr: tuple = ()  # the rates it started at and could fall to (a flow family's start is at most FLOW_LR)
+    lr: tuple = ()  # the rates it started at and could fall to (a flow family's start is at most flow_lr)
+    windows: list = field(default_factory=list)  # per chunk, [steps, rate, measured ELBO] at each window's end
 
     def summary(self) -> dict:
         """Steps (min, median, max) and how many chunks stopped on the rule or on the cap."""
@@ -200,6 +201,7 @@ class LocalFit:
             "common_draws": self.common_draws,
             "window": self.window,
             **({"lr": self.lr[0], "min_lr": self.lr[1]} if self.lr else {}),
+            "windows": self.windows,
         }
 
 
@@ -322,9 +324,10 @@ def _elbo_on_common_draws(vae: VAE, local: Guide, x: torch.Tensor, num_samples: 
 
 def _fit_chunk(vae: VAE, x: torch.Tensor, local: Guide, lr: float, min_lr: float, decay: float,
                tolerance: float, window: int, max_steps: int, num_particles: int,
-               common_draws: int = 0) -> tuple[int, str]:
+               common_draws: int = 0, windows: list | None = None) -> tuple[int, str]:
     """Maximise the chunk's ELBO over ``local``'s parameters; returns (steps, stopped_on). A window is
-    measured by its steps' mean objective, or with ``common_draws`` by :func:`_elbo_on_common_draws`."""
+    measured by its steps' mean objective, or with ``common_draws`` by :func:`_elbo_on_common_draws`; each
+    window's [steps, rate, measure] is appended to ``windows``."""
     objective = _objective(num_particles)
     optimizer = torch.optim.Adam(local.parameters(), lr=lr)
     seed = int(torch.randint(2**62, ())) if common_draws else None  # from the global stream: runs repeat
@@ -335,6 +338,8 @@ def _fit_chunk(vae: VAE, x: torch.Tensor, local: Guide, lr: float, min_lr: float
         if steps % window == 0:
             mean = (_elbo_on_common_draws(vae, local, x, common_draws, seed) if common_draws
                     else window_sum / window)
+            if windows is not None:
+                windows.append([steps, lr, mean])
             if mean - previous < tolerance:
                 if lr <= min_lr * (1 + 1e-9):
                     return steps, "tolerance"
@@ -359,6 +364,7 @@ def fit_local(
     num_particles: int = 4,
     init_scale: float = 0.1,
     batch_size: int = 1000,
+    flow_lr: float = FLOW_LR,
 ) -> LocalFit:
     """Fit per-datapoint posteriors q(z_n) of ``family`` to the images ``x`` ``(N, D)`` with the decoder frozen.
 
@@ -368,26 +374,28 @@ def fit_local(
     encoder: the q* of Cremer et al. 2018); otherwise at N(0, init_scale^2 I). The ``flow`` family
     needs ``init``: the amortized flow guide, whose features h(x_n) each fit starts from; the ``planar``
     family starts with identity flows on the diagonal Gaussian the other families would start from.
-    Both take at least :data:`FLOW_PARTICLES` samples a step, start at a rate of at most :data:`FLOW_LR`, and
+    Both take at least :data:`FLOW_PARTICLES` samples a step, start at a rate of at most ``flow_lr``, and
     their stopping rule scores windows of at least :data:`FLOW_WINDOW` steps on :data:`COMMON_DRAWS` common
     draws per image.
 
     :param tolerance: nats per image a window of ``window`` steps must gain to count as progress.
+    :param flow_lr: the highest rate a flow family's fit starts at (default :data:`FLOW_LR`; the features of
+        a borrowed flow family creep at it, and take a higher one).
     :returns: a :class:`LocalFit`; ``fit.guide`` is a guide over the rows of ``x`` (``idx`` = row numbers).
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
-    if not (0 < min_lr <= lr) or decay <= 1 or window < 1 or max_steps < 0 or num_particles < 1:
+    if not (0 < min_lr <= lr) or flow_lr <= 0 or decay <= 1 or window < 1 or max_steps < 0 or num_particles < 1:
         raise ValueError(
-            f"fit_local needs 0 < min_lr <= lr, decay > 1, window >= 1, max_steps >= 0 and num_particles >= 1; "
-            f"got min_lr={min_lr}, lr={lr}, decay={decay}, window={window}, max_steps={max_steps}, "
-            f"num_particles={num_particles}"
+            f"fit_local needs 0 < min_lr <= lr, flow_lr > 0, decay > 1, window >= 1, max_steps >= 0 and "
+            f"num_particles >= 1; got min_lr={min_lr}, lr={lr}, flow_lr={flow_lr}, decay={decay}, window={window}, "
+            f"max_steps={max_steps}, num_particles={num_particles}"
         )
     start_time = time.perf_counter()
     common_draws = COMMON_DRAWS if family in FLOW_FAMILIES else 0
     if family in FLOW_FAMILIES:
         num_particles, window = max(num_particles, FLOW_PARTICLES), max(window, FLOW_WINDOW)
-        lr = min(lr, FLOW_LR)
+        lr = min(lr, flow_lr)
         min_lr = min(min_lr, lr)
     fit = LocalFit(guide=None, num_particles=num_particles, common_draws=common_draws, window=window,
                    lr=(lr, min_lr))
@@ -401,8 +409,9 @@ def fit_local(
         if max_steps > 0:
             with torch.enable_grad(), pyro.validation_enabled(False), pyro.get_param_store().scope(), \
                     frozen(*generative_modules(vae), *([template] if template is not None else [])):
+                fit.windows.append([])
                 steps, stopped = _fit_chunk(vae, chunk, local, lr, min_lr, decay, tolerance, window,
-                                            max_steps, num_particles, common_draws)
+                                            max_steps, num_particles, common_draws, fit.windows[-1])
         else:
             steps, stopped = 0, "cap"
         fit.steps.append(steps), fit.stopped_on.append(stopped)

@@ -81,9 +81,12 @@ class GuideConfig:
     flow_hidden: list = field(default_factory=list)  # iaf | planar: each flow's hidden widths; [] = [10 z_dim] * 2
     local_lr: float = 0.05  # Adam learning rate of per-datapoint parameters (mean_field; fit_local's first)
     # fit_local (test images of a mean-field run, q* of the amortization gap): the learning rate falls
-    # from local_lr by 3x whenever a 50-step window gains < local_tolerance nats/image, down to
-    # local_min_lr, where the next such window stops the fit; local_steps caps it.
+    # from local_lr by 3x whenever a window of local_window steps (a flow family's: at least 250) gains
+    # < local_tolerance nats/image, down to local_min_lr, where the next such window stops the fit;
+    # local_steps caps it.
     local_steps: int = 5000
+    local_window: int = 50
+    local_flow_lr: float = 0.01  # the highest rate a flow family's fit starts at (local_fit.FLOW_LR)
     local_min_lr: float = 5e-4
     local_tolerance: float = 0.01
     local_particles: int = 1
@@ -96,7 +99,8 @@ class GuideConfig:
     def local_fit_options(self) -> dict:
         """Keyword arguments of :func:`pyro_vae.infer.local_fit.fit_local` from this section."""
         return {"lr": self.local_lr, "min_lr": self.local_min_lr, "tolerance": self.local_tolerance,
-                "max_steps": self.local_steps, "num_particles": self.local_particles,
+                "max_steps": self.local_steps, "window": self.local_window, "flow_lr": self.local_flow_lr,
+                "num_particles": self.local_particles,
                 "init_scale": self.init_scale}
 
 
@@ -176,7 +180,9 @@ _LOWER_BOUNDS = {
     ("guide", "flows"): (1, True),
     ("prior", "flows"): (1, True),
     ("guide", "local_steps"): (1, True),
+    ("guide", "local_window"): (1, True),
     ("guide", "local_lr"): (0, False),
+    ("guide", "local_flow_lr"): (0, False),
     ("guide", "local_min_lr"): (0, False),
     ("guide", "local_tolerance"): (0, False),
     ("guide", "local_particles"): (1, True),
@@ -361,8 +367,9 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return from_dict(_overridden(tree, overrides))
 
 
-LOCAL_FIT_KEYS = ("guide.local_steps", "guide.local_lr", "guide.local_min_lr", "guide.local_tolerance",
-                  "guide.local_particles")  # what a local fit reads; an evaluation may change these alone
+# what a local fit reads; an evaluation may change these alone
+LOCAL_FIT_KEYS = ("guide.local_steps", "guide.local_window", "guide.local_lr", "guide.local_flow_lr",
+                  "guide.local_min_lr", "guide.local_tolerance", "guide.local_particles")
 
 
 def is_fit_override(text: str) -> bool:

@@ -83,6 +83,7 @@ def test_chunks_are_fitted_separately_and_reported():
     assert len(fit.steps) == 3 and len(fit.stopped_on) == 3
     summary = fit.summary()
     assert summary["chunks"] == 3 and summary["stopped_on_tolerance"] == 3 and summary["stopped_on_cap"] == 0
+    assert [len(windows) for windows in summary["windows"]] == [steps // 50 for steps in fit.steps]
     gap = exact - exact_elbo(W, b, s, x, *fitted_cov(fit.guide, x))
     assert gap.max() < 0.01  # the rows land where their own images are
 
@@ -202,11 +203,27 @@ def test_a_flow_familys_stopping_rule_scores_every_window_on_the_same_draws():
     assert stopped.steps == [2 * FLOW_WINDOW] and stopped.summary()["window"] == FLOW_WINDOW  # its first comparison
     capped = fit_local(vae, x, family="planar", lr=0.05, min_lr=0.02, max_steps=0).summary()
     assert (capped["lr"], capped["min_lr"]) == (FLOW_LR, FLOW_LR)  # the start capped, the floor not above it
+    raised = fit_local(vae, x, family="planar", lr=0.05, min_lr=0.02, flow_lr=0.03, max_steps=0).summary()
+    assert (raised["lr"], raised["min_lr"]) == (0.03, 0.02)  # flow_lr moves the cap
+    from pyro_vae.workflow.config import GuideConfig
+    assert GuideConfig().local_fit_options()["flow_lr"] == FLOW_LR  # the config's default is the module's cap
     state = torch.get_rng_state()
     first = _elbo_on_common_draws(vae, planar.guide, x, 16, seed=3)
     assert _elbo_on_common_draws(vae, planar.guide, x, 16, seed=3) == first
     assert torch.equal(torch.get_rng_state(), state)
     assert _elbo_on_common_draws(vae, planar.guide, x, 16, seed=4) != first
+
+
+def test_the_window_sets_where_the_rule_compares_and_each_window_is_recorded():
+    """With ``window`` = 100 the rule measures at steps 100, 200, ...: a tolerance no window can gain stops a
+    fit already at its floor at the second window; the record holds each window's end, rate and measure."""
+    vae, W, b, s, x, exact = linear_gaussian(n=6)
+    fit = fit_local(vae, x, window=100, lr=1e-3, min_lr=1e-3, tolerance=100.0)
+    assert fit.steps == [200] and fit.stopped_on == ["tolerance"] and fit.summary()["window"] == 100
+    (windows,) = fit.windows
+    assert [w[:2] for w in windows] == [[100, 1e-3], [200, 1e-3]] and all(math.isfinite(w[2]) for w in windows)
+    decaying = fit_local(vae, x, window=100, lr=1e-2, min_lr=1e-3, decay=10.0, tolerance=100.0)
+    assert decaying.steps == [300] and [w[1] for w in decaying.windows[0]] == [1e-2, 1e-2, 1e-3]
 
 
 def test_every_window_of_a_flow_fit_is_scored_on_one_stream(monkeypatch):

@@ -211,9 +211,10 @@ def test_an_evaluation_may_set_the_local_fit_alone(tmp_path, data_dir):
     default = evaluate_run(run, 10, "test", data_dir, gap=True, save=False)["gap"]["local_fit"]
     assert default["max_steps"] == 5000 and default["num_particles"] == 1
     report = evaluate_run(run, 10, "test", data_dir, gap=True,
-                          fit_overrides=["guide.local_steps=7", "guide.local_particles=3"])
+                          fit_overrides=["guide.local_steps=7", "guide.local_particles=3", "guide.local_window=2"])
     fit = report["gap"]["local_fit"]
     assert fit["max_steps"] == 7 and fit["steps_max"] <= 7 and fit["num_particles"] == 3
+    assert fit["window"] == 2 and [w[0] for w in fit["windows"][0]][:2] == [2, 4]  # a window's end every 2 steps
     assert report["settings"]["config"]["guide"]["local_steps"] == 7  # a saved evaluation is keyed by them
     assert (run / "config.toml").read_bytes() == saved  # the run itself is left as it was
     with pytest.raises(ConfigError, match="may change only the local fits' settings"):
