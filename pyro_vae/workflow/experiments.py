@@ -54,6 +54,10 @@ QUICK_OVERRIDES = ("data.train_size=1000", "data.test_size=300", "train.epochs=2
 QUICK_NUM_SAMPLES = 20
 
 
+PRESENTATION = ("name", "path", "title", "reproduces", "order", "figures", "quick", "reference")
+# the fields of Experiment that do not change its numbers (quick: only a --quick run's)
+
+
 @dataclasses.dataclass
 class Experiment:
     """The ``[experiment]`` table of an experiment file (see the module docstring)."""
@@ -78,6 +82,10 @@ class Experiment:
     @property
     def command(self) -> str:
         return f"pyro-vae run {self.name}"
+
+    def measured(self) -> dict:
+        """The ``[experiment]`` settings its numbers depend on: every field but how it is named and presented."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in PRESENTATION}
 
     def config(self, overrides=()) -> Config:
         return load_config(self.path, overrides)

@@ -11,6 +11,7 @@ neither a run nor saved results is listed as not run.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .anomaly import BACKGROUND
@@ -263,18 +264,22 @@ def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: 
     """What the report shows of ``experiment`` (see :func:`collect`), with ``source``: ``run`` when its
     full-length run is in ``runs_dir`` (the results are then saved to ``<experiments_dir>/results/NAME.json``
     with the experiment's resolved config), ``saved`` when only saved results of the same config exist
-    (an edited experiment file makes them stale), else what ``runs_dir`` holds (a quick run, or nothing)."""
+    (an edited experiment file makes them stale: its config, or its ``[experiment]`` table's
+    :meth:`~pyro_vae.workflow.experiments.Experiment.measured` settings), else what ``runs_dir`` holds (a quick run,
+    or nothing)."""
     found = collect(experiment, runs_dir)
     saved_path = experiments_dir / RESULTS_DIR / f"{experiment.name}.json"
     config = experiment.config().to_dict()  # saved results stand only for the experiment file they were made from
+    measured = json.loads(json.dumps(experiment.measured()))  # as a saved file reads back (tuples as lists)
     if found["rows"] and _full_run(found["record"]):
         saved_path.parent.mkdir(parents=True, exist_ok=True)
         shown = {key: found[key] for key in ("rows", "record", "figures", "extra")}
-        write_json(saved_path, {"config": config, **shown})
+        write_json(saved_path, {"config": config, "settings": measured, **shown})
         return {**found, "source": "run"}
     saved = read_json(saved_path)
-    if saved is not None and resolved_dict(saved.get("config")) == config:
-        return {**found, **{key: value for key, value in saved.items() if key != "config"}, "source": "saved"}
+    if saved is not None and resolved_dict(saved.get("config")) == config and saved.get("settings") == measured:
+        shown = {key: value for key, value in saved.items() if key not in ("config", "settings")}
+        return {**found, **shown, "source": "saved"}
     return {**found, "source": "run" if found["rows"] else "none"}
 
 

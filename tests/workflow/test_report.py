@@ -94,7 +94,20 @@ def test_full_runs_results_are_saved_so_the_report_is_made_again_without_runs(fi
     del saved_by_older["config"]["guide"]["flows"]
     older.write_text(json.dumps(saved_by_older))
     assert write_report(copy, tmp_path / "no_runs") == without_runs
-    toml = copy / "binarized.toml"  # an edited experiment file: its saved numbers no longer stand for it
+    toml = copy / "binarized.toml"
+    original = toml.read_text()
+    toml.write_text(original.replace('title = "binarized"', 'title = "binarized, renamed"'))
+    assert "binarized, renamed" in write_report(copy, tmp_path / "no_runs")  # how it is presented: still saved
+    assert "| binarized | | | not run |" not in write_report(copy, tmp_path / "no_runs")
+    toml.write_text(original.replace("num_samples = 5", "num_samples = 50"))  # its [experiment] table measures
+    assert "| binarized | | | not run |" in write_report(copy, tmp_path / "no_runs")  # otherwise: stale
+    toml.write_text(original)
+    del saved_by_older["settings"]  # saved without the table's settings: nothing says which made it
+    older.write_text(json.dumps(saved_by_older))
+    assert "| binarized | | | not run |" in write_report(copy, tmp_path / "no_runs")
+    older.write_text(json.dumps({**saved_by_older, "settings": saved["settings"]}))
+    assert write_report(copy, tmp_path / "no_runs") == without_runs
+    # an edited experiment file: its saved numbers no longer stand for it
     toml.write_text(toml.read_text().replace("[train]\n", "[train]\nseed = 7\n", 1))
     assert "seed = 7" in toml.read_text()
     assert "| binarized | | | not run |" in write_report(copy, tmp_path / "no_runs")
@@ -152,3 +165,20 @@ def test_key_figures_of_the_same_name_from_two_member_runs_are_published_apart()
     names = ["sweep.png", "vq/figures/prior_samples.png", "relaxed/figures/prior_samples.png", "cvae/figures/s.png"]
     assert [published_name(n, names) for n in names] == ["sweep.png", "vq_prior_samples.png",
                                                          "relaxed_prior_samples.png", "s.png"]
+
+
+def test_every_committed_result_stands_for_its_experiment_file_as_it_is():
+    """A saved result whose experiment file was edited since (its config or its [experiment] settings) would
+    drop out of the report; every committed one is current."""
+    from pyro_vae.workflow.config import resolved_dict
+    from pyro_vae.workflow.experiments import load_experiment
+
+    from ..conftest import REPO
+
+    saved = sorted((REPO / "experiments" / "results").glob("*.json"))
+    assert saved
+    for path in saved:
+        experiment = load_experiment(REPO / "experiments" / f"{path.stem}.toml")
+        result = json.loads(path.read_text())
+        assert result["settings"] == json.loads(json.dumps(experiment.measured())), path.name
+        assert resolved_dict(result["config"]) == experiment.config().to_dict(), path.name
