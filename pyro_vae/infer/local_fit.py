@@ -19,8 +19,9 @@ happens at ``min_lr`` the fit has converged (``stopped_on = "tolerance"``). ``ma
 The flow families, whose KL is a Monte-Carlo estimate too and whose fits creep, measure it by the ELBO at
 the window's end on :data:`COMMON_DRAWS` base draws per image, the same at every window (common random
 numbers: the gain between two windows is the fits' difference, not the estimates' noise), with windows of
-at least :data:`FLOW_WINDOW` steps (the same tolerance over more steps) from a rate of at most
-:data:`FLOW_LR` (the README's gap section tells what the Gaussians' rule left undone on per-image planar fits).
+at least :data:`FLOW_WINDOW` steps (the same tolerance over more steps) from a rate of at most ``flow_lr``
+(default :data:`FLOW_LR`; the README's gap section tells what the Gaussians' rule left undone on per-image planar
+fits). Every window's end, rate and measure is kept (``LocalFit.windows``).
 :func:`refinement_gain` checks the result: how much a longer, lower-noise optimisation still gains.
 """
 
@@ -56,9 +57,11 @@ FLOW_PARTICLES = 8  # the least samples a step of a flow family's fit: its KL is
 # stopping rule needs a quiet objective (with 1 sample, fits on a linear-Gaussian model stopped 0.1 nat short)
 COMMON_DRAWS = 32  # base draws per image on which a flow family's stopping rule scores every window's end
 FLOW_WINDOW = 250  # the least steps of a flow family's window (a per-step tolerance five times finer)
-FLOW_LR = 0.01  # the highest rate a flow family's fit starts at (at 0.05 planar flows jitter below their optimum)
+FLOW_LR = 0.01  # the highest rate a flow family's fit starts at by default (fit_local's flow_lr, the config's
+# guide.local_flow_lr; at 0.05 planar flows jitter below their optimum)
 FLOW_FIT = {"particles": FLOW_PARTICLES, "window": FLOW_WINDOW, "lr": FLOW_LR, "common_draws": COMMON_DRAWS}
-# what a flow family's fit takes beyond the config's [guide] settings (an evaluation records it)
+# what a flow family's fit takes beyond the config's [guide] settings (an evaluation records it; "lr" is the
+# default cap, which the config's guide.local_flow_lr, recorded with the config, may move)
 
 
 class LocalFullNormal(Guide):
@@ -414,6 +417,7 @@ def fit_local(
                                             max_steps, num_particles, common_draws, fit.windows[-1])
         else:
             steps, stopped = 0, "cap"
+            fit.windows.append([])
         fit.steps.append(steps), fit.stopped_on.append(stopped)
         with torch.no_grad():
             states.append(_local_state(local, family, chunk))

@@ -24,7 +24,7 @@ from ..infer.evaluate import (active_units, code_usage, elbo_terms, importance_l
                               semi_supervised_terms)
 from ..infer.gaps import (CHECK_STEPS, CONVERGED_GAIN, FAMILY_LABELS, amortization_gap, default_check_images,
                           is_converged)
-from ..infer.local_fit import FLOW_FAMILIES, FLOW_FIT, fit_local, guide_family, own_family
+from ..infer.local_fit import FLOW_FAMILIES, FLOW_FIT, FLOW_LR, fit_local, guide_family, own_family
 from ..models.guides import Guide, MeanField, is_amortized, point
 from ..models.vae import VAE
 from .checkpoint import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
@@ -60,6 +60,10 @@ def _fingerprint(*tensors: torch.Tensor, extra: object = None) -> str:
     return digest.hexdigest()
 
 
+UNFINGERPRINTED = {"window": 50, "flow_lr": FLOW_LR}  # local fit options added after fits were cached: at these
+# values a fit is the one made before they existed, so they stay out of its fingerprint and old caches still serve
+
+
 def fit_test_images(vae: VAE, x: torch.Tensor, config: Config, cache: Path | None = None) -> tuple[Guide, dict]:
     """Per-image Gaussians for new images ``x`` (a mean-field run's test set), decoder frozen.
 
@@ -68,7 +72,8 @@ def fit_test_images(vae: VAE, x: torch.Tensor, config: Config, cache: Path | Non
     images and the settings; a later call with the same three reads it back instead of refitting.
     """
     options = config.guide.local_fit_options()
-    key = _fingerprint(*vae.state_dict().values(), x, extra=(options, config.train.seed,
+    fingerprinted = {k: v for k, v in options.items() if k not in UNFINGERPRINTED or v != UNFINGERPRINTED[k]}
+    key = _fingerprint(*vae.state_dict().values(), x, extra=(fingerprinted, config.train.seed,
                                                              config.train.eval_batch_size))
     if cache is not None and cache.is_file():
         try:

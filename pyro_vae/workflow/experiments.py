@@ -249,7 +249,9 @@ def run_experiment(
         reused = run_sweep(experiment, out, data_dir, overrides, k, overwrite, progress, log, redraw)
     seconds = time.perf_counter() - start
     previous = read_json(RunDir(out).experiment)
-    if reused and previous:
+    made_under = {"config": config.to_dict(), "settings": {**experiment.measured(), "num_samples": k}}
+    if reused and previous:  # every run and evaluation was found made under these settings
+        write_json(RunDir(out).experiment, {**previous, **made_under})
         log(f"experiment {experiment.name}: every run was already finished; {RunDir(out).experiment} kept")
         return out
     record = {
@@ -259,6 +261,7 @@ def run_experiment(
         "num_samples": k,
         "wall_seconds": None if reused else seconds,  # None: trained before, by another command
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **made_under,  # what the report compares with the experiment file (report.stands_for)
     }
     if not reused:
         if finished_before:  # some runs were found finished: the time is not what one command from scratch takes

@@ -236,6 +236,9 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
                      + (" (quick setting)" if record.get("quick") else ""))
         if record["command"] != experiment.command:
             lines.append(f"- run as: `{record['command']}`")
+    if entry.get("stale"):
+        lines.append(f"- made under other settings than this file's (edited since, or run with other options, or "
+                     f"before runs recorded their settings): `{experiment.command}` makes it again")
     elif entry["rows"]:
         lines.append("- time: trained before `pyro-vae run` recorded one (training time in the table)")
     else:
@@ -260,27 +263,45 @@ def _full_run(record: dict | None) -> bool:
     return bool(record) and not record.get("quick", True)
 
 
+def _as_read_back(value):
+    """``value`` as a JSON file gives it back (tuples as lists)."""
+    return json.loads(json.dumps(value))
+
+
+def stands_for(saved: dict | None, experiment: Experiment) -> bool:
+    """Whether ``saved`` (a run's ``experiment.json`` record, or saved results) was made under the experiment file as
+    it is now: its ``config`` (keys added since at their defaults) and its ``settings``, the ``[experiment]`` table's
+    :meth:`~pyro_vae.workflow.experiments.Experiment.measured` (fields added since likewise)."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
+        return False  # made before the settings were recorded: nothing says which file made it
+    try:
+        settings = Experiment(experiment.name, experiment.path, **saved["settings"]).measured()
+    except TypeError:  # a field the experiment table no longer has
+        return False
+    return (resolved_dict(saved.get("config")) == experiment.config().to_dict()
+            and _as_read_back(settings) == _as_read_back(experiment.measured()))
+
+
 def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: Path) -> dict:
     """What the report shows of ``experiment`` (see :func:`collect`), with ``source``: ``run`` when its
-    full-length run is in ``runs_dir`` (the results are then saved to ``<experiments_dir>/results/NAME.json``
-    with the experiment's resolved config), ``saved`` when only saved results of the same config exist
-    (an edited experiment file makes them stale: its config, or its ``[experiment]`` table's
-    :meth:`~pyro_vae.workflow.experiments.Experiment.measured` settings), else what ``runs_dir`` holds (a quick run,
-    or nothing)."""
+    full-length run made under the experiment file as it is (:func:`stands_for`) is in ``runs_dir`` (the results
+    are then saved to ``<experiments_dir>/results/NAME.json`` with the file's config and settings), ``saved`` when
+    only saved results that stand for the file exist (an edited experiment file makes them stale), else what
+    ``runs_dir`` holds (a quick run, a run of other settings, or nothing), with ``stale`` true for a full run
+    made under other settings than the file's."""
     found = collect(experiment, runs_dir)
     saved_path = experiments_dir / RESULTS_DIR / f"{experiment.name}.json"
-    config = experiment.config().to_dict()  # saved results stand only for the experiment file they were made from
-    measured = json.loads(json.dumps(experiment.measured()))  # as a saved file reads back (tuples as lists)
-    if found["rows"] and _full_run(found["record"]):
+    full = bool(found["rows"]) and _full_run(found["record"])
+    if full and stands_for(found["record"], experiment):
         saved_path.parent.mkdir(parents=True, exist_ok=True)
         shown = {key: found[key] for key in ("rows", "record", "figures", "extra")}
-        write_json(saved_path, {"config": config, "settings": measured, **shown})
+        write_json(saved_path, {"config": experiment.config().to_dict(), "settings": experiment.measured(), **shown})
         return {**found, "source": "run"}
     saved = read_json(saved_path)
-    if saved is not None and resolved_dict(saved.get("config")) == config and saved.get("settings") == measured:
+    if stands_for(saved, experiment):
         shown = {key: value for key, value in saved.items() if key not in ("config", "settings")}
         return {**found, **shown, "source": "saved"}
-    return {**found, "source": "run" if found["rows"] else "none"}
+    return {**found, "source": "run" if found["rows"] else "none", "stale": full}
 
 
 def published_name(name: str, names: list[str]) -> str:

@@ -64,6 +64,8 @@ def test_save_and_load_round_trip(tmp_path):
         ("train.epochs=0", r"train.epochs must be >= 1, got 0"),
         ("train.batch_size=-5", r"train.batch_size must be >= 1"),
         ("train.lr=0", r"train.lr must be > 0"),
+        ("guide.local_flow_lr=0", r"guide.local_flow_lr must be > 0"),
+        ("guide.local_window=0", r"guide.local_window must be >= 1"),
         ("model.z_dim=0", r"model.z_dim must be >= 1"),
         ("model.hidden=[]", r"model.hidden must be a non-empty list of positive integers"),
         ("model.hidden=[512, -1]", r"model.hidden must be a non-empty list"),

@@ -216,6 +216,9 @@ def test_an_evaluation_may_set_the_local_fit_alone(tmp_path, data_dir):
     assert fit["max_steps"] == 7 and fit["steps_max"] <= 7 and fit["num_particles"] == 3
     assert fit["window"] == 2 and [w[0] for w in fit["windows"][0]][:2] == [2, 4]  # a window's end every 2 steps
     assert report["settings"]["config"]["guide"]["local_steps"] == 7  # a saved evaluation is keyed by them
+    planar = evaluate_run(run, 10, "test", data_dir, gap=True, q_family="planar", save=False,
+                          fit_overrides=["guide.local_steps=7", "guide.local_flow_lr=0.002"])["gap"]["local_fit"]
+    assert planar["lr"] == 0.002  # a flow family's start, capped at 0.01 by default, moved by the setting
     assert (run / "config.toml").read_bytes() == saved  # the run itself is left as it was
     with pytest.raises(ConfigError, match="may change only the local fits' settings"):
         evaluate_run(run, 10, "test", data_dir, fit_overrides=["train.seed=1"])
@@ -250,3 +253,22 @@ def test_discrete_codes_report_their_usage_and_a_point_mass_takes_one_sample(tmp
     for cross in ({}, {"q_family": "diagonal"}):  # q* of the guide's family, or of another one named
         with pytest.raises(ConfigError, match="latents are discrete codes .guide.type = 'relaxed_categorical'."):
             evaluate_run(relaxed, num_samples=10, data_dir=data_dir, gap=True, **cross)
+
+
+def test_a_cached_test_fit_s_key_leaves_out_fit_options_at_the_values_that_predate_them(monkeypatch):
+    """Caches made before guide.local_window and guide.local_flow_lr existed stay valid at their defaults; another
+    window is another fit, so it enters the key."""
+    import torch
+
+    from pyro_vae.workflow import evaluation
+    from pyro_vae.workflow.build import build_model
+
+    keys = []
+    monkeypatch.setattr(evaluation, "_fingerprint", lambda *tensors, extra=None: keys.append(extra) or "key")
+    x = (torch.rand(4, 784) < 0.3).float()
+    for window in (50, 100):
+        config = tiny_config(guide={"type": "mean_field", "local_steps": 2, "local_window": window})
+        vae, _ = build_model(config, 4)
+        evaluation.fit_test_images(vae, x, config)
+    assert list(keys[0][0]) == ["lr", "min_lr", "tolerance", "max_steps", "num_particles", "init_scale"]
+    assert keys[1][0]["window"] == 100 and "flow_lr" not in keys[1][0]

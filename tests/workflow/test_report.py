@@ -167,18 +167,59 @@ def test_key_figures_of_the_same_name_from_two_member_runs_are_published_apart()
                                                          "relaxed_prior_samples.png", "s.png"]
 
 
+def test_a_run_made_under_other_settings_than_the_file_s_is_shown_as_such_and_never_saved(finished, tmp_path):
+    import shutil
+
+    experiments, runs = finished
+    copy, runs_copy = tmp_path / "experiments", tmp_path / "runs"
+    shutil.copytree(experiments, copy)
+    shutil.copytree(runs, runs_copy)
+    record = json.loads((runs_copy / "binarized" / "experiment.json").read_text())
+    assert record["settings"]["num_samples"] == 5 and record["config"]["data"]["train_size"] == 500
+    saved_path = copy / "results" / "binarized.json"
+    write_report(copy, runs_copy)
+    saved = saved_path.read_text()
+    toml = copy / "binarized.toml"
+    toml.write_text(toml.read_text().replace("num_samples = 5", "num_samples = 50"))  # edited after the run
+    text = write_report(copy, runs_copy)
+    assert "made under other settings than this file's" in text and saved_path.read_text() == saved
+    assert "`pyro-vae run binarized` makes it again" in text
+    toml.write_text(toml.read_text().replace("num_samples = 50", "num_samples = 5"))
+    assert "made under other settings" not in write_report(copy, runs_copy)
+    del record["settings"]  # a run recorded before runs kept their settings: nothing says which file made it
+    (runs_copy / "binarized" / "experiment.json").write_text(json.dumps(record))
+    text = write_report(copy, runs_copy)
+    assert "numbers read from `experiments/results/binarized.json`" in text  # the saved results stand for the file
+    saved_path.unlink()
+    assert "made under other settings than this file's" in write_report(copy, runs_copy)
+
+
+def test_an_experiment_run_again_over_finished_runs_records_their_settings(finished, tmp_path, data_dir):
+    import shutil
+
+    experiments, runs = finished
+    runs_copy = tmp_path / "runs"
+    shutil.copytree(runs, runs_copy)
+    path = runs_copy / "binarized" / "experiment.json"
+    record = json.loads(path.read_text())
+    del record["settings"], record["config"]
+    path.write_text(json.dumps(record))
+    run_experiment(experiments / "binarized.toml", runs_copy / "binarized", data_dir, **QUIET)
+    again = json.loads(path.read_text())
+    assert again["finished"] == record["finished"] and again["settings"]["num_samples"] == 5  # kept, now with them
+    assert again["config"]["data"]["train_size"] == 500
+
+
 def test_every_committed_result_stands_for_its_experiment_file_as_it_is():
     """A saved result whose experiment file was edited since (its config or its [experiment] settings) would
     drop out of the report; every committed one is current."""
-    from pyro_vae.workflow.config import resolved_dict
     from pyro_vae.workflow.experiments import load_experiment
+    from pyro_vae.workflow.report import stands_for
 
     from ..conftest import REPO
 
     saved = sorted((REPO / "experiments" / "results").glob("*.json"))
     assert saved
     for path in saved:
-        experiment = load_experiment(REPO / "experiments" / f"{path.stem}.toml")
-        result = json.loads(path.read_text())
-        assert result["settings"] == json.loads(json.dumps(experiment.measured())), path.name
-        assert resolved_dict(result["config"]) == experiment.config().to_dict(), path.name
+        assert stands_for(json.loads(path.read_text()), load_experiment(REPO / "experiments" / f"{path.stem}.toml")), \
+            f"{path.name}: its experiment file was edited since; run `pyro-vae run {path.stem}` and `pyro-vae report`"
