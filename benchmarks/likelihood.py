@@ -3,6 +3,7 @@ against a plain matmul measured in the same run."""
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import pyro
@@ -48,12 +49,14 @@ def ratio_to_matmul(num_samples: int, images: int = 40, rounds: int = 7, matmul_
     kept = {side: values[-rounds:] for side, values in found.items()}  # the warm-up round's first
     ratios = {side: [s["decoder_gflops"] / m for s, m in zip(kept[side], kept["matmul"])]
               for side in ("sampler", "sampler_eager")}
-    middle = {side: sorted(range(rounds), key=values.__getitem__)[rounds // 2] for side, values in ratios.items()}
     return {"ratio": timing.ratio_summary(ratios["sampler"]),
             "eager_ratio": timing.ratio_summary(ratios["sampler_eager"]),
             "compiled_vs_eager": timing.ratio_summary([c / e for c, e in zip(*ratios.values())]),
-            "matmul_gflops": kept["matmul"][middle["sampler"]], **kept["sampler"][middle["sampler"]],
-            "eager_images_per_second": kept["sampler_eager"][middle["sampler_eager"]]["images_per_second"],
+            # each side's own median over the rounds (the ratios above pair the sides within each round)
+            "matmul_gflops": statistics.median(kept["matmul"]),
+            "images_per_second": statistics.median(s["images_per_second"] for s in kept["sampler"]),
+            "decoder_gflops": statistics.median(s["decoder_gflops"] for s in kept["sampler"]),
+            "eager_images_per_second": statistics.median(s["images_per_second"] for s in kept["sampler_eager"]),
             "compiled": compile_status(), "seconds": timed["times"]}
 
 

@@ -236,13 +236,13 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
                      + (" (quick setting)" if record.get("quick") else ""))
         if record["command"] != experiment.command:
             lines.append(f"- run as: `{record['command']}`")
-    if entry.get("stale"):
-        lines.append(f"- made under other settings than this file's (edited since, or run with other options, or "
-                     f"before runs recorded their settings): `{experiment.command}` makes it again")
     elif entry["rows"]:
         lines.append("- time: trained before `pyro-vae run` recorded one (training time in the table)")
     else:
         lines.append("- not run yet")
+    if entry.get("stale"):
+        lines.append(f"- made under other settings than this file's (edited since, or run with other options, or "
+                     f"before runs recorded their settings): `{experiment.command}` makes it again")
     if entry["figures"]:
         lines.append("- figures: " + ", ".join(f"`{f}`" for f in entry["figures"]))
     for figure in entry["published"]:
@@ -295,6 +295,7 @@ def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: 
     if full and stands_for(found["record"], experiment):
         saved_path.parent.mkdir(parents=True, exist_ok=True)
         shown = {key: found[key] for key in ("rows", "record", "figures", "extra")}
+        shown["record"] = {k: v for k, v in found["record"].items() if k not in ("config", "settings")}  # above
         write_json(saved_path, {"config": experiment.config().to_dict(), "settings": experiment.measured(), **shown})
         return {**found, "source": "run"}
     saved = read_json(saved_path)
