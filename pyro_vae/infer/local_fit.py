@@ -190,7 +190,8 @@ class LocalFit:
     windows: list = field(default_factory=list)  # per chunk, [steps, rate, measured ELBO] at each window's end
 
     def summary(self) -> dict:
-        """Steps (min, median, max) and how many chunks stopped on the rule or on the cap."""
+        """Steps (min, median, max), how many chunks stopped on the rule or on the cap, and every chunk's
+        ``windows``."""
         steps = sorted(self.steps)
         return {
             "chunks": len(steps),

@@ -81,6 +81,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def as_read_back(value):
+    """``value`` as a JSON file gives it back (tuples as lists): what a saved value is compared with."""
+    return json.loads(json.dumps(value))
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """The JSON in ``path``, or None when there is no such file."""
     path = Path(path)

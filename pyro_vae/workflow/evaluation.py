@@ -333,9 +333,20 @@ def finished_evaluation(run_dir: str | Path, settings: dict, path: Path | None =
     with exactly these :func:`evaluation_settings`, else None."""
     report = read_json(path or RunDir(run_dir).evaluation)
     saved = report.get("settings") if isinstance(report, dict) else None
-    if not isinstance(saved, dict) or {**saved, "config": resolved_dict(saved.get("config"))} != settings:
-        return None  # (a config saved before keys were added is compared with those keys at their defaults)
+    if not isinstance(saved, dict) or _with_defaults(saved) != settings:
+        return None
     return report
+
+
+def _with_defaults(settings: dict) -> dict:
+    """Saved evaluation settings with every config in them (the run's, a borrowed flow family's run's) resolved: a
+    config saved before keys were added is compared with those keys at their defaults."""
+    resolved = {**settings, "config": resolved_dict(settings.get("config"))}
+    family = settings.get("q_family")
+    source = family.get("flows_from") if isinstance(family, dict) else None
+    if isinstance(source, dict) and "config" in source:
+        resolved["q_family"] = {**family, "flows_from": {**source, "config": resolved_dict(source["config"])}}
+    return resolved
 
 
 def _flow_family_guide(run: Run, flows_from: str | Path):

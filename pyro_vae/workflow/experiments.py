@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from .build import check_config, proper_density
-from .checkpoint import read_json, write_json
+from .checkpoint import as_read_back, read_json, write_json
 from .compare import compare
 from .config import Config, ConfigError, load_config
 from .evaluation import evaluate_run, evaluation_settings, finished_evaluation, format_report
@@ -250,8 +250,10 @@ def run_experiment(
     seconds = time.perf_counter() - start
     previous = read_json(RunDir(out).experiment)
     made_under = {"config": config.to_dict(), "settings": {**experiment.measured(), "num_samples": k}}
-    if reused and previous:  # every run and evaluation was found made under these settings
-        write_json(RunDir(out).experiment, {**previous, **made_under})
+    if reused and previous:  # every run found finished under these settings, its evaluations found or made with k
+        if as_read_back({key: previous.get(key) for key in made_under}) != as_read_back(made_under):
+            previous = {**previous, **made_under, "num_samples": k, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            write_json(RunDir(out).experiment, previous)  # when the results came to stand for these settings
         log(f"experiment {experiment.name}: every run was already finished; {RunDir(out).experiment} kept")
         return out
     record = {

@@ -11,12 +11,11 @@ neither a run nor saved results is listed as not run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .anomaly import BACKGROUND
 from .build import proper_density
-from .checkpoint import read_json, write_json
+from .checkpoint import as_read_back, read_json, write_json
 from .compare import comparison_table
 from .config import load_config, resolved_dict
 from .evaluation import usage_line
@@ -241,8 +240,8 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
     else:
         lines.append("- not run yet")
     if entry.get("stale"):
-        lines.append(f"- made under other settings than this file's (edited since, or run with other options, or "
-                     f"before runs recorded their settings): `{experiment.command}` makes it again")
+        lines.append(f"- the run in `{out}/` was made under other settings than this file's (edited since, or run with "
+                     f"other options, or before runs recorded their settings): `{experiment.command}` makes it again")
     if entry["figures"]:
         lines.append("- figures: " + ", ".join(f"`{f}`" for f in entry["figures"]))
     for figure in entry["published"]:
@@ -263,11 +262,6 @@ def _full_run(record: dict | None) -> bool:
     return bool(record) and not record.get("quick", True)
 
 
-def _as_read_back(value):
-    """``value`` as a JSON file gives it back (tuples as lists)."""
-    return json.loads(json.dumps(value))
-
-
 def stands_for(saved: dict | None, experiment: Experiment) -> bool:
     """Whether ``saved`` (a run's ``experiment.json`` record, or saved results) was made under the experiment file as
     it is now: its ``config`` (keys added since at their defaults) and its ``settings``, the ``[experiment]`` table's
@@ -279,20 +273,21 @@ def stands_for(saved: dict | None, experiment: Experiment) -> bool:
     except TypeError:  # a field the experiment table no longer has
         return False
     return (resolved_dict(saved.get("config")) == experiment.config().to_dict()
-            and _as_read_back(settings) == _as_read_back(experiment.measured()))
+            and as_read_back(settings) == as_read_back(experiment.measured()))
 
 
 def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: Path) -> dict:
     """What the report shows of ``experiment`` (see :func:`collect`), with ``source``: ``run`` when its
     full-length run made under the experiment file as it is (:func:`stands_for`) is in ``runs_dir`` (the results
     are then saved to ``<experiments_dir>/results/NAME.json`` with the file's config and settings), ``saved`` when
-    only saved results that stand for the file exist (an edited experiment file makes them stale), else what
-    ``runs_dir`` holds (a quick run, a run of other settings, or nothing), with ``stale`` true for a full run
-    made under other settings than the file's."""
+    saved results that stand for the file exist (an edited experiment file makes them stale), else what
+    ``runs_dir`` holds (a quick run, a run of other settings, or nothing); ``stale`` is true where ``runs_dir`` holds
+    a full run made under other settings than the file's."""
     found = collect(experiment, runs_dir)
     saved_path = experiments_dir / RESULTS_DIR / f"{experiment.name}.json"
     full = bool(found["rows"]) and _full_run(found["record"])
-    if full and stands_for(found["record"], experiment):
+    stale = full and not stands_for(found["record"], experiment)
+    if full and not stale:
         saved_path.parent.mkdir(parents=True, exist_ok=True)
         shown = {key: found[key] for key in ("rows", "record", "figures", "extra")}
         shown["record"] = {k: v for k, v in found["record"].items() if k not in ("config", "settings")}  # above
@@ -301,8 +296,8 @@ def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: 
     saved = read_json(saved_path)
     if stands_for(saved, experiment):
         shown = {key: value for key, value in saved.items() if key not in ("config", "settings")}
-        return {**found, **shown, "source": "saved"}
-    return {**found, "source": "run" if found["rows"] else "none", "stale": full}
+        return {**found, **shown, "source": "saved", "stale": stale}
+    return {**found, "source": "run" if found["rows"] else "none", "stale": stale}
 
 
 def published_name(name: str, names: list[str]) -> str:

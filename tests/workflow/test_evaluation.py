@@ -272,3 +272,17 @@ def test_a_cached_test_fit_s_key_leaves_out_fit_options_at_the_values_that_preda
         evaluation.fit_test_images(vae, x, config)
     assert list(keys[0][0]) == ["lr", "min_lr", "tolerance", "max_steps", "num_particles", "init_scale"]
     assert keys[1][0]["window"] == 100 and "flow_lr" not in keys[1][0]
+
+
+def test_a_saved_evaluation_of_a_borrowed_flow_family_matches_with_keys_added_since_at_their_defaults():
+    from pyro_vae.workflow.config import Config
+    from pyro_vae.workflow.evaluation import _with_defaults
+
+    full = Config().to_dict()
+    older = Config().to_dict()
+    del older["guide"]["local_window"], older["guide"]["local_flow_lr"]  # saved before the two keys existed
+    settings = {"config": full, "q_family": {"family": "flow", "flows_from": {"run": "iaf", "config": full}}}
+    saved = {"config": older, "q_family": {"family": "flow", "flows_from": {"run": "iaf", "config": older}}}
+    assert _with_defaults(saved) == settings
+    other = {**full, "guide": {**full["guide"], "local_window": 7}}
+    assert _with_defaults({**saved, "config": other}) != settings

@@ -182,7 +182,7 @@ def test_a_run_made_under_other_settings_than_the_file_s_is_shown_as_such_and_ne
     toml = copy / "binarized.toml"
     toml.write_text(toml.read_text().replace("num_samples = 5", "num_samples = 50"))  # edited after the run
     text = write_report(copy, runs_copy)
-    assert "made under other settings than this file's" in text and saved_path.read_text() == saved
+    assert "was made under other settings than this file's" in text and saved_path.read_text() == saved
     assert "`pyro-vae run binarized` makes it again" in text
     toml.write_text(toml.read_text().replace("num_samples = 50", "num_samples = 5"))
     assert "made under other settings" not in write_report(copy, runs_copy)
@@ -190,8 +190,9 @@ def test_a_run_made_under_other_settings_than_the_file_s_is_shown_as_such_and_ne
     (runs_copy / "binarized" / "experiment.json").write_text(json.dumps(record))
     text = write_report(copy, runs_copy)
     assert "numbers read from `experiments/results/binarized.json`" in text  # the saved results stand for the file
+    assert "was made under other settings than this file's" in text  # and the run beside them is said not to
     saved_path.unlink()
-    assert "made under other settings than this file's" in write_report(copy, runs_copy)
+    assert "was made under other settings than this file's" in write_report(copy, runs_copy)
 
 
 def test_an_experiment_run_again_over_finished_runs_records_their_settings(finished, tmp_path, data_dir):
@@ -206,8 +207,10 @@ def test_an_experiment_run_again_over_finished_runs_records_their_settings(finis
     path.write_text(json.dumps(record))
     run_experiment(experiments / "binarized.toml", runs_copy / "binarized", data_dir, **QUIET)
     again = json.loads(path.read_text())
-    assert again["finished"] == record["finished"] and again["settings"]["num_samples"] == 5  # kept, now with them
-    assert again["config"]["data"]["train_size"] == 500
+    assert again["settings"]["num_samples"] == 5 and again["config"]["data"]["train_size"] == 500
+    assert again["command"] == record["command"] and again["wall_seconds"] == record["wall_seconds"]  # kept
+    run_experiment(experiments / "binarized.toml", runs_copy / "binarized", data_dir, **QUIET)
+    assert json.loads(path.read_text()) == again  # nothing new to record: left as it was
 
 
 def test_every_committed_result_stands_for_its_experiment_file_as_it_is():
