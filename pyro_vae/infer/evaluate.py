@@ -341,7 +341,9 @@ def label_inference(guide, x: torch.Tensor, labels: torch.Tensor, log_joint: tor
     - ``model_accuracy``: of argmax_y p(y | x), the model's Bayes classifier;
     - ``agreement``: how often argmax q(y | x) = argmax p(y | x);
     - ``kl``: mean KL(q(y | x) || p(y | x)) = sum_y q (log q - log p), the label's part of the gap
-      log p(x) - U(x) (the rest is sum_y q(y | x) [log p(x | y) - L(x, y)], z's), with ``kl_stderr``.
+      log p(x) - U(x) (the rest is sum_y q(y | x) [log p(x | y) - L(x, y)], z's), with ``kl_stderr``;
+    - ``confusion``: the counts of argmax q(y | x) for each true label, ``confusion[label][guess]`` (C x C;
+      its diagonal over its sum is q's accuracy, a row's diagonal over the row's sum a digit's recall).
 
     p(y | x) is a ratio of K-sample estimates, consistent as K grows but not unbiased: each log p^(x | y) leans
     low by about half the relative variance of p^(x | y), Var(w / p) / 2K, so a class whose q(z | x, y) fits
@@ -350,7 +352,12 @@ def label_inference(guide, x: torch.Tensor, labels: torch.Tensor, log_joint: tor
     log_q = torch.cat([guide.q_y(xb).logits for _, xb in batches(x, batch_size)])  # normalised
     log_p = log_joint - torch.logsumexp(log_joint, -1, keepdim=True)
     kl = (log_q.exp() * (log_q - log_p)).sum(-1)
-    model_guess = log_p.argmax(-1)
+    model_guess, guess = log_p.argmax(-1), log_q.argmax(-1)
+    classes = log_q.shape[-1]
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"label_inference needs labels in 0..{classes - 1}, got {labels.min().item()}.."
+                         f"{labels.max().item()}; evaluate M2 on a labelled dataset")
+    confusion = torch.bincount(labels * classes + guess, minlength=classes * classes).reshape(classes, classes)
     return {"model_accuracy": (model_guess == labels).float().mean().item(),
-            "agreement": (model_guess == log_q.argmax(-1)).float().mean().item(),
-            "kl": kl.mean().item(), "kl_stderr": stderr(kl)}
+            "agreement": (model_guess == guess).float().mean().item(),
+            "kl": kl.mean().item(), "kl_stderr": stderr(kl), "confusion": confusion.tolist()}

@@ -427,6 +427,10 @@ def format_report(report: dict) -> str:
                                             f"argmax agrees with q's on {labels['agreement']:.4f})"))
         rows.append(("KL(q(y|x) || p(y|x))", f"{labels['kl']:.3f} +- {labels['kl_stderr']:.3f}  (the label's part "
                                               "of log p(x) - bound, exact as K grows)"))
+        if "confusion" in labels:  # (evaluations made before it was recorded lack it)
+            recalls = [f"{d}: {row[d] / sum(row):.2f}" if sum(row) else f"{d}: -"
+                       for d, row in enumerate(labels["confusion"])]
+            rows.append(("recall of q(y|x)", " ".join(recalls) + "  (by true class; labels.confusion has the counts)"))
     if "baseline" in report:
         b = report["baseline"]
         rows.append(("baseline classifier", f"{b['accuracy']:.4f}  (the {b['labelled']} labelled images alone, "

@@ -251,10 +251,12 @@ def run_experiment(
     previous = read_json(RunDir(out).experiment)
     made_under = {"config": config.to_dict(), "settings": {**experiment.measured(), "num_samples": k}}
     if reused and previous:  # every run found finished under these settings, its evaluations found or made with k
+        outcome = "kept"
         if as_read_back({key: previous.get(key) for key in made_under}) != as_read_back(made_under):
             previous = {**previous, **made_under, "num_samples": k, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
             write_json(RunDir(out).experiment, previous)  # when the results came to stand for these settings
-        log(f"experiment {experiment.name}: every run was already finished; {RunDir(out).experiment} kept")
+            outcome = "updated to these settings"
+        log(f"experiment {experiment.name}: every run was already finished; {RunDir(out).experiment} {outcome}")
         return out
     record = {
         "experiment": experiment.name,
@@ -313,6 +315,7 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
             "log_likelihood_stderr": ll["stderr"] if ll else None,
             "active_units": (report or {}).get("active_units"),
             **({"accuracy": report["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"],
+                "labelled": report["baseline"]["labelled"],
                 "model_accuracy": report.get("labels", {}).get("model_accuracy"),
                 "valid_accuracy": metrics.get("valid_accuracy"),  # (of the epoch the validation loss picked)
                 "best_valid_accuracy": best_accuracy_epoch(read_json(RunDir(run_dir).history) or [])}

@@ -243,6 +243,32 @@ def test_label_inference_recovers_the_exact_label_posterior_and_its_kl():
     assert uniform["kl_stderr"] == pytest.approx(stderr(by_hand), abs=1e-4)
     assert uniform["model_accuracy"] == 0.0  # the model's guesses, scored against labels all shifted by one
     assert uniform["agreement"] == pytest.approx((exact.argmax(-1) == 0).float().mean().item())  # q's ties: class 0
+    assert matched["confusion"] == torch.diag(torch.bincount(labels, minlength=3)).tolist()  # every guess right
+    shifted = torch.zeros(3, 3, dtype=torch.long)
+    for label in (labels + 1) % 3:
+        shifted[label, 0] += 1  # the uniform q guesses class 0 (its ties), whatever the label
+    assert uniform["confusion"] == shifted.tolist()
+
+
+def test_label_inferences_confusion_counts_each_true_label_against_qs_guess():
+    from pyro_vae.infer.evaluate import label_inference
+
+    class Fixed:  # a q(y | x) whose guesses are given: logits with the guess's entry highest
+        def __init__(self, guesses):
+            self.guesses = guesses
+
+        def q_y(self, x):
+            logits = torch.nn.functional.one_hot(self.guesses[x[:, 0].long()], 3).float() * 5
+            return torch.distributions.OneHotCategorical(logits=logits)
+
+    labels, guesses = torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([0, 1, 1, 2, 0, 2])
+    x = torch.arange(6.0).unsqueeze(-1)  # each image's index, which Fixed reads
+    got = label_inference(Fixed(guesses), x, labels, torch.zeros(6, 3), batch_size=4)
+    assert got["confusion"] == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]  # [true label][guess]
+    missing_corner = label_inference(Fixed(torch.tensor([0, 1, 0])), x[:3], torch.tensor([0, 1, 2]), torch.zeros(3, 3))
+    assert missing_corner["confusion"] == [[1, 0, 0], [0, 1, 0], [1, 0, 0]]  # no (2, 2) pair: still 3 x 3
+    with pytest.raises(ValueError, match="labels in 0..2"):
+        label_inference(Fixed(guesses), x, torch.tensor([0, 0, 1, 2, 2, -1]), torch.zeros(6, 3))
 
 
 def test_m2_bound_with_the_exact_posteriors_is_log_p_x_and_the_accuracy_is_counted():

@@ -286,3 +286,14 @@ def test_a_saved_evaluation_of_a_borrowed_flow_family_matches_with_keys_added_si
     assert _with_defaults(saved) == settings
     other = {**full, "guide": {**full["guide"], "local_window": 7}}
     assert _with_defaults({**saved, "config": other}) != settings
+
+
+def test_the_printed_report_gives_q_y_recall_by_true_class_from_the_confusion_rows():
+    report = {"split": "test", "images": 6, "elbo": {"elbo": -90.0, "recon": -70.0, "kl": 20.0, "kl_estimator":
+              "analytic"}, "active_units": 3, "accuracy": 0.5, "num_samples": 10, "log_likelihood": None, "note": "-",
+              "labels": {"model_accuracy": 0.5, "agreement": 1.0, "kl": 0.1, "kl_stderr": 0.01,
+                         "confusion": [[3, 1, 0], [2, 0, 0], [0, 0, 0]]}}  # rows: true class; class 2 absent
+    line = next(row for row in format_report(report).splitlines() if row.startswith("recall of q(y|x)"))
+    assert "0: 0.75 1: 0.00 2: -  (by true class" in line  # rows, not columns: column 0's share would be 0.60
+    del report["labels"]["confusion"]  # an evaluation made before the matrix was recorded
+    assert "recall of q(y|x)" not in format_report(report)

@@ -63,12 +63,16 @@ def test_an_m2_run_trains_on_both_sets_and_reports_its_accuracy_beside_the_basel
     assert report["accuracy"] == pytest.approx(history[-1]["test_accuracy"])  # the same classifier on the same x
     assert report["baseline"]["labelled"] == 50 and report["baseline"]["accuracy"] > 0.3
     assert report["log_likelihood"]["value"] >= report["elbo"]["elbo"] - 1  # y summed out, K = 5 per class
-    labels = report["labels"]  # the model's own p(y | x), from the same K = 5 per-class estimates (its values are
-    assert set(labels) == {"model_accuracy", "agreement", "kl", "kl_stderr"}  # checked on an exact model)
-    assert math.isfinite(labels["kl"]) and labels["kl"] >= -1e-6  # a KL of normalised distributions
+    labels = report["labels"]  # the model's own p(y | x), from the same K = 5 per-class estimates (its values
+    assert set(labels) == {"model_accuracy", "agreement", "kl", "kl_stderr", "confusion"}  # are checked on an
+    assert math.isfinite(labels["kl"]) and labels["kl"] >= -1e-6  # exact model); a KL of normalised distributions
+    confusion = torch.tensor(labels["confusion"])  # q's guesses by true digit, over the 100 test images
+    assert confusion.shape == (10, 10) and confusion.sum() == 100
+    assert confusion.trace().item() / 100 == pytest.approx(report["accuracy"])
     assert report["settings"]["label_posterior"]  # an M2 evaluation saved without it is not reused
     text = format_report(report)
     assert "accuracy of q(y|x)" in text and "y summed out" in text and "accuracy of p(y|x)" in text
+    assert "recall of q(y|x)" in text
     assert {"samples_by_label.png", "style_transfer.png"} <= {p.name for p in (run_dir / "figures").iterdir()}
 
 

@@ -122,8 +122,41 @@ def test_the_accuracy_table_puts_the_tutorial_beside_each_labelled_set_size():
          "best_valid_accuracy": {"epoch": 44, "valid_accuracy": 0.8301, "test_accuracy": 0.8177}},
         {"value": 250, "epochs": 50, "accuracy": 0.9}]}  # no validation split, no model's p(y | x)
     table = accuracy_table(sweep)
-    assert "| 100 | 50 (48) | 0.8120 | 0.8213 | 0.8177 (44) | 0.7654 | 0.7291 | 0.9319, 0.7712 |" in table
+    assert ("| 100 | 50 (48) | 0.8120 | 0.8213 | 0.8177 (44) | 0.7654 | 0.7291 | 0.9319 +- 0.0060, 0.7712 +- 0.0159 |"
+            in table)
     assert "| 250 | 50 | 0.9000 | - | - | - | - | - |" in table
+    assert "(95% bound) |" not in table  # a sweep over the labelled-set size has no row of means
+
+
+def test_a_seed_sweeps_accuracy_table_ends_in_the_means_over_its_seeds_beside_the_tutorials():
+    from pyro_vae.workflow.report import accuracy_table
+
+    rows = [{"value": seed, "epochs": 10, "accuracy": accuracy, "baseline_accuracy": 0.7, "valid_accuracy": 0.9,
+             "labelled": 100} for seed, accuracy in enumerate([0.90, 0.92, 0.94])]
+    table = accuracy_table({"key": "train.seed", "rows": rows})
+    # mean 0.92, s = 0.02, t_{0.975, 2} = 4.3027: 4.3027 * 0.02 / sqrt(3) = 0.0497; constant columns bound 0
+    assert ("| mean of 3 (95% bound) | | 0.9200 +- 0.0497 | 0.9000 +- 0.0000 | - | - | 0.7000 +- 0.0000 "
+            "| 0.9319 +- 0.0060, 0.7712 +- 0.0159 |") in table
+    assert all(line.endswith("| 0.7000 | - |") for line in table.splitlines()[2:5])  # no anchor on a seed's row
+    other = [{**row, "labelled": 250} for row in rows]  # a size the tutorial has no numbers for
+    assert accuracy_table({"key": "train.seed", "rows": other}).rstrip().endswith("| 0.7000 +- 0.0000 | - |")
+    mixed = rows[:2] + other[2:]  # rows of different sizes: no single anchor
+    assert accuracy_table({"key": "train.seed", "rows": mixed}).rstrip().endswith("| 0.7000 +- 0.0000 | - |")
+
+
+def test_the_mean_bound_is_the_t_interval_of_the_mean():
+    from pyro_vae.workflow.report import mean_bound
+
+    for values, dof_quantile in [([0.0, 2.0], 12.7062), ([0.0, 1.0, 2.0, 3.0, 4.0], 2.7764)]:
+        n, mean = len(values), sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+        assert mean_bound(values) == pytest.approx((mean, dof_quantile * sd / n ** 0.5), abs=1e-4)
+    assert mean_bound([0.0, 2.0], confidence=0.999)[1] == pytest.approx(636.619, abs=1e-3)  # t_{0.9995, 1}
+    mean, bound = mean_bound([0.9209, 0.8509, 0.9238, 0.8395, 0.9250])  # experiments/README.md's m2_seeds row
+    assert (round(mean, 4), round(bound, 4)) == (0.8920, 0.0533)
+    assert mean_bound([0.5]) == (0.5, None)
+    with pytest.raises(ValueError, match="at least one value"):
+        mean_bound([])
 
 
 def test_the_tutorials_pick_is_the_first_epoch_of_the_best_validation_accuracy():
@@ -205,12 +238,15 @@ def test_an_experiment_run_again_over_finished_runs_records_their_settings(finis
     record = json.loads(path.read_text())
     del record["settings"], record["config"]
     path.write_text(json.dumps(record))
-    run_experiment(experiments / "binarized.toml", runs_copy / "binarized", data_dir, **QUIET)
+    lines = []
+    run_experiment(experiments / "binarized.toml", runs_copy / "binarized", data_dir, progress=False, log=lines.append)
+    assert lines[-1].endswith("experiment.json updated to these settings")
     again = json.loads(path.read_text())
     assert again["settings"]["num_samples"] == 5 and again["config"]["data"]["train_size"] == 500
     assert again["command"] == record["command"] and again["wall_seconds"] == record["wall_seconds"]  # kept
-    run_experiment(experiments / "binarized.toml", runs_copy / "binarized", data_dir, **QUIET)
+    run_experiment(experiments / "binarized.toml", runs_copy / "binarized", data_dir, progress=False, log=lines.append)
     assert json.loads(path.read_text()) == again  # nothing new to record: left as it was
+    assert lines[-1].endswith("experiment.json kept")
 
 
 def test_every_committed_result_stands_for_its_experiment_file_as_it_is():
