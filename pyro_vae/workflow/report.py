@@ -12,6 +12,7 @@ neither a run nor saved results is listed as not run.
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 from .anomaly import BACKGROUND
@@ -120,13 +121,11 @@ def mean_bound(values: list[float], confidence: float = 0.95) -> tuple[float, fl
     n = len(values)
     if n == 0:
         raise ValueError("mean_bound needs at least one value, got none")
-    mean = sum(values) / n
     if n < 2:
-        return mean, None
+        return values[0], None
     from scipy.stats import t  # (imported here: the report's other tables do without scipy's import time)
 
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, float(t.ppf((1 + confidence) / 2, n - 1)) * sd / math.sqrt(n)
+    return statistics.mean(values), float(t.ppf((1 + confidence) / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
 
 
 def _anchor(labelled) -> str:
