@@ -148,15 +148,16 @@ def run_likelihood(args) -> dict:
                                        rounds=1 if args.quick else args.likelihood_rounds,
                                        matmul_rows=2000 if args.quick else 25000)
         found[str(k)] = r
-        stats, eager, paired = r["ratio"], r["eager_ratio"], r["compiled_vs_eager"]
+        stats, eager = r["ratio"], r["eager_ratio"]
         rows.append([str(k), f"{r['images_per_second']:.1f}", f"{r['decoder_gflops']:.1f}",
                      f"{r['matmul_gflops']:.1f}", _share(stats), verdict(stats, 0.75, at_most=False),
-                     f"{r['eager_images_per_second']:.1f}", _share(eager),
-                     f"{paired['median']:.3f} ({paired['interval'][0]:.3f}-{paired['interval'][1]:.3f})"])
+                     f"{r['eager_images_per_second']:.1f}", _share(eager), _paired(r["compiled_vs_eager"]),
+                     _paired(r["fused_vs_unfused"])])
     print("\nimportance-sampled log p(x), MLP z = 50, log p(x | z) compiled and eager (median of interleaved rounds, "
           "its interval in brackets):")
     print(table(rows, ["K", "images/s", "decoder GFLOP/s", "matmul GFLOP/s", "of matmul", ">= 75%",
-                       "eager images/s", "eager, of matmul", "compiled / eager speed"]))
+                       "eager images/s", "eager, of matmul", "compiled / eager speed",
+                       "fused / unfused log q, log p speed"]))
     status = likelihood.compile_status()
     if not status["allowed"] or status["failures"]:
         print(f"the compiled side ran EAGER: compiling allowed {status['allowed']}, failures {status['failures']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from unittest import mock
 
 import pyro
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 
 from pyro_vae import build_model, load_config
 from pyro_vae.workflow.data import ImageData
+from pyro_vae.infer import compiled
 from pyro_vae.infer.compiled import KERNELS, compiling_allowed
 from pyro_vae.infer.evaluate import CHUNK_ROWS, importance_log_likelihood
 
@@ -39,11 +41,18 @@ def ratio_to_matmul(num_samples: int, images: int = 40, rounds: int = 7, matmul_
     (:func:`benchmarks.timing.rounds`: a warm-up round, the order alternated): the median of the
     per-round ratios with its spread and interval (:func:`benchmarks.timing.ratio_summary`), for the
     compiled sampler (what a long estimate runs) and the eager one; ``compiled_vs_eager`` pairs the two
-    round by round (above 1: the compiled one is faster)."""
-    found: dict[str, list[dict]] = {"matmul": [], "sampler": [], "sampler_eager": []}
+    round by round (above 1: the compiled one is faster), and ``fused_vs_unfused`` the compiled sampler with the
+    compiled one whose log p(z) - log q(z | x) stays eager (no distribution taken for a diagonal Gaussian)."""
+    found: dict[str, list[dict]] = {"matmul": [], "sampler": [], "sampler_unfused": [], "sampler_eager": []}
+
+    def unfused():
+        with mock.patch.object(compiled, "diagonal_normal", lambda distribution: None):
+            return throughput(num_samples, images, compile=True)
+
     timed = timing.rounds({
         "matmul": lambda: found["matmul"].append(matmul_gflops(m=matmul_rows)),
         "sampler": lambda: found["sampler"].append(throughput(num_samples, images, compile=True)),
+        "sampler_unfused": lambda: found["sampler_unfused"].append(unfused()),
         "sampler_eager": lambda: found["sampler_eager"].append(throughput(num_samples, images, compile=False)),
     }, rounds)
     kept = {side: values[-rounds:] for side, values in found.items()}  # the warm-up round's first
@@ -52,6 +61,8 @@ def ratio_to_matmul(num_samples: int, images: int = 40, rounds: int = 7, matmul_
     return {"ratio": timing.ratio_summary(ratios["sampler"]),
             "eager_ratio": timing.ratio_summary(ratios["sampler_eager"]),
             "compiled_vs_eager": timing.ratio_summary([c / e for c, e in zip(*ratios.values())]),
+            "fused_vs_unfused": timing.ratio_summary([f["decoder_gflops"] / u["decoder_gflops"]
+                                                      for f, u in zip(kept["sampler"], kept["sampler_unfused"])]),
             # each side's own median over the rounds (the ratios above pair the sides within each round)
             "matmul_gflops": statistics.median(kept["matmul"]),
             "images_per_second": statistics.median(s["images_per_second"] for s in kept["sampler"]),

@@ -164,6 +164,7 @@ def test_quick_benchmark_run(tmp_path, data_dir, capsys):
     sampler = results["log_likelihood"]["50"]  # one round (and its warm-up): the ratio of that round
     assert sampler["ratio"]["ratios"] == [sampler["decoder_gflops"] / sampler["matmul_gflops"]]
     assert len(sampler["seconds"]["matmul"]) == len(sampler["seconds"]["sampler"]) == 1
+    assert len(sampler["seconds"]["sampler_unfused"]) == 1 and sampler["fused_vs_unfused"]["pairs"] == 1
     cli = results["cli"]
     assert len(cli["rounds"]["times"]["pyro_vae"]) == 1 and "verdict" in cli["ratio"]
     assert "verdict" in cli["last_epoch_ratio"] and "median" in cli["plain_last_epoch_ratio"]

@@ -20,7 +20,7 @@ from ..models.conditional import one_hot
 from ..models.discrete import code_indices
 from ..models.guides import Guide, point
 from ..models.vae import VAE
-from .compiled import log_likelihood_for, worth_compiling
+from .compiled import log_weight_for, worth_compiling
 
 
 def stream_devices(device: torch.device | str) -> list[int]:
@@ -129,16 +129,16 @@ def posterior_means(guide: Guide, x: torch.Tensor, batch_size: int = 1000, y: to
 
 @torch.no_grad()
 def log_weights(vae: VAE, q, x: torch.Tensor, num_samples: int, prior=None, y: torch.Tensor | None = None,
-                log_likelihood=None) -> torch.Tensor:
+                log_weight=None) -> torch.Tensor:
     """Importance log-weights log p(x, z_k) - log q(z_k | x), z_k ~ q, shape ``(K, B)`` (with one-hot labels
     ``y`` ``(B, C)``: log p(x, z_k | y) - log q(z_k | x, y)).
 
     :param prior: ``vae.prior_for(x, y)`` if already built (a VampPrior encodes its pseudo-inputs to build it).
-    :param log_likelihood: ``vae.log_likelihood`` (the default) or its compiled form
-        (:func:`~pyro_vae.infer.compiled.log_likelihood_for`)."""
+    :param log_weight: ``(z, x, y, q, prior) -> log w`` from :func:`~pyro_vae.infer.compiled.log_weight_for`
+        (default: eager)."""
     z = q.sample((num_samples,))  # (K, B, z_dim)
     prior = vae.prior_for(x, y) if prior is None else prior
-    return (log_likelihood or vae.log_likelihood)(z, x, y) + prior.log_prob(z) - q.log_prob(z)
+    return (log_weight or log_weight_for(vae, False))(z, x, y, q, prior)
 
 
 def importance_samples(guide: Guide, num_samples: int) -> int:
@@ -174,8 +174,10 @@ def importance_log_likelihood(
     checked by :func:`~pyro_vae.models.likelihoods.log_density`); an estimate that is not finite (a
     diverged model) raises ``ValueError``. A point-mass q (``guide.deterministic``: a VQ-VAE's nearest codes
     c*) draws one sample, as every draw is c*: the estimate is then the bound log p(x | c*) + log p(c*).
-    log p(x | z) runs compiled (:mod:`pyro_vae.infer.compiled`) where ``compile`` says so; by default where the
-    estimate decodes enough codes (:func:`~pyro_vae.infer.compiled.worth_compiling` of K x N).
+    log p(x | z) runs compiled (:mod:`pyro_vae.infer.compiled`), with log p(z) - log q(z | x) in the same graph
+    where both are diagonal Gaussians (:func:`~pyro_vae.infer.compiled.log_weight_for`), where ``compile`` says
+    so; by default where the estimate decodes enough codes (:func:`~pyro_vae.infer.compiled.worth_compiling` of
+    K x N).
 
     :returns: ``log_likelihood`` (mean over the data), ``stderr`` (its standard error
         over datapoints), ``per_datapoint`` ``(N,)`` and ``num_samples`` (the samples drawn).
@@ -185,7 +187,7 @@ def importance_log_likelihood(
                          f"{num_samples}, {chunk_size}, {batch_size}")
     num_samples = importance_samples(guide, num_samples)
     per_point = []
-    decode = log_likelihood_for(vae, worth_compiling(num_samples * x.shape[0]) if compile is None else compile)
+    weigh = log_weight_for(vae, worth_compiling(num_samples * x.shape[0]) if compile is None else compile)
     with pyro.validation_enabled(False):
         for idx, xb in batches(x, batch_size):
             labels = given(y, idx)
@@ -195,7 +197,7 @@ def importance_log_likelihood(
             running = torch.full((xb.shape[0],), -math.inf, device=xb.device)
             for start in range(0, num_samples, chunk):
                 k = min(chunk, num_samples - start)
-                log_w = log_weights(vae, q, xb, k, prior, log_likelihood=decode, **labels)
+                log_w = log_weights(vae, q, xb, k, prior, log_weight=weigh, **labels)
                 running = torch.logaddexp(running, torch.logsumexp(log_w, 0))
             per_point.append(running - math.log(num_samples))
     values = torch.cat(per_point)

@@ -155,3 +155,72 @@ def test_the_environment_and_the_size_decide_whether_to_compile(monkeypatch, val
     assert not compiled.worth_compiling(compiled.COMPILE_MIN_ROWS - 1)
     assert (compiled.log_likelihood_for(vae, True) == vae.log_likelihood) != allowed  # the environment wins
     assert compiled.log_likelihood_for(vae, False) == vae.log_likelihood
+
+
+def test_the_diagonal_log_ratio_is_the_difference_of_the_two_log_densities():
+    import pyro.distributions as dist
+
+    torch.manual_seed(0)
+    z, q_loc, q_scale = torch.randn(4, 6, 5), torch.randn(6, 5), torch.rand(6, 5) + 0.1
+    p_loc, p_scale = torch.randn(5), torch.rand(5) + 0.5  # a learned diagonal prior, broadcast over the images
+    prior, q = dist.Normal(p_loc, p_scale).to_event(1), dist.Normal(q_loc, q_scale).to_event(1)
+    assert torch.allclose(compiled.diagonal_log_ratio(z, p_loc, p_scale, q_loc, q_scale),
+                          prior.log_prob(z) - q.log_prob(z), atol=1e-5)
+    assert compiled.diagonal_normal(q) == (q_loc, q_scale)
+    assert compiled.diagonal_normal(dist.Normal(q_loc, q_scale)) is None  # not an event of the last dimension
+    assert compiled.diagonal_normal(dist.Normal(q_loc, q_scale).to_event(2)) is None
+    assert compiled.diagonal_normal(dist.MultivariateNormal(p_loc, scale_tril=torch.diag(p_scale))) is None
+
+
+# diagonal q(z | x) and p(z) (completion's p(z | x_g) too): one graph; other families: the eager densities
+FUSED = {**{name: (extra, True) for name, extra in MODELS.items()},
+         "IAF guide": (["guide.type='iaf'"], False), "full-covariance prior": (["prior.type='learned'"], False)}
+
+
+@pytest.mark.parametrize("name", list(FUSED))
+def test_the_compiled_log_weight_equals_the_eager_one(fresh_kernels, name):
+    """Diagonal q and p(z): log p(x | z) + log p(z) - log q(z | x) in one compiled graph; any other family: the
+    compiled log p(x | z) plus the distributions' own log_prob."""
+    from pyro_vae.infer.evaluate import log_weights
+
+    extra, fused = FUSED[name]
+    vae = _model(extra)
+    guide = build_model(load_config(None, ["model.z_dim=8", "data.pixels=threshold", *extra]), 100)[1]
+    grey = "grayscale" in str(extra)
+    x = torch.rand(30, 784)
+    x = x if grey else (x < 0.3).float()
+    labels = {"y": _labels(vae, 30)} if "labels" in str(extra) else {}  # q(z | x, y)
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.no_grad():
+        q, prior = guide.posterior(x, None, **labels), vae.prior_for(x, **labels)
+        torch.manual_seed(1)
+        got = log_weights(vae, q, x, 7, prior, log_weight=compiled.log_weight_for(vae, True), **labels)
+        torch.manual_seed(1)
+        eager = log_weights(vae, q, x, 7, prior, **labels)  # the same draws
+    kernel = compiled.KERNELS.get((type(vae).log_likelihood, "log_weight"))
+    assert (kernel is not None and kernel.compiled is not None) == fused  # the fused graph ran, or was not asked
+    failure = (kernel if fused else compiled.KERNELS[type(vae).log_likelihood]).failure
+    if failure:
+        pytest.skip(f"torch.compile does not work on this machine: {failure}")
+    assert counters["stats"]["unique_graphs"] > graphs  # compiled: the values are not the eager ones again
+    assert got.shape == (7, 30)
+    assert torch.allclose(got, eager, rtol=0, atol=2e-3 if grey else 5e-4)  # log-weights of order 1e2-1e3
+
+
+def test_the_log_weight_runs_eagerly_where_the_log_likelihood_does(fresh_kernels, monkeypatch):
+    """Chunks with a dimension of 1 and ``PYRO_VAE_COMPILE=0`` take the eager log-weight."""
+    torch.manual_seed(0)
+    vae, guide = build_model(load_config(None, ["model.z_dim=8", "data.pixels=threshold"]), 100)
+    calls = []
+    monkeypatch.setattr(compiled.CompiledKernel, "__call__", lambda self, *args: calls.append(args) or 0)
+    x = (torch.rand(5, 784) < 0.5).float()
+    with torch.no_grad():
+        (q, prior), (q1, prior1) = [(guide.posterior(xs), vae.prior_for(xs)) for xs in (x, x[:1])]
+        weigh = compiled.log_weight_for(vae, True)
+        assert weigh(q.sample((1,)), x, None, q, prior).shape == (1, 5)  # one sample (a point-mass q)
+        assert weigh(q1.sample((4,)), x[:1], None, q1, prior1).shape == (4, 1)  # one image (a last batch)
+        weigh(q.sample((4,)), x, None, q, prior)
+        assert len(calls) == 1
+        monkeypatch.setenv(compiled.ENVIRONMENT, "0")
+        assert compiled.log_weight_for(vae, True)(q.sample((4,)), x, None, q, prior).shape == (4, 5)
+    assert len(calls) == 1

@@ -132,8 +132,8 @@ def test_an_estimate_compiles_only_when_it_decodes_enough_codes(tiny_data, monke
 
     vae, guide = build_model(tiny_config(), len(tiny_data))
     n, asked = len(tiny_data), []
-    monkeypatch.setattr(evaluate, "log_likelihood_for",
-                        lambda model, compile: asked.append(compile) or model.log_likelihood)
+    monkeypatch.setattr(evaluate, "log_weight_for",
+                        lambda model, compile: asked.append(compile) or compiled.log_weight_for(model, False))
     monkeypatch.delenv(compiled.ENVIRONMENT, raising=False)
     monkeypatch.setattr(compiled, "COMPILE_MIN_ROWS", 20 * n)
     for k, compile in ((19, None), (20, None), (20, False), (1, True)):
