@@ -1,4 +1,5 @@
-"""Figures of studies over several runs: the amortization-gap bars and the sweep figure."""
+"""Figures of studies over several runs: the amortization-gap bars, the sweep figure and M2's accuracy by
+labelled-set size."""
 
 from __future__ import annotations
 
@@ -69,4 +70,44 @@ def plot_sweep(result: dict, title: str = "") -> Figure:
     right.grid(alpha=0.3)
     fig.suptitle(title or f"Sweep over {key}")
     fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_by_labelled(summary: list[dict], anchors: dict | None = None, reference: str = "reference",
+                              title: str = "") -> Figure:
+    """Two panels, M2's classifier q(y | x) and the classifier trained on the labelled images alone: the test
+    accuracy of each run (a dot per labelled set) and their mean +- its 95% bound against the labelled-set size
+    (``summary``: :func:`pyro_vae.workflow.report.accuracy_summary`), beside a reference's mean +- bound
+    (``anchors``: ``{labelled: ((M2, bound), (baseline, bound))}``, named ``reference`` in the legend)."""
+    fig = Figure(figsize=(12, 4.5))
+    panels = fig.subplots(1, 2, sharey=True)
+    xs = range(len(summary))
+    for panel, (name, sets_key, mean_key, which) in zip(panels, (
+            ("M2: q(y | x)", "sets", "mean", 0), ("classifier on the labelled images alone", "baseline_sets",
+                                                   "baseline_mean", 1))):
+        labels = {"set": "one labelled set", "mean": "mean of its sets +- 95% bound",
+                  "anchor": f"{reference}: mean +- 95% bound"}
+
+        def label(kind: str) -> str | None:  # each legend entry once, on the first point drawn of its kind
+            return labels.pop(kind, None)
+
+        for x, group in zip(xs, summary):
+            sets = group[sets_key]
+            panel.plot([x - 0.12] * len(sets), sets, "o", color="C0", alpha=0.45, markersize=5, label=label("set"))
+            mean, bound = group[mean_key]
+            if bound is not None:
+                panel.errorbar([x], [mean], yerr=[bound], fmt="s", color="C0", capsize=4, label=label("mean"))
+            anchor = (anchors or {}).get(group["labelled"])
+            if anchor:
+                panel.errorbar([x + 0.12], [anchor[which][0]], yerr=[anchor[which][1]], fmt="D", color="C1",
+                               capsize=4, label=label("anchor"))
+        panel.set_xticks(list(xs))
+        panel.set_xticklabels([f"{g['labelled']:,}" for g in summary])
+        panel.set_xlabel("labelled images")
+        panel.set_title(name)
+        panel.grid(alpha=0.3)
+        panel.legend(loc="lower right", fontsize=9)
+    panels[0].set_ylabel("test accuracy")
+    if title:
+        fig.suptitle(title)
     return fig

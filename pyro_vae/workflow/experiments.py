@@ -288,7 +288,8 @@ def completion_row(report: dict | None, metrics: dict) -> dict:
 
 def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_samples: int, overwrite: bool,
               progress: bool, log, redraw: bool = True) -> bool:
-    """One run per swept value in ``out/<key>_<value>``; writes ``sweep.json`` and ``sweep.png``.
+    """One run per swept value in ``out/<key>_<value>``; writes ``sweep.json`` and ``sweep.png`` (an M2 sweep also
+    ``accuracy.png``, its classifier's accuracy by labelled-set size).
 
     Returns whether every run was found finished."""
     from ..plots.base import save_figure
@@ -327,10 +328,28 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
             "best_epoch": metrics.get("best_epoch"),  # with a validation split: the epoch whose weights these are
             "train_seconds": metrics["train_seconds"],
         })
-    result = {"key": key, "num_samples": num_samples, "rows": rows}
+    result = {"key": key, "num_samples": num_samples, "rows": rows, "labelled_sets": only_labelled_sets_differ(members)}
     write_json(RunDir(out).sweep, result)
     save_figure(plot_sweep(result, title=experiment.title), RunDir(out).sweep_figure)
+    if rows and all("accuracy" in r for r in rows):  # M2: its classifier's accuracy by labelled-set size
+        from ..plots.study import plot_accuracy_by_labelled
+        from .report import TUTORIAL_M2, accuracy_summary
+
+        save_figure(plot_accuracy_by_labelled(accuracy_summary(result), TUTORIAL_M2, "Pyro's tutorial",
+                                              title=experiment.title),
+                    RunDir(out).accuracy_figure)
     return reused
+
+
+def only_labelled_sets_differ(members: list[tuple[object, str, Config]]) -> bool:
+    """Whether a sweep's runs differ in nothing but ``data.labelled`` and ``train.seed`` (which draws the labelled
+    set): then runs of one size are draws of labelled sets from one recipe, and the report pools them."""
+    def recipe(config: Config) -> dict:
+        settings = config.to_dict()
+        del settings["data"]["labelled"], settings["train"]["seed"]
+        return settings
+
+    return all(recipe(config) == recipe(members[0][2]) for _, _, config in members)
 
 
 def sweep_members(experiment: Experiment, overrides) -> list[tuple[object, str, Config]]:

@@ -112,7 +112,13 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
 # classifier: {labelled: ((M2, bound), (baseline, bound))}
 TUTORIAL_M2 = {100: ((0.9319, 0.0060), (0.7712, 0.0159)), 600: ((0.9437, 0.0070), (0.8716, 0.0064)),
                1000: ((0.9487, 0.0038), (0.8863, 0.0025)), 3000: ((0.9582, 0.0012), (0.9108, 0.0015))}
-SEED_KEY = "train.seed"  # a sweep over it gets a row of the means over its seeds
+TUTORIAL_SETS = 5  # the labelled sets behind each of the tutorial's means
+
+
+def _t_quantile(confidence: float, dof: float) -> float:
+    from scipy.stats import t  # (imported here: the report's other tables do without scipy's import time)
+
+    return float(t.ppf((1 + confidence) / 2, dof))
 
 
 def mean_bound(values: list[float], confidence: float = 0.95) -> tuple[float, float | None]:
@@ -123,9 +129,65 @@ def mean_bound(values: list[float], confidence: float = 0.95) -> tuple[float, fl
         raise ValueError("mean_bound needs at least one value, got none")
     if n < 2:
         return values[0], None
-    from scipy.stats import t  # (imported here: the report's other tables do without scipy's import time)
+    return statistics.mean(values), _t_quantile(confidence, n - 1) * statistics.stdev(values) / math.sqrt(n)
 
-    return statistics.mean(values), float(t.ppf((1 + confidence) / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
+
+def welch_difference(values: list[float], reference: tuple[float, float], reference_n: int = TUTORIAL_SETS,
+                     confidence: float = 0.95, reference_confidence: float = 0.95) -> tuple[float, float]:
+    """``(d, half-width)``: the mean of ``values`` minus a published mean given as ``(mean, bound)``, the bound
+    read as a t interval of confidence c_r over ``reference_n`` values, with Welch's interval
+    d +- t_{(1+c)/2, nu} sqrt(s^2 / n + s_r^2 / n_r), where s_r = bound sqrt(n_r) / t_{(1+c_r)/2, n_r - 1} and
+    nu = (a + b)^2 / (a^2 / (n - 1) + b^2 / (n_r - 1)), a = s^2 / n, b = s_r^2 / n_r (Welch-Satterthwaite).
+    (A bound made as 1.96 s_r / sqrt(n_r) instead would hide a larger s_r: the t reading is the narrower one.)"""
+    n = len(values)
+    if n < 2 or reference_n < 2:
+        raise ValueError(f"welch_difference needs at least two values on each side, got {n} and {reference_n}")
+    mean, bound = reference
+    a = statistics.variance(values) / n
+    b = (bound * math.sqrt(reference_n) / _t_quantile(reference_confidence, reference_n - 1)) ** 2 / reference_n
+    if a + b == 0:
+        return statistics.mean(values) - mean, 0.0
+    dof = (a + b) ** 2 / (a ** 2 / (n - 1) + b ** 2 / (reference_n - 1))
+    return statistics.mean(values) - mean, _t_quantile(confidence, dof) * math.sqrt(a + b)
+
+
+# What an M2 sweep's accuracy table has for each run, as ``(heading, value of a row)``; the tutorial's M2 number
+# is set beside the accuracy of q(y | x) and the tutorial's pick, its baseline beside the baseline
+ACCURACY_COLUMNS = (
+    ("accuracy of q(y \\| x)", lambda s: s.get("accuracy")),
+    ("q(y \\| x) on the validation images", lambda s: s.get("valid_accuracy")),
+    ("at the best validation accuracy (epoch)", lambda s: (s.get("best_valid_accuracy") or {}).get("test_accuracy")),
+    ("of the model's p(y \\| x)", lambda s: s.get("model_accuracy")),
+    ("classifier on the labelled images alone", lambda s: s.get("baseline_accuracy")),
+)
+_COMPARED = {0: 0, 2: 0, 4: 1}  # column -> the tutorial's number it is compared with (0: M2, 1: baseline)
+
+
+def labelled_sets(sweep: dict) -> list[tuple[object, list[dict]]]:
+    """An M2 sweep's rows as ``[(labelled, [row, ...]), ...]``: where its runs differ only in the labelled set drawn
+    (``sweep["labelled_sets"]``, :func:`~pyro_vae.workflow.experiments.only_labelled_sets_differ`), the rows of
+    each labelled-set size together, in the order met; otherwise each row alone (a sweep over another setting
+    holds different recipes, not draws of one). A row's size is its ``labelled``, from its evaluation's baseline
+    (in a sweep over ``data.labelled``, its value)."""
+    groups: dict = {}
+    for i, s in enumerate(sweep["rows"]):
+        labelled = s.get("labelled", s["value"] if sweep["key"] == "data.labelled" else None)
+        groups.setdefault(labelled if sweep.get("labelled_sets") else i, (labelled, []))[1].append(s)
+    return list(groups.values())
+
+
+def accuracy_summary(sweep: dict) -> list[dict]:
+    """Per labelled-set size of an M2 sweep (:func:`labelled_sets`): ``labelled``, each run's test accuracy of
+    q(y | x) (``sets``) and of its baseline (``baseline_sets``), and their means with 95% t bounds (``mean``,
+    ``baseline_mean``: :func:`mean_bound`); the figure :func:`pyro_vae.plots.study.plot_accuracy_by_labelled`
+    draws."""
+    summary = []
+    for labelled, group in labelled_sets(sweep):
+        sets = [s["accuracy"] for s in group]
+        baseline = [s["baseline_accuracy"] for s in group]
+        summary.append({"labelled": labelled, "sets": sets, "mean": mean_bound(sets),
+                        "baseline_sets": baseline, "baseline_mean": mean_bound(baseline)})
+    return summary
 
 
 def _anchor(labelled) -> str:
@@ -140,36 +202,45 @@ def _mean_cell(values: list) -> str:
     return f"{mean:.4f} +- {bound:.4f}"
 
 
+def _difference_cell(values: list, column: int, labelled) -> str:
+    if column not in _COMPARED or labelled not in TUTORIAL_M2 or any(v is None for v in values):
+        return "-"
+    difference, bound = welch_difference(values, TUTORIAL_M2[labelled][_COMPARED[column]])
+    return f"{difference:+.4f} +- {bound:.4f}"
+
+
 def accuracy_table(sweep: dict) -> str:
     """Markdown: the test accuracy of an M2 sweep's classifier q(y | x) beside the model's own posterior p(y | x)
     (from the evaluation's per-class log p(x, y)), its supervised baseline and the tutorial's two numbers (means
     over five labelled sets, +- their 95% bounds); with a validation split, the epoch whose weights these are,
     q(y | x)'s accuracy on the validation images, and the tutorial's pick: the test accuracy of the epoch with the
-    best validation accuracy (the epoch in brackets). A sweep over :data:`SEED_KEY` ends in a row of the means over
-    its seeds with their 95% t bounds (:func:`mean_bound`), the tutorial's statistic, beside the tutorial's numbers
-    for the rows' labelled-set size (each row's ``labelled``, from its evaluation's baseline)."""
+    best validation accuracy (the epoch in brackets). Runs of one labelled-set size (:func:`labelled_sets`) end in
+    a row of their means with 95% t bounds (:func:`mean_bound`), the tutorial's statistic, set beside the
+    tutorial's numbers, and a row of the differences from them with Welch's 95% interval
+    (:func:`welch_difference`: q(y | x) and the pick against the tutorial's M2, the baseline against its
+    baseline); a size with one run has the tutorial's numbers on that run's row."""
     key = sweep["key"].rpartition(".")[2]
-    lines = [f"| {key} | epochs (weights of) | accuracy of q(y \\| x) | q(y \\| x) on the validation images "
-             "| at the best validation accuracy (epoch) "
-             "| of the model's p(y \\| x) | classifier on the labelled images alone "
+    headings = " | ".join(heading for heading, _ in ACCURACY_COLUMNS)
+    lines = [f"| {key} | epochs (weights of) | {headings} "
              "| Pyro tutorial (mean of 5 labelled sets +- 95% bound): M2, baseline |",
              "|---|---|---|---|---|---|---|---|"]
-    for s in sweep["rows"]:
-        epochs = f"{s['epochs']} ({s['best_epoch']})" if s.get("best_epoch") else f"{s['epochs']}"
-        picked = s.get("best_valid_accuracy")
-        picked = f"{_num(picked['test_accuracy'], '{:.4f}')} ({picked['epoch']})" if picked else "-"
-        lines.append(f"| {s['value']} | {epochs} | {_num(s.get('accuracy'), '{:.4f}')} "
-                     f"| {_num(s.get('valid_accuracy'), '{:.4f}')} | {picked} "
-                     f"| {_num(s.get('model_accuracy'), '{:.4f}')} | {_num(s.get('baseline_accuracy'), '{:.4f}')} "
-                     f"| {_anchor(s['value']) if sweep['key'] == 'data.labelled' else '-'} |")
-    if sweep["key"] == SEED_KEY and len(sweep["rows"]) > 1:
-        columns = [lambda s: s.get("accuracy"), lambda s: s.get("valid_accuracy"),
-                   lambda s: (s.get("best_valid_accuracy") or {}).get("test_accuracy"),
-                   lambda s: s.get("model_accuracy"), lambda s: s.get("baseline_accuracy")]
-        means = " | ".join(_mean_cell([column(s) for s in sweep["rows"]]) for column in columns)
-        sizes = {s.get("labelled") for s in sweep["rows"]}
-        lines.append(f"| mean of {len(sweep['rows'])} (95% bound) | | {means} "
-                     f"| {_anchor(sizes.pop()) if len(sizes) == 1 else '-'} |")
+    for labelled, group in labelled_sets(sweep):
+        for s in group:
+            epochs = f"{s['epochs']} ({s['best_epoch']})" if s.get("best_epoch") else f"{s['epochs']}"
+            picked = s.get("best_valid_accuracy")
+            cells = [_num(column(s), "{:.4f}") for _, column in ACCURACY_COLUMNS]
+            if picked:
+                cells[2] += f" ({picked['epoch']})"
+            lines.append(f"| {s['value']} | {epochs} | {' | '.join(cells)} "
+                         f"| {_anchor(labelled) if len(group) == 1 else '-'} |")
+        if len(group) > 1:
+            columns = [[column(s) for s in group] for _, column in ACCURACY_COLUMNS]
+            size = f" with {labelled:,} labels" if labelled is not None else ""
+            means = " | ".join(_mean_cell(values) for values in columns)
+            lines.append(f"| mean of {len(group)}{size} (95% bound) | | {means} | {_anchor(labelled)} |")
+            if labelled in TUTORIAL_M2:
+                differences = " | ".join(_difference_cell(values, i, labelled) for i, values in enumerate(columns))
+                lines.append(f"| difference from the tutorial{size} (Welch, 95%) | | {differences} | |")
     return "\n".join(lines) + "\n"
 
 

@@ -75,6 +75,7 @@ class RunDir:
     auroc_figure = property(lambda self: self.path / "auroc.png")  # an anomaly sweep's AUROC per member and score
     score_histograms = property(lambda self: self.path / "score_histograms.png")
     sweep_figure = property(lambda self: self.path / "sweep.png")
+    accuracy_figure = property(lambda self: self.path / "accuracy.png")  # an M2 sweep's accuracy by labelled size
 
     def earlier_copy_fix(self, damaged: Path | None = None) -> str:
         """What to do about a damaged checkpoint (``damaged``, default the latest) of this run: use the
