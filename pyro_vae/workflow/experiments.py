@@ -333,7 +333,7 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
     save_figure(plot_sweep(result, title=experiment.title), RunDir(out).sweep_figure)
     if rows and all("accuracy" in r for r in rows):  # M2: its classifier's accuracy by labelled-set size
         from ..plots.study import plot_accuracy_by_labelled
-        from .report import TUTORIAL_M2, accuracy_summary
+        from .label_sets import TUTORIAL_M2, accuracy_summary
 
         save_figure(plot_accuracy_by_labelled(accuracy_summary(result), TUTORIAL_M2, "Pyro's tutorial",
                                               title=experiment.title),

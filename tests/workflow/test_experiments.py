@@ -279,3 +279,14 @@ def test_separation_is_sklearns_auroc_and_auprc_on_a_case_worked_by_hand():
 def test_a_bad_experiment_table_is_refused_when_loaded(tmp_path, kind, line, message):
     with pytest.raises(ConfigError, match=message):
         load_experiment(write_tiny(tmp_path, "bad", kind=kind, sweep=line))
+
+
+def test_only_runs_that_differ_in_the_labelled_set_alone_are_pooled():
+    from pyro_vae.workflow.config import load_config
+    from pyro_vae.workflow.experiments import only_labelled_sets_differ
+
+    def members(*overrides):
+        return [(o, o, load_config(REPO / "experiments" / "m2.toml", list(o))) for o in overrides]
+
+    assert only_labelled_sets_differ(members(["train.seed=0"], ["train.seed=1", "data.labelled=600"]))
+    assert not only_labelled_sets_differ(members(["train.seed=0"], ["train.classifier_weight=0.1"]))
