@@ -39,7 +39,8 @@ def welch_difference(values: list[float], reference: tuple[float, float], refere
     read as a t interval of confidence c_r over ``reference_n`` values, with Welch's interval
     d +- t_{(1+c)/2, nu} sqrt(s^2 / n + s_r^2 / n_r), where s_r = bound sqrt(n_r) / t_{(1+c_r)/2, n_r - 1} and
     nu = (a + b)^2 / (a^2 / (n - 1) + b^2 / (n_r - 1)), a = s^2 / n, b = s_r^2 / n_r (Welch-Satterthwaite).
-    (A bound made as 1.96 s_r / sqrt(n_r) instead would hide a larger s_r: the t reading is the narrower one.)"""
+    (A bound made as 1.96 s_r / sqrt(n_r) instead would hide an s_r 1.42 times as large; nu moves with it, so the
+    interval need not widen.)"""
     n = len(values)
     if n < 2 or reference_n < 2:
         raise ValueError(f"welch_difference needs at least two values on each side, got {n} and {reference_n}")
