@@ -106,16 +106,17 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
     return {"experiment": experiment, "rows": rows, "record": record, "figures": figures, "extra": extra}
 
 
-# What an M2 sweep's accuracy table has for each run, as ``(heading, value of a row)``; the tutorial's M2 number
-# is set beside the accuracy of q(y | x) and the tutorial's pick, its baseline beside the baseline
+# What an M2 sweep's accuracy table has for each run, as ``(heading, value of a row, the tutorial's number it is
+# compared with: 0 its M2, 1 its baseline, None none)``
+M2, BASELINE = 0, 1
 ACCURACY_COLUMNS = (
-    ("accuracy of q(y \\| x)", lambda s: s.get("accuracy")),
-    ("q(y \\| x) on the validation images", lambda s: s.get("valid_accuracy")),
-    ("at the best validation accuracy (epoch)", lambda s: (s.get("best_valid_accuracy") or {}).get("test_accuracy")),
-    ("of the model's p(y \\| x)", lambda s: s.get("model_accuracy")),
-    ("classifier on the labelled images alone", lambda s: s.get("baseline_accuracy")),
+    ("accuracy of q(y \\| x)", lambda s: s.get("accuracy"), M2),
+    ("q(y \\| x) on the validation images", lambda s: s.get("valid_accuracy"), None),
+    ("at the best validation accuracy (epoch)", lambda s: (s.get("best_valid_accuracy") or {}).get("test_accuracy"),
+     M2),
+    ("of the model's p(y \\| x)", lambda s: s.get("model_accuracy"), None),
+    ("classifier on the labelled images alone", lambda s: s.get("baseline_accuracy"), BASELINE),
 )
-_COMPARED = {0: 0, 2: 0, 4: 1}  # column -> the tutorial's number it is compared with (0: M2, 1: baseline)
 
 
 def _anchor(labelled) -> str:
@@ -130,10 +131,10 @@ def _mean_cell(values: list) -> str:
     return f"{mean:.4f} +- {bound:.4f}"
 
 
-def _difference_cell(values: list, column: int, labelled) -> str:
-    if column not in _COMPARED or labelled not in TUTORIAL_M2 or any(v is None for v in values):
+def _difference_cell(values: list, compared: int | None, labelled) -> str:
+    if compared is None or labelled not in TUTORIAL_M2 or any(v is None for v in values):
         return "-"
-    difference, bound = welch_difference(values, TUTORIAL_M2[labelled][_COMPARED[column]])
+    difference, bound = welch_difference(values, TUTORIAL_M2[labelled][compared])
     return f"{difference:+.4f} +- {bound:.4f}"
 
 
@@ -148,7 +149,7 @@ def accuracy_table(sweep: dict) -> str:
     (:func:`welch_difference`: q(y | x) and the pick against the tutorial's M2, the baseline against its
     baseline); a size with one run has the tutorial's numbers on that run's row."""
     key = sweep["key"].rpartition(".")[2]
-    headings = " | ".join(heading for heading, _ in ACCURACY_COLUMNS)
+    headings = " | ".join(heading for heading, _, _ in ACCURACY_COLUMNS)
     lines = [f"| {key} | epochs (weights of) | {headings} "
              "| Pyro tutorial (mean of 5 labelled sets +- 95% bound): M2, baseline |",
              "|---|---|---|---|---|---|---|---|"]
@@ -156,18 +157,17 @@ def accuracy_table(sweep: dict) -> str:
         for s in group:
             epochs = f"{s['epochs']} ({s['best_epoch']})" if s.get("best_epoch") else f"{s['epochs']}"
             picked = s.get("best_valid_accuracy")
-            cells = [_num(column(s), "{:.4f}") for _, column in ACCURACY_COLUMNS]
-            if picked:
-                cells[2] += f" ({picked['epoch']})"
+            cells = [_num(column(s), "{:.4f}") + (f" ({picked['epoch']})" if picked and "(epoch)" in heading else "")
+                     for heading, column, _ in ACCURACY_COLUMNS]
             lines.append(f"| {s['value']} | {epochs} | {' | '.join(cells)} "
                          f"| {_anchor(labelled) if len(group) == 1 else '-'} |")
         if len(group) > 1:
-            columns = [[column(s) for s in group] for _, column in ACCURACY_COLUMNS]
+            columns = [([column(s) for s in group], compared) for _, column, compared in ACCURACY_COLUMNS]
             size = f" with {labelled:,} labels" if labelled is not None else ""
-            means = " | ".join(_mean_cell(values) for values in columns)
+            means = " | ".join(_mean_cell(values) for values, _ in columns)
             lines.append(f"| mean of {len(group)}{size} (95% bound) | | {means} | {_anchor(labelled)} |")
             if labelled in TUTORIAL_M2:
-                differences = " | ".join(_difference_cell(values, i, labelled) for i, values in enumerate(columns))
+                differences = " | ".join(_difference_cell(values, compared, labelled) for values, compared in columns)
                 lines.append(f"| difference from the tutorial{size} (Welch, 95%) | | {differences} | |")
     return "\n".join(lines) + "\n"
 
