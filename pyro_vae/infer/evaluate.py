@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import Iterable
 
 import pyro
 import pyro.distributions as dist
@@ -275,6 +276,20 @@ def code_usage(guide: Guide, x: torch.Tensor, batch_size: int = 1000) -> dict:
     return {"perplexity": perplexity(counts.sum(0).double()).item() if shared else per_position,
             "position_perplexity": per_position, "dead_codes": int((unused == 0).sum()), "codes": counts.shape[1],
             "positions": counts.shape[0], "shared": shared}
+
+
+@torch.no_grad()
+def accuracy_over_draws(guide, draws: Iterable[torch.Tensor], labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """The classifier's accuracy on images whose pixels are random (dynamic binarization), the draw's noise
+    averaged out: the fraction of images whose ``argmax_y (1/S) sum_s q(y | x_s)`` is their label, over the
+    S draws ``x_s`` of every image ``(N, D)`` that ``draws`` yields (S = 1: argmax q(y | x_1), one draw's)."""
+    total = None
+    for x in draws:
+        probs = torch.cat([guide.q_y(xb).probs for _, xb in batches(x, batch_size)])
+        total = probs if total is None else total + probs
+    if total is None:
+        raise ValueError("accuracy_over_draws needs at least one draw of the images")
+    return (total.argmax(-1) == labels).float().mean().item()
 
 
 @torch.no_grad()

@@ -33,6 +33,7 @@ class DataConfig:
     test_size: int = 0  # use the first n test images; 0 = all
     validation_size: int = 0  # hold out the last n training images (binarized_mnist: its validation file)
     labelled: int = 0  # model.labels = 'latent' (M2): training images that keep their label, balanced over classes
+    labelled_seed: int = -1  # M2: the seed that draws the labelled set; -1 = train.seed (which also draws the start)
     held_out_labels: list = field(default_factory=list)  # digits taken out of every split (anomaly experiments)
     # each training pixel replaced with this probability by a random one (Ren et al. 2019's background model)
     noise: float = 0.0
@@ -162,6 +163,7 @@ _LOWER_BOUNDS = {
     ("data", "test_size"): (0, True),
     ("data", "validation_size"): (0, True),
     ("data", "labelled"): (0, True),
+    ("data", "labelled_seed"): (-1, True),
     ("model", "completion"): (0, True),
     ("data", "noise"): (0, True),
     ("train", "classifier_weight"): (0, True),
@@ -203,6 +205,7 @@ _LOWER_BOUNDS = {
 # (section, key) -> (highest allowed value, why)
 _UPPER_BOUNDS = {
     ("train", "seed"): (2**32 - 1, "numpy's seeds are 32-bit"),
+    ("data", "labelled_seed"): (2**32 - 1, "as train.seed"),
     ("guide", "flows"): (64, "deeper stacks of flows are not what a VAE guide needs"),
     ("prior", "flows"): (64, "deeper stacks of flows are not what a VAE prior needs"),
     ("train", "lr_decay"): (1, "a factor above 1 would raise the rate every epoch"),

@@ -5,8 +5,9 @@ for an amortized guide, the inference gaps; ``evaluation.json`` in the run direc
 IWAE bounds for smaller K and the active units; with ``gap=True`` the decomposition of
 :func:`pyro_vae.infer.gaps.amortization_gap` on the same images. A mean-field guide has no
 encoder: its test images get Gaussians of their own (:func:`fit_test_images`, cached in the run).
-M2 adds its classifier's accuracy, a supervised baseline's, and (with log p(x)) the model's own posterior
-over the label beside q(y | x) (:func:`pyro_vae.infer.evaluate.label_inference`).
+M2 adds its classifier's accuracy (on dynamically binarized images also with q(y | x) averaged over
+:data:`PIXEL_DRAWS` binarizations of each image), a supervised baseline's, and (with log p(x)) the model's own
+posterior over the label beside q(y | x) (:func:`pyro_vae.infer.evaluate.label_inference`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..infer.evaluate import (active_units, code_usage, elbo_terms, importance_log_likelihood,
+from ..infer.evaluate import (accuracy_over_draws, active_units, code_usage, elbo_terms, importance_log_likelihood,
                               importance_log_likelihood_over_labels, label_inference, posterior_means,
                               semi_supervised_terms)
 from ..infer.gaps import (CHECK_STEPS, CONVERGED_GAIN, FAMILY_LABELS, amortization_gap, default_check_images,
@@ -33,9 +34,12 @@ from .data import ImageData, load_run_split
 from .completion import baseline_loss
 from .labels import baseline_accuracy, labels_for
 from .runs import Run, RunDir, load_run
-from .streams import eval_generator, flushed_subnormals, seeded
+from .streams import eval_generator, flushed_subnormals, pixel_draws_generator, seeded
 
 SPLITS = ("test", "train")
+# M2 on dynamically binarized images: the classifier's accuracy is also read with q(y | x) averaged over this many
+# binarizations of each test image (drawn on pixel_draws_generator(seed)), beside the one x scored
+PIXEL_DRAWS = 100
 COMPLETION_BCE = (
     "; an image-completion run reports the importance-sampled estimate of the same quantity on -BCE "
     "(importance_sampled: log of the mean weight exp(-BCE(x_h; z)) p(z | x_g) / q(z | x), Pyro's CVAE "
@@ -170,11 +174,14 @@ def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap
                         check_steps: int = CHECK_STEPS) -> dict:
     """What an evaluation's numbers depend on: the run's whole config, its epochs, the split, K,
     the number of images, whether the gap was measured and, for the gap, q*'s family and (a flow family's)
-    fitting rule; for M2, that it holds the model's p(y | x). A saved evaluation is reused only when these are equal."""
+    fitting rule; for M2, that it holds the model's p(y | x) and (dynamic pixels) how many binarizations its averaged
+    accuracy read. A saved evaluation is reused only when these are equal."""
     settings = {"split": split, "num_samples": num_samples, "images": images, "gap": gap,
                 "epochs": len(run.history), "config": run.config.to_dict()}
     if run.vae.labels == "latent":  # (an M2 evaluation saved before it held the model's p(y | x) is not reused)
         settings["label_posterior"] = True
+        if run.config.data.pixels == "dynamic":  # (nor one saved before its accuracy over binarizations)
+            settings["pixel_draws"] = PIXEL_DRAWS
     if not gap:
         return settings
     settings["check_images"] = default_check_images(images)  # (one saved under another rule is not reused)
@@ -246,6 +253,11 @@ def evaluate_run(
         if latent:  # M2: its bound and log p(x) with y summed out; the classifier against the supervised baseline
             report["elbo"] = semi_supervised_terms(run.vae, guide, x, data.labels, batch)
             report["accuracy"] = report["elbo"]["accuracy"]
+            if data.pixels == "dynamic":  # x is one binarization of the test image: its noise averaged out too
+                draws = pixel_draws_generator(seed)
+                report["accuracy_over_draws"] = {"value": accuracy_over_draws(
+                    guide, (data.observed(draws).images for _ in range(PIXEL_DRAWS)), data.labels, batch),
+                    "draws": PIXEL_DRAWS}
             if split == "test":
                 report["baseline"] = baseline_accuracy(run.config, load_run_split(run.config, True, data_dir), x,
                                                        data.labels)
@@ -420,6 +432,10 @@ def format_report(report: dict) -> str:
         rows.append(("local fit (test images)", _fit_line(report["local_fit"])))
     if "accuracy" in report:
         rows.append(("accuracy of q(y|x)", f"{report['accuracy']:.4f}"))
+    if "accuracy_over_draws" in report:
+        over = report["accuracy_over_draws"]
+        rows.append(("accuracy of mean q(y|x)", f"{over['value']:.4f}  (argmax of q(y|x) averaged over "
+                                                f"{over['draws']} binarizations of each image)"))
     if "labels" in report:
         labels = report["labels"]
         rows.append(("accuracy of p(y|x)", f"{labels['model_accuracy']:.4f}  (the model's own posterior, y's "

@@ -45,6 +45,7 @@ from .compare import compare
 from .config import Config, ConfigError, load_config
 from .evaluation import evaluate_run, evaluation_settings, finished_evaluation, format_report
 from .gaps import gap_cells, is_fit_override, run_gaps
+from .labels import labelled_seed
 from .runs import RunDir, best_accuracy_epoch, load_run
 from .training import train_or_resume
 
@@ -316,6 +317,7 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
             "log_likelihood_stderr": ll["stderr"] if ll else None,
             "active_units": (report or {}).get("active_units"),
             **({"accuracy": report["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"],
+                "accuracy_over_draws": report.get("accuracy_over_draws", {}).get("value"),  # (dynamic pixels)
                 "labelled": report["baseline"]["labelled"],
                 "model_accuracy": report.get("labels", {}).get("model_accuracy"),
                 "valid_accuracy": metrics.get("valid_accuracy"),  # (of the epoch the validation loss picked)
@@ -342,14 +344,16 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
 
 
 def only_labelled_sets_differ(members: list[tuple[object, str, Config]]) -> bool:
-    """Whether a sweep's runs differ in nothing but ``data.labelled`` and ``train.seed`` (which draws the labelled
-    set): then runs of one size are draws of labelled sets from one recipe, and the report pools them."""
+    """Whether a sweep's runs differ in nothing but ``data.labelled`` and the seeds (``train.seed``,
+    ``data.labelled_seed``), and runs of one size each draw another labelled set: then they are draws of labelled
+    sets from one recipe, and the report pools them (runs sharing a set differ only in their start: not pooled)."""
     def recipe(config: Config) -> dict:
         settings = config.to_dict()
-        del settings["data"]["labelled"], settings["train"]["seed"]
+        del settings["data"]["labelled"], settings["data"]["labelled_seed"], settings["train"]["seed"]
         return settings
 
-    return all(recipe(config) == recipe(members[0][2]) for _, _, config in members)
+    sets = [(config.data.labelled, labelled_seed(config)) for _, _, config in members]
+    return len(set(sets)) == len(sets) and all(recipe(config) == recipe(members[0][2]) for _, _, config in members)
 
 
 def sweep_members(experiment: Experiment, overrides) -> list[tuple[object, str, Config]]:

@@ -3,7 +3,7 @@
 - ``none``: a VAE of x; a step is ``svi.step(x, idx)`` over the training images.
 - ``input``: a conditional VAE; ``svi.step(x, idx, y[idx])`` with the batch's one-hot labels.
 - ``latent``: M2; ``data.labelled`` training images (balanced over the classes, drawn with
-  ``train.seed``) keep their labels, the others are unlabelled. An epoch is one pass over the
+  :func:`labelled_seed`) keep their labels, the others are unlabelled. An epoch is one pass over the
   unlabelled images, each step ``svi.step(x_u, idx_u, x_l, idx_l, y_l)`` with a labelled batch of
   the same size (at most the labelled set) taken in turn from a seeded permutation of the labelled
   images, so that step s of epoch e always sees the same labelled batch (a resumed run included).
@@ -58,6 +58,18 @@ def balanced_labelled(labels: torch.Tensor, count: int, seed: int) -> torch.Tens
     return torch.cat(picked).sort().values.to(labels.device)
 
 
+def labelled_seed(config: Config) -> int:
+    """The seed that draws M2's labelled set: ``data.labelled_seed``, or ``train.seed`` where it is -1 (then one
+    seed draws the set, the initial weights and the stream; fixing it apart holds the set while the start varies)."""
+    return config.data.labelled_seed if config.data.labelled_seed >= 0 else config.train.seed
+
+
+def labelled_rows(train: ImageData, config: Config) -> torch.Tensor:
+    """The rows of ``train`` that keep their label: :func:`balanced_labelled` of ``data.labelled`` with
+    :func:`labelled_seed`."""
+    return balanced_labelled(train.labels, config.data.labelled, labelled_seed(config))
+
+
 class LabelledBatches:
     """Step s of epoch e's labelled batch ``(x_l, idx_l, y_l)``: rows ``s*B .. (s+1)*B`` (cyclically) of a
     permutation of the labelled set drawn from ``(seed, e)``; its pixels drawn on a generator of ``(seed, e, s)``."""
@@ -89,7 +101,7 @@ def training_inputs(vae: VAE, train: ImageData, config: Config) -> tuple[ImageDa
     if vae.labels == "input":
         y = labels_for(vae, train)
         return train, lambda idx, epoch, step: (y[idx],)
-    labelled = balanced_labelled(train.labels, config.data.labelled, config.train.seed)
+    labelled = labelled_rows(train, config)
     unlabelled = torch.ones(len(train), dtype=torch.bool, device=train.device)
     unlabelled[labelled] = False
     batches = LabelledBatches(train.rows(labelled), config.train.batch_size, config.train.seed)
@@ -102,11 +114,11 @@ BASELINE_MAX_STEPS, BASELINE_BATCH, BASELINE_LR, BASELINE_FITTED = 3000, 100, 1e
 def baseline_accuracy(config: Config, train: ImageData, test_x: torch.Tensor, test_labels: torch.Tensor) -> dict:
     """The supervised baseline of an M2 run: a classifier of the shape of its q(y | x)
     (:func:`~pyro_vae.workflow.build.build_classifier`, the run's init) trained on the run's labelled images
-    alone (:func:`balanced_labelled` of ``train``) by Adam (lr :data:`BASELINE_LR`) on the cross-entropy, in
+    alone (:func:`labelled_rows` of ``train``) by Adam (lr :data:`BASELINE_LR`) on the cross-entropy, in
     seeded passes of minibatches of up to :data:`BASELINE_BATCH`, the pixels drawn as in training, until a
     pass's mean cross-entropy is below :data:`BASELINE_FITTED` nats (the labelled set fitted; no validation
     set picks a step) or :data:`BASELINE_MAX_STEPS` steps; its accuracy on the test pixels ``test_x``."""
-    labelled = train.rows(balanced_labelled(train.labels, config.data.labelled, config.train.seed))
+    labelled = train.rows(labelled_rows(train, config))
     with seeded(config.train.seed + 5):
         net = build_classifier(config)
         if config.model.init == "glorot":

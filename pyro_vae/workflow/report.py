@@ -18,7 +18,7 @@ from .build import proper_density
 from .checkpoint import as_read_back, read_json, write_json
 from .compare import comparison_table
 from .config import load_config, resolved_dict
-from .evaluation import usage_line
+from .evaluation import PIXEL_DRAWS, usage_line
 from .experiments import Experiment, load_experiment
 from .gaps import experiment_gap_table
 from .label_sets import TUTORIAL_M2, labelled_sets, mean_bound, welch_difference
@@ -111,6 +111,8 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
 M2, BASELINE = 0, 1
 ACCURACY_COLUMNS = (
     ("accuracy of q(y \\| x)", lambda s: s.get("accuracy"), M2),
+    (f"q(y \\| x) averaged over {PIXEL_DRAWS} binarizations of each test image", lambda s: s.get("accuracy_over_draws"),
+     M2),
     ("q(y \\| x) on the validation images", lambda s: s.get("valid_accuracy"), None),
     ("at the best validation accuracy (epoch)", lambda s: (s.get("best_valid_accuracy") or {}).get("test_accuracy"),
      M2),
@@ -147,12 +149,14 @@ def accuracy_table(sweep: dict) -> str:
     a row of their means with 95% t bounds (:func:`mean_bound`), the tutorial's statistic, set beside the
     tutorial's numbers, and a row of the differences from them with Welch's 95% interval
     (:func:`welch_difference`: q(y | x) and the pick against the tutorial's M2, the baseline against its
-    baseline); a size with one run has the tutorial's numbers on that run's row."""
+    baseline); a size with one run has the tutorial's numbers on that run's row. On dynamically binarized images
+    a column gives q(y | x)'s accuracy averaged over binarizations of each test image (``accuracy_over_draws``),
+    also compared with the tutorial's M2 (whose classifier reads each grey test image once)."""
     key = sweep["key"].rpartition(".")[2]
     headings = " | ".join(heading for heading, _, _ in ACCURACY_COLUMNS)
     lines = [f"| {key} | epochs (weights of) | {headings} "
              "| Pyro tutorial (mean of 5 labelled sets +- 95% bound): M2, baseline |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|" + "---|" * (len(ACCURACY_COLUMNS) + 1)]
     for labelled, group in labelled_sets(sweep):
         for s in group:
             epochs = f"{s['epochs']} ({s['best_epoch']})" if s.get("best_epoch") else f"{s['epochs']}"

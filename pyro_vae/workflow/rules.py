@@ -193,6 +193,13 @@ RULES: tuple[Rule, ...] = (
         ("data.labelled=100",),
     ),
     Rule(
+        ("data.labelled_seed", "model.labels"),
+        lambda c: c.data.labelled_seed >= 0 and c.model.labels != "latent",
+        lambda c: f"data.labelled_seed = {c.data.labelled_seed} draws the labelled set of model.labels = 'latent' "
+                  f"(M2), but model.labels = {c.model.labels!r} has none; drop data.labelled_seed (or set it to -1)",
+        ("data.labelled_seed=1",),
+    ),
+    Rule(
         ("data.labelled", "model.labels"),
         lambda c: c.data.labelled % NUM_CLASSES != 0,
         lambda c: f"data.labelled = {c.data.labelled} cannot be balanced over the {NUM_CLASSES} classes of "

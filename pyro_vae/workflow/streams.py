@@ -26,6 +26,12 @@ def eval_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     return epoch_generator(seed, -1, device)
 
 
+def pixel_draws_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for further draws of the evaluation images' pixels (M2's accuracy over binarizations), apart
+    from :func:`eval_generator`'s and every epoch's."""
+    return epoch_generator(seed, -2, device)
+
+
 PROBE_SIZE = 1 << 20  # elements: more than torch's per-thread grain (32,768) times any thread count used here
 
 

@@ -328,3 +328,21 @@ def test_code_usage_pools_a_shared_codebook_and_counts_categoricals_per_position
     per_position = code_usage(Fixed(False), torch.zeros(4, 3), batch_size=3)
     assert per_position["perplexity"] == pytest.approx(1.5) and per_position["dead_codes"] == 5
     assert not per_position["shared"] and per_position["positions"] == 2
+
+
+def test_accuracy_over_draws_takes_the_argmax_of_the_mean_classifier_over_the_draws():
+    from pyro_vae.infer.evaluate import accuracy_over_draws
+
+    class Classifier:  # q(y | x) = softmax(4 x): a two-pixel image votes for the class of its lit pixel
+        def q_y(self, x):
+            return dist.OneHotCategorical(logits=4 * x)
+
+    labels = torch.tensor([0, 0, 1])
+    left, right = torch.tensor([[1.0, 0.0]]).expand(3, 2), torch.tensor([[0.0, 1.0]]).expand(3, 2)
+    assert accuracy_over_draws(Classifier(), [right], labels) == pytest.approx(1 / 3)  # one draw: its argmax
+    assert accuracy_over_draws(Classifier(), [left, right, left], labels, batch_size=2) == pytest.approx(2 / 3)
+    # q averaged, not votes counted: one confident draw outweighs two nearly even ones
+    even = torch.tensor([[0.5, 0.45]]).expand(3, 2)
+    assert accuracy_over_draws(Classifier(), [even, even, right], labels) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="at least one draw"):
+        accuracy_over_draws(Classifier(), [], labels)

@@ -297,3 +297,13 @@ def test_the_printed_report_gives_q_y_recall_by_true_class_from_the_confusion_ro
     assert "0: 0.75 1: 0.00 2: -  (by true class" in line  # rows, not columns: column 0's share would be 0.60
     del report["labels"]["confusion"]  # an evaluation made before the matrix was recorded
     assert "recall of q(y|x)" not in format_report(report)
+
+
+def test_the_printed_report_gives_the_accuracy_of_q_y_averaged_over_binarizations_where_it_was_read():
+    report = {"split": "test", "images": 6, "elbo": {"elbo": -90.0, "recon": -70.0, "kl": 20.0, "kl_estimator":
+              "analytic"}, "active_units": 3, "accuracy": 0.5, "num_samples": 10, "log_likelihood": None, "note": "-",
+              "accuracy_over_draws": {"value": 0.6667, "draws": 100}}
+    line = next(row for row in format_report(report).splitlines() if row.startswith("accuracy of mean q(y|x)"))
+    assert "0.6667  (argmax of q(y|x) averaged over 100 binarizations of each image)" in line
+    del report["accuracy_over_draws"]  # grey or thresholded pixels: one x per image, nothing to average
+    assert "accuracy of mean q(y|x)" not in format_report(report)

@@ -290,3 +290,7 @@ def test_only_runs_that_differ_in_the_labelled_set_alone_are_pooled():
 
     assert only_labelled_sets_differ(members(["train.seed=0"], ["train.seed=1", "data.labelled=600"]))
     assert not only_labelled_sets_differ(members(["train.seed=0"], ["train.classifier_weight=0.1"]))
+    # data.labelled_seed draws the set apart from the start: other sets are pooled, one set from two starts is not
+    assert only_labelled_sets_differ(members(["data.labelled_seed=1"], ["data.labelled_seed=2"]))
+    assert not only_labelled_sets_differ(members(["data.labelled_seed=1"], ["data.labelled_seed=1", "train.seed=5"]))
+    assert not only_labelled_sets_differ(members(["train.seed=1"], ["data.labelled_seed=1", "train.seed=5"]))

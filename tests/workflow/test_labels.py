@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from pyro_vae.workflow.config import ConfigError
-from pyro_vae.workflow.data import ImageData, load_run_validation
+from pyro_vae.workflow.data import ImageData, load_run_split, load_run_validation
 from pyro_vae.workflow.evaluation import evaluate_run, format_report
-from pyro_vae.workflow.labels import LabelledBatches, balanced_labelled
+from pyro_vae.workflow.labels import LabelledBatches, balanced_labelled, baseline_accuracy, training_inputs
 from pyro_vae.workflow.runs import load_run
 from pyro_vae.workflow.streams import eval_generator
 from pyro_vae.workflow.training import resume, train
@@ -30,6 +30,29 @@ def test_the_labelled_set_is_balanced_and_drawn_by_the_seed():
         balanced_labelled(labels, 65, seed=0)
     with pytest.raises(ConfigError, match="asks for 101 images of digit 0, but the training images hold 100"):
         balanced_labelled(labels, 1010, seed=0)
+
+
+def test_data_labelled_seed_holds_the_labelled_set_while_train_seed_varies(monkeypatch):
+    import pyro_vae.workflow.labels as labels
+
+    images = ImageData((torch.rand(200, 784) < 0.3).float(), torch.arange(200) % 10, "threshold")
+    m2 = type("M2", (), {"labels": "latent"})()
+
+    def unlabelled(**data):
+        config = _m2_config()
+        for key, value in data.items():
+            setattr(config.data if key != "seed" else config.train, key, value)
+        return training_inputs(m2, images, config)[0].images
+
+    assert torch.equal(unlabelled(labelled_seed=1, seed=11), unlabelled(seed=1))  # the set of train.seed = 1
+    assert torch.equal(unlabelled(labelled_seed=1, seed=11), unlabelled(labelled_seed=1, seed=12))
+    assert not torch.equal(unlabelled(labelled_seed=1, seed=11), unlabelled(seed=11))
+    seeds = []  # the baseline classifier reads the same set
+    monkeypatch.setattr(labels, "balanced_labelled", lambda y, count, seed: seeds.append(seed) or torch.arange(count))
+    config = _m2_config()
+    config.data.labelled, config.data.labelled_seed, config.train.seed = 10, 1, 11
+    baseline_accuracy(config, images, images.images[:20], images.labels[:20])
+    assert seeds == [1]
 
 
 def test_labelled_batches_depend_only_on_the_epoch_and_step_and_cycle_through_the_set():
@@ -54,13 +77,32 @@ def _m2_config(epochs=2):
 
 
 @pytest.mark.mnist
-def test_an_m2_run_trains_on_both_sets_and_reports_its_accuracy_beside_the_baseline(tmp_path, data_dir):
+def test_an_m2_run_trains_on_both_sets_and_reports_its_accuracy_beside_the_baseline(tmp_path, data_dir, monkeypatch):
+    import pyro_vae.workflow.evaluation as evaluation
+
     run_dir = train(_m2_config(), tmp_path / "m2", data_dir, **QUIET)
+    seen = {}
+
+    def accuracy_over_draws(guide, draws, labels, batch_size):  # what the evaluation averages q(y | x) over
+        seen["draws"], seen["labels"] = list(draws), labels
+        return real(guide, seen["draws"], labels, batch_size)
+
+    real = evaluation.accuracy_over_draws
+    monkeypatch.setattr(evaluation, "accuracy_over_draws", accuracy_over_draws)
     history = json.loads((run_dir / "history.json").read_text())
     assert history[-1]["test_accuracy"] > 0.3  # the labelled batches reach q(y | x): well above chance (0.1)
     assert history[-1]["test_elbo"] == pytest.approx(history[-1]["test_recon"] - history[-1]["test_kl"])
     report = evaluate_run(run_dir, 5, data_dir=data_dir, save=False)
     assert report["accuracy"] == pytest.approx(history[-1]["test_accuracy"])  # the same classifier on the same x
+    over = report["accuracy_over_draws"]  # dynamic pixels: q(y | x) also averaged over binarizations of each image
+    assert over["draws"] == 100 == len(seen["draws"]) and abs(over["value"] - report["accuracy"]) < 0.15
+    test = load_run_split(load_run(run_dir).config, False, data_dir)
+    draws = torch.stack(seen["draws"])  # (100, N, D): binary, each its own draw, none the scored x
+    x = test.observed(eval_generator(load_run(run_dir).config.train.seed)).images
+    assert set(draws.unique().tolist()) == {0.0, 1.0} and not torch.equal(draws[0], draws[1])
+    assert not any(torch.equal(d, x) for d in draws)
+    assert (draws.mean(0) - test.images).abs().max() < 0.5 and (draws.mean(0) - test.images).abs().mean() < 0.02
+    assert torch.equal(seen["labels"], test.labels)  # the test images' own labels
     assert report["baseline"]["labelled"] == 50 and report["baseline"]["accuracy"] > 0.3
     assert report["log_likelihood"]["value"] >= report["elbo"]["elbo"] - 1  # y summed out, K = 5 per class
     labels = report["labels"]  # the model's own p(y | x), from the same K = 5 per-class estimates (its values
@@ -72,7 +114,8 @@ def test_an_m2_run_trains_on_both_sets_and_reports_its_accuracy_beside_the_basel
     assert report["settings"]["label_posterior"]  # an M2 evaluation saved without it is not reused
     text = format_report(report)
     assert "accuracy of q(y|x)" in text and "y summed out" in text and "accuracy of p(y|x)" in text
-    assert "recall of q(y|x)" in text
+    assert "recall of q(y|x)" in text and "accuracy of mean q(y|x)" in text
+    assert report["settings"]["pixel_draws"] == 100  # an M2 evaluation saved before the averaged accuracy is redone
     assert {"samples_by_label.png", "style_transfer.png"} <= {p.name for p in (run_dir / "figures").iterdir()}
 
 
@@ -137,6 +180,7 @@ def test_an_m2_sweeps_rows_carry_the_validation_accuracy_and_the_epoch_kept(tmp_
         picked = history[row["best_valid_accuracy"]["epoch"] - 1]  # the tutorial's pick, from the run's own record
         assert picked["valid_accuracy"] == max(r["valid_accuracy"] for r in history)
         assert row["best_valid_accuracy"]["test_accuracy"] == picked["test_accuracy"]
-    assert f"| 50 | 2 ({rows[0]['best_epoch']}) | {rows[0]['accuracy']:.4f} | {rows[0]['valid_accuracy']:.4f} |" \
-        in accuracy_table({"key": "data.labelled", "rows": rows})
+    assert all(0 <= row["accuracy_over_draws"] <= 1 for row in rows)  # dynamic pixels: the averaged accuracy too
+    assert (f"| 50 | 2 ({rows[0]['best_epoch']}) | {rows[0]['accuracy']:.4f} | {rows[0]['accuracy_over_draws']:.4f} "
+            f"| {rows[0]['valid_accuracy']:.4f} |") in accuracy_table({"key": "data.labelled", "rows": rows})
     assert (out / "accuracy.png").stat().st_size > 0  # the accuracy by labelled-set size, beside sweep.png
