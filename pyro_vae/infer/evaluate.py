@@ -278,6 +278,11 @@ def code_usage(guide: Guide, x: torch.Tensor, batch_size: int = 1000) -> dict:
             "positions": counts.shape[0], "shared": shared}
 
 
+def classifier_log_probs(guide, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """log q(y | x) ``(N, C)`` of M2's classifier (normalised), in batches of ``batch_size`` images."""
+    return torch.cat([guide.q_y(xb).logits for _, xb in batches(x, batch_size)])
+
+
 @torch.no_grad()
 def accuracy_over_draws(guide, draws: Iterable[torch.Tensor], labels: torch.Tensor, batch_size: int = 1000) -> float:
     """The classifier's accuracy on images whose pixels are random (dynamic binarization), the draw's noise
@@ -285,7 +290,7 @@ def accuracy_over_draws(guide, draws: Iterable[torch.Tensor], labels: torch.Tens
     S draws ``x_s`` of every image ``(N, D)`` that ``draws`` yields (S = 1: argmax q(y | x_1), one draw's)."""
     total = None
     for x in draws:
-        probs = torch.cat([guide.q_y(xb).probs for _, xb in batches(x, batch_size)])
+        probs = classifier_log_probs(guide, x, batch_size).exp()
         total = probs if total is None else total + probs
     if total is None:
         raise ValueError("accuracy_over_draws needs at least one draw of the images")
@@ -366,7 +371,7 @@ def label_inference(guide, x: torch.Tensor, labels: torch.Tensor, log_joint: tor
     low by about half the relative variance of p^(x | y), Var(w / p) / 2K, so a class whose q(z | x, y) fits
     worse is under-weighted; q(z | x, y) is trained with weight q(y | x), so the classes q(y | x) rules out fit
     worst, which leans ``agreement`` up. ``kl_stderr`` is the spread over images alone."""
-    log_q = torch.cat([guide.q_y(xb).logits for _, xb in batches(x, batch_size)])  # normalised
+    log_q = classifier_log_probs(guide, x, batch_size)
     log_p = log_joint - torch.logsumexp(log_joint, -1, keepdim=True)
     kl = (log_q.exp() * (log_q - log_p)).sum(-1)
     model_guess, guess = log_p.argmax(-1), log_q.argmax(-1)
