@@ -169,6 +169,18 @@ def flows_source(flows_from: str | Path) -> dict:
             "config": source.saved_config().to_dict()}
 
 
+def run_settings(config: Config, epochs: int, split: str, num_samples: int, images: int, gap: bool = False) -> dict:
+    """The part of :func:`evaluation_settings` that the run's config and epoch count fix: all of it without the gap,
+    so a run's saved numbers can be matched without its weights."""
+    settings = {"split": split, "num_samples": num_samples, "images": images, "gap": gap, "epochs": epochs,
+                "config": config.to_dict()}
+    if config.model.labels == "latent":  # (an M2 evaluation saved before it held the model's p(y | x) is not reused)
+        settings["label_posterior"] = True
+        if config.data.pixels == "dynamic":  # (nor one saved before its accuracy over binarizations)
+            settings["pixel_draws"] = PIXEL_DRAWS
+    return settings
+
+
 def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap: bool,
                         q_family: str | None = None, flows_from: str | Path | None = None,
                         check_steps: int = CHECK_STEPS) -> dict:
@@ -176,12 +188,7 @@ def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap
     the number of images, whether the gap was measured and, for the gap, q*'s family and (a flow family's)
     fitting rule; for M2, that it holds the model's p(y | x) and (dynamic pixels) how many binarizations its averaged
     accuracy read. A saved evaluation is reused only when these are equal."""
-    settings = {"split": split, "num_samples": num_samples, "images": images, "gap": gap,
-                "epochs": len(run.history), "config": run.config.to_dict()}
-    if run.vae.labels == "latent":  # (an M2 evaluation saved before it held the model's p(y | x) is not reused)
-        settings["label_posterior"] = True
-        if run.config.data.pixels == "dynamic":  # (nor one saved before its accuracy over binarizations)
-            settings["pixel_draws"] = PIXEL_DRAWS
+    settings = run_settings(run.config, len(run.history), split, num_samples, images, gap)
     if not gap:
         return settings
     settings["check_images"] = default_check_images(images)  # (one saved under another rule is not reused)

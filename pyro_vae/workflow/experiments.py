@@ -24,7 +24,8 @@ trains one run per value in ``runs/NAME/<key>_<value>`` (per variant in ``runs/N
 and draws the sweep figure; ``gaps`` trains its decoders as a sweep's variants and measures the cells of
 the inference-gap table named in ``[experiment.gaps]`` (:mod:`pyro_vae.workflow.gaps`).
 Every run directory gets ``experiment.json`` (command, wall time); a finished run is
-not trained again, so a second ``pyro-vae run NAME`` only redoes what is missing.
+not trained again, so a second ``pyro-vae run NAME`` only redoes what is missing; a sweep's run whose
+directory is gone is put back from its kept record where there is one (:mod:`pyro_vae.workflow.records`).
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ from .build import check_config, proper_density
 from .checkpoint import as_read_back, read_json, write_json
 from .compare import compare
 from .config import Config, ConfigError, load_config
-from .evaluation import evaluate_run, evaluation_settings, finished_evaluation, format_report
+from .evaluation import evaluate_run, finished_evaluation, format_report, run_settings
 from .gaps import gap_cells, is_fit_override, run_gaps
 from .labels import labelled_seed
-from .runs import RunDir, best_accuracy_epoch, load_run
+from .records import finished_record, needs_evaluation, restore_records, weightless
+from .runs import RunDir, best_accuracy_epoch
 from .training import train_or_resume
 
 KINDS = ("train", "compare", "sweep", "anomaly", "gaps")
@@ -193,8 +195,10 @@ def _evaluate(out: Path, num_samples: int, data_dir, log) -> dict | None:
     """The test-set evaluation with K = ``num_samples`` (kept if already made with that K)."""
     if num_samples <= 0:
         return None
-    metrics = read_json(RunDir(out).metrics)
-    settings = evaluation_settings(load_run(out), "test", num_samples, metrics["test_images"], gap=False)
+    run = RunDir(out)
+    metrics = read_json(run.metrics)
+    settings = run_settings(run.saved_config(), len(read_json(run.history) or []), "test", num_samples,
+                            metrics["test_images"])
     report = finished_evaluation(out, settings)
     if report is None:
         report = evaluate_run(out, num_samples, "test", data_dir)
@@ -230,6 +234,8 @@ def run_experiment(
         raise ConfigError(f"--num-samples must be >= {int(experiment.kind == 'compare')}, got {k}")
     out = Path(out) if out else Path("runs") / experiment.name
     config = experiment.config(overrides)  # bad overrides fail here, before anything is written
+    if experiment.kind == "sweep" and not overwrite:  # members finished on another machine, their records kept
+        restore_records(experiment.path, experiment.name, sweep_members(experiment, overrides), out, k, log)
     finished_before = len(list(out.glob("**/metrics.json"))) if out.is_dir() else 0  # runs it may reuse
     start = time.perf_counter()
     if experiment.kind == "train":
@@ -302,9 +308,16 @@ def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_sample
     for value, sub, config in members:
         log(f"--- {key} = {value}")
         run_dir = out / sub
-        reused &= train_or_resume(config, run_dir, data_dir, overwrite, progress, log, redraw)
-        report = (_evaluate(run_dir, num_samples, data_dir, log)  # (M2: its accuracy, completion: -BCE, any pixels)
-                  if proper_density(config) or config.model.labels == "latent" or config.model.completion else None)
+        if not overwrite and weightless(run_dir) and RunDir(run_dir).metrics.is_file():  # a record
+            if not finished_record(run_dir, config, num_samples):
+                raise ConfigError(f"{run_dir} holds a finished run's record without weights, made under another "
+                                  f"config or evaluated with another K; pass --overwrite to train it again")
+            log(f"{run_dir}: a finished run's record (no weights): its numbers are used, its figures not drawn")
+            report = read_json(RunDir(run_dir).evaluation) if needs_evaluation(config) and num_samples > 0 else None
+        else:
+            reused &= train_or_resume(config, run_dir, data_dir, overwrite, progress, log, redraw)
+            report = (_evaluate(run_dir, num_samples, data_dir, log)  # (M2: its accuracy, completion: -BCE, any pixels)
+                      if needs_evaluation(config) else None)
         metrics = read_json(RunDir(run_dir).metrics)
         ll = (report or {}).get("log_likelihood")
         rows.append({

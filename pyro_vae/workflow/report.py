@@ -6,7 +6,8 @@ Nothing here is typed by hand: each number is read from ``metrics.json``,
 runs. What a full-length run gives is also saved beside the experiment files
 (``experiments/results/NAME.json``, with its key figures in ``experiments/figures/NAME/``), so
 the report can be made again, and read, without the run directories; an experiment with
-neither a run nor saved results is listed as not run.
+neither a run nor saved results is listed as not run. A sweep's finished runs also leave their records
+(:mod:`pyro_vae.workflow.records`), from which ``pyro-vae run NAME`` finishes it on another machine.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from .checkpoint import as_read_back, read_json, write_json
 from .compare import comparison_table
 from .config import load_config, resolved_dict
 from .evaluation import PIXEL_DRAWS, usage_line
-from .experiments import Experiment, load_experiment
+from .experiments import Experiment, load_experiment, sweep_members
 from .gaps import experiment_gap_table
+from .records import RESULTS_DIR, finished_record, keep_records, record_dir
 from .label_sets import TUTORIAL_M2, labelled_sets, mean_bound, welch_difference
 from .runs import RunDir
 
@@ -283,6 +285,12 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
         lines.append("- time: trained before `pyro-vae run` recorded one (training time in the table)")
     else:
         lines.append("- not run yet")
+    kept, members = entry.get("records", (0, 0))
+    if kept:
+        lines.append(f"- records of {kept} of its {members} runs kept in "
+                     f"`experiments/{RESULTS_DIR}/{experiment.name}/` "
+                     f"(each finished run's numbers without its weights: `{experiment.command}` puts them back where "
+                     "the run directories are gone and trains only the rest)")
     if entry.get("stale"):
         lines.append(f"- the run in `{out}/` was made under other settings than this file's (edited since, or run with "
                      f"other options, or before runs recorded their settings): `{experiment.command}` makes it again")
@@ -296,7 +304,6 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
 
 
 PUBLISHED_DIR = "figures"  # beside the experiment files: the key figures, small enough to commit
-RESULTS_DIR = "results"  # beside the experiment files: each experiment's numbers, as the report reads them
 PUBLISHED_WIDTH, PUBLISHED_COLORS = 640, 256
 
 
@@ -374,6 +381,19 @@ def publish_figures(experiment: Experiment, runs_dir: Path, experiments_dir: Pat
     return published
 
 
+def sweep_records(experiment: Experiment, runs_dir: Path) -> tuple[int, int]:
+    """Keep the record of each finished run of a sweep in ``runs_dir``
+    (:func:`~pyro_vae.workflow.records.keep_records`); returns how many of its runs have a record that stands for
+    the file as it is, and how many runs it has."""
+    if experiment.kind != "sweep":
+        return 0, 0
+    members = sweep_members(experiment, ())
+    keep_records(experiment.path, experiment.name, members, runs_dir, experiment.num_samples)
+    kept = sum(finished_record(record_dir(experiment.path, experiment.name, sub), config, experiment.num_samples)
+               for _, sub, config in members)
+    return kept, len(members)
+
+
 def write_report(experiments_dir: str | Path = "experiments", runs_dir: str | Path = "runs",
                  out: str | Path | None = None) -> str:
     """Build the report of every experiment in ``experiments_dir`` (files with an
@@ -386,7 +406,7 @@ def write_report(experiments_dir: str | Path = "experiments", runs_dir: str | Pa
         if experiment.title:
             experiments.append(experiment)
     experiments.sort(key=lambda e: (e.order, e.name))
-    entries = [{**experiment_results(e, runs_dir, experiments_dir),
+    entries = [{**experiment_results(e, runs_dir, experiments_dir), "records": sweep_records(e, runs_dir),
                 "published": publish_figures(e, runs_dir, experiments_dir)} for e in experiments]
     text = "\n".join([
         GENERATED_NOTE,
@@ -396,7 +416,9 @@ def write_report(experiments_dir: str | Path = "experiments", runs_dir: str | Pa
         f"(or finishes) the runs in `{runs_dir}/NAME/`, evaluates them and draws their figures;",
         "`pyro-vae report` then regenerates this file from the run directories, saving each full run's",
         "numbers to `experiments/results/NAME.json` and its key figures to `experiments/figures/NAME/`, so",
-        "that the file is made again, with the same numbers, where the runs are gone. Losses are per",
+        "that the file is made again, with the same numbers, where the runs are gone (a sweep also keeps each",
+        "finished run's record in `experiments/results/NAME/`, from which `pyro-vae run NAME` finishes it",
+        "elsewhere). Losses are per",
         "test image (10,000 MNIST test images unless a row says otherwise). On grey-value pixels the",
         "loss is BCE + KL, the reference's convention, and no log-likelihood is reported (-BCE is not",
         "a normalised density); binarized pixels give a proper Bernoulli likelihood and an",

@@ -1,0 +1,105 @@
+"""Records of finished runs: the small files of a trained and evaluated run (its config, history, metrics and
+evaluation; no weights), kept beside the experiment file so that a sweep longer than one machine's life can be
+finished on another.
+
+``pyro-vae report`` keeps the record of each sweep member whose run in ``runs/NAME/<member>`` finished and was
+evaluated under the experiment file as it is, in ``experiments/results/NAME/<member>/``
+(:func:`keep_records`). ``pyro-vae run NAME`` puts a member's record back into a run directory that holds no run
+(:func:`restore_records`) in place of training the member again, where the record is what the sweep would make
+of that member (:func:`finished_record`): its config, its training at its end, the evaluation the sweep makes.
+A restored member has no weights: its numbers enter the sweep; its own figures are not drawn again, and a
+command that needs its weights says that it has no checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .build import proper_density
+from .checkpoint import atomic_write_bytes, read_json
+from .config import Config, ConfigError, load_config
+from .evaluation import finished_evaluation, run_settings
+from .runs import RunDir
+from .training import training_done
+
+RESULTS_DIR = "results"  # beside the experiment files: each experiment's numbers, as the report reads them
+RECORD_FILES = ("config", "history", "metrics", "evaluation")  # the RunDir files a record holds
+
+
+def results_dir(experiments_dir: str | Path) -> Path:
+    return Path(experiments_dir) / RESULTS_DIR
+
+
+def record_dir(experiment_path: str | Path, name: str, member: str) -> Path:
+    """Where the record of sweep member ``member`` of experiment ``name`` (its file at ``experiment_path``) is kept."""
+    return results_dir(Path(experiment_path).parent) / name / member
+
+
+def needs_evaluation(config: Config) -> bool:
+    """Whether a sweep evaluates this member on the test set: a proper density (its log p(x)), M2 (its classifier's
+    accuracy) or image completion (its -BCE)."""
+    return proper_density(config) or config.model.labels == "latent" or bool(config.model.completion)
+
+
+def finished_record(run_dir: str | Path, config: Config, num_samples: int) -> bool:
+    """Whether ``run_dir`` holds what a sweep makes of ``config``, weights or not: that config (keys added since
+    at their defaults), its training at its end and, where the member is evaluated (:func:`needs_evaluation`,
+    K = ``num_samples`` > 0), the test-set evaluation made with exactly those settings."""
+    run = RunDir(run_dir)
+    metrics = read_json(run.metrics)
+    if not isinstance(metrics, dict) or not run.config.is_file():
+        return False
+    try:
+        saved = load_config(run.config)
+    except ConfigError:
+        return False
+    if saved.differences(config) or not training_done(config, metrics["epochs"], metrics.get("train_seconds", 0.0),
+                                                      metrics.get("best_epoch")):
+        return False
+    if num_samples <= 0 or not needs_evaluation(config):
+        return True
+    epochs = len(read_json(run.history) or [])
+    settings = run_settings(config, epochs, "test", num_samples, metrics["test_images"])
+    return finished_evaluation(run_dir, settings) is not None
+
+
+def weightless(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` has no checkpoint (a record, or no run at all)."""
+    return RunDir(run_dir).latest_checkpoint() is None
+
+
+def copy_record(source: str | Path, target: str | Path) -> None:
+    """Copy :data:`RECORD_FILES` of the run in ``source`` to ``target`` (created), each file atomically."""
+    Path(target).mkdir(parents=True, exist_ok=True)
+    for name in RECORD_FILES:
+        path = getattr(RunDir(source), name)
+        if path.is_file():
+            atomic_write_bytes(getattr(RunDir(target), name), path.read_bytes())
+
+
+def keep_records(experiment_path: str | Path, name: str, members: list[tuple[object, str, Config]],
+                 runs_dir: str | Path, num_samples: int) -> list[str]:
+    """Keep the record of each member ``(value, subfolder, config)`` whose run in ``runs_dir/name/<subfolder>`` is
+    :func:`finished_record` (:func:`record_dir`); returns the subfolders kept."""
+    kept = []
+    for _, sub, config in members:
+        run_dir = Path(runs_dir) / name / sub
+        if finished_record(run_dir, config, num_samples):
+            copy_record(run_dir, record_dir(experiment_path, name, sub))
+            kept.append(sub)
+    return kept
+
+
+def restore_records(experiment_path: str | Path, name: str, members: list[tuple[object, str, Config]], out: Path,
+                    num_samples: int, log=print) -> int:
+    """Put back into ``out/<subfolder>`` the kept record of each member whose folder there holds no run, where the
+    record is :func:`finished_record` of that member's config; returns how many were put back."""
+    restored = 0
+    for _, sub, config in members:
+        run_dir, kept = out / sub, record_dir(experiment_path, name, sub)
+        if RunDir(run_dir).holds_run() or not finished_record(kept, config, num_samples):
+            continue
+        copy_record(kept, run_dir)
+        log(f"{run_dir}: restored the record kept in {kept} (numbers without weights: its figures are not drawn)")
+        restored += 1
+    return restored
