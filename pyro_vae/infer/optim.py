@@ -257,15 +257,16 @@ class GroupedAdam(PyroOptim):
         self._pending.update(state)
 
 
-LR_SCHEDULES = ("constant", "burda", "exponential")
+LR_SCHEDULES = ("constant", "burda", "exponential", "multistep")
 BURDA_STAGES = 8  # i = 0..7: 3^i epochs at 10^(-i/7), 3,280 epochs in all (Burda et al. 2015)
 
 
-def lr_factor(schedule: str, epoch: int, decay: float = 1.0) -> float:
+def lr_factor(schedule: str, epoch: int, decay: float = 1.0, milestones: tuple[int, ...] | list[int] = ()) -> float:
     """The learning rate of ``epoch`` (1-based) as a multiple of the configured rate; a function of the
     epoch alone, so a resumed run steps with the rates an uninterrupted one did.
 
-    ``constant``: 1. ``exponential``: ``decay^(epoch - 1)``. ``burda``: stage i lasts 3^i epochs at
+    ``constant``: 1. ``exponential``: ``decay^(epoch - 1)``. ``multistep``: ``decay^m``, m the number of
+    ``milestones`` (epochs) already ended before ``epoch`` (torch's MultiStepLR). ``burda``: stage i lasts 3^i epochs at
     ``10^(-i/7)`` (epoch 1 at 1, epochs 2-4 at 10^(-1/7), 5-13 at 10^(-2/7), ...); after the last
     stage's 2,187 epochs (epoch 3,280) the rate stays at its 10^(-1).
     """
@@ -273,6 +274,8 @@ def lr_factor(schedule: str, epoch: int, decay: float = 1.0) -> float:
         return 1.0
     if schedule == "exponential":
         return decay ** (epoch - 1)
+    if schedule == "multistep":
+        return decay ** sum(epoch > milestone for milestone in milestones)
     if schedule == "burda":
         stage, end = 0, 1
         while epoch > end and stage < BURDA_STAGES - 1:

@@ -112,8 +112,9 @@ class TrainConfig:
     early_stopping: int = 0  # patience: stop when the validation loss has not improved for this many epochs; 0 = none
     batch_size: int = 128
     lr: float = 1e-3
-    lr_schedule: str = "constant"  # constant | burda (3^i epochs at 10^(-i/7)) | exponential (lr_decay per epoch)
-    lr_decay: float = 0.95  # exponential schedule: the rate's factor from one epoch to the next
+    lr_schedule: str = "constant"  # constant | burda (3^i epochs at 10^(-i/7)) | exponential | multistep
+    lr_decay: float = 0.95  # exponential: the rate's factor from one epoch to the next; multistep: at each milestone
+    lr_milestones: list = field(default_factory=list)  # multistep: the epochs after which the rate is x lr_decay
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | auto
     objective: str = "trace"  # trace | trace_mean_field | jit_trace | jit_trace_mean_field | iwae | iwae_dreg
@@ -298,6 +299,13 @@ def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
         raise ConfigError(
             f"data.held_out_labels must be a list of digits 0-9 that leaves at least one out, got {value!r}; "
             "for example data.held_out_labels=[0]"
+        )
+    if (section, key) == ("train", "lr_milestones") and not (
+        all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in value) and value == sorted(set(value))
+    ):
+        raise ConfigError(
+            f"train.lr_milestones must be increasing epochs >= 1 (the rate is multiplied by train.lr_decay after "
+            f"each), got {value!r}; for example train.lr_milestones=[100]"
         )
     if (section, key) == ("train", "snapshot_epochs") and not all(
         isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in value

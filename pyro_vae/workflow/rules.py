@@ -78,6 +78,13 @@ def _weighted_kl(c: Config) -> bool:
 
 RULES: tuple[Rule, ...] = (
     Rule(
+        ("train.lr_schedule", "train.lr_milestones"),
+        lambda c: c.train.lr_schedule == "multistep" and not c.train.lr_milestones,
+        lambda c: "train.lr_schedule = 'multistep' lowers the rate at train.lr_milestones, but none is set (the rate "
+                  "would stay constant); set them, e.g. train.lr_milestones=[100], or use lr_schedule 'constant'",
+        ("train.lr_schedule='multistep'",),
+    ),
+    Rule(
         ("train.early_stopping", "data.validation_size"),
         lambda c: c.train.early_stopping > 0 and c.data.validation_size == 0,
         lambda c: f"train.early_stopping = {c.train.early_stopping} watches the validation loss, but "
@@ -355,8 +362,10 @@ UNUSED: tuple[Unused, ...] = (  # keys a config may set that its parts never rea
     *(Unused(f"guide.{name}", _one_of("guide", "type", ("relaxed_categorical",)), "guide.type = 'relaxed_categorical'",
              (f"guide.{name}={value}",))
       for name, value in (("temperature", 2.0), ("min_temperature", 0.1), ("temperature_decay", 0.01))),
-    Unused("train.lr_decay", _one_of("train", "lr_schedule", ("exponential",)), "train.lr_schedule = 'exponential'",
-           ("train.lr_decay=0.9",)),
+    Unused("train.lr_decay", _one_of("train", "lr_schedule", ("exponential", "multistep")),
+           "train.lr_schedule = 'exponential' or 'multistep'", ("train.lr_decay=0.9",)),
+    Unused("train.lr_milestones", _one_of("train", "lr_schedule", ("multistep",)), "train.lr_schedule = 'multistep'",
+           ("train.lr_milestones=[10]",)),
     Unused("train.classifier_weight", _one_of("model", "labels", ("latent",)), "model.labels = 'latent'",
            ("train.classifier_weight=1.0",)),
     Unused("train.commitment", _one_of("guide", "type", ("vq",)), "guide.type = 'vq'", ("train.commitment=0.5",)),

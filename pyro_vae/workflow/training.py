@@ -405,7 +405,7 @@ class _LRSchedule(Hook):
 
     def epoch_started(self, epoch):
         t = self.trainer.config.train
-        self.trainer.optimizer.set_lr_factor(lr_factor(t.lr_schedule, epoch.number, t.lr_decay))
+        self.trainer.optimizer.set_lr_factor(lr_factor(t.lr_schedule, epoch.number, t.lr_decay, t.lr_milestones))
 
 
 class _StepSchedules(Hook):

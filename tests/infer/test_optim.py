@@ -340,6 +340,8 @@ def test_lr_schedules():
 
     assert [lr_factor("constant", e) for e in (1, 50)] == [1.0, 1.0]
     assert [lr_factor("exponential", e, 0.5) for e in (1, 2, 4)] == [1.0, 0.5, 0.125]
+    epochs = [1, 100, 101, 120, 121, 200]  # after epoch 100 x 0.1, after epoch 120 x 0.1 again
+    assert [lr_factor("multistep", e, 0.1, [100, 120]) for e in epochs] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
     stages = [1, 2, 4, 5, 13, 14, 40, 41, 1093, 1094, 3280, 5000]  # Burda et al.: 3^i epochs at 10^(-i/7)
     expected = [0, 1, 1, 2, 2, 3, 3, 4, 6, 7, 7, 7]
     assert [lr_factor("burda", e) for e in stages] == pytest.approx([10 ** (-i / 7) for i in expected])

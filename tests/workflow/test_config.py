@@ -81,6 +81,10 @@ def test_save_and_load_round_trip(tmp_path):
         ("prior.loc=[true, 0]", r"prior.loc must be a list of finite numbers"),
         ("prior.covariance=[[1, inf], [inf, 1]]", r"prior.covariance must be a list of rows of finite numbers"),
         ("prior.covariance=[1, 2]", r"prior.covariance must be a list of rows of finite numbers, got \[1, 2\]"),
+        ("train.lr_milestones=[120, 100]", r"train.lr_milestones must be increasing epochs >= 1 .* got \[120, 100\]"),
+        ("train.lr_milestones=[0]", r"train.lr_milestones must be increasing epochs >= 1"),
+        ("train.lr_milestones=[100, 100]", r"train.lr_milestones must be increasing epochs >= 1"),
+        ("train.lr_milestones=[1.5]", r"train.lr_milestones must be increasing epochs >= 1"),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(override, message):

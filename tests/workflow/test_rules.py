@@ -82,6 +82,7 @@ def test_a_key_set_where_nothing_reads_it_is_named(entry):
          "prior.codebook='ema'", "prior.ema_decay=0.9"],
         ["model.likelihood='normal'", "model.normal_scale=0.2", "model.learn_scale=true"],
         ["train.lr_schedule='exponential'", "train.lr_decay=0.9"],
+        ["train.lr_schedule='multistep'", "train.lr_decay=0.1", "train.lr_milestones=[10]"],
     ],
 )
 def test_keys_their_parts_read_are_not_named(overrides):

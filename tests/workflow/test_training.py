@@ -45,14 +45,16 @@ def test_same_seed_same_history_and_weights(tmp_path, data_dir):
     assert _without_times(json.loads((third / "history.json").read_text())) != _without_times(h1)
 
 
-def test_history_and_metrics_agree(tmp_path, data_dir):
+@pytest.mark.parametrize("schedule, decay, milestones, factors", [("exponential", 0.5, [], [1, 0.5]),
+                                                                   ("multistep", 0.1, [1], [1, 0.1])])
+def test_history_and_metrics_agree(tmp_path, data_dir, schedule, decay, milestones, factors):
     config = _small()
-    config.train.lr_schedule, config.train.lr_decay = "exponential", 0.5
+    config.train.lr_schedule, config.train.lr_decay, config.train.lr_milestones = schedule, decay, milestones
     run = train(config, tmp_path / "r", data_dir, progress=False, log=lambda line: None)
     history = json.loads((run / "history.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2]
-    assert [r["lr"] for r in history] == [config.train.lr, config.train.lr / 2]  # the rate each epoch stepped with
+    assert [r["lr"] for r in history] == pytest.approx([config.train.lr * f for f in factors])  # each epoch's rate
     assert metrics["test_loss"] == pytest.approx(history[-1]["test_loss"])  # evaluation is seeded
     assert metrics["test_convention"] == "bce" and metrics["test_kl_estimator"] == "analytic"
 
