@@ -165,7 +165,7 @@ def flows_source(flows_from: str | Path) -> dict:
     """What a borrowed flow family depends on: the run it comes from (its folder's name), its config and its
     epochs; not the path it was named by, so one run named two ways is one family."""
     source = RunDir(flows_from)
-    return {"run": Path(flows_from).resolve().name, "epochs": len(read_json(source.history) or []),
+    return {"run": Path(flows_from).resolve().name, "epochs": source.epochs_done(),
             "config": source.saved_config().to_dict()}
 
 
@@ -188,7 +188,7 @@ def evaluation_settings(run: Run, split: str, num_samples: int, images: int, gap
     the number of images, whether the gap was measured and, for the gap, q*'s family and (a flow family's)
     fitting rule; for M2, that it holds the model's p(y | x) and (dynamic pixels) how many binarizations its averaged
     accuracy read. A saved evaluation is reused only when these are equal."""
-    settings = run_settings(run.config, len(run.history), split, num_samples, images, gap)
+    settings = run_settings(run.config, run.dir.epochs_done(), split, num_samples, images, gap)
     if not gap:
         return settings
     settings["check_images"] = default_check_images(images)  # (one saved under another rule is not reused)

@@ -197,8 +197,7 @@ def _evaluate(out: Path, num_samples: int, data_dir, log) -> dict | None:
         return None
     run = RunDir(out)
     metrics = read_json(run.metrics)
-    settings = run_settings(run.saved_config(), len(read_json(run.history) or []), "test", num_samples,
-                            metrics["test_images"])
+    settings = run_settings(run.saved_config(), run.epochs_done(), "test", num_samples, metrics["test_images"])
     report = finished_evaluation(out, settings)
     if report is None:
         report = evaluate_run(out, num_samples, "test", data_dir)
@@ -217,12 +216,15 @@ def run_experiment(
     progress: bool = True,
     log=print,
     redraw: bool = True,
+    restore: bool = True,
 ) -> Path:
     """Run experiment ``name`` into ``out`` (default ``runs/NAME``); see the module docstring.
 
     :param num_samples: K for the test log p(x) (default: the experiment's ``num_samples``).
     :param quick: the small :data:`QUICK_OVERRIDES` setting (smoke tests, notebooks under CI).
     :param redraw: redraw the figures of a training run found finished (a notebook only reads them).
+    :param restore: put a sweep's kept records back where its run directories are gone
+        (:func:`~pyro_vae.workflow.records.restore_records`); a notebook, which shows the runs' figures, does not.
     """
     experiment = load_experiment(name)
     command = ["pyro-vae", "run", experiment.name, *(["--quick"] if quick else []),
@@ -234,8 +236,9 @@ def run_experiment(
         raise ConfigError(f"--num-samples must be >= {int(experiment.kind == 'compare')}, got {k}")
     out = Path(out) if out else Path("runs") / experiment.name
     config = experiment.config(overrides)  # bad overrides fail here, before anything is written
-    if experiment.kind == "sweep" and not overwrite:  # members finished on another machine, their records kept
-        restore_records(experiment.path, experiment.name, sweep_members(experiment, overrides), out, k, log)
+    members = sweep_members(experiment, overrides) if experiment.kind == "sweep" else []
+    if restore and not overwrite:  # a sweep's members finished on another machine, their records kept
+        restore_records(experiment.path, experiment.name, members, out, k, experiment.figures, log)
     finished_before = len(list(out.glob("**/metrics.json"))) if out.is_dir() else 0  # runs it may reuse
     start = time.perf_counter()
     if experiment.kind == "train":
@@ -253,7 +256,7 @@ def run_experiment(
         members = sweep_members(experiment, [o for o in overrides if not is_fit_override(o)])
         reused = run_gaps(experiment, members, out, data_dir, overrides, k, overwrite, progress, log, redraw)
     else:
-        reused = run_sweep(experiment, out, data_dir, overrides, k, overwrite, progress, log, redraw)
+        reused = run_sweep(experiment, members, out, data_dir, k, overwrite, progress, log, redraw)
     seconds = time.perf_counter() - start
     previous = read_json(RunDir(out).experiment)
     made_under = {"config": config.to_dict(), "settings": {**experiment.measured(), "num_samples": k}}
@@ -293,25 +296,25 @@ def completion_row(report: dict | None, metrics: dict) -> dict:
             "importance_sampled_stderr": estimate["stderr"] if estimate else None}
 
 
-def run_sweep(experiment: Experiment, out: Path, data_dir, overrides, num_samples: int, overwrite: bool,
-              progress: bool, log, redraw: bool = True) -> bool:
-    """One run per swept value in ``out/<key>_<value>``; writes ``sweep.json`` and ``sweep.png`` (an M2 sweep also
-    ``accuracy.png``, its classifier's accuracy by labelled-set size).
+def run_sweep(experiment: Experiment, members: list[tuple[object, str, Config]], out: Path, data_dir,
+              num_samples: int, overwrite: bool, progress: bool, log, redraw: bool = True) -> bool:
+    """One run per swept value (:func:`sweep_members`) in ``out/<key>_<value>``; writes ``sweep.json`` and
+    ``sweep.png`` (an M2 sweep also ``accuracy.png``, its classifier's accuracy by labelled-set size).
 
     Returns whether every run was found finished."""
     from ..plots.base import save_figure
     from ..plots.study import plot_sweep
 
     key = experiment.sweep_key
-    members = sweep_members(experiment, overrides)
     rows, reused = [], True
     for value, sub, config in members:
         log(f"--- {key} = {value}")
         run_dir = out / sub
         if not overwrite and weightless(run_dir) and RunDir(run_dir).metrics.is_file():  # a record
             if not finished_record(run_dir, config, num_samples):
-                raise ConfigError(f"{run_dir} holds a finished run's record without weights, made under another "
-                                  f"config or evaluated with another K; pass --overwrite to train it again")
+                raise ConfigError(f"{run_dir} holds a finished run's record without weights that is not this run "
+                                  "(another config or length, or an evaluation with another K or by older code); "
+                                  f"remove {run_dir} to train it again")
             log(f"{run_dir}: a finished run's record (no weights): its numbers are used, its figures not drawn")
             report = read_json(RunDir(run_dir).evaluation) if needs_evaluation(config) and num_samples > 0 else None
         else:
@@ -406,4 +409,4 @@ def notebook_run(name: str, quick: bool | None = None, data_dir=None, runs_dir: 
                               progress=False, log=lambda line: None)
     out = Path(runs_dir or default_experiments_dir().parent / "runs") / name
     out = Path(os.path.relpath(out))  # the log lines a stored notebook keeps name no machine's folders
-    return run_experiment(name, out, data_dir, redraw=False, progress=False)  # log lines, no progress bars
+    return run_experiment(name, out, data_dir, redraw=False, restore=False, progress=False)  # log lines, no bars

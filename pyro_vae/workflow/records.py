@@ -7,12 +7,17 @@ evaluated under the experiment file as it is, in ``experiments/results/NAME/<mem
 (:func:`keep_records`). ``pyro-vae run NAME`` puts a member's record back into a run directory that holds no run
 (:func:`restore_records`) in place of training the member again, where the record is what the sweep would make
 of that member (:func:`finished_record`): its config, its training at its end, the evaluation the sweep makes.
-A restored member has no weights: its numbers enter the sweep; its own figures are not drawn again, and a
-command that needs its weights says that it has no checkpoint.
+A restored member has no weights: its numbers enter the sweep; its own figures are not drawn again (a member whose
+figures the experiment publishes is never restored, nor are records put back for a notebook, which shows the runs'
+figures), another K or a longer run of it is refused in one line, and a command that needs its weights says that
+it holds a record. Records are kept only where ``pyro-vae report`` runs: run it, and commit
+``experiments/results/NAME/``, before the machine's time ends.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 from .build import proper_density
@@ -23,7 +28,7 @@ from .runs import RunDir
 from .training import training_done
 
 RESULTS_DIR = "results"  # beside the experiment files: each experiment's numbers, as the report reads them
-RECORD_FILES = ("config", "history", "metrics", "evaluation")  # the RunDir files a record holds
+RECORD_FILES = ("config", "history", "evaluation", "metrics")  # the RunDir files a record holds, metrics.json last
 
 
 def results_dir(experiments_dir: str | Path) -> Path:
@@ -37,7 +42,7 @@ def record_dir(experiment_path: str | Path, name: str, member: str) -> Path:
 
 def needs_evaluation(config: Config) -> bool:
     """Whether a sweep evaluates this member on the test set: a proper density (its log p(x)), M2 (its classifier's
-    accuracy) or image completion (its -BCE)."""
+    accuracy) or image completion (its -BCE). (The sweep's rule, here so that a record is judged by it too.)"""
     return proper_density(config) or config.model.labels == "latent" or bool(config.model.completion)
 
 
@@ -58,8 +63,7 @@ def finished_record(run_dir: str | Path, config: Config, num_samples: int) -> bo
         return False
     if num_samples <= 0 or not needs_evaluation(config):
         return True
-    epochs = len(read_json(run.history) or [])
-    settings = run_settings(config, epochs, "test", num_samples, metrics["test_images"])
+    settings = run_settings(config, run.epochs_done(), "test", num_samples, metrics["test_images"])
     return finished_evaluation(run_dir, settings) is not None
 
 
@@ -69,12 +73,21 @@ def weightless(run_dir: str | Path) -> bool:
 
 
 def copy_record(source: str | Path, target: str | Path) -> None:
-    """Copy :data:`RECORD_FILES` of the run in ``source`` to ``target`` (created), each file atomically."""
-    Path(target).mkdir(parents=True, exist_ok=True)
-    for name in RECORD_FILES:
-        path = getattr(RunDir(source), name)
-        if path.is_file():
-            atomic_write_bytes(getattr(RunDir(target), name), path.read_bytes())
+    """Copy :data:`RECORD_FILES` of the run in ``source`` to ``target``, replacing what it held: written into a
+    folder beside it and renamed, so that a copy cut short leaves the old record or none, never a mix of two."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        for name in RECORD_FILES:
+            path = getattr(RunDir(source), name)
+            if path.is_file():
+                atomic_write_bytes(getattr(RunDir(staging), name), path.read_bytes())
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def keep_records(experiment_path: str | Path, name: str, members: list[tuple[object, str, Config]],
@@ -91,15 +104,15 @@ def keep_records(experiment_path: str | Path, name: str, members: list[tuple[obj
 
 
 def restore_records(experiment_path: str | Path, name: str, members: list[tuple[object, str, Config]], out: Path,
-                    num_samples: int, log=print) -> int:
+                    num_samples: int, published: list[str] = (), log=print) -> None:
     """Put back into ``out/<subfolder>`` the kept record of each member whose folder there holds no run, where the
-    record is :func:`finished_record` of that member's config; returns how many were put back."""
-    restored = 0
+    record is :func:`finished_record` of that member's config and none of the ``published`` figures (paths in
+    ``out``) lies in the member's folder (a record has no figures)."""
     for _, sub, config in members:
         run_dir, kept = out / sub, record_dir(experiment_path, name, sub)
+        if any(Path(figure).parts[0] == sub for figure in published):
+            continue
         if RunDir(run_dir).holds_run() or not finished_record(kept, config, num_samples):
             continue
         copy_record(kept, run_dir)
         log(f"{run_dir}: restored the record kept in {kept} (numbers without weights: its figures are not drawn)")
-        restored += 1
-    return restored

@@ -22,7 +22,7 @@ from .config import load_config, resolved_dict
 from .evaluation import PIXEL_DRAWS, usage_line
 from .experiments import Experiment, load_experiment, sweep_members
 from .gaps import experiment_gap_table
-from .records import RESULTS_DIR, finished_record, keep_records, record_dir
+from .records import RESULTS_DIR, finished_record, keep_records, record_dir, results_dir
 from .label_sets import TUTORIAL_M2, labelled_sets, mean_bound, welch_difference
 from .runs import RunDir
 
@@ -335,7 +335,7 @@ def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: 
     ``runs_dir`` holds (a quick run, a run of other settings, or nothing); ``stale`` is true where ``runs_dir`` holds
     a full run made under other settings than the file's."""
     found = collect(experiment, runs_dir)
-    saved_path = experiments_dir / RESULTS_DIR / f"{experiment.name}.json"
+    saved_path = results_dir(experiments_dir) / f"{experiment.name}.json"
     full = bool(found["rows"]) and _full_run(found["record"])
     stale = full and not stands_for(found["record"], experiment)
     if full and not stale:

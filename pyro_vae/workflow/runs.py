@@ -100,6 +100,18 @@ class RunDir:
                               "a training run")
         return load_config(self.config)
 
+    def epochs_done(self) -> int:
+        """How many epochs ``history.json`` records (0 without one): what a saved evaluation's ``epochs`` is."""
+        history = read_json(self.history)
+        return len(history) if isinstance(history, list) else 0
+
+    def refuse_record(self) -> None:
+        """Raise :class:`CheckpointError` where the folder holds a finished run's numbers without its weights
+        (a record, :mod:`pyro_vae.workflow.records`): nothing to load or resume."""
+        if self.metrics.is_file() and self.latest_checkpoint() is None:
+            raise CheckpointError(f"{self.path} holds a finished run's numbers without its weights (a record kept "
+                                  "by pyro-vae report); train the run again into another --out to get its weights")
+
     def latest_checkpoint(self) -> Path | None:
         """The checkpoint to resume from: the latest, or the previous one when a save stopped
         between its two renames; None when there is neither."""
@@ -205,6 +217,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     """
     run_dir = RunDir(path)
     config = run_dir.saved_config()
+    run_dir.refuse_record()
     checkpoint = run_dir.checkpoint
     state = load_checkpoint(checkpoint, map_location=device)
     check_entries(state, checkpoint, ("num_data", "vae", "guide"), fix=run_dir.earlier_copy_fix(checkpoint))

@@ -603,6 +603,7 @@ def resume(
     run_dir = RunDir(run_dir)
     out = run_dir.path
     saved = run_dir.saved_config()
+    run_dir.refuse_record()
     config = load_config(run_dir.config, overrides or [])
     _same_run_or_refuse(
         config, saved,

@@ -3,13 +3,14 @@ import shutil
 
 import pytest
 
-from pyro_vae.workflow.checkpoint import write_json
+from pyro_vae.workflow.checkpoint import CheckpointError, write_json
 from pyro_vae.workflow.config import Config, ConfigError, load_config, with_overrides
 from pyro_vae.workflow.evaluation import run_settings
 from pyro_vae.workflow.experiments import run_experiment
-from pyro_vae.workflow.records import RECORD_FILES, finished_record, record_dir, restore_records
+from pyro_vae.workflow.records import RECORD_FILES, copy_record, finished_record, record_dir, restore_records
 from pyro_vae.workflow.report import write_report
-from pyro_vae.workflow.runs import RunDir
+from pyro_vae.workflow.runs import RunDir, load_run
+from pyro_vae.workflow.training import resume
 
 from .test_experiments import VARIANTS, write_tiny
 
@@ -37,7 +38,13 @@ def test_a_record_stands_for_a_member_only_when_it_is_what_the_sweep_would_make(
     assert finished_record(tmp_path / "run", config, 5)
     assert not finished_record(tmp_path / "run", config, 6)  # evaluated with another K
     assert not finished_record(tmp_path / "run", _config("model.z_dim=3"), 5)  # another config
-    assert not finished_record(tmp_path / "run", _config("train.epochs=2"), 5)  # its training is not at its end
+    assert not finished_record(tmp_path / "run", _config("train.epochs=2"), 5)  # another config
+    longer = _config("train.epochs=2")
+    _write_run(tmp_path / "stopped", longer)  # one epoch of two, its metrics written (a resume cut short)
+    assert not finished_record(tmp_path / "stopped", longer, 5)
+    budget = _config("train.epochs=2", "train.max_minutes=0.01")  # stopped by its spent time budget: finished
+    _write_run(tmp_path / "budget", budget)
+    assert finished_record(tmp_path / "budget", budget, 5)
     assert not finished_record(tmp_path / "missing", config, 5)
     _write_run(tmp_path / "unevaluated", config, evaluated=False)
     assert not finished_record(tmp_path / "unevaluated", config, 5)
@@ -59,12 +66,35 @@ def test_a_record_is_put_back_only_where_no_run_is(tmp_path):
     (out / "b").mkdir(parents=True)
     (out / "b" / "history.json").write_text("[]")  # a run stopped early: not replaced
     lines = []
-    assert restore_records(experiment, "sweep", members, out, 5, lines.append) == 1
+    restore_records(experiment, "sweep", members, out, 5, log=lines.append)
     assert sorted(p.name for p in (out / "a").iterdir()) == sorted(getattr(RunDir(out / "a"), f).name
                                                                    for f in RECORD_FILES)
     assert (out / "b" / "history.json").read_text() == "[]" and not (out / "b" / "metrics.json").exists()
     assert not (out / "c").exists()
     assert len(lines) == 1 and str(out / "a") in lines[0]
+    shutil.rmtree(out / "a")
+    restore_records(experiment, "sweep", members, out, 5, published=["a/figures/samples.png"], log=lines.append)
+    assert not (out / "a").exists()  # the experiment publishes its figures, which a record does not hold
+
+
+def test_a_record_is_replaced_whole(tmp_path):
+    config = _config()
+    _write_run(tmp_path / "old", config)
+    (tmp_path / "new").mkdir()
+    config.save(tmp_path / "new" / "config.toml")  # a run of config.toml alone
+    copy_record(tmp_path / "old", tmp_path / "kept")
+    copy_record(tmp_path / "new", tmp_path / "kept")
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["config.toml"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+
+
+def test_a_record_has_no_weights_to_load_or_resume(tmp_path):
+    _write_run(tmp_path / "run", _config())
+    with pytest.raises(CheckpointError, match="holds a finished run's numbers without its weights"):
+        load_run(tmp_path / "run")
+    with pytest.raises(CheckpointError, match="holds a finished run's numbers without its weights"):
+        resume(tmp_path / "run")
+    assert (tmp_path / "run" / "metrics.json").exists()  # nothing of the record lost
 
 
 @pytest.mark.mnist
@@ -93,9 +123,11 @@ def test_a_sweep_is_finished_from_kept_records_where_its_run_directories_are_gon
     assert again["rows"][1]["test_loss"] == pytest.approx(first["rows"][1]["test_loss"], abs=1e-3)  # trained again
     assert json.loads((out / "experiment.json").read_text())["reused_runs"] == 1
 
+    kept = {p: p.read_bytes() for p in out.glob("*/*.json")}
     lines.clear()
-    run_experiment(path, out, data_dir, progress=False, log=lines.append)  # now all finished: nothing is trained
+    run_experiment(path, out, data_dir, progress=False, log=lines.append)  # now all finished: nothing is redone
     assert not any("epoch" in line for line in lines)
+    assert {p: p.read_bytes() for p in out.glob("*/*.json")} == kept  # not evaluated again either
     write_report(experiments, runs)
     assert (experiments / "results" / "tiny_sweep" / "wide" / "metrics.json").exists()
 
@@ -114,7 +146,21 @@ def test_a_record_that_the_sweep_cannot_use_is_named_not_retrained_silently(tmp_
     out = run_experiment(path, tmp_path / "runs", data_dir, progress=False, log=lambda _: None)
     for checkpoint in out.glob("*/checkpoint*.pt"):
         checkpoint.unlink()  # records: numbers without weights
-    with pytest.raises(ConfigError, match="record without weights, made under another config or evaluated with"):
+    with pytest.raises(ConfigError, match="record without weights that is not this run .* remove"):
         run_experiment(path, out, data_dir, num_samples=7, progress=False, log=lambda _: None)
-    run_experiment(path, out, data_dir, num_samples=7, overwrite=True, progress=False, log=lambda _: None)
+    shutil.rmtree(out / "small")
+    shutil.rmtree(out / "wide")
+    run_experiment(path, out, data_dir, num_samples=7, progress=False, log=lambda _: None)
     assert (out / "small" / "checkpoint.pt").exists()
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_a_notebook_trains_what_is_missing_rather_than_restoring_a_record(tmp_path, data_dir):
+    experiments = tmp_path / "experiments"
+    path = write_tiny(experiments, "tiny_sweep", kind="sweep", sweep=VARIANTS)
+    run_experiment(path, tmp_path / "runs" / "tiny_sweep", data_dir, progress=False, log=lambda _: None)
+    write_report(experiments, tmp_path / "runs")
+    out = run_experiment(path, tmp_path / "again" / "tiny_sweep", data_dir, restore=False, progress=False,
+                         log=lambda _: None)
+    assert (out / "small" / "checkpoint.pt").exists() and (out / "small" / "figures").is_dir()
