@@ -47,7 +47,7 @@ from .config import Config, ConfigError, load_config
 from .evaluation import evaluate_run, finished_evaluation, format_report, run_settings
 from .gaps import gap_cells, is_fit_override, run_gaps
 from .labels import labelled_seed
-from .records import finished_record, needs_evaluation, restore_records, weightless
+from .records import finished_record, needs_evaluation, record_dir, restore_records, weightless
 from .runs import RunDir, best_accuracy_epoch
 from .training import train_or_resume
 
@@ -321,31 +321,7 @@ def run_sweep(experiment: Experiment, members: list[tuple[object, str, Config]],
             reused &= train_or_resume(config, run_dir, data_dir, overwrite, progress, log, redraw)
             report = (_evaluate(run_dir, num_samples, data_dir, log)  # (M2: its accuracy, completion: -BCE, any pixels)
                       if needs_evaluation(config) else None)
-        metrics = read_json(RunDir(run_dir).metrics)
-        ll = (report or {}).get("log_likelihood")
-        rows.append({
-            "value": value,
-            "run": sub,
-            "test_loss": metrics["test_loss"],
-            "test_recon": metrics["test_recon"],
-            "test_kl": metrics["test_kl"],
-            "log_likelihood": ll["value"] if ll else None,
-            "log_likelihood_stderr": ll["stderr"] if ll else None,
-            "active_units": (report or {}).get("active_units"),
-            **({"accuracy": report["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"],
-                "accuracy_over_draws": report.get("accuracy_over_draws", {}).get("value"),  # (dynamic pixels)
-                "labelled": report["baseline"]["labelled"],
-                "model_accuracy": report.get("labels", {}).get("model_accuracy"),
-                "valid_accuracy": metrics.get("valid_accuracy"),  # (of the epoch the validation loss picked)
-                "best_valid_accuracy": best_accuracy_epoch(read_json(RunDir(run_dir).history) or [])}
-               if report and "accuracy" in report else {}),  # M2: its classifier, the supervised baseline, p(y | x)
-            **(completion_row(report, metrics) if config.model.completion else {}),
-            **({"code_usage": report["code_usage"], "point_mass": report["num_samples"] == 1 < num_samples}
-               if report and "code_usage" in report else {}),  # discrete codes
-            "epochs": metrics["epochs"],
-            "best_epoch": metrics.get("best_epoch"),  # with a validation split: the epoch whose weights these are
-            "train_seconds": metrics["train_seconds"],
-        })
+        rows.append(sweep_row(value, sub, config, run_dir, report, num_samples))
     result = {"key": key, "num_samples": num_samples, "rows": rows, "labelled_sets": only_labelled_sets_differ(members)}
     write_json(RunDir(out).sweep, result)
     save_figure(plot_sweep(result, title=experiment.title), RunDir(out).sweep_figure)
@@ -357,6 +333,54 @@ def run_sweep(experiment: Experiment, members: list[tuple[object, str, Config]],
                                               title=experiment.title),
                     RunDir(out).accuracy_figure)
     return reused
+
+
+def sweep_row(value, sub: str, config: Config, run_dir: Path, report: dict | None, num_samples: int) -> dict:
+    """A sweep's row of one finished run in ``run_dir`` (its metrics and history; ``report``, its test-set
+    evaluation, or None where the sweep evaluates none): what ``sweep.json`` and the report's tables hold."""
+    metrics = read_json(RunDir(run_dir).metrics)
+    ll = (report or {}).get("log_likelihood")
+    return {
+        "value": value,
+        "run": sub,
+        "test_loss": metrics["test_loss"],
+        "test_recon": metrics["test_recon"],
+        "test_kl": metrics["test_kl"],
+        "log_likelihood": ll["value"] if ll else None,
+        "log_likelihood_stderr": ll["stderr"] if ll else None,
+        "active_units": (report or {}).get("active_units"),
+        **({"accuracy": report["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"],
+            "accuracy_over_draws": report.get("accuracy_over_draws", {}).get("value"),  # (dynamic pixels)
+            "labelled": report["baseline"]["labelled"],
+            "model_accuracy": report.get("labels", {}).get("model_accuracy"),
+            "valid_accuracy": metrics.get("valid_accuracy"),  # (of the epoch the validation loss picked)
+            "best_valid_accuracy": best_accuracy_epoch(read_json(RunDir(run_dir).history) or [])}
+           if report and "accuracy" in report else {}),  # M2: its classifier, the supervised baseline, p(y | x)
+        **(completion_row(report, metrics) if config.model.completion else {}),
+        **({"code_usage": report["code_usage"], "point_mass": report["num_samples"] == 1 < num_samples}
+           if report and "code_usage" in report else {}),  # discrete codes
+        "epochs": metrics["epochs"],
+        "best_epoch": metrics.get("best_epoch"),  # with a validation split: the epoch whose weights these are
+        "train_seconds": metrics["train_seconds"],
+    }
+
+
+def recorded_sweep(experiment: Experiment) -> dict | None:
+    """What ``sweep.json`` would hold of the sweep's runs whose kept records stand for the experiment file as it is
+    (:func:`~pyro_vae.workflow.records.finished_record`), in the sweep's order, with ``members``, how many runs the
+    sweep has: an unfinished sweep's numbers so far. None where no record stands."""
+    members = sweep_members(experiment, ())
+    rows = []
+    for value, sub, config in members:
+        kept = record_dir(experiment.path, experiment.name, sub)
+        if finished_record(kept, config, experiment.num_samples):
+            evaluated = needs_evaluation(config) and experiment.num_samples > 0
+            report = read_json(RunDir(kept).evaluation) if evaluated else None
+            rows.append(sweep_row(value, sub, config, kept, report, experiment.num_samples))
+    if not rows:
+        return None
+    return {"key": experiment.sweep_key, "num_samples": experiment.num_samples, "rows": rows,
+            "labelled_sets": only_labelled_sets_differ(members), "members": len(members)}
 
 
 def only_labelled_sets_differ(members: list[tuple[object, str, Config]]) -> bool:

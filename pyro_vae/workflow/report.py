@@ -20,7 +20,7 @@ from .checkpoint import as_read_back, read_json, write_json
 from .compare import comparison_table
 from .config import load_config, resolved_dict
 from .evaluation import PIXEL_DRAWS, usage_line
-from .experiments import Experiment, load_experiment, sweep_members
+from .experiments import Experiment, load_experiment, recorded_sweep, sweep_members
 from .gaps import experiment_gap_table
 from .records import RESULTS_DIR, finished_record, keep_records, record_dir, results_dir
 from .label_sets import TUTORIAL_M2, labelled_sets, mean_bound, welch_difference
@@ -62,7 +62,7 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
     """What the report shows of one experiment: rows, wall time, figures, extra tables."""
     out = runs_dir / experiment.name
     rows: list[dict] = []
-    extra = ""
+    extra, partial = "", None
     if experiment.kind == "train":
         rows = [r for r in [_run_row(experiment.name, out)] if r]
     elif experiment.kind == "anomaly":
@@ -90,10 +90,14 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
         if result:
             extra = experiment_gap_table(result)
     else:
-        sweep = read_json(RunDir(out).sweep)
+        sweep, folder = read_json(RunDir(out).sweep), out
+        if not sweep:  # unfinished: the runs whose records are kept, if any
+            sweep, folder = recorded_sweep(experiment), record_dir(experiment.path, experiment.name, "")
+            if sweep:
+                partial = (len(sweep["rows"]), sweep["members"])
         if sweep:
             key = sweep["key"].rpartition(".")[2]
-            rows = [r for r in (_run_row(f"{experiment.name}: {key} = {s['value']}", out / s["run"])
+            rows = [r for r in (_run_row(f"{experiment.name}: {key} = {s['value']}", folder / s["run"])
                                 for s in sweep["rows"]) if r]
             if any("accuracy" in s for s in sweep["rows"]):
                 extra = accuracy_table(sweep)
@@ -105,7 +109,8 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
     figures = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.suffix in (".png", ".gif")
                      and (p.parent.name == RunDir(out).figures.name or p.parent == out)
                      and BACKGROUND not in p.relative_to(out).parts)  # (an anomaly run's background model)
-    return {"experiment": experiment, "rows": rows, "record": record, "figures": figures, "extra": extra}
+    return {"experiment": experiment, "rows": rows, "record": record, "figures": figures, "extra": extra,
+            "partial": partial}
 
 
 # What an M2 sweep's accuracy table has for each run, as ``(heading, value of a row, the tutorial's number it is
@@ -251,7 +256,8 @@ def results_table(entries: list[dict]) -> str:
         if not entry["rows"]:
             lines.append(f"| {experiment.name} | | | not run | | | | | | {reference} |")
             continue
-        wall = _wall_time(record)
+        wall = _wall_time(record) if entry.get("source") != "records" else "- (unfinished: {} of {} runs)".format(
+            *entry["partial"])
         for i, row in enumerate(entry["rows"]):
             if row["log_likelihood"] is not None:
                 ll = f"{row['log_likelihood']:.2f} +- {row['log_likelihood_stderr']:.2f} (K = {row['num_samples']:,})"
@@ -276,7 +282,11 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
     if entry["source"] == "saved":
         lines.append(f"- numbers read from `experiments/{RESULTS_DIR}/{experiment.name}.json`, saved by `pyro-vae "
                      f"report` from that command's run (the run directory itself is not kept)")
-    if record:
+    if entry["source"] == "records":
+        lines.append("- unfinished: the numbers of {} of its {} runs, read from their records in ".format(
+            *entry["partial"]) + f"`experiments/{RESULTS_DIR}/{experiment.name}/` (`{experiment.command}` trains "
+            "the rest; a mean below pools the runs of that size finished so far)")
+    elif record:
         lines.append(f"- time: {_wall_time(record)}, finished {record['finished']}"
                      + (" (quick setting)" if record.get("quick") else ""))
         if record["command"] != experiment.command:
@@ -286,7 +296,7 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
     else:
         lines.append("- not run yet")
     kept, members = entry.get("records", (0, 0))
-    if kept:
+    if kept and entry["source"] != "records":
         lines.append(f"- records of {kept} of its {members} runs kept in "
                      f"`experiments/{RESULTS_DIR}/{experiment.name}/` "
                      f"(each finished run's numbers without its weights: `{experiment.command}` puts them back where "
@@ -348,7 +358,8 @@ def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: 
     if stands_for(saved, experiment):
         shown = {key: value for key, value in saved.items() if key not in ("config", "settings")}
         return {**found, **shown, "source": "saved", "stale": stale}
-    return {**found, "source": "run" if found["rows"] else "none", "stale": stale}
+    source = "records" if found["partial"] else "run" if found["rows"] else "none"
+    return {**found, "source": source, "stale": stale}
 
 
 def published_name(name: str, names: list[str]) -> str:
@@ -406,8 +417,9 @@ def write_report(experiments_dir: str | Path = "experiments", runs_dir: str | Pa
         if experiment.title:
             experiments.append(experiment)
     experiments.sort(key=lambda e: (e.order, e.name))
-    entries = [{**experiment_results(e, runs_dir, experiments_dir), "records": sweep_records(e, runs_dir),
-                "published": publish_figures(e, runs_dir, experiments_dir)} for e in experiments]
+    records = [sweep_records(e, runs_dir) for e in experiments]  # kept first: an unfinished sweep shows them
+    entries = [{**experiment_results(e, runs_dir, experiments_dir), "records": kept,
+                "published": publish_figures(e, runs_dir, experiments_dir)} for e, kept in zip(experiments, records)]
     text = "\n".join([
         GENERATED_NOTE,
         "# Experiments",

@@ -113,6 +113,12 @@ def test_a_sweep_is_finished_from_kept_records_where_its_run_directories_are_gon
 
     shutil.rmtree(runs)  # another machine: the records alone
     shutil.rmtree(experiments / "results" / "tiny_sweep" / "wide")  # and one member never finished
+    (experiments / "results" / "tiny_sweep.json").unlink()  # as if the sweep had never been finished
+    text = write_report(experiments, runs)  # an unfinished sweep: the report shows what its records hold
+    assert "- unfinished: the numbers of 1 of its 2 runs, read from their records" in text
+    small = first["rows"][0]["test_loss"]
+    assert f"| tiny_sweep: variant = small (100 test images) | 2 | 1 | **{small:.2f}** |" in text
+    assert "- (unfinished: 1 of 2 runs)" in text and "variant = wide" not in text
     lines = []
     out = run_experiment(path, runs / "tiny_sweep", data_dir, progress=False, log=lines.append)
     assert sum("restored the record" in line for line in lines) == 1
