@@ -13,6 +13,7 @@ neither a run nor saved results is listed as not run. A sweep's finished runs al
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from .anomaly import BACKGROUND
 from .build import proper_density
@@ -113,18 +114,26 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
             "partial": partial}
 
 
-# What an M2 sweep's accuracy table has for each run, as ``(heading, value of a row, the tutorial's number it is
-# compared with: 0 its M2, 1 its baseline, None none)``
-M2, BASELINE = 0, 1
+class AccuracyColumn(NamedTuple):
+    """A column of an M2 sweep's accuracy table: its heading, its value in a row, the tutorial's number it is
+    compared with (:data:`M2`, :data:`BASELINE` or None) and whether a cell names the epoch it was read at."""
+
+    heading: str
+    value: Callable[[dict], float | None]
+    compared: int | None = None
+    with_epoch: bool = False
+
+
+M2, BASELINE = 0, 1  # the tutorial's two numbers of a labelled-set size
 ACCURACY_COLUMNS = (
-    ("accuracy of q(y \\| x)", lambda s: s.get("accuracy"), M2),
-    (f"q(y \\| x) averaged over {PIXEL_DRAWS} binarizations of each test image", lambda s: s.get("accuracy_over_draws"),
-     M2),
-    ("q(y \\| x) on the validation images", lambda s: s.get("valid_accuracy"), None),
-    ("at the best validation accuracy (epoch)", lambda s: (s.get("best_valid_accuracy") or {}).get("test_accuracy"),
-     M2),
-    ("of the model's p(y \\| x)", lambda s: s.get("model_accuracy"), None),
-    ("classifier on the labelled images alone", lambda s: s.get("baseline_accuracy"), BASELINE),
+    AccuracyColumn("accuracy of q(y \\| x)", lambda s: s.get("accuracy"), M2),
+    AccuracyColumn(f"q(y \\| x) averaged over {PIXEL_DRAWS} binarizations of each test image",
+                   lambda s: s.get("accuracy_over_draws"), M2),
+    AccuracyColumn("q(y \\| x) on the validation images", lambda s: s.get("valid_accuracy")),
+    AccuracyColumn("at the best validation accuracy (epoch)",
+                   lambda s: (s.get("best_valid_accuracy") or {}).get("test_accuracy"), M2, with_epoch=True),
+    AccuracyColumn("of the model's p(y \\| x)", lambda s: s.get("model_accuracy")),
+    AccuracyColumn("classifier on the labelled images alone", lambda s: s.get("baseline_accuracy"), BASELINE),
 )
 
 
@@ -160,7 +169,7 @@ def accuracy_table(sweep: dict) -> str:
     a column gives q(y | x)'s accuracy averaged over binarizations of each test image (``accuracy_over_draws``),
     also compared with the tutorial's M2 (whose classifier reads each grey test image once)."""
     key = sweep["key"].rpartition(".")[2]
-    headings = " | ".join(heading for heading, _, _ in ACCURACY_COLUMNS)
+    headings = " | ".join(column.heading for column in ACCURACY_COLUMNS)
     lines = [f"| {key} | epochs (weights of) | {headings} "
              "| Pyro tutorial (mean of 5 labelled sets +- 95% bound): M2, baseline |",
              "|---|---|" + "---|" * (len(ACCURACY_COLUMNS) + 1)]
@@ -168,12 +177,12 @@ def accuracy_table(sweep: dict) -> str:
         for s in group:
             epochs = f"{s['epochs']} ({s['best_epoch']})" if s.get("best_epoch") else f"{s['epochs']}"
             picked = s.get("best_valid_accuracy")
-            cells = [_num(column(s), "{:.4f}") + (f" ({picked['epoch']})" if picked and "(epoch)" in heading else "")
-                     for heading, column, _ in ACCURACY_COLUMNS]
+            cells = [_num(column.value(s), "{:.4f}") + (f" ({picked['epoch']})" if picked and column.with_epoch else "")
+                     for column in ACCURACY_COLUMNS]
             lines.append(f"| {s['value']} | {epochs} | {' | '.join(cells)} "
                          f"| {_anchor(labelled) if len(group) == 1 else '-'} |")
         if len(group) > 1:
-            columns = [([column(s) for s in group], compared) for _, column, compared in ACCURACY_COLUMNS]
+            columns = [([column.value(s) for s in group], column.compared) for column in ACCURACY_COLUMNS]
             size = f" with {labelled:,} labels" if labelled is not None else ""
             means = " | ".join(_mean_cell(values) for values, _ in columns)
             lines.append(f"| mean of {len(group)}{size} (95% bound) | | {means} | {_anchor(labelled)} |")
