@@ -47,7 +47,8 @@ from .config import Config, ConfigError, load_config
 from .evaluation import evaluate_run, finished_evaluation, format_report, run_settings
 from .gaps import gap_cells, is_fit_override, run_gaps
 from .labels import labelled_seed
-from .records import finished_record, needs_evaluation, record_dir, restore_records, weightless
+from .records import (finished_record, needs_evaluation, record_dir, recorded_evaluation, restore_records,
+                      weightless)
 from .runs import RunDir, best_accuracy_epoch
 from .training import train_or_resume
 
@@ -316,7 +317,7 @@ def run_sweep(experiment: Experiment, members: list[tuple[object, str, Config]],
                                   "(another config or length, or an evaluation with another K or by older code); "
                                   f"remove {run_dir} to train it again")
             log(f"{run_dir}: a finished run's record (no weights): its numbers are used, its figures not drawn")
-            report = read_json(RunDir(run_dir).evaluation) if needs_evaluation(config) and num_samples > 0 else None
+            report = recorded_evaluation(run_dir, config, num_samples)
         else:
             reused &= train_or_resume(config, run_dir, data_dir, overwrite, progress, log, redraw)
             report = (_evaluate(run_dir, num_samples, data_dir, log)  # (M2: its accuracy, completion: -BCE, any pixels)
@@ -367,20 +368,19 @@ def sweep_row(value, sub: str, config: Config, run_dir: Path, report: dict | Non
 
 def recorded_sweep(experiment: Experiment) -> dict | None:
     """What ``sweep.json`` would hold of the sweep's runs whose kept records stand for the experiment file as it is
-    (:func:`~pyro_vae.workflow.records.finished_record`), in the sweep's order, with ``members``, how many runs the
+    (:func:`~pyro_vae.workflow.records.finished_record`), in the sweep's order, with ``runs``, how many runs the
     sweep has: an unfinished sweep's numbers so far. None where no record stands."""
     members = sweep_members(experiment, ())
     rows = []
     for value, sub, config in members:
         kept = record_dir(experiment.path, experiment.name, sub)
         if finished_record(kept, config, experiment.num_samples):
-            evaluated = needs_evaluation(config) and experiment.num_samples > 0
-            report = read_json(RunDir(kept).evaluation) if evaluated else None
+            report = recorded_evaluation(kept, config, experiment.num_samples)
             rows.append(sweep_row(value, sub, config, kept, report, experiment.num_samples))
     if not rows:
         return None
     return {"key": experiment.sweep_key, "num_samples": experiment.num_samples, "rows": rows,
-            "labelled_sets": only_labelled_sets_differ(members), "members": len(members)}
+            "labelled_sets": only_labelled_sets_differ(members), "runs": len(members)}
 
 
 def only_labelled_sets_differ(members: list[tuple[object, str, Config]]) -> bool:

@@ -67,6 +67,12 @@ def finished_record(run_dir: str | Path, config: Config, num_samples: int) -> bo
     return finished_evaluation(run_dir, settings) is not None
 
 
+def recorded_evaluation(run_dir: str | Path, config: Config, num_samples: int) -> dict | None:
+    """The evaluation a :func:`finished_record` in ``run_dir`` holds for the sweep: its ``evaluation.json``, or
+    None where the sweep evaluates nothing of it."""
+    return read_json(RunDir(run_dir).evaluation) if needs_evaluation(config) and num_samples > 0 else None
+
+
 def weightless(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` has no checkpoint (a record, or no run at all)."""
     return RunDir(run_dir).latest_checkpoint() is None

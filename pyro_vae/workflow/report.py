@@ -5,9 +5,9 @@ Nothing here is typed by hand: each number is read from ``metrics.json``,
 ``evaluation.json``, ``comparison.json``, ``sweep.json``, ``gaps.json`` and ``experiment.json`` of the
 runs. What a full-length run gives is also saved beside the experiment files
 (``experiments/results/NAME.json``, with its key figures in ``experiments/figures/NAME/``), so
-the report can be made again, and read, without the run directories; an experiment with
-neither a run nor saved results is listed as not run. A sweep's finished runs also leave their records
-(:mod:`pyro_vae.workflow.records`), from which ``pyro-vae run NAME`` finishes it on another machine.
+the report can be made again, and read, without the run directories. A sweep's finished runs also leave their
+records (:mod:`pyro_vae.workflow.records`), from which ``pyro-vae run NAME`` finishes it on another machine and
+which the report shows, marked unfinished, while it is; an experiment with none of these is listed as not run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .config import load_config, resolved_dict
 from .evaluation import PIXEL_DRAWS, usage_line
 from .experiments import Experiment, load_experiment, recorded_sweep, sweep_members
 from .gaps import experiment_gap_table
-from .records import RESULTS_DIR, finished_record, keep_records, record_dir, results_dir
+from .records import RESULTS_DIR, keep_records, record_dir, results_dir
 from .label_sets import TUTORIAL_M2, labelled_sets, mean_bound, welch_difference
 from .runs import RunDir
 
@@ -63,7 +63,7 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
     """What the report shows of one experiment: rows, wall time, figures, extra tables."""
     out = runs_dir / experiment.name
     rows: list[dict] = []
-    extra, partial = "", None
+    extra = ""
     if experiment.kind == "train":
         rows = [r for r in [_run_row(experiment.name, out)] if r]
     elif experiment.kind == "anomaly":
@@ -91,27 +91,30 @@ def collect(experiment: Experiment, runs_dir: Path) -> dict:
         if result:
             extra = experiment_gap_table(result)
     else:
-        sweep, folder = read_json(RunDir(out).sweep), out
-        if not sweep:  # unfinished: the runs whose records are kept, if any
-            sweep, folder = recorded_sweep(experiment), record_dir(experiment.path, experiment.name, "")
-            if sweep:
-                partial = (len(sweep["rows"]), sweep["members"])
+        sweep = read_json(RunDir(out).sweep)
         if sweep:
-            key = sweep["key"].rpartition(".")[2]
-            rows = [r for r in (_run_row(f"{experiment.name}: {key} = {s['value']}", folder / s["run"])
-                                for s in sweep["rows"]) if r]
-            if any("accuracy" in s for s in sweep["rows"]):
-                extra = accuracy_table(sweep)
-            elif any("baseline_loss" in s for s in sweep["rows"]):
-                extra = completion_table(sweep)
-            elif any("code_usage" in s for s in sweep["rows"]):
-                extra = codes_table(sweep)
+            rows, extra = sweep_tables(experiment, sweep, out)
     record = read_json(RunDir(out).experiment) or {}
     figures = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.suffix in (".png", ".gif")
                      and (p.parent.name == RunDir(out).figures.name or p.parent == out)
                      and BACKGROUND not in p.relative_to(out).parts)  # (an anomaly run's background model)
-    return {"experiment": experiment, "rows": rows, "record": record, "figures": figures, "extra": extra,
-            "partial": partial}
+    return {"experiment": experiment, "rows": rows, "record": record, "figures": figures, "extra": extra}
+
+
+def sweep_tables(experiment: Experiment, sweep: dict, folder: Path) -> tuple[list[dict], str]:
+    """A sweep's rows of the results table (its runs in ``folder/<run>``) and its own table: M2's accuracy, image
+    completion's losses or the discrete codes' usage, where its rows hold them."""
+    key = sweep["key"].rpartition(".")[2]
+    rows = [r for r in (_run_row(f"{experiment.name}: {key} = {s['value']}", folder / s["run"])
+                        for s in sweep["rows"]) if r]
+    extra = ""
+    if any("accuracy" in s for s in sweep["rows"]):
+        extra = accuracy_table(sweep)
+    elif any("baseline_loss" in s for s in sweep["rows"]):
+        extra = completion_table(sweep)
+    elif any("code_usage" in s for s in sweep["rows"]):
+        extra = codes_table(sweep)
+    return rows, extra
 
 
 class AccuracyColumn(NamedTuple):
@@ -265,8 +268,7 @@ def results_table(entries: list[dict]) -> str:
         if not entry["rows"]:
             lines.append(f"| {experiment.name} | | | not run | | | | | | {reference} |")
             continue
-        wall = _wall_time(record) if entry.get("source") != "records" else "- (unfinished: {} of {} runs)".format(
-            *entry["partial"])
+        wall = "- (unfinished: {} of {} runs)".format(*entry["partial"]) if entry.get("partial") else _wall_time(record)
         for i, row in enumerate(entry["rows"]):
             if row["log_likelihood"] is not None:
                 ll = f"{row['log_likelihood']:.2f} +- {row['log_likelihood_stderr']:.2f} (K = {row['num_samples']:,})"
@@ -291,10 +293,11 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
     if entry["source"] == "saved":
         lines.append(f"- numbers read from `experiments/{RESULTS_DIR}/{experiment.name}.json`, saved by `pyro-vae "
                      f"report` from that command's run (the run directory itself is not kept)")
-    if entry["source"] == "records":
+    if entry.get("partial"):
         lines.append("- unfinished: the numbers of {} of its {} runs, read from their records in ".format(
-            *entry["partial"]) + f"`experiments/{RESULTS_DIR}/{experiment.name}/` (`{experiment.command}` trains "
-            "the rest; a mean below pools the runs of that size finished so far)")
+            *entry["partial"]) + f"`experiments/{RESULTS_DIR}/{experiment.name}/`; `{experiment.command}` finishes "
+            "it" + ("; a mean below pools the runs of its labelled-set size finished so far"
+                    if "mean of" in entry["extra"] else ""))
     elif record:
         lines.append(f"- time: {_wall_time(record)}, finished {record['finished']}"
                      + (" (quick setting)" if record.get("quick") else ""))
@@ -305,7 +308,7 @@ def experiment_section(entry: dict, runs_dir: Path) -> str:
     else:
         lines.append("- not run yet")
     kept, members = entry.get("records", (0, 0))
-    if kept and entry["source"] != "records":
+    if kept and not entry.get("partial"):
         lines.append(f"- records of {kept} of its {members} runs kept in "
                      f"`experiments/{RESULTS_DIR}/{experiment.name}/` "
                      f"(each finished run's numbers without its weights: `{experiment.command}` puts them back where "
@@ -346,13 +349,16 @@ def stands_for(saved: dict | None, experiment: Experiment) -> bool:
             and as_read_back(settings) == as_read_back(experiment.measured()))
 
 
-def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: Path) -> dict:
+def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: Path,
+                       recorded: dict | None = None) -> dict:
     """What the report shows of ``experiment`` (see :func:`collect`), with ``source``: ``run`` when its
     full-length run made under the experiment file as it is (:func:`stands_for`) is in ``runs_dir`` (the results
     are then saved to ``<experiments_dir>/results/NAME.json`` with the file's config and settings), ``saved`` when
-    saved results that stand for the file exist (an edited experiment file makes them stale), else what
-    ``runs_dir`` holds (a quick run, a run of other settings, or nothing); ``stale`` is true where ``runs_dir`` holds
-    a full run made under other settings than the file's."""
+    saved results that stand for the file exist (an edited experiment file makes them stale), ``records`` when
+    neither is there but an unfinished sweep's runs have records that stand for the file (``recorded``,
+    :func:`~pyro_vae.workflow.experiments.recorded_sweep`; ``partial`` is then how many runs of how many), else
+    what ``runs_dir`` holds (a quick run, a run of other settings, or nothing); ``stale`` is true where
+    ``runs_dir`` holds a full run made under other settings than the file's."""
     found = collect(experiment, runs_dir)
     saved_path = results_dir(experiments_dir) / f"{experiment.name}.json"
     full = bool(found["rows"]) and _full_run(found["record"])
@@ -367,8 +373,11 @@ def experiment_results(experiment: Experiment, runs_dir: Path, experiments_dir: 
     if stands_for(saved, experiment):
         shown = {key: value for key, value in saved.items() if key not in ("config", "settings")}
         return {**found, **shown, "source": "saved", "stale": stale}
-    source = "records" if found["partial"] else "run" if found["rows"] else "none"
-    return {**found, "source": source, "stale": stale}
+    if recorded:
+        rows, extra = sweep_tables(experiment, recorded, record_dir(experiment.path, experiment.name, ""))
+        return {**found, "rows": rows, "extra": extra, "record": {}, "source": "records", "stale": stale,
+                "partial": (len(recorded["rows"]), recorded["runs"])}
+    return {**found, "source": "run" if found["rows"] else "none", "stale": stale}
 
 
 def published_name(name: str, names: list[str]) -> str:
@@ -401,17 +410,14 @@ def publish_figures(experiment: Experiment, runs_dir: Path, experiments_dir: Pat
     return published
 
 
-def sweep_records(experiment: Experiment, runs_dir: Path) -> tuple[int, int]:
+def sweep_records(experiment: Experiment, runs_dir: Path) -> dict | None:
     """Keep the record of each finished run of a sweep in ``runs_dir``
-    (:func:`~pyro_vae.workflow.records.keep_records`); returns how many of its runs have a record that stands for
-    the file as it is, and how many runs it has."""
+    (:func:`~pyro_vae.workflow.records.keep_records`); returns the sweep of the runs whose records stand for the
+    file as it is (:func:`~pyro_vae.workflow.experiments.recorded_sweep`), None for another kind or none kept."""
     if experiment.kind != "sweep":
-        return 0, 0
-    members = sweep_members(experiment, ())
-    keep_records(experiment.path, experiment.name, members, runs_dir, experiment.num_samples)
-    kept = sum(finished_record(record_dir(experiment.path, experiment.name, sub), config, experiment.num_samples)
-               for _, sub, config in members)
-    return kept, len(members)
+        return None
+    keep_records(experiment.path, experiment.name, sweep_members(experiment, ()), runs_dir, experiment.num_samples)
+    return recorded_sweep(experiment)
 
 
 def write_report(experiments_dir: str | Path = "experiments", runs_dir: str | Path = "runs",
@@ -426,9 +432,12 @@ def write_report(experiments_dir: str | Path = "experiments", runs_dir: str | Pa
         if experiment.title:
             experiments.append(experiment)
     experiments.sort(key=lambda e: (e.order, e.name))
-    records = [sweep_records(e, runs_dir) for e in experiments]  # kept first: an unfinished sweep shows them
-    entries = [{**experiment_results(e, runs_dir, experiments_dir), "records": kept,
-                "published": publish_figures(e, runs_dir, experiments_dir)} for e, kept in zip(experiments, records)]
+    entries = []
+    for e in experiments:
+        recorded = sweep_records(e, runs_dir)  # kept first: an unfinished sweep of this machine shows them too
+        entries.append({**experiment_results(e, runs_dir, experiments_dir, recorded),
+                        "records": (len(recorded["rows"]), recorded["runs"]) if recorded else (0, 0),
+                        "published": publish_figures(e, runs_dir, experiments_dir)})
     text = "\n".join([
         GENERATED_NOTE,
         "# Experiments",

@@ -80,8 +80,9 @@ RULES: tuple[Rule, ...] = (
     Rule(
         ("train.lr_schedule", "train.lr_milestones"),
         lambda c: c.train.lr_schedule == "multistep" and not c.train.lr_milestones,
-        lambda c: "train.lr_schedule = 'multistep' lowers the rate at train.lr_milestones, but none is set (the rate "
-                  "would stay constant); set them, e.g. train.lr_milestones=[100], or use lr_schedule 'constant'",
+        lambda c: "train.lr_schedule = 'multistep' lowers the rate after each epoch of train.lr_milestones, but none "
+                  "is set (the rate would stay constant); set them, e.g. train.lr_milestones=[100], or use "
+                  "train.lr_schedule = 'constant'",
         ("train.lr_schedule='multistep'",),
     ),
     Rule(

@@ -138,7 +138,8 @@ def test_a_sweep_is_finished_from_kept_records_where_its_run_directories_are_gon
     assert (experiments / "results" / "tiny_sweep" / "wide" / "metrics.json").exists()
 
     path.write_text(path.read_text().replace("epochs = 1", "epochs = 2"))  # an edited file: the records are stale
-    assert "records of" not in write_report(experiments, tmp_path / "no_runs")
+    text = write_report(experiments, tmp_path / "no_runs")
+    assert "records of" not in text and "- unfinished:" not in text
     lines.clear()
     run_experiment(path, tmp_path / "elsewhere", data_dir, progress=False, log=lines.append)
     assert not any("restored" in line for line in lines)

@@ -291,3 +291,70 @@ def test_every_committed_result_stands_for_its_experiment_file_as_it_is():
     for path in saved:
         assert stands_for(json.loads(path.read_text()), load_experiment(REPO / "experiments" / f"{path.stem}.toml")), \
             f"{path.name}: its experiment file was edited since; run `pyro-vae run {path.stem}` and `pyro-vae report`"
+
+
+M2_SETS = """
+[experiment]
+order = 1
+title = "m2 sets"
+reproduces = "an unfinished sweep"
+kind = "sweep"
+num_samples = 5
+
+[experiment.sweep.variants]
+a = ["train.seed=1"]
+b = ["train.seed=2"]
+c = ["train.seed=3"]
+
+[data]
+pixels = "dynamic"
+train_size = 500
+test_size = 100
+labelled = 100
+
+[model]
+labels = "latent"
+
+[train]
+epochs = 1
+"""
+
+
+def _record_m2(experiment_path, sub: str, accuracy: float) -> None:
+    from pyro_vae.workflow.experiments import load_experiment, sweep_members
+    from pyro_vae.workflow.records import record_dir
+
+    from .test_records import _write_run
+
+    config = {s: c for _, s, c in sweep_members(load_experiment(experiment_path), ())}[sub]
+    run = _write_run(record_dir(experiment_path, "m2_sets", sub), config)
+    evaluation = json.loads(run.evaluation.read_text())
+    evaluation.update(split="test", images=100, num_samples=5, accuracy=accuracy,
+                      baseline={"accuracy": 0.7, "labelled": 100})
+    run.evaluation.write_text(json.dumps(evaluation))
+    metrics = json.loads(run.metrics.read_text())
+    metrics.update(test_recon=-90.0, test_kl=9.0)
+    run.metrics.write_text(json.dumps(metrics))
+
+
+def test_an_unfinished_sweep_is_shown_from_its_records_and_marked_so(tmp_path):
+    experiments, runs = tmp_path / "experiments", tmp_path / "runs"
+    experiments.mkdir()
+    path = experiments / "m2_sets.toml"
+    path.write_text(M2_SETS)
+    _record_m2(path, "a", 0.90)
+    _record_m2(path, "b", 0.92)
+    text = write_report(experiments, runs)
+    assert "- unfinished: the numbers of 2 of its 3 runs, read from their records in `experiments/results/m2_sets/`" \
+        in text
+    assert "a mean below pools the runs of its labelled-set size finished so far" in text
+    assert "| m2_sets: variant = a (100 test images) | 2 | 1 | **99.00** |" in text
+    assert "- (unfinished: 2 of 3 runs)" in text and "variant = c" not in text
+    assert "| mean of 2 with 100 labels (95% bound) | | 0.9100 +- 0.1271 |" in text
+    (runs / "m2_sets").mkdir(parents=True)  # a quick run's sweep does not hide the records
+    (runs / "m2_sets" / "sweep.json").write_text(json.dumps({"key": "variant", "rows": []}))
+    (runs / "m2_sets" / "experiment.json").write_text(json.dumps({"quick": True}))
+    assert "- unfinished: the numbers of 2 of its 3 runs" in write_report(experiments, runs)
+    path.write_text(M2_SETS.replace("epochs = 1", "epochs = 2"))  # an edited file: its records stand for nothing
+    text = write_report(experiments, tmp_path / "no_runs")
+    assert "- unfinished:" not in text and "| m2_sets | | | not run |" in text

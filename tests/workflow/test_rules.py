@@ -34,6 +34,7 @@ def test_the_defaults_break_no_rule(rule):
         ["prior.type='correlated'", "prior.covariance=[[1.0, 0.5], [0.5, 1.0]]", "prior.loc=[1.0, 0.0]"],
         ["guide.local_min_lr=0.05", "guide.local_lr=0.05"],
         ["model.labels='latent'", "data.labelled=100", "data.labelled_seed=3"],  # M2's set apart from its start
+        ["train.lr_schedule='multistep'", "train.lr_milestones=[10]"],
     ],
 )
 def test_legal_neighbours_of_the_rules_pass(overrides):
