@@ -11,7 +11,7 @@ A restored member has no weights: its numbers enter the sweep; its own figures a
 figures the experiment publishes is never restored, nor are records put back for a notebook, which shows the runs'
 figures), another K or a longer run of it is refused in one line, and a command that needs its weights says that
 it holds a record. Records are kept only where ``pyro-vae report`` runs: run it, and commit
-``experiments/results/NAME/``, before the machine's time ends.
+``experiments/results/NAME/``, before the machine is given up.
 """
 
 from __future__ import annotations
