@@ -47,8 +47,7 @@ from .config import Config, ConfigError, load_config
 from .evaluation import evaluate_run, finished_evaluation, format_report, run_settings
 from .gaps import gap_cells, is_fit_override, run_gaps
 from .labels import labelled_seed
-from .records import (finished_record, needs_evaluation, record_dir, recorded_evaluation, restore_records,
-                      weightless)
+from .records import finished_record, needs_evaluation, record_dir, recorded_evaluation, restore_records
 from .runs import RunDir, best_accuracy_epoch
 from .training import train_or_resume
 
@@ -311,7 +310,7 @@ def run_sweep(experiment: Experiment, members: list[tuple[object, str, Config]],
     for value, sub, config in members:
         log(f"--- {key} = {value}")
         run_dir = out / sub
-        if not overwrite and weightless(run_dir) and RunDir(run_dir).metrics.is_file():  # a record
+        if not overwrite and RunDir(run_dir).holds_record():
             if not finished_record(run_dir, config, num_samples):
                 raise ConfigError(f"{run_dir} holds a finished run's record without weights that is not this run "
                                   "(another config or length, or an evaluation with another K or by older code); "
@@ -366,11 +365,11 @@ def sweep_row(value, sub: str, config: Config, run_dir: Path, report: dict | Non
     }
 
 
-def recorded_sweep(experiment: Experiment) -> dict | None:
+def recorded_sweep(experiment: Experiment, members: list[tuple[object, str, Config]]) -> dict | None:
     """What ``sweep.json`` would hold of the sweep's runs whose kept records stand for the experiment file as it is
     (:func:`~pyro_vae.workflow.records.finished_record`), in the sweep's order, with ``runs``, how many runs the
-    sweep has: an unfinished sweep's numbers so far. None where no record stands."""
-    members = sweep_members(experiment, ())
+    sweep has (``members``, :func:`sweep_members` of the file as it is): an unfinished sweep's numbers so far.
+    None where no record stands."""
     rows = []
     for value, sub, config in members:
         kept = record_dir(experiment.path, experiment.name, sub)

@@ -25,7 +25,7 @@ from .checkpoint import atomic_write_bytes, read_json
 from .config import Config, ConfigError, load_config
 from .evaluation import finished_evaluation, run_settings
 from .runs import RunDir
-from .training import training_done
+from .training import finished_by
 
 RESULTS_DIR = "results"  # beside the experiment files: each experiment's numbers, as the report reads them
 RECORD_FILES = ("config", "history", "evaluation", "metrics")  # the RunDir files a record holds, metrics.json last
@@ -58,8 +58,7 @@ def finished_record(run_dir: str | Path, config: Config, num_samples: int) -> bo
         saved = load_config(run.config)
     except ConfigError:
         return False
-    if saved.differences(config) or not training_done(config, metrics["epochs"], metrics.get("train_seconds", 0.0),
-                                                      metrics.get("best_epoch")):
+    if saved.differences(config) or not finished_by(config, metrics):
         return False
     if num_samples <= 0 or not needs_evaluation(config):
         return True
@@ -71,11 +70,6 @@ def recorded_evaluation(run_dir: str | Path, config: Config, num_samples: int) -
     """The evaluation a :func:`finished_record` in ``run_dir`` holds for the sweep: its ``evaluation.json``, or
     None where the sweep evaluates nothing of it."""
     return read_json(RunDir(run_dir).evaluation) if needs_evaluation(config) and num_samples > 0 else None
-
-
-def weightless(run_dir: str | Path) -> bool:
-    """Whether ``run_dir`` has no checkpoint (a record, or no run at all)."""
-    return RunDir(run_dir).latest_checkpoint() is None
 
 
 def copy_record(source: str | Path, target: str | Path) -> None:

@@ -416,8 +416,9 @@ def sweep_records(experiment: Experiment, runs_dir: Path) -> dict | None:
     file as it is (:func:`~pyro_vae.workflow.experiments.recorded_sweep`), None for another kind or none kept."""
     if experiment.kind != "sweep":
         return None
-    keep_records(experiment.path, experiment.name, sweep_members(experiment, ()), runs_dir, experiment.num_samples)
-    return recorded_sweep(experiment)
+    members = sweep_members(experiment, ())
+    keep_records(experiment.path, experiment.name, members, runs_dir, experiment.num_samples)
+    return recorded_sweep(experiment, members)
 
 
 def write_report(experiments_dir: str | Path = "experiments", runs_dir: str | Path = "runs",

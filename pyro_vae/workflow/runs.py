@@ -105,10 +105,15 @@ class RunDir:
         history = read_json(self.history)
         return len(history) if isinstance(history, list) else 0
 
+    def holds_record(self) -> bool:
+        """Whether the folder holds a finished run's numbers without its weights (a record,
+        :mod:`pyro_vae.workflow.records`): ``metrics.json`` and no checkpoint."""
+        return self.metrics.is_file() and self.latest_checkpoint() is None
+
     def refuse_record(self) -> None:
-        """Raise :class:`CheckpointError` where the folder holds a finished run's numbers without its weights
-        (a record, :mod:`pyro_vae.workflow.records`): nothing to load or resume."""
-        if self.metrics.is_file() and self.latest_checkpoint() is None:
+        """Raise :class:`CheckpointError` where the folder holds a record (:meth:`holds_record`): nothing to load
+        or resume."""
+        if self.holds_record():
             raise CheckpointError(f"{self.path} holds a finished run's numbers without its weights (a record kept "
                                   "by pyro-vae report); train the run again into another --out to get its weights")
 

@@ -556,6 +556,12 @@ def training_done(config: Config, epochs: int, seconds: float, best: int | None 
             or (best is not None and epochs - best >= patience(config)))
 
 
+def finished_by(config: Config, metrics: dict) -> bool:
+    """Whether the run whose ``metrics.json`` holds ``metrics`` is at its end under ``config`` (:func:`training_done`
+    of its epochs, its training time and its best epoch)."""
+    return training_done(config, metrics["epochs"], metrics.get("train_seconds", 0.0), metrics.get("best_epoch"))
+
+
 LENGTH_KEYS = ("train.epochs", "train.max_minutes", "train.early_stopping")  # what may grow on resume
 
 
@@ -661,8 +667,7 @@ def train_or_resume(config: Config, out: str | Path, data_dir=None, overwrite: b
                     f"{_length(saved)}; 0: no limit); pass --overwrite to replace it or --out NEW_DIR",
         )
         metrics = read_json(run_dir.metrics)
-        if metrics and not config.differences(saved) and training_done(
-                config, metrics["epochs"], metrics.get("train_seconds", 0.0), metrics.get("best_epoch")):
+        if metrics and not config.differences(saved) and finished_by(config, metrics):
             log(f"{out}: finished run found, not trained again" + ("; redrawing its figures" if redraw else ""))
             if redraw:
                 from .figures import redraw_figures  # matplotlib only where figures are drawn
