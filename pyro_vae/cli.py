@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="a small setting (1000 images, 2 epochs, small K) to check the pipeline in seconds")
     run.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
     run.add_argument("--overwrite", action="store_true", help="retrain runs already in --out")
+    run.add_argument("--only", action="append", default=[], metavar="RUN",
+                     help="train and evaluate only this run of a sweep (repeatable; e.g. labelled_600_seed_1): "
+                          "the sweep's table and figures wait for a run of the whole sweep")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     report = commands.add_parser("report", help="write the results table of every experiment (experiments/README.md)")
@@ -176,7 +179,7 @@ def _run(args) -> None:
     from .workflow.experiments import run_experiment
 
     run_experiment(args.experiment, args.out, args.data_dir, args.overrides, args.num_samples, args.quick,
-                   args.overwrite, progress=not args.no_progress)
+                   args.overwrite, progress=not args.no_progress, only=args.only)
 
 
 def _score(args) -> None:

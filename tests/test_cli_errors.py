@@ -93,6 +93,11 @@ RAW_CASES = {
                                    "--num-samples must be >= 0"),
     "experiment override of an unknown key": (["run", "vae_2d", "--set", "train.epoch=1", "--out", "{fresh}"],
                                               "unknown key 'train.epoch'"),
+    "--only of a run the sweep does not have": (["run", "m2_sets", "--only", "labelled_600_seed_9", "--out", "{fresh}"],
+                                                "--only labelled_600_seed_9: m2_sets has no run of that name; its "
+                                                "runs are labelled_100_seed_0, "),
+    "--only of an experiment that is not a sweep": (["run", "vae_2d", "--only", "a", "--out", "{fresh}"],
+                                                    "--only picks runs of a sweep, and vae_2d is a 'train' experiment"),
     # found outside this table (issue "Trustworthy numbers", item 5): each ended in a traceback,
     # some after writing config.toml and figures/ into --out; {data} is MNIST where found
     "seed beyond 32 bits": (TINY + ["--set", "train.seed=4294967296"],

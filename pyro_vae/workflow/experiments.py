@@ -217,6 +217,7 @@ def run_experiment(
     log=print,
     redraw: bool = True,
     restore: bool = True,
+    only: list[str] | tuple = (),
 ) -> Path:
     """Run experiment ``name`` into ``out`` (default ``runs/NAME``); see the module docstring.
 
@@ -225,6 +226,9 @@ def run_experiment(
     :param redraw: redraw the figures of a training run found finished (a notebook only reads them).
     :param restore: put a sweep's kept records back where its run directories are gone
         (:func:`~pyro_vae.workflow.records.restore_records`); a notebook, which shows the runs' figures, does not.
+    :param only: the names of some of a sweep's runs (:func:`only_members`): train and evaluate those alone, and
+        write none of the sweep's own files (``sweep.json``, its figures, ``experiment.json``), which wait for a
+        run of the whole sweep; runs of one sweep can so be shared out between processes or machines.
     """
     experiment = load_experiment(name)
     command = ["pyro-vae", "run", experiment.name, *(["--quick"] if quick else []),
@@ -237,6 +241,8 @@ def run_experiment(
     out = Path(out) if out else Path("runs") / experiment.name
     config = experiment.config(overrides)  # bad overrides fail here, before anything is written
     members = sweep_members(experiment, overrides) if experiment.kind == "sweep" else []
+    if only:
+        members = only_members(experiment, members, only)
     if restore and not overwrite:  # a sweep's members finished on another machine, their records kept
         restore_records(experiment.path, experiment.name, members, out, k, experiment.figures, log)
     finished_before = len(list(out.glob("**/metrics.json"))) if out.is_dir() else 0  # runs it may reuse
@@ -256,8 +262,13 @@ def run_experiment(
         members = sweep_members(experiment, [o for o in overrides if not is_fit_override(o)])
         reused = run_gaps(experiment, members, out, data_dir, overrides, k, overwrite, progress, log, redraw)
     else:
-        reused = run_sweep(experiment, members, out, data_dir, k, overwrite, progress, log, redraw)
+        reused = run_sweep(experiment, members, out, data_dir, k, overwrite, progress, log, redraw, whole=not only)
     seconds = time.perf_counter() - start
+    if only:
+        log(f"experiment {experiment.name}: {', '.join(sub for _, sub, _ in members)} finished in {out} "
+            f"({seconds:.0f} s); `pyro-vae run {experiment.name}` writes the sweep's table and figures once every "
+            "run is there")
+        return out
     previous = read_json(RunDir(out).experiment)
     made_under = {"config": config.to_dict(), "settings": {**experiment.measured(), "num_samples": k}}
     if reused and previous:  # every run found finished under these settings, its evaluations found or made with k
@@ -297,9 +308,10 @@ def completion_row(report: dict | None, metrics: dict) -> dict:
 
 
 def run_sweep(experiment: Experiment, members: list[tuple[object, str, Config]], out: Path, data_dir,
-              num_samples: int, overwrite: bool, progress: bool, log, redraw: bool = True) -> bool:
-    """One run per swept value (:func:`sweep_members`) in ``out/<key>_<value>``; writes ``sweep.json`` and
-    ``sweep.png`` (an M2 sweep also ``accuracy.png``, its classifier's accuracy by labelled-set size).
+              num_samples: int, overwrite: bool, progress: bool, log, redraw: bool = True, whole: bool = True) -> bool:
+    """One run per swept value (:func:`sweep_members`) in ``out/<key>_<value>``; where ``members`` are the ``whole``
+    sweep, writes ``sweep.json`` and ``sweep.png`` (an M2 sweep also ``accuracy.png``, its classifier's accuracy by
+    labelled-set size).
 
     Returns whether every run was found finished."""
     from ..plots.base import save_figure
@@ -322,6 +334,8 @@ def run_sweep(experiment: Experiment, members: list[tuple[object, str, Config]],
             report = (_evaluate(run_dir, num_samples, data_dir, log)  # (M2: its accuracy, completion: -BCE, any pixels)
                       if needs_evaluation(config) else None)
         rows.append(sweep_row(value, sub, config, run_dir, report, num_samples))
+    if not whole:
+        return reused
     result = {"key": key, "num_samples": num_samples, "rows": rows, "labelled_sets": only_labelled_sets_differ(members)}
     write_json(RunDir(out).sweep, result)
     save_figure(plot_sweep(result, title=experiment.title), RunDir(out).sweep_figure)
@@ -393,6 +407,20 @@ def only_labelled_sets_differ(members: list[tuple[object, str, Config]]) -> bool
 
     sets = [(config.data.labelled, labelled_seed(config)) for _, _, config in members]
     return len(set(sets)) == len(sets) and all(recipe(config) == recipe(members[0][2]) for _, _, config in members)
+
+
+def only_members(experiment: Experiment, members: list[tuple[object, str, Config]], names) -> list:
+    """The members of sweep ``experiment`` whose run folders are ``names`` (``pyro-vae run NAME --only RUN``), in
+    the file's order; a name that is not one of its runs, or an experiment that is not a sweep, is refused."""
+    if experiment.kind != "sweep":
+        raise ConfigError(f"--only picks runs of a sweep, and {experiment.name} is a '{experiment.kind}' experiment; "
+                          "drop --only")
+    runs = [sub for _, sub, _ in members]
+    for name in names:
+        if name not in runs:
+            raise ConfigError(f"--only {name}: {experiment.name} has no run of that name; its runs are "
+                              f"{', '.join(runs)}")
+    return [member for member in members if member[1] in names]
 
 
 def sweep_members(experiment: Experiment, overrides) -> list[tuple[object, str, Config]]:

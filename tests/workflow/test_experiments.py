@@ -128,6 +128,23 @@ def test_a_set_of_the_swept_key_is_refused_before_anything_is_written(tmp_path):
 
 @pytest.mark.mnist
 @pytest.mark.slow
+def test_only_trains_the_named_runs_and_leaves_the_sweep_files_to_the_whole_sweep(tmp_path, data_dir):
+    path = write_tiny(tmp_path, "tiny_sweep", kind="sweep", sweep=VARIANTS)
+    out = run_experiment(path, tmp_path / "sweep", data_dir, only=["wide"], **QUIET)
+    assert sorted(p.name for p in out.iterdir()) == ["wide"]  # no sweep.json, figure or experiment.json yet
+    assert load_config(out / "wide" / "config.toml").model.z_dim == 4  # the variant's own config
+    assert json.loads((out / "wide" / "evaluation.json").read_text())["num_samples"] == 5  # the file's K
+    weights = (out / "wide" / "checkpoint.pt").read_bytes()
+    lines = []
+    run_experiment(path, out, data_dir, progress=False, log=lines.append)  # the whole sweep trains the rest
+    assert (out / "wide" / "checkpoint.pt").read_bytes() == weights
+    assert sum("finished run found, not trained again" in line for line in lines) == 1
+    assert [r["value"] for r in json.loads((out / "sweep.json").read_text())["rows"]] == ["small", "wide"]
+    assert json.loads((out / "experiment.json").read_text())["reused_runs"] == 1
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
 def test_sweep_writes_one_run_per_variant_and_the_figure(tmp_path, data_dir):
     path = write_tiny(tmp_path, "tiny_sweep", kind="sweep", sweep=VARIANTS)
     out = run_experiment(path, tmp_path / "sweep", data_dir, **QUIET)
@@ -188,7 +205,7 @@ def test_notebooks_go_through_the_experiments_lifecycle(tmp_path, monkeypatch):
 
 @pytest.mark.mnist
 @pytest.mark.parametrize("name", ["vae_conv_2d", "latent_sweep", "beta_sweep", "nll_binarized",
-                                  "anomaly_fashion_mnist", "discrete_codes"])
+                                  "anomaly_fashion_mnist", "discrete_codes", "m2_sets_grey"])
 @pytest.mark.slow
 def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
     """The experiments no notebook runs (the notebooks run the others under CI), and what discrete codes report."""
@@ -205,6 +222,10 @@ def test_experiment_smoke_in_the_quick_setting(name, tmp_path, data_dir):
             assert by["vq"]["point_mass"] and by["vq"]["log_likelihood"] == pytest.approx(-by["vq"]["test_loss"],
                                                                                           abs=1e-2)
             assert by["vq"]["code_usage"]["shared"] and not by["relaxed"]["code_usage"]["shared"]
+        if name == "m2_sets_grey":  # M2 on grey values: an accuracy per labelled set, no log p(x) (a BCE, no density)
+            assert [r["labelled"] for r in rows] == [int(sub.split("_")[1]) for _, sub, _ in experiment.sweep_runs()]
+            assert all(0 < r["accuracy"] <= 1 and r["log_likelihood"] is None for r in rows)
+            assert (out / "accuracy.png").exists()
     elif experiment.kind == "anomaly":
         scores = json.loads((out / "anomaly.json").read_text())["scores"]  # trained on Fashion-MNIST, MNIST scored
         assert scores["neg_log_likelihood"]["auroc"] < 0.5  # the likelihood prefers the simpler digits
