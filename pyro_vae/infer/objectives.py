@@ -184,11 +184,13 @@ def _with_parameters_fixed(fn):
 class SemiSupervisedELBO(_DirectLoss):
     """-J^alpha of M2 (Kingma et al. 2014) for one unlabelled and one labelled minibatch:
 
-    ``loss = -U(x_u) - L(x_l, y_l) + alpha * mean_l[-log q(y_l | x_l)]``,
+    ``loss = -U(x_u) + w * (-L(x_l, y_l) + alpha * mean_l[-log q(y_l | x_l)])``,
 
     each bound scaled to its own set by the model's plates: U by ``TraceEnum_ELBO`` (y of the unlabelled
     images summed out exactly by parallel enumeration of the guide's y site), L by ``Trace_ELBO`` (y
-    observed). Arguments: ``(x_u, idx_u, x_l, idx_l, y_l)``, ``y_l`` one-hot.
+    observed). Arguments: ``(x_u, idx_u, x_l, idx_l, y_l[, w])``, ``y_l`` one-hot; ``w`` (default 1) weighs the
+    labelled batch of a step where it enters only every k-th step (``train.labelled_every``), ``w = 0`` where a
+    step has none (``x_l``, ``idx_l``, ``y_l`` then None).
 
     The gradient is the whole objective's; the value it reports (``loss``, ``loss_and_grads``, so what
     ``svi.step`` returns) is the unlabelled part, -U(x_u) scaled to N_u: per unlabelled image, the
@@ -203,11 +205,19 @@ class SemiSupervisedELBO(_DirectLoss):
         self.enumerated = TraceEnum_ELBO(max_plate_nesting=1)
         self.observed = Trace_ELBO(max_plate_nesting=1)
 
-    def parts(self, model, guide, x_u, idx_u, x_l, idx_l, y_l) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(-U(x_u), -L(x_l, y_l), alpha * mean_l[-log q(y_l | x_l)])``, each differentiable."""
+    def parts(self, model, guide, x_u, idx_u, x_l, idx_l, y_l,
+              weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(-U(x_u), -w L(x_l, y_l), w alpha mean_l[-log q(y_l | x_l)])``, each differentiable (the last two 0
+        where ``w = 0``)."""
         unlabelled = self.enumerated.differentiable_loss(model, config_enumerate(guide, "parallel"), x_u, idx_u)
+        if weight == 0:
+            zero = unlabelled.new_zeros(())
+            return unlabelled, zero, zero
         labelled = self.observed.differentiable_loss(model, guide, x_l, idx_l, y_l)
-        return unlabelled, labelled, self.alpha * guide.classifier_loss(x_l, y_l)
+        classifier = self.alpha * guide.classifier_loss(x_l, y_l)
+        if weight == 1:
+            return unlabelled, labelled, classifier
+        return unlabelled, weight * labelled, weight * classifier
 
     def differentiable_loss(self, model, guide, *args) -> torch.Tensor:
         return sum(self.parts(model, guide, *args))

@@ -123,6 +123,7 @@ class TrainConfig:
     kl_anneal_steps: int = 0  # raise the KL weight linearly from 0 to beta over this many steps
     free_bits: float = 0.0  # nats per latent dimension (Kingma et al. 2016); needs trace_mean_field
     classifier_weight: float = 0.1  # M2: alpha = classifier_weight x N on E_labelled[-log q(y | x)] (Kingma: 0.1)
+    labelled_every: int = 1  # M2: the labelled batch enters every k-th step, weighted so an epoch weighs it as at k = 1
     commitment: float = 0.25  # guide vq: beta, the weight of the commitment loss ||z_e - sg(e)||^2
     baseline_epochs: int = 50  # model.completion: the baseline's most epochs (it stops early as the CVAE does)
     eval_batch_size: int = 1000
@@ -168,6 +169,7 @@ _LOWER_BOUNDS = {
     ("model", "completion"): (0, True),
     ("data", "noise"): (0, True),
     ("train", "classifier_weight"): (0, True),
+    ("train", "labelled_every"): (1, True),
     ("train", "baseline_epochs"): (1, True),
     ("train", "commitment"): (0, True),
     ("prior", "codes"): (2, True),

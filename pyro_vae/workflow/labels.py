@@ -7,6 +7,10 @@
   unlabelled images, each step ``svi.step(x_u, idx_u, x_l, idx_l, y_l)`` with a labelled batch of
   the same size (at most the labelled set) taken in turn from a seeded permutation of the labelled
   images, so that step s of epoch e always sees the same labelled batch (a resumed run included).
+  With ``train.labelled_every = k`` the labelled batch enters only steps 0, k, 2k, ... of each epoch, weighted
+  S / ceil(S / k) (S steps an epoch), so that over an epoch its terms weigh what they weigh at k = 1 while
+  the labelled images are seen k times less often (k = S: one labelled batch an epoch, about Pyro's
+  ss_vae_M2.py schedule with 100 labels).
 """
 
 from __future__ import annotations
@@ -105,7 +109,25 @@ def training_inputs(vae: VAE, train: ImageData, config: Config) -> tuple[ImageDa
     unlabelled = torch.ones(len(train), dtype=torch.bool, device=train.device)
     unlabelled[labelled] = False
     batches = LabelledBatches(train.rows(labelled), config.train.batch_size, config.train.seed)
-    return train.rows(unlabelled.nonzero().flatten()), lambda idx, epoch, step: batches(epoch, step)
+    epoch_data, every = train.rows(unlabelled.nonzero().flatten()), config.train.labelled_every
+    if every == 1:
+        return epoch_data, lambda idx, epoch, step: batches(epoch, step)
+    weight = labelled_step_weight(math.ceil(len(epoch_data) / config.train.batch_size), every)
+
+    def every_kth(idx, epoch, step):
+        return (*batches(epoch, step // every), weight) if step % every == 0 else (None, None, None, 0.0)
+
+    return epoch_data, every_kth
+
+
+def labelled_step_weight(steps: int, every: int) -> float:
+    """The weight S / ceil(S / k) of the labelled batch on the steps it enters (0, k, 2k, ... of an epoch's S),
+    so that an epoch's labelled terms weigh S times one step's, as where every step has one (k = 1). Raises
+    ``ConfigError`` for k > S, where the batch would enter once an epoch whatever k is."""
+    if every > steps:
+        raise ConfigError(f"train.labelled_every = {every} is more than the {steps} steps of an epoch (the unlabelled "
+                          f"images over train.batch_size); use at most {steps} (one labelled batch an epoch)")
+    return steps / math.ceil(steps / every)
 
 
 BASELINE_MAX_STEPS, BASELINE_BATCH, BASELINE_LR, BASELINE_FITTED = 3000, 100, 1e-3, 0.01

@@ -369,6 +369,8 @@ UNUSED: tuple[Unused, ...] = (  # keys a config may set that its parts never rea
            ("train.lr_milestones=[10]",)),
     Unused("train.classifier_weight", _one_of("model", "labels", ("latent",)), "model.labels = 'latent'",
            ("train.classifier_weight=1.0",)),
+    Unused("train.labelled_every", _one_of("model", "labels", ("latent",)), "model.labels = 'latent'",
+           ("train.labelled_every=5",)),
     Unused("train.commitment", _one_of("guide", "type", ("vq",)), "guide.type = 'vq'", ("train.commitment=0.5",)),
     Unused("train.baseline_epochs", lambda c: c.model.completion > 0, "model.completion", ("train.baseline_epochs=5",)),
 )

@@ -285,6 +285,8 @@ def test_m2s_objective_sums_its_three_parts_and_reports_the_unlabelled_bound():
     import pyro
     from torch import nn
 
+    from pyro.infer import config_enumerate
+
     from pyro_vae.infer.objectives import SemiSupervisedELBO
     from pyro_vae.models.likelihoods import BernoulliLikelihood
     from pyro_vae.models.nets import MLPDecoder, MLPEncoder
@@ -311,6 +313,22 @@ def test_m2s_objective_sums_its_three_parts_and_reports_the_unlabelled_bound():
     pyro.set_rng_seed(3)
     assert objective.loss_and_grads(vae.model, guide, *args) == pytest.approx(unlabelled.item(), rel=1e-5)
     assert guide.classifier[1].weight.grad is not None  # the classifier term's gradient reached q(y | x)
+    pyro.set_rng_seed(3)  # a step whose labelled batch is weighted w (train.labelled_every): its two parts times w
+    weighted = objective.parts(vae.model, guide, *args, 2.5)
+    assert weighted[0].item() == unlabelled.item()
+    assert [w.item() for w in weighted[1:]] == pytest.approx([2.5 * labelled.item(), 2.5 * classifier.item()])
+    pyro.set_rng_seed(3)  # a step without one: the unlabelled bound alone, its gradient that bound's
+    none = objective.parts(vae.model, guide, x_u, torch.arange(4), None, None, None, 0.0)
+    assert none[0].item() == unlabelled.item() and none[1].item() == none[2].item() == 0.0
+    guide.classifier[1].weight.grad = None
+    pyro.set_rng_seed(3)
+    objective.loss_and_grads(vae.model, guide, x_u, torch.arange(4), None, None, None, 0.0)
+    without = guide.classifier[1].weight.grad.clone()
+    guide.classifier[1].weight.grad = None
+    pyro.set_rng_seed(3)
+    SemiSupervisedELBO(alpha=7.0).enumerated.loss_and_grads(vae.model, config_enumerate(guide, "parallel"), x_u,
+                                                           torch.arange(4))
+    assert torch.allclose(without, guide.classifier[1].weight.grad)
     config = load_config(None, ["model.labels='latent'", "data.labelled=100", "train.classifier_weight=0.1"])
     assert build_objective(config, 60000).alpha == pytest.approx(6000.0)
     with pytest.raises(ValueError, match="needs the training set's size N"):

@@ -68,6 +68,31 @@ def test_labelled_batches_depend_only_on_the_epoch_and_step_and_cycle_through_th
     assert not torch.equal(batches(2, 0)[1], first[0][1])  # another epoch, another order
 
 
+def test_labelled_every_k_feeds_the_labelled_batch_to_every_kth_step_weighted_to_keep_an_epochs_weight():
+    images = ImageData((torch.rand(200, 784) < 0.3).float(), torch.arange(200) % 10, "threshold")
+    m2 = type("M2", (), {"labels": "latent"})()
+    config = _m2_config()  # 50 labelled of 200: 150 unlabelled, 3 steps of 64 an epoch
+    config.train.labelled_every = 2
+    data, inputs = training_inputs(m2, images, config)
+    batches = LabelledBatches(images.rows(balanced_labelled(images.labels, 50, 0)), 64, 0)
+    x, idx, y, weight = inputs(None, 4, 2)  # step 2: the second labelled batch of epoch 4
+    assert all(torch.equal(a, b) for a, b in zip((x, idx, y), batches(4, 1))) and weight == 1.5  # 3 steps / 2
+    assert inputs(None, 4, 1) == (None, None, None, 0.0)  # between: none
+    config.train.labelled_every = 1  # every step: the batch of the step, no weight (the objective's default 1)
+    assert all(torch.equal(a, b) for a, b in zip(training_inputs(m2, images, config)[1](None, 4, 2), batches(4, 2)))
+    config.train.labelled_every = 4
+    with pytest.raises(ConfigError, match="train.labelled_every = 4 is more than the 3 steps of an epoch"):
+        training_inputs(m2, images, config)
+
+
+@pytest.mark.parametrize("steps, every", [(250, 1), (250, 16), (250, 250), (9, 4)])
+def test_the_labelled_steps_of_an_epoch_weigh_what_every_step_would(steps, every):
+    from pyro_vae.workflow.labels import labelled_step_weight
+
+    slots = len(range(0, steps, every))  # the steps 0, k, 2k, ... that take the labelled batch
+    assert slots * labelled_step_weight(steps, every) == pytest.approx(steps)
+
+
 def _m2_config(epochs=2):
     config = tiny_config(model={"labels": "latent", "z_dim": 2}, data={"labelled": 50},
                          train={"objective": "trace", "epochs": epochs, "batch_size": 64, "classifier_weight": 5.0})
@@ -141,13 +166,17 @@ def test_an_m2_run_with_a_validation_split_records_the_classifiers_validation_ac
 
 @pytest.mark.mnist
 @pytest.mark.slow
-def test_an_m2_run_resumed_equals_one_long_run(tmp_path, data_dir):
-    """The labelled batches come from (seed, epoch, step): training 1 epoch then 1 more gives the same
-    weights as 2 at once."""
+@pytest.mark.parametrize("every", [1, 4])
+def test_an_m2_run_resumed_equals_one_long_run(tmp_path, data_dir, every):
+    """The labelled batches come from (seed, epoch, step), every step's or every 4th's (``train.labelled_every``;
+    9 steps an epoch): training 1 epoch then 1 more gives the same weights as 2 at once."""
     from pyro_vae.workflow.checkpoint import load_checkpoint
 
-    whole = train(_m2_config(2), tmp_path / "whole", data_dir, **QUIET)
-    parts = train(_m2_config(1), tmp_path / "parts", data_dir, **QUIET)
+    configs = [_m2_config(epochs) for epochs in (2, 1)]
+    for config in configs:
+        config.train.labelled_every = every
+    whole = train(configs[0], tmp_path / "whole", data_dir, **QUIET)
+    parts = train(configs[1], tmp_path / "parts", data_dir, **QUIET)
     resume(parts, ["train.epochs=2"], data_dir, **QUIET)
     a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(parts / "checkpoint.pt")
     for entry in ("vae", "guide"):
