@@ -100,8 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help=f"folder holding MNIST/raw (default: ${DATA_ENV}, else ./data)")
     run.add_argument("--overwrite", action="store_true", help="retrain runs already in --out")
     run.add_argument("--only", action="append", default=[], metavar="RUN",
-                     help="train and evaluate only this run of a sweep (repeatable; e.g. labelled_600_seed_1): "
-                          "the sweep's table and figures wait for a run of the whole sweep")
+                     help="train and evaluate only this run of a sweep (repeatable; e.g. labelled_600_seed_1), so "
+                          "that processes given other runs share a sweep out; the sweep's table and figures wait for "
+                          "`pyro-vae run NAME` once they have all ended")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     report = commands.add_parser("report", help="write the results table of every experiment (experiments/README.md)")

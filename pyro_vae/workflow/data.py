@@ -215,6 +215,10 @@ class ImageData:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def steps(self, batch_size: int) -> int:
+        """The minibatches of a pass over the images, the last one short where ``batch_size`` does not divide them."""
+        return math.ceil(len(self) / batch_size)
+
     @property
     def device(self) -> torch.device:
         return self.images.device

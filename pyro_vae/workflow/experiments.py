@@ -228,7 +228,8 @@ def run_experiment(
         (:func:`~pyro_vae.workflow.records.restore_records`); a notebook, which shows the runs' figures, does not.
     :param only: the names of some of a sweep's runs (:func:`only_members`): train and evaluate those alone, and
         write none of the sweep's own files (``sweep.json``, its figures, ``experiment.json``), which wait for a
-        run of the whole sweep; runs of one sweep can so be shared out between processes or machines.
+        run of the whole sweep (those of an earlier one are removed where a run is trained again); runs of one sweep
+        can so be shared out between processes or machines, each given other names.
     """
     experiment = load_experiment(name)
     command = ["pyro-vae", "run", experiment.name, *(["--quick"] if quick else []),
@@ -242,7 +243,7 @@ def run_experiment(
     config = experiment.config(overrides)  # bad overrides fail here, before anything is written
     members = sweep_members(experiment, overrides) if experiment.kind == "sweep" else []
     if only:
-        members = only_members(experiment, members, only)
+        members = only_members(experiment, members, [only] if isinstance(only, str) else only)
     if restore and not overwrite:  # a sweep's members finished on another machine, their records kept
         restore_records(experiment.path, experiment.name, members, out, k, experiment.figures, log)
     finished_before = len(list(out.glob("**/metrics.json"))) if out.is_dir() else 0  # runs it may reuse
@@ -265,6 +266,10 @@ def run_experiment(
         reused = run_sweep(experiment, members, out, data_dir, k, overwrite, progress, log, redraw, whole=not only)
     seconds = time.perf_counter() - start
     if only:
+        if not reused:  # a run trained (again): the sweep's table and figures, if any, no longer stand for its runs
+            folder = RunDir(out)
+            for stale in (folder.sweep, folder.sweep_figure, folder.accuracy_figure, folder.experiment):
+                stale.unlink(missing_ok=True)
         log(f"experiment {experiment.name}: {', '.join(sub for _, sub, _ in members)} finished in {out} "
             f"({seconds:.0f} s); `pyro-vae run {experiment.name}` writes the sweep's table and figures once every "
             "run is there")

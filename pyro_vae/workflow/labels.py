@@ -9,8 +9,9 @@
   images, so that step s of epoch e always sees the same labelled batch (a resumed run included).
   With ``train.labelled_every = k`` the labelled batch enters only steps 0, k, 2k, ... of each epoch, weighted
   S / ceil(S / k) (S steps an epoch), so that over an epoch its terms weigh what they weigh at k = 1 while
-  the labelled images are seen k times less often (k = S: one labelled batch an epoch, about Pyro's
-  ss_vae_M2.py schedule with 100 labels).
+  the labelled images are seen k times less often; the steps between take ``(None, None, None, 0.0)`` (no
+  labelled batch, weight 0; :class:`~pyro_vae.infer.objectives.SemiSupervisedELBO`). k >= S: one labelled
+  batch an epoch, weighted S, about Pyro's ss_vae_M2.py schedule with 100 labels.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def training_inputs(vae: VAE, train: ImageData, config: Config) -> tuple[ImageDa
     epoch_data, every = train.rows(unlabelled.nonzero().flatten()), config.train.labelled_every
     if every == 1:
         return epoch_data, lambda idx, epoch, step: batches(epoch, step)
-    weight = labelled_step_weight(math.ceil(len(epoch_data) / config.train.batch_size), every)
+    weight = labelled_step_weight(epoch_data.steps(config.train.batch_size), every)
 
     def every_kth(idx, epoch, step):
         return (*batches(epoch, step // every), weight) if step % every == 0 else (None, None, None, 0.0)
@@ -122,11 +123,8 @@ def training_inputs(vae: VAE, train: ImageData, config: Config) -> tuple[ImageDa
 
 def labelled_step_weight(steps: int, every: int) -> float:
     """The weight S / ceil(S / k) of the labelled batch on the steps it enters (0, k, 2k, ... of an epoch's S),
-    so that an epoch's labelled terms weigh S times one step's, as where every step has one (k = 1). Raises
-    ``ConfigError`` for k > S, where the batch would enter once an epoch whatever k is."""
-    if every > steps:
-        raise ConfigError(f"train.labelled_every = {every} is more than the {steps} steps of an epoch (the unlabelled "
-                          f"images over train.batch_size); use at most {steps} (one labelled batch an epoch)")
+    so that an epoch's labelled terms weigh S times one step's, as where every step has one (k = 1); k >= S:
+    step 0 alone, weighted S."""
     return steps / math.ceil(steps / every)
 
 

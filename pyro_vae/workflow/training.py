@@ -98,7 +98,7 @@ class Trainer:
             model, guide = kl_weighted(model, self.kl_weight), kl_weighted(guide, self.kl_weight)
         self.svi = SVI(model, guide, self.optimizer, build_objective(config, len(self.train_data)))
         self.epoch_data, self.step_inputs = training_inputs(self.vae, self.train_data, config)
-        self.steps_per_epoch = math.ceil(len(self.epoch_data) / t.batch_size)
+        self.steps_per_epoch = self.epoch_data.steps(t.batch_size)
 
     # --- checkpoints -------------------------------------------------------------------
     def state(self) -> dict:

@@ -141,6 +141,8 @@ def test_only_trains_the_named_runs_and_leaves_the_sweep_files_to_the_whole_swee
     assert sum("finished run found, not trained again" in line for line in lines) == 1
     assert [r["value"] for r in json.loads((out / "sweep.json").read_text())["rows"]] == ["small", "wide"]
     assert json.loads((out / "experiment.json").read_text())["reused_runs"] == 1
+    run_experiment(path, out, data_dir, only="wide", overwrite=True, **QUIET)  # one run trained again: the sweep's
+    assert sorted(p.name for p in out.iterdir()) == ["small", "wide"]  # table and figure no longer stand for it
 
 
 @pytest.mark.mnist

@@ -80,12 +80,12 @@ def test_labelled_every_k_feeds_the_labelled_batch_to_every_kth_step_weighted_to
     assert inputs(None, 4, 1) == (None, None, None, 0.0)  # between: none
     config.train.labelled_every = 1  # every step: the batch of the step, no weight (the objective's default 1)
     assert all(torch.equal(a, b) for a, b in zip(training_inputs(m2, images, config)[1](None, 4, 2), batches(4, 2)))
-    config.train.labelled_every = 4
-    with pytest.raises(ConfigError, match="train.labelled_every = 4 is more than the 3 steps of an epoch"):
-        training_inputs(m2, images, config)
+    config.train.labelled_every = 4  # more than the 3 steps: step 0's batch alone, weighted 3
+    inputs = training_inputs(m2, images, config)[1]
+    assert inputs(None, 4, 0)[3] == 3.0 and inputs(None, 4, 1) == inputs(None, 4, 2) == (None, None, None, 0.0)
 
 
-@pytest.mark.parametrize("steps, every", [(250, 1), (250, 16), (250, 250), (9, 4)])
+@pytest.mark.parametrize("steps, every", [(250, 1), (250, 16), (250, 250), (250, 1000), (9, 4)])
 def test_the_labelled_steps_of_an_epoch_weigh_what_every_step_would(steps, every):
     from pyro_vae.workflow.labels import labelled_step_weight
 
@@ -181,6 +181,9 @@ def test_an_m2_run_resumed_equals_one_long_run(tmp_path, data_dir, every):
     a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(parts / "checkpoint.pt")
     for entry in ("vae", "guide"):
         assert all(torch.equal(a[entry][k], b[entry][k]) for k in a[entry])
+    if every > 1:  # and the labelled batches did come every 4th step: other weights than every step's
+        every_step = load_checkpoint(train(_m2_config(2), tmp_path / "every_step", data_dir, **QUIET) / "checkpoint.pt")
+        assert any(not torch.equal(a["guide"][k], every_step["guide"][k]) for k in a["guide"])
 
 
 @pytest.mark.mnist
