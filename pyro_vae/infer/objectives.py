@@ -214,10 +214,7 @@ class SemiSupervisedELBO(_DirectLoss):
             zero = unlabelled.new_zeros(())
             return unlabelled, zero, zero
         labelled = self.observed.differentiable_loss(model, guide, x_l, idx_l, y_l)
-        classifier = self.alpha * guide.classifier_loss(x_l, y_l)
-        if weight == 1:
-            return unlabelled, labelled, classifier
-        return unlabelled, weight * labelled, weight * classifier
+        return unlabelled, weight * labelled, weight * (self.alpha * guide.classifier_loss(x_l, y_l))
 
     def differentiable_loss(self, model, guide, *args) -> torch.Tensor:
         return sum(self.parts(model, guide, *args))

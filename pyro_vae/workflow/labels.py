@@ -4,7 +4,7 @@
 - ``input``: a conditional VAE; ``svi.step(x, idx, y[idx])`` with the batch's one-hot labels.
 - ``latent``: M2; ``data.labelled`` training images (balanced over the classes, drawn with
   :func:`labelled_seed`) keep their labels, the others are unlabelled. An epoch is one pass over the
-  unlabelled images, each step ``svi.step(x_u, idx_u, x_l, idx_l, y_l)`` with a labelled batch of
+  unlabelled images, each step ``svi.step(x_u, idx_u, x_l, idx_l, y_l, w)`` with a labelled batch of
   the same size (at most the labelled set) taken in turn from a seeded permutation of the labelled
   images, so that step s of epoch e always sees the same labelled batch (a resumed run included).
   With ``train.labelled_every = k`` the labelled batch enters only steps 0, k, 2k, ... of each epoch, weighted
@@ -111,9 +111,7 @@ def training_inputs(vae: VAE, train: ImageData, config: Config) -> tuple[ImageDa
     unlabelled[labelled] = False
     batches = LabelledBatches(train.rows(labelled), config.train.batch_size, config.train.seed)
     epoch_data, every = train.rows(unlabelled.nonzero().flatten()), config.train.labelled_every
-    if every == 1:
-        return epoch_data, lambda idx, epoch, step: batches(epoch, step)
-    weight = labelled_step_weight(epoch_data.steps(config.train.batch_size), every)
+    weight = labelled_step_weight(epoch_data.steps(config.train.batch_size), every)  # 1.0 where every step has one
 
     def every_kth(idx, epoch, step):
         return (*batches(epoch, step // every), weight) if step % every == 0 else (None, None, None, 0.0)

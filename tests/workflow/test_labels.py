@@ -78,8 +78,9 @@ def test_labelled_every_k_feeds_the_labelled_batch_to_every_kth_step_weighted_to
     x, idx, y, weight = inputs(None, 4, 2)  # step 2: the second labelled batch of epoch 4
     assert all(torch.equal(a, b) for a, b in zip((x, idx, y), batches(4, 1))) and weight == 1.5  # 3 steps / 2
     assert inputs(None, 4, 1) == (None, None, None, 0.0)  # between: none
-    config.train.labelled_every = 1  # every step: the batch of the step, no weight (the objective's default 1)
-    assert all(torch.equal(a, b) for a, b in zip(training_inputs(m2, images, config)[1](None, 4, 2), batches(4, 2)))
+    config.train.labelled_every = 1  # every step: the batch of the step, weighted 1
+    *every_step, weight = training_inputs(m2, images, config)[1](None, 4, 2)
+    assert all(torch.equal(a, b) for a, b in zip(every_step, batches(4, 2))) and weight == 1.0
     config.train.labelled_every = 4  # more than the 3 steps: step 0's batch alone, weighted 3
     inputs = training_inputs(m2, images, config)[1]
     assert inputs(None, 4, 0)[3] == 3.0 and inputs(None, 4, 1) == inputs(None, 4, 2) == (None, None, None, 0.0)
